@@ -1,0 +1,389 @@
+"""rtc2sip's own options: a TOML file given with ``--options`` (read with :mod:`tomllib`).
+
+Tables: ``[gateway]``, ``[[listen]]``, ``[users]``, ``[limits]`` and ``[webrtc2sip]``, the last one
+holding config.xml keys by their XML names so one file can carry a whole configuration or override
+a shared config.xml. Unlike config.xml, where unknown elements are only warned about (it is another
+program's format), an unknown key here is an error: a mistyped ``open_relay`` or ``auth`` must not
+silently leave the gateway in a state the operator did not ask for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from rtc2sip.sip.errors import SipParseError
+from rtc2sip.sip.uri import parse_sip_uri, valid_host
+
+from .webrtc2sip import (
+    REPEATABLE,
+    SIP_TRANSPORTS,
+    XML_KEYS,
+    ConfigError,
+    Listener,
+    RawEntry,
+    canonical_ip,
+)
+
+__all__ = [
+    "AUTH_MODES",
+    "BREAKER_POLICIES",
+    "LOG_FORMATS",
+    "GatewayOptions",
+    "Limits",
+    "Options",
+    "default_data_dir",
+    "read_options",
+    "read_options_text",
+]
+
+AUTH_MODES = ("auto", "on", "off")
+LOG_FORMATS = ("text", "json")
+# How the RTCWeb breaker is engaged. webrtc2sip engages it when the browser's REGISTER/INVITE asks
+# with "rtcweb-breaker=yes" (technical guide, "RTCWeb Breaker"); that is "client".
+BREAKER_POLICIES = ("client", "never", "always")
+_TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip")
+# RFC 3261 §25.1 user-part characters, less ';' and escapes, which would be ambiguous as a key
+_USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,?/]+$")
+_UINT32_MAX = 2**32 - 1
+
+
+def default_data_dir() -> Path:
+    """``$RTC2SIP_DATA_DIR`` when set, else ``~/.local/share/rtc2sip``."""
+    env = os.environ.get("RTC2SIP_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".local" / "share" / "rtc2sip"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayOptions:
+    """``[gateway]``. ``auth``: "on", "off", or "auto" (off only when every listener is loopback)."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    domains: tuple[str, ...] = ("localhost", "127.0.0.1")
+    log_format: str = "text"
+    upstream_proxy: str | None = None
+    auth: str = "auto"
+    open_relay: bool = False
+    breaker: str = "client"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """``[limits]``; counts of 0 mean unlimited, durations are seconds."""
+
+    # the largest UDP payload, and what the SIP parser accepts by default
+    max_message_size: int = 65535
+    # browsers behind one office NAT share a source address, hence generous per-source defaults
+    max_connections_per_source: int = 1000
+    max_registrations_per_source: int = 1000
+    ws_origins: tuple[str, ...] = ()  # empty: any Origin
+    nonce_lifetime: int = 300
+    min_expires: int = 60
+    default_expires: int = 3600
+    max_expires: int = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """A parsed options file; ``listen`` is None when it has no ``[[listen]]``."""
+
+    gateway: GatewayOptions = field(default_factory=GatewayOptions)
+    limits: Limits = field(default_factory=Limits)
+    users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    listen: tuple[Listener, ...] | None = None
+    webrtc2sip: tuple[RawEntry, ...] = ()
+    source: Path | None = None
+
+
+def _kind(v: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array",
+            dict: "a table"}.get(type(v), type(v).__name__)
+
+
+class _Table:
+    """A TOML table being read: typed getters that name the key path, and a check for leftovers."""
+
+    def __init__(self, data: object, path: str, source: Path | None) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(path, f"expected a table, got {_kind(data)}", source)
+        self.data: dict[str, Any] = data
+        self.path = path
+        self.source = source
+        self.seen: set[str] = set()
+
+    def key(self, k: str) -> str:
+        return f"{self.path}.{k}" if self.path else k
+
+    def error(self, k: str, reason: str) -> ConfigError:
+        return ConfigError(self.key(k), reason, self.source)
+
+    def has(self, k: str) -> bool:
+        self.seen.add(k)
+        return k in self.data
+
+    def raw(self, k: str) -> Any:
+        self.seen.add(k)
+        return self.data[k]
+
+    def str_(self, k: str, default: str) -> str:
+        if not self.has(k):
+            return default
+        v = self.raw(k)
+        if not isinstance(v, str):
+            raise self.error(k, f"expected a string, got {_kind(v)}")
+        if not v.strip():
+            raise self.error(k, "must not be empty")
+        return v.strip()
+
+    def choice(self, k: str, default: str, allowed: tuple[str, ...]) -> str:
+        v = self.str_(k, default)
+        if v.lower() not in allowed:
+            raise self.error(k, f"expected one of {', '.join(allowed)}, got {v!r}")
+        return v.lower()
+
+    def bool_(self, k: str, default: bool) -> bool:
+        if not self.has(k):
+            return default
+        v = self.raw(k)
+        if not isinstance(v, bool):
+            raise self.error(k, f"expected true or false, got {_kind(v)}")
+        return v
+
+    def int_(self, k: str, default: int, lo: int, hi: int) -> int:
+        if not self.has(k):
+            return default
+        v = self.raw(k)
+        # bool is an int subclass in Python but not in TOML; "true" is no message size
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.error(k, f"expected an integer, got {_kind(v)}")
+        if not lo <= v <= hi:
+            raise self.error(k, f"{v} is out of range {lo}..{hi}")
+        return v
+
+    def str_list(self, k: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        if not self.has(k):
+            return default
+        v = self.raw(k)
+        if not isinstance(v, list) or not all(isinstance(i, str) for i in v):
+            raise self.error(k, f"expected an array of strings, got {_kind(v)}")
+        return tuple(i.strip() for i in v)
+
+    def finish(self, known: tuple[str, ...]) -> None:
+        for k in self.data:
+            if k in self.seen:
+                continue
+            hint = difflib.get_close_matches(k, known, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(known)})"
+            raise self.error(k, f"unknown option{extra}")
+
+
+def read_options(path: Path) -> Options:
+    """Read and validate an options file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError("options", f"cannot read {str(path)!r}: {reason}", path) from exc
+    return read_options_text(text, source=path)
+
+
+def read_options_text(text: str, source: Path | None = None) -> Options:
+    """Like :func:`read_options`, for TOML text already in memory (relative paths: the cwd)."""
+    where = str(source) if source is not None else "options"
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("options", f"invalid TOML in {where}: {exc}", source) from exc
+    base_dir = source.resolve().parent if source is not None else Path.cwd()
+    top = _Table(doc, "", source)
+
+    def table(name: str) -> _Table:
+        return _Table(top.raw(name), name, source)
+
+    gateway = _gateway(table("gateway"), base_dir) if top.has("gateway") else GatewayOptions()
+    limits = _limits(table("limits")) if top.has("limits") else Limits()
+    users = _users(table("users")) if top.has("users") else {}
+    listen = _listen(top.raw("listen"), source) if top.has("listen") else None
+    entries = _webrtc2sip(table("webrtc2sip"), base_dir) if top.has("webrtc2sip") else ()
+    top.finish(_TOP_LEVEL)
+    return Options(
+        gateway=gateway,
+        limits=limits,
+        users=MappingProxyType(users),
+        listen=listen,
+        webrtc2sip=entries,
+        source=source,
+    )
+
+
+def _gateway(t: _Table, base_dir: Path) -> GatewayOptions:
+    d = GatewayOptions()
+    data_dir = d.data_dir
+    if t.has("data_dir"):
+        p = Path(t.str_("data_dir", "")).expanduser()
+        data_dir = p if p.is_absolute() else base_dir / p
+    domains = t.str_list("domains", d.domains)
+    if not domains:
+        raise t.error("domains", "needs at least one domain")
+    norm: list[str] = []
+    for dom in domains:
+        ip = canonical_ip(dom)
+        if ip is None and not valid_host(dom):
+            raise t.error("domains", f"not a valid domain or IP address: {dom!r}")
+        # IPv6 kept in brackets, the form it has as the host of a SIP URI
+        low = dom.lower().rstrip(".") if ip is None else f"[{ip}]" if ":" in ip else ip
+        if low not in norm:
+            norm.append(low)
+    upstream: str | None = None
+    if t.has("upstream_proxy"):
+        upstream = t.str_("upstream_proxy", "")
+        try:
+            parse_sip_uri(upstream)
+        except SipParseError as exc:
+            raise t.error("upstream_proxy", f"not a SIP URI: {upstream!r} ({exc.reason})") from exc
+    auth = d.auth
+    if t.has("auth"):
+        v = t.raw("auth")
+        # accept TOML booleans too: `auth = true` reads naturally
+        auth = ("on" if v else "off") if isinstance(v, bool) else t.choice("auth", d.auth, AUTH_MODES)
+    g = GatewayOptions(
+        data_dir=data_dir,
+        domains=tuple(norm),
+        log_format=t.choice("log_format", d.log_format, LOG_FORMATS),
+        upstream_proxy=upstream,
+        auth=auth,
+        open_relay=t.bool_("open_relay", d.open_relay),
+        breaker=t.choice("breaker", d.breaker, BREAKER_POLICIES),
+    )
+    t.finish(("data_dir", "domains", "log_format", "upstream_proxy", "auth", "open_relay", "breaker"))
+    return g
+
+
+def _origin(t: _Table, o: str) -> str:
+    """An RFC 6454 origin, lower-cased as browsers serialise it in the Origin header."""
+    parts = urlsplit(o)
+    try:
+        parts.port  # noqa: B018 - urlsplit only checks the port when it is read
+    except ValueError:
+        parts = urlsplit("invalid:")
+    host = parts.hostname or ""
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not (valid_host(host) or canonical_ip(host) is not None)
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+    ):
+        raise t.error("ws_origins", f"not an origin like 'https://example.org[:port]': {o!r}")
+    scheme = parts.scheme.lower()
+    netloc = parts.netloc.lower()
+    # browsers leave the default port out of Origin, and the header is compared as a string
+    if parts.port == {"http": 80, "https": 443}[scheme]:
+        netloc = netloc.rsplit(":", 1)[0]
+    return f"{scheme}://{netloc}"
+
+
+def _limits(t: _Table) -> Limits:
+    d = Limits()
+    lim = Limits(
+        max_message_size=t.int_("max_message_size", d.max_message_size, 1024, 1 << 24),
+        max_connections_per_source=t.int_("max_connections_per_source", d.max_connections_per_source, 0,
+                                          _UINT32_MAX),
+        max_registrations_per_source=t.int_("max_registrations_per_source", d.max_registrations_per_source,
+                                            0, _UINT32_MAX),
+        ws_origins=tuple(dict.fromkeys(_origin(t, o) for o in t.str_list("ws_origins", d.ws_origins))),
+        nonce_lifetime=t.int_("nonce_lifetime", d.nonce_lifetime, 1, 86400),
+        min_expires=t.int_("min_expires", d.min_expires, 1, _UINT32_MAX),
+        default_expires=t.int_("default_expires", d.default_expires, 1, _UINT32_MAX),
+        max_expires=t.int_("max_expires", d.max_expires, 1, _UINT32_MAX),
+    )
+    if lim.min_expires > lim.max_expires:
+        raise t.error("min_expires", f"{lim.min_expires} is greater than max_expires {lim.max_expires}")
+    if not lim.min_expires <= lim.default_expires <= lim.max_expires:
+        raise t.error(
+            "default_expires",
+            f"{lim.default_expires} is not between min_expires {lim.min_expires} "
+            f"and max_expires {lim.max_expires}",
+        )
+    t.finish(tuple(f.name for f in fields(Limits)))
+    return lim
+
+
+def _users(t: _Table) -> dict[str, str]:
+    users: dict[str, str] = {}
+    for name in list(t.data):
+        if not _USER.match(name):
+            raise t.error(name, "not a valid SIP user name")
+        users[name] = t.str_(name, "")
+    return users
+
+
+def _listen(data: object, source: Path | None) -> tuple[Listener, ...]:
+    if not isinstance(data, list):
+        raise ConfigError("listen", f"expected an array of tables ([[listen]]), got {_kind(data)}", source)
+    if not data:
+        raise ConfigError("listen", "needs at least one listener", source)
+    out: list[Listener] = []
+    for i, item in enumerate(data):
+        t = _Table(item, f"listen[{i}]", source)
+        if not t.has("transport"):
+            raise t.error("transport", "missing")
+        if not t.has("port"):
+            raise t.error("port", "missing")
+        transport = t.choice("transport", "", SIP_TRANSPORTS)
+        host = t.str_("host", "127.0.0.1")
+        if host == "*":
+            host = "0.0.0.0"
+        ip = canonical_ip(host)
+        if ip is None and not valid_host(host):
+            raise t.error("host", f"not a valid host or IP address: {host!r}")
+        port = t.int_("port", 0, 0, 65535)
+        t.finish(("transport", "host", "port"))
+        out.append(Listener(transport, ip if ip is not None else host.lower(), port))
+    return tuple(out)
+
+
+def _xml_text(t: _Table, key: str, v: object) -> str:
+    """A TOML value as the config.xml text it stands for."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return v
+    if isinstance(v, list) and all(isinstance(i, str | int) and not isinstance(i, bool) for i in v):
+        return ";".join(str(i) for i in v)
+    raise t.error(key, f"expected a string, boolean, integer or array, got {_kind(v)}")
+
+
+def _webrtc2sip(t: _Table, base_dir: Path) -> tuple[RawEntry, ...]:
+    entries: list[RawEntry] = []
+    for key in list(t.data):
+        if key not in XML_KEYS:
+            continue  # reported by finish() with a suggestion
+        v = t.raw(key)
+        if key in REPEATABLE and isinstance(v, list):
+            for i, item in enumerate(v):
+                if not isinstance(item, str):
+                    raise t.error(f"{key}[{i}]", f"expected a string, got {_kind(item)}")
+                entries.append(RawEntry(key, item.strip(), t.key(f"{key}[{i}]"), base_dir))
+            if not v:
+                raise t.error(key, "must not be empty")
+            continue
+        text = _xml_text(t, key, v).strip()
+        if not text:
+            raise t.error(key, "must not be empty")
+        entries.append(RawEntry(key, text, t.key(key), base_dir))
+    t.finish(XML_KEYS)
+    return tuple(entries)
