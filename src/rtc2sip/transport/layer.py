@@ -16,7 +16,7 @@ import ssl
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -89,14 +89,13 @@ class StreamFlow(Flow, asyncio.Protocol):
         self.tr: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.tr = transport
+        self.tr = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         self.remote = (peer[0], peer[1])
         self.local = (sock[0], sock[1])
         if not self.layer.admit(self):
-            transport.abort()
+            self.tr.abort()
             return
         self.layer.register_flow(self)
 
@@ -179,8 +178,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.prefix = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.tr = transport
+        # uvloop's transports implement the interface without subclassing asyncio's classes
+        self.tr = cast(asyncio.DatagramTransport, transport)
         sock = transport.get_extra_info("sockname")
         self.port = sock[1]
         self.prefix = f"udp:{self.host}:{self.port}/"

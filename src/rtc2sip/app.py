@@ -1,0 +1,126 @@
+"""Assembly of one gateway process: settings in, listeners, proxy and registrar out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass, field
+
+from .config import Settings
+from .proxy.locate import Resolver
+from .proxy.location import LocationStore
+from .proxy.registrar import Registrar
+from .proxy.server import Policy, Proxy
+from .sip.uri import parse_sip_uri
+from .transport.layer import Limits, ListenAddress, TransportLayer
+
+log = logging.getLogger("rtc2sip")
+
+
+def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS/WSS server context from ``ssl-certificates`` (TLS 1.2 or later), None without a key pair."""
+    c = settings.ssl_certificates
+    if c is None or c.private_key is None or c.public_cert is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(c.public_cert), str(c.private_key))
+    if c.ca is not None:
+        ctx.load_verify_locations(str(c.ca))
+    if c.verify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    transports: TransportLayer | None = None
+    proxy: Proxy | None = None
+    store: LocationStore | None = None
+    listening: list[ListenAddress] = field(default_factory=list)
+
+    async def start(self) -> None:
+        s = self.settings
+        data_dir = s.gateway.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = LocationStore(data_dir / "location.sqlite3")
+        lim = s.limits
+        registrar = Registrar(
+            self.store,
+            set(s.gateway.domains),
+            min_expires=lim.min_expires,
+            default_expires=lim.default_expires,
+            max_expires=lim.max_expires,
+            max_per_source=lim.max_registrations_per_source or None,
+        )
+        upstream = parse_sip_uri(s.gateway.upstream_proxy) if s.gateway.upstream_proxy else None
+        policy = Policy(
+            domains=frozenset(d.lower() for d in s.gateway.domains),
+            trusted=s.loopback_only(),
+            open_relay=s.gateway.open_relay,
+            auth_required=s.auth_required(),
+            upstream=upstream,
+            users=dict(s.users),
+        )
+        resolver = Resolver(list(s.webrtc2sip.nameservers))
+
+        proxy_ref: list[Proxy] = []
+
+        def on_data(data: bytes, source: object) -> None:
+            proxy_ref[0].on_data(data, source)  # type: ignore[arg-type]
+
+        def on_closed(flow_id: str) -> None:
+            proxy_ref[0].on_flow_closed(flow_id)
+
+        self.transports = TransportLayer(
+            on_data,
+            on_closed,
+            Limits(
+                max_message_size=lim.max_message_size,
+                max_connections_per_source=lim.max_connections_per_source or 1_000_000,
+                ws_origins=tuple(lim.ws_origins),
+            ),
+        )
+        self.proxy = Proxy(self.transports, self.store, registrar, resolver, policy,
+                           max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime))
+        proxy_ref.append(self.proxy)
+        tls = server_ssl_context(s)
+        for lst in s.active_listeners():
+            if lst.transport not in ("udp", "tcp", "tls", "ws", "wss"):
+                continue
+            await self.transports.listen(lst.transport, lst.host, lst.port, tls if lst.secure else None)
+        self.listening = list(self.transports.listening)
+
+    async def stop(self) -> None:
+        if self.proxy is not None:
+            await self.proxy.close()
+        if self.transports is not None:
+            await self.transports.close()
+        if self.store is not None:
+            self.store.close()
+
+
+async def run(settings: Settings, banner: bool = True) -> None:
+    gw = Gateway(settings)
+    await gw.start()
+    if banner:
+        for line in settings.banner_lines():
+            log.info("%s", line)
+        log.info("rtc2sip ready: built-in registrar for %s; data in %s", ", ".join(settings.gateway.domains),
+                 settings.gateway.data_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await stop.wait()
+    finally:
+        log.info("rtc2sip stopping")
+        await gw.stop()

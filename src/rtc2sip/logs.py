@@ -1,0 +1,41 @@
+"""One line per event: human-readable on a terminal, JSON with ``--log-format json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info).replace("\n", " | ")
+        return json.dumps(out, ensure_ascii=False)
+
+
+class LineFormatter(logging.Formatter):
+    """Keeps tracebacks on one line too, so every event stays one line in the log."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", " | ")
+
+
+def setup(level: int, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(LineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # websockets logs every failed handshake at ERROR with a traceback: that is a client's problem
+    logging.getLogger("websockets").setLevel(max(level, logging.WARNING))
