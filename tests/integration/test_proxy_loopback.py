@@ -1,0 +1,282 @@
+"""The gateway in-process, driven by hand-written SIP over real loopback sockets.
+
+These check the proxy's routing rules message by message (what headers it adds, where it sends);
+the end-to-end tests under tests/e2e prove the same paths with real browsers and phones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+
+from rtc2sip.app import Gateway
+from rtc2sip.config import GatewayOptions, Listener, Settings
+from rtc2sip.sip import MessageError, Request, Response, parse_message
+
+
+class UdpPhone:
+    """A bare UDP SIP endpoint: sends text, receives parsed messages."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def send(self, text: str, port: int) -> None:
+        data = re.sub(r"(?<!\r)\n", "\r\n", text).encode()
+        self.sock.sendto(data, ("127.0.0.1", port))
+
+    def send_raw(self, data: bytes, port: int) -> None:
+        self.sock.sendto(data, ("127.0.0.1", port))
+
+    async def recv(self, timeout: float = 3.0) -> Request | Response:
+        loop = asyncio.get_running_loop()
+        data = await asyncio.wait_for(loop.sock_recv(self.sock, 65535), timeout)
+        try:
+            return parse_message(data)
+        except MessageError as e:
+            # a 400 echoes the very header it complains about: look at it anyway
+            assert e.message is not None, data
+            return e.message  # type: ignore[return-value]
+
+    async def expect(self, pred: str, timeout: float = 3.0) -> Request | Response:
+        """The next message whose start line contains ``pred`` (skipping others, e.g. 100 Trying)."""
+        end = asyncio.get_running_loop().time() + timeout
+        while True:
+            m = await self.recv(max(0.05, end - asyncio.get_running_loop().time()))
+            if pred in m.start_line():
+                return m
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    settings = Settings(
+        listeners=(Listener("udp", "127.0.0.1", 0), Listener("tcp", "127.0.0.1", 0), Listener("ws", "127.0.0.1", 0)),
+        gateway=GatewayOptions(data_dir=tmp_path),
+    )
+    gw = Gateway(settings)
+    await gw.start()
+    yield gw
+    await gw.stop()
+
+
+def port_of(gw: Gateway, transport: str) -> int:
+    return next(la.port for la in gw.listening if la.transport == transport)
+
+
+def register(user: str, phone: UdpPhone, expires: int = 3600) -> str:
+    cid = uuid.uuid4().hex
+    return (
+        f"REGISTER sip:127.0.0.1 SIP/2.0\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{phone.port};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport\n"
+        f"Max-Forwards: 70\nFrom: <sip:{user}@127.0.0.1>;tag=r1\nTo: <sip:{user}@127.0.0.1>\n"
+        f"Call-ID: {cid}\nCSeq: 1 REGISTER\nContact: <sip:{user}@127.0.0.1:{phone.port}>\n"
+        f"Expires: {expires}\nContent-Length: 0\n\n"
+    )
+
+
+def invite(frm: str, to: str, phone: UdpPhone, call_id: str, branch: str) -> str:
+    body = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 4000 RTP/AVP 0\n"
+    body = body.replace("\n", "\r\n")
+    return (
+        f"INVITE sip:{to}@127.0.0.1 SIP/2.0\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{phone.port};branch={branch};rport\n"
+        f"Max-Forwards: 70\nFrom: <sip:{frm}@127.0.0.1>;tag=c1\nTo: <sip:{to}@127.0.0.1>\n"
+        f"Call-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:{frm}@127.0.0.1:{phone.port}>\n"
+        f"Content-Type: application/sdp\nContent-Length: {len(body)}\n\n"
+    ) + body
+
+
+def answer(req: Request | Response, status: int, phone: UdpPhone, to_tag: str = "b1") -> str:
+    assert isinstance(req, Request)
+    lines = [f"SIP/2.0 {status} X"]
+    for name, value in req.headers:
+        if name in ("Via", "Record-Route", "From", "Call-ID", "CSeq"):
+            lines.append(f"{name}: {value}")
+        elif name == "To":
+            lines.append(f"To: {value};tag={to_tag}")
+    lines.append(f"Contact: <sip:bob@127.0.0.1:{phone.port}>")
+    lines.append("Content-Length: 0")
+    return "\n".join(lines) + "\n\n"
+
+
+async def test_udp_register_invite_bye(gateway: Gateway) -> None:
+    udp = port_of(gateway, "udp")
+    bob, alice = UdpPhone(), UdpPhone()
+    try:
+        bob.send(register("bob", bob), udp)
+        ok = await bob.expect("200")
+        assert isinstance(ok, Response)
+        assert "expires=" in (ok.get("Contact") or "")
+
+        call_id = uuid.uuid4().hex
+        alice.send(invite("alice", "bob", alice, call_id, "z9hG4bKinv1"), udp)
+        trying = await alice.expect("100")
+        assert trying.call_id == call_id
+        inv = await bob.expect("INVITE")
+        assert isinstance(inv, Request)
+        assert inv.uri_text == f"sip:bob@127.0.0.1:{bob.port}"
+        assert len(inv.vias) == 2 and inv.get("Record-Route")
+        assert inv.get("Max-Forwards") == "69"
+        assert inv.body.startswith(b"v=0")
+
+        bob.send(answer(inv, 180, bob), udp)
+        ringing = await alice.expect("180")
+        assert len(ringing.vias) == 1
+        bob.send(answer(inv, 200, bob), udp)
+        ok = await alice.expect("200")
+        assert isinstance(ok, Response) and ok.to.tag == "b1"
+        rr = ok.values("Record-Route")
+        assert rr, "the 2xx keeps the Record-Route set"
+
+        # ACK and BYE follow the route set (§12.2.1.1) through the proxy
+        route = "".join(f"Route: {r}\n" for r in rr)
+        for method, cseq in (("ACK", 1), ("BYE", 2)):
+            alice.send(
+                f"{method} sip:bob@127.0.0.1:{bob.port} SIP/2.0\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{alice.port};branch=z9hG4bK{method}{cseq};rport\n"
+                f"Max-Forwards: 70\n{route}From: <sip:alice@127.0.0.1>;tag=c1\n"
+                f"To: <sip:bob@127.0.0.1>;tag=b1\nCall-ID: {call_id}\nCSeq: {cseq} {method}\n"
+                f"Content-Length: 0\n\n",
+                udp,
+            )
+            got = await bob.expect(method)
+            assert isinstance(got, Request) and not got.has("Route")
+        bye = got
+        bob.send(answer(bye, 200, bob), udp)
+        done = await alice.expect("200")
+        assert done.cseq.method == "BYE"
+    finally:
+        bob.close()
+        alice.close()
+
+
+async def test_unregistered_target_gets_480(gateway: Gateway) -> None:
+    udp = port_of(gateway, "udp")
+    alice = UdpPhone()
+    try:
+        alice.send(invite("alice", "nobody", alice, uuid.uuid4().hex, "z9hG4bKx480"), udp)
+        resp = await alice.expect("480")
+        assert isinstance(resp, Response) and resp.to.tag
+        alice.send(
+            f"ACK sip:nobody@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{alice.port};branch=z9hG4bKx480;rport\n"
+            f"Max-Forwards: 70\nFrom: <sip:alice@127.0.0.1>;tag=c1\nTo: <sip:nobody@127.0.0.1>;tag={resp.to.tag}\n"
+            f"Call-ID: {resp.call_id}\nCSeq: 1 ACK\nContent-Length: 0\n\n",
+            udp,
+        )
+    finally:
+        alice.close()
+
+
+async def test_malformed_requests_are_answered_or_dropped(gateway: Gateway) -> None:
+    udp = port_of(gateway, "udp")
+    p = UdpPhone()
+    try:
+        # bad CSeq: enough headers to answer, so a 400 comes back
+        p.send(
+            f"OPTIONS sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{p.port};branch=z9hG4bKbad1\n"
+            f"From: <sip:a@127.0.0.1>;tag=1\nTo: <sip:127.0.0.1>\nCall-ID: bad1\nCSeq: x OPTIONS\n"
+            f"Content-Length: 0\n\n",
+            udp,
+        )
+        resp = await p.expect("400")
+        assert isinstance(resp, Response)
+        # SIP/3.0 gets a 505
+        p.send(
+            f"OPTIONS sip:127.0.0.1 SIP/3.0\nVia: SIP/2.0/UDP 127.0.0.1:{p.port};branch=z9hG4bKbad2\n"
+            f"From: <sip:a@127.0.0.1>;tag=1\nTo: <sip:127.0.0.1>\nCall-ID: bad2\nCSeq: 1 OPTIONS\n"
+            f"Content-Length: 0\n\n",
+            udp,
+        )
+        await p.expect("505")
+        # unknown Proxy-Require: 420 with Unsupported
+        p.send(
+            f"OPTIONS sip:x@127.0.0.1:9 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{p.port};branch=z9hG4bKbad3\n"
+            f"Max-Forwards: 70\nProxy-Require: nonsense\n"
+            f"From: <sip:a@127.0.0.1>;tag=1\nTo: <sip:x@127.0.0.1>\nCall-ID: bad3\nCSeq: 1 OPTIONS\n"
+            f"Content-Length: 0\n\n",
+            udp,
+        )
+        r420 = await p.expect("420")
+        assert r420.get("Unsupported") == "nonsense"
+        # junk: dropped, and the gateway still answers afterwards
+        p.send_raw(b"\x00garbage\xff" * 50, udp)
+        p.send_raw(b"INVITE\r\n\r\n", udp)
+        p.send(
+            f"OPTIONS sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{p.port};branch=z9hG4bKok\n"
+            f"Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=1\nTo: <sip:127.0.0.1>\nCall-ID: ok1\n"
+            f"CSeq: 1 OPTIONS\nContent-Length: 0\n\n",
+            udp,
+        )
+        ok = await p.expect("200")
+        assert ok.call_id == "ok1"
+    finally:
+        p.close()
+
+
+JSSIP_REGISTER = (
+    "REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+    "Via: SIP/2.0/WS k1v3hs0cs2lb.invalid;branch=z9hG4bK{branch}\r\n"
+    "Max-Forwards: 69\r\n"
+    "To: <sip:carol@127.0.0.1>\r\n"
+    "From: <sip:carol@127.0.0.1>;tag=jsreg\r\n"
+    "Call-ID: {call_id}\r\n"
+    "CSeq: 1 REGISTER\r\n"
+    'Contact: <sip:u3hdp5u1@k1v3hs0cs2lb.invalid;transport=ws>;+sip.ice;reg-id=1;'
+    '+sip.instance="<urn:uuid:5f1b3c8e-7a0d-4c1e-9b7a-2a1f4e3d2c1b>";expires=600\r\n'
+    "Expires: 600\r\n"
+    "Allow: INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO,NOTIFY\r\n"
+    "Supported: path,gruu,outbound\r\n"
+    "User-Agent: JsSIP 3.10.0\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+
+async def test_browser_over_websocket_is_reached_on_its_flow(gateway: Gateway) -> None:
+    udp, ws_port = port_of(gateway, "udp"), port_of(gateway, "ws")
+    alice = UdpPhone()
+    async with connect(f"ws://127.0.0.1:{ws_port}", subprotocols=["sip"]) as ws:  # type: ignore[list-item]
+        await ws.send(JSSIP_REGISTER.format(branch="r1", call_id=uuid.uuid4().hex))
+        ok = parse_message(str(await asyncio.wait_for(ws.recv(), 3)).encode())
+        assert isinstance(ok, Response) and ok.status == 200
+        assert ok.get("Require") == "outbound"
+
+        call_id = uuid.uuid4().hex
+        alice.send(invite("alice", "carol", alice, call_id, "z9hG4bKws1"), udp)
+        inv = parse_message(str(await asyncio.wait_for(ws.recv(), 3)).encode())
+        assert isinstance(inv, Request) and inv.method == "INVITE"
+        assert inv.uri_text == "sip:u3hdp5u1@k1v3hs0cs2lb.invalid;transport=ws"
+        # the browser answers with its .invalid Contact; the phone must get one it can use
+        resp = answer(inv, 200, alice).replace(
+            f"Contact: <sip:bob@127.0.0.1:{alice.port}>", "Contact: <sip:u3hdp5u1@k1v3hs0cs2lb.invalid;transport=ws;ob>"
+        )
+        await ws.send(resp.replace("\n", "\r\n"))
+        ok2 = await alice.expect("200")
+        contact = ok2.addresses("Contact")[0].uri
+        assert ".invalid" not in str(contact) and f":{udp}" in str(contact)
+        # a request to that Contact (no Route: a peer that ignores Record-Route) reaches the browser
+        alice.send(
+            f"BYE {contact} SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{alice.port};branch=z9hG4bKbye1;rport\n"
+            f"Max-Forwards: 70\nFrom: <sip:alice@127.0.0.1>;tag=c1\nTo: <sip:carol@127.0.0.1>;tag=b1\n"
+            f"Call-ID: {call_id}\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+            udp,
+        )
+        bye = parse_message(str(await asyncio.wait_for(ws.recv(), 3)).encode())
+        assert isinstance(bye, Request) and bye.method == "BYE"
+        assert bye.uri_text == "sip:u3hdp5u1@k1v3hs0cs2lb.invalid;transport=ws;ob"
+    # the WebSocket closed: its binding is gone
+    await asyncio.sleep(0.2)
+    alice.send(invite("alice", "carol", alice, uuid.uuid4().hex, "z9hG4bKws2"), udp)
+    await alice.expect("480")
+    alice.close()
