@@ -46,6 +46,8 @@ loadmodule "sl.so"
 loadmodule "rr.so"
 loadmodule "maxfwd.so"
 loadmodule "pv.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
 request_route {{
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
     if (has_totag()) {{
