@@ -1059,6 +1059,11 @@ class TransactionLayer:
         txn._keys.clear()
         self._stale += len(txn._timers)
         txn._timers.clear()
+        # a Transmit points back at its transaction: break the cycle so reference counting frees both
+        # at once instead of leaving them to the cyclic GC, whose full passes stall a busy proxy
+        txn._tx = None
+        if type(txn) is InviteClientTransaction:
+            txn._ack = None
         self._count -= 1
 
     def _compact(self) -> None:

@@ -1,0 +1,152 @@
+"""rtc2sip itself, run as `python -m rtc2sip --options FILE` with a TOML the harness writes.
+
+Contract with the gateway (written before the gateway could run it): it listens where `[[listen]]`
+says, keeps its state under `[gateway] data_dir`, serves `[gateway] domains`, exits on SIGTERM.
+Readiness is the listening sockets, not the banner it prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+
+from .artifacts import Artifacts
+from .procs import HarnessError, Proc, free_port, wait_tcp, wait_udp_bound
+
+__all__ = ["Gateway", "toml_value"]
+
+TomlScalar = str | int | float | bool
+TomlValue = TomlScalar | Sequence[TomlScalar]
+
+
+def toml_value(value: TomlValue) -> str:
+    """A TOML literal for a string, number, boolean or flat list of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # A JSON string of printable text is a valid TOML basic string.
+        return json.dumps(value)
+    return "[" + ", ".join(toml_value(v) for v in value) + "]"
+
+
+class Gateway:
+    """One rtc2sip process on 127.0.0.1: SIP over UDP and TCP on `sip_port`, WebSocket on `ws_port`.
+
+    `gateway_options` adds keys to the `[gateway]` table; `extra_toml` is appended verbatim and must
+    start with its own table header (`[media]`, `[[route]]`...), or its keys would land in the last
+    `[[listen]]` table (checked). Ports and data_dir survive `restart()`.
+    """
+
+    def __init__(
+        self,
+        artifacts: Artifacts,
+        *,
+        domains: Sequence[str] = ("example.test",),
+        gateway_options: Mapping[str, TomlValue] | None = None,
+        extra_toml: str = "",
+        name: str = "gateway",
+        python: str = sys.executable,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.artifacts = artifacts
+        self.domains = list(domains)
+        self.gateway_options = dict(gateway_options or {})
+        self.extra_toml = extra_toml
+        self.name = name
+        self.python = python
+        self.dir = artifacts.subdir(name)
+        self.data_dir = self.dir / "data"
+        self.data_dir.mkdir(exist_ok=True)
+        self.options_path = self.dir / "rtc2sip.toml"
+        self.log_path = self.dir / "gateway.log"
+        self.sip_port = free_port()
+        self.ws_port = free_port()
+        process_env = dict(os.environ)
+        # Output reaches the log as it happens, not when a buffer fills.
+        process_env["PYTHONUNBUFFERED"] = "1"
+        process_env.update(env or {})
+        self.env = process_env
+        self.proc: Proc | None = None
+        self.starts = 0
+
+    @property
+    def domain(self) -> str:
+        return self.domains[0]
+
+    @property
+    def udp_uri(self) -> str:
+        """Outbound proxy address for UDP peers (baresip's `outbound`, sipp's remote)."""
+        return f"sip:127.0.0.1:{self.sip_port};transport=udp"
+
+    @property
+    def tcp_uri(self) -> str:
+        return f"sip:127.0.0.1:{self.sip_port};transport=tcp"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/"
+
+    @property
+    def sip_address(self) -> str:
+        return f"127.0.0.1:{self.sip_port}"
+
+    def aor(self, user: str, domain: str | None = None) -> str:
+        return f"sip:{user}@{domain or self.domain}"
+
+    def render_options(self) -> str:
+        lines = [
+            "[gateway]",
+            f"data_dir = {toml_value(str(self.data_dir))}",
+            f"domains = {toml_value(self.domains)}",
+            *(f"{k} = {toml_value(v)}" for k, v in self.gateway_options.items()),
+        ]
+        for transport, port in (("udp", self.sip_port), ("tcp", self.sip_port), ("ws", self.ws_port)):
+            lines += [
+                "",
+                "[[listen]]",
+                f'transport = "{transport}"',
+                'host = "127.0.0.1"',
+                f"port = {port}",
+            ]
+        text = "\n".join(lines) + "\n"
+        if self.extra_toml.strip():
+            text += "\n" + self.extra_toml.strip() + "\n"
+        parsed = tomllib.loads(text)
+        if any(set(entry) != {"transport", "host", "port"} for entry in parsed.get("listen", [])[:3]):
+            raise HarnessError("extra_toml must start with a table header: its keys went into [[listen]]")
+        return text
+
+    def start(self, timeout: float = 20.0) -> Gateway:
+        self.options_path.write_text(self.render_options())
+        self.artifacts.add_log(self.name, self.log_path)
+        self.proc = Proc(
+            self.name,
+            [self.python, "-m", "rtc2sip", "--options", self.options_path],
+            self.log_path,
+            env=self.env,
+            stop_timeout=10,
+        )
+        self.proc.start()
+        self.starts += 1
+        alive = self.proc.check_alive
+        with self.proc.explain_failure():
+            wait_udp_bound(self.sip_port, timeout, alive)
+            wait_tcp("127.0.0.1", self.sip_port, timeout, alive)
+            wait_tcp("127.0.0.1", self.ws_port, timeout, alive)
+        return self
+
+    def stop(self) -> int | None:
+        return None if self.proc is None else self.proc.stop()
+
+    def restart(self, timeout: float = 20.0) -> Gateway:
+        """Stop and start again with the same ports, options and data_dir (persistence tests)."""
+        self.stop()
+        return self.start(timeout)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,362 @@
+// The test phone: JsSIP in a page, driven through window.rtc by driver.mjs (from Python).
+// Everything returned is plain JSON. One page = one user agent with at most one current call.
+'use strict';
+
+(function () {
+  const state = {
+    ua: null,
+    session: null,
+    sessions: [],
+    events: [],
+    messages: [],
+    audioCtx: null,
+    analyser: null,
+    remoteStream: null,
+    codecs: null,
+    autoAnswer: null,
+  };
+
+  function now() { return Date.now(); }
+
+  function record(type, data) {
+    const ev = Object.assign({ type, t: now() }, data || {});
+    state.events.push(ev);
+    console.log('[rtc] ' + JSON.stringify(ev).slice(0, 2000));
+  }
+
+  // Keep only the named codecs (case-insensitive encoding names) in every m=audio section.
+  // Applied to the remote offer as well as to our own SDP: Chromium may otherwise send a codec its
+  // answer left out.
+  function filterCodecs(sdp, codecs) {
+    if (!codecs || !codecs.length) return sdp;
+    const wanted = new Set(codecs.map((c) => c.toLowerCase()));
+    const lines = sdp.split('\r\n');
+    const out = [];
+    let section = null;
+    const flush = () => {
+      if (!section) return;
+      if (!section.audio) { out.push(...section.lines); return; }
+      const names = {};
+      for (const l of section.lines) {
+        const m = /^a=rtpmap:(\d+) ([^/]+)/.exec(l);
+        if (m) names[m[1]] = m[2].toLowerCase();
+      }
+      const keep = new Set(Object.keys(names).filter((pt) => wanted.has(names[pt])));
+      for (const l of section.lines) {
+        if (l.startsWith('m=audio')) {
+          const f = l.split(' ');
+          const pts = f.slice(3).filter((pt) => keep.has(pt) || (!(pt in names) && Number(pt) < 96 && wanted.has(staticName(pt))));
+          out.push(f.slice(0, 3).concat(pts).join(' '));
+          continue;
+        }
+        const m = /^a=(?:rtpmap|fmtp|rtcp-fb):(\d+)/.exec(l);
+        if (m && !keep.has(m[1])) continue;
+        out.push(l);
+      }
+    };
+    for (const l of lines) {
+      if (l.startsWith('m=')) {
+        flush();
+        section = { audio: l.startsWith('m=audio'), lines: [l] };
+      } else if (section) {
+        section.lines.push(l);
+      } else {
+        out.push(l);
+      }
+    }
+    flush();
+    return out.join('\r\n');
+  }
+
+  function staticName(pt) {
+    return { 0: 'pcmu', 8: 'pcma', 9: 'g722', 13: 'cn' }[pt] || '';
+  }
+
+  function ensureAnalyser(stream) {
+    // Chromium only feeds a remote WebRTC track into WebAudio while a media element plays it.
+    const el = document.getElementById('remote');
+    el.srcObject = stream;
+    el.play().catch((e) => record('audioElementError', { error: String(e) }));
+    if (!state.audioCtx) state.audioCtx = new AudioContext();
+    if (state.audioCtx.state !== 'running') state.audioCtx.resume();
+    const src = state.audioCtx.createMediaStreamSource(stream);
+    const analyser = state.audioCtx.createAnalyser();
+    analyser.fftSize = 16384;
+    analyser.smoothingTimeConstant = 0;
+    src.connect(analyser);
+    state.analyser = analyser;
+  }
+
+  function watchConnection(session, pc) {
+    if (!pc || pc.__rtcWatched) return;
+    pc.__rtcWatched = true;
+    pc.addEventListener('track', (e) => {
+      record('track', { kind: e.track.kind });
+      if (e.track.kind !== 'audio') return;
+      const stream = e.streams && e.streams[0] ? e.streams[0] : new MediaStream([e.track]);
+      state.remoteStream = stream;
+      ensureAnalyser(stream);
+    });
+    pc.addEventListener('iceconnectionstatechange', () => record('iceconnectionstate', { state: pc.iceConnectionState }));
+    pc.addEventListener('connectionstatechange', () => record('connectionstate', { state: pc.connectionState }));
+  }
+
+  function watchSession(session, direction, codecs) {
+    state.session = session;
+    state.sessions.push(session);
+    session.on('peerconnection', (e) => watchConnection(session, e.peerconnection));
+    if (session.connection) watchConnection(session, session.connection);
+    session.on('sdp', (e) => {
+      const c = codecs !== undefined ? codecs : state.codecs;
+      e.sdp = filterCodecs(e.sdp, c);
+      record('sdp', { originator: e.originator, sdpType: e.type, sdp: e.sdp });
+    });
+    session.on('progress', (e) => record('progress', { status: e.response ? e.response.status_code : null }));
+    session.on('accepted', () => record('accepted', {}));
+    session.on('confirmed', () => record('confirmed', {}));
+    session.on('ended', (e) => record('ended', { originator: e.originator, cause: e.cause }));
+    session.on('failed', (e) => record('failed', {
+      originator: e.originator, cause: e.cause, status: e.message && e.message.status_code ? e.message.status_code : null,
+    }));
+    session.on('getusermediafailed', (e) => record('getusermediafailed', { error: String(e) }));
+    session.on('newDTMF', (e) => record('dtmf', { originator: e.originator, tone: e.dtmf.tone }));
+    session.on('newInfo', (e) => record('info', { originator: e.originator, contentType: e.info.contentType, body: e.info.body }));
+    session.on('reinvite', () => record('reinvite', {}));
+    record('session', { direction, remote: session.remote_identity ? session.remote_identity.uri.toString() : null });
+  }
+
+  function pcConfig(opts) {
+    return Object.assign({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' }, opts.pcConfig || {});
+  }
+
+  function answerOptions(opts) {
+    return {
+      mediaConstraints: { audio: true, video: false },
+      pcConfig: pcConfig(opts),
+      extraHeaders: opts.extraHeaders || [],
+    };
+  }
+
+  const api = {
+    // Connect (and by default register) a user agent. Resolves once registered (or connected when
+    // register is false); rejects on registration failure.
+    register(opts) {
+      if (state.ua) throw new Error('already started; call stop() first');
+      if (opts.debug !== false) JsSIP.debug.enable('JsSIP:*');
+      state.codecs = opts.codecs || null;
+      state.autoAnswer = opts.autoAnswer ? opts : null;
+      const socket = new JsSIP.WebSocketInterface(opts.wsUrl);
+      const config = {
+        sockets: [socket],
+        uri: opts.uri,
+        password: opts.password || undefined,
+        authorization_user: opts.authorizationUser || undefined,
+        display_name: opts.displayName || undefined,
+        register: opts.register !== false,
+        register_expires: opts.registerExpires || 600,
+        session_timers: opts.sessionTimers === true,
+        user_agent: 'rtc2sip-e2e (JsSIP ' + JsSIP.version + ')',
+        connection_recovery_min_interval: 1,
+        connection_recovery_max_interval: 3,
+      };
+      const ua = new JsSIP.UA(config);
+      state.ua = ua;
+      if (opts.contactParams) ua.registrator().setExtraContactParams(opts.contactParams);
+      if (opts.registerHeaders) ua.registrator().setExtraHeaders(opts.registerHeaders);
+      ua.on('connecting', () => record('connecting', {}));
+      ua.on('connected', () => record('connected', {}));
+      ua.on('disconnected', (e) => record('disconnected', { code: e && e.code, reason: e && e.reason }));
+      ua.on('registered', (e) => record('registered', { status: e.response.status_code, contact: e.response.getHeaders('Contact') }));
+      ua.on('unregistered', () => record('unregistered', {}));
+      ua.on('registrationFailed', (e) => record('registrationFailed', {
+        cause: e.cause, status: e.response ? e.response.status_code : null,
+      }));
+      ua.on('newRTCSession', (e) => {
+        if (e.originator !== 'remote') return;
+        watchSession(e.session, 'incoming', undefined);
+        record('incoming', { from: e.request.from.uri.toString(), to: e.request.to.uri.toString() });
+        if (state.autoAnswer) e.session.answer(answerOptions(state.autoAnswer));
+      });
+      ua.on('newMessage', (e) => {
+        if (e.originator !== 'remote') return;
+        const m = {
+          from: e.request.from.uri.toString(),
+          to: e.request.to.uri.toString(),
+          body: e.request.body,
+          contentType: e.request.getHeader('Content-Type'),
+          t: now(),
+        };
+        state.messages.push(m);
+        record('message', m);
+      });
+      return new Promise((resolve, reject) => {
+        const done = (ok, value) => (ok ? resolve(value) : reject(new Error(JSON.stringify(value))));
+        // A refused or dropped WebSocket would otherwise only show as a timeout: JsSIP retries forever.
+        if (opts.failOnDisconnect !== false) {
+          ua.once('disconnected', (e) => done(false, { disconnected: true, code: e && e.code, reason: e && e.reason }));
+        }
+        if (config.register) {
+          ua.once('registered', (e) => done(true, { registered: true, status: e.response.status_code }));
+          ua.once('registrationFailed', (e) => done(false, { registrationFailed: e.cause, status: e.response ? e.response.status_code : null }));
+        } else {
+          ua.once('connected', () => done(true, { connected: true }));
+        }
+        ua.start();
+      });
+    },
+
+    unregister() {
+      return new Promise((resolve) => {
+        state.ua.once('unregistered', () => resolve(true));
+        state.ua.unregister({ all: false });
+      });
+    },
+
+    stop() {
+      if (state.ua) state.ua.stop();
+      state.ua = null;
+      return true;
+    },
+
+    // Start a call; progress is reported through events() (progress, accepted, confirmed, failed, ended).
+    call(target, opts) {
+      opts = opts || {};
+      const session = state.ua.call(target, {
+        mediaConstraints: { audio: true, video: false },
+        pcConfig: pcConfig(opts),
+        extraHeaders: opts.extraHeaders || [],
+        rtcOfferConstraints: { offerToReceiveAudio: true, offerToReceiveVideo: false },
+        eventHandlers: {
+          peerconnection: (e) => watchConnection(null, e.peerconnection),
+        },
+      });
+      watchSession(session, 'outgoing', opts.codecs);
+      return { id: session.id };
+    },
+
+    answer(opts) {
+      opts = opts || {};
+      const s = state.session;
+      if (!s || s.direction !== 'incoming' || !s.isInProgress()) throw new Error('no incoming call to answer');
+      if (opts.codecs !== undefined) state.codecs = opts.codecs;
+      s.answer(answerOptions(opts));
+      return true;
+    },
+
+    hangup(opts) {
+      opts = opts || {};
+      const s = state.session;
+      if (!s || s.isEnded()) return false;
+      s.terminate(opts.statusCode ? { status_code: opts.statusCode } : undefined);
+      return true;
+    },
+
+    sendDTMF(tones, opts) {
+      state.session.sendDTMF(tones, Object.assign({ transportType: 'RFC2833' }, opts || {}));
+      return true;
+    },
+
+    sendMessage(target, body, opts) {
+      opts = opts || {};
+      return new Promise((resolve) => {
+        state.ua.sendMessage(target, body, {
+          contentType: opts.contentType || 'text/plain',
+          extraHeaders: opts.extraHeaders || [],
+          eventHandlers: {
+            succeeded: (e) => resolve({ ok: true, status: e.response ? e.response.status_code : null }),
+            failed: (e) => resolve({ ok: false, cause: e.cause, status: e.response ? e.response.status_code : null }),
+          },
+        });
+      });
+    },
+
+    messages() { return state.messages; },
+
+    events(since) { return state.events.slice(since || 0); },
+
+    state() {
+      const s = state.session;
+      return {
+        registered: state.ua ? state.ua.isRegistered() : false,
+        connected: state.ua ? state.ua.isConnected() : false,
+        session: s ? { direction: s.direction, established: s.isEstablished(), ended: s.isEnded(), inProgress: s.isInProgress() } : null,
+      };
+    },
+
+    // The evidence that media flowed: RTCPeerConnection.getStats() of the current call, flattened.
+    async stats() {
+      const s = state.session;
+      const pc = s && s.connection;
+      if (!pc) return null;
+      const report = await pc.getStats();
+      const out = {
+        connectionState: pc.connectionState,
+        iceConnectionState: pc.iceConnectionState,
+        signalingState: pc.signalingState,
+        inbound: null, outbound: null, transport: null, selectedPair: null, remoteInbound: null,
+      };
+      const pick = (o, keys) => Object.fromEntries(keys.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
+      report.forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'audio') {
+          out.inbound = pick(r, ['ssrc', 'packetsReceived', 'bytesReceived', 'packetsLost', 'jitter', 'totalAudioEnergy',
+            'audioLevel', 'totalSamplesReceived', 'concealedSamples', 'totalSamplesDuration', 'codecId']);
+        } else if (r.type === 'outbound-rtp' && r.kind === 'audio') {
+          out.outbound = pick(r, ['ssrc', 'packetsSent', 'bytesSent', 'codecId']);
+        } else if (r.type === 'remote-inbound-rtp' && r.kind === 'audio') {
+          out.remoteInbound = pick(r, ['packetsLost', 'roundTripTime', 'jitter']);
+        } else if (r.type === 'transport') {
+          out.transport = pick(r, ['dtlsState', 'dtlsRole', 'srtpCipher', 'tlsVersion', 'selectedCandidatePairId', 'iceRole']);
+        }
+      });
+      const codec = (id) => { const c = id && report.get(id); return c ? { mimeType: c.mimeType, payloadType: c.payloadType, clockRate: c.clockRate } : null; };
+      if (out.inbound) out.inbound.codec = codec(out.inbound.codecId);
+      if (out.outbound) out.outbound.codec = codec(out.outbound.codecId);
+      const pairId = out.transport && out.transport.selectedCandidatePairId;
+      const pair = pairId && report.get(pairId);
+      if (pair) {
+        const cand = (id) => { const c = report.get(id); return c ? pick(c, ['address', 'port', 'protocol', 'candidateType']) : null; };
+        out.selectedPair = Object.assign(pick(pair, ['state', 'nominated', 'bytesSent', 'bytesReceived']), {
+          local: cand(pair.localCandidateId), remote: cand(pair.remoteCandidateId),
+        });
+      }
+      return out;
+    },
+
+    // Which tone arrives from the far end: dominant frequency of the remote track (AnalyserNode FFT,
+    // parabolic interpolation), median over a few reads, and its level.
+    async tone(opts) {
+      opts = opts || {};
+      const a = state.analyser;
+      if (!a) return { frequency: 0, levelDb: -200, rms: 0, reason: 'no remote audio track' };
+      const fmin = opts.fmin || 100;
+      const fmax = opts.fmax || 8000;
+      const sr = state.audioCtx.sampleRate;
+      const binHz = sr / a.fftSize;
+      const freq = new Float32Array(a.frequencyBinCount);
+      const time = new Float32Array(a.fftSize);
+      const freqs = []; const levels = []; const rmss = [];
+      for (let i = 0; i < (opts.samples || 5); i++) {
+        if (i) await new Promise((r) => setTimeout(r, opts.interval || 100));
+        a.getFloatFrequencyData(freq);
+        let k = Math.max(1, Math.ceil(fmin / binHz));
+        let best = k;
+        const last = Math.min(freq.length - 2, Math.floor(fmax / binHz));
+        for (; k <= last; k++) if (freq[k] > freq[best]) best = k;
+        const [l, c, r] = [freq[best - 1], freq[best], freq[best + 1]];
+        const denom = l - 2 * c + r;
+        const delta = denom !== 0 && Number.isFinite(denom) ? 0.5 * (l - r) / denom : 0;
+        a.getFloatTimeDomainData(time);
+        let sum = 0;
+        for (const x of time) sum += x * x;
+        freqs.push((best + delta) * binHz);
+        levels.push(Number.isFinite(c) ? c : -200);
+        rmss.push(Math.sqrt(sum / time.length));
+      }
+      const median = (xs) => xs.slice().sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+      const rms = median(rmss);
+      return { frequency: rms > 0 ? median(freqs) : 0, levelDb: median(levels), rms, sampleRate: sr };
+    },
+  };
+
+  window.rtc = api;
+})();
