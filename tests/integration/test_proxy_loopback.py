@@ -280,3 +280,76 @@ async def test_browser_over_websocket_is_reached_on_its_flow(gateway: Gateway) -
     alice.send(invite("alice", "carol", alice, uuid.uuid4().hex, "z9hG4bKws2"), udp)
     await alice.expect("480")
     alice.close()
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """An ECDSA P-256 certificate for 127.0.0.1, made on the spot."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    kp, cp = tmp / "key.pem", tmp / "cert.pem"
+    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return kp, cp
+
+
+async def test_tls_and_wss_listeners(tmp_path: Path) -> None:
+    import ssl
+
+    from rtc2sip.config import SslCertificates, Webrtc2sipSettings
+
+    key, cert = _self_signed(tmp_path)
+    settings = Settings(
+        listeners=(Listener("udp", "127.0.0.1", 0), Listener("tls", "127.0.0.1", 0), Listener("wss", "127.0.0.1", 0)),
+        gateway=GatewayOptions(data_dir=tmp_path / "data"),
+        webrtc2sip=Webrtc2sipSettings(ssl_certificates=SslCertificates(key, cert, None, False)),
+    )
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        async with connect(f"wss://127.0.0.1:{port_of(gw, 'wss')}", subprotocols=["sip"],  # type: ignore[list-item]
+                           ssl=ctx) as ws:
+            await ws.send(JSSIP_REGISTER.format(branch="wss1", call_id=uuid.uuid4().hex))
+            ok = parse_message(str(await asyncio.wait_for(ws.recv(), 3)).encode())
+            assert isinstance(ok, Response) and ok.status == 200
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw, "tls"), ssl=ctx)
+        local_port = writer.get_extra_info("sockname")[1]
+        writer.write(
+            (f"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:{local_port};branch=z9hG4bKtls1\r\n"
+             "Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: tls1\r\n"
+             "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+        )
+        # a CRLF keepalive ping (RFC 5626 §3.5.1) is answered with a single CRLF
+        writer.write(b"\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+        assert head.startswith(b"SIP/2.0 200")
+        pong = await asyncio.wait_for(reader.readexactly(2), 3)
+        assert pong == b"\r\n"
+        writer.close()
+    finally:
+        await gw.stop()
+
+
+async def test_websocket_without_sip_subprotocol_is_refused(gateway: Gateway) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus):
+        async with connect(f"ws://127.0.0.1:{port_of(gateway, 'ws')}"):
+            pass

@@ -109,13 +109,13 @@ class StreamFlow(Flow, asyncio.Protocol):
             if self.tr is not None:
                 self.tr.close()
             return
+        src = self.source()
+        for m in messages:
+            self.layer.on_data(m, src)
         if self.framer.pings:
             self.framer.pings = 0
             if self.tr is not None:
                 self.tr.write(b"\r\n")
-        src = self.source()
-        for m in messages:
-            self.layer.on_data(m, src)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.tr = None
