@@ -353,3 +353,34 @@ async def test_websocket_without_sip_subprotocol_is_refused(gateway: Gateway) ->
     with pytest.raises(InvalidStatus):
         async with connect(f"ws://127.0.0.1:{port_of(gateway, 'ws')}"):
             pass
+
+
+async def test_not_an_open_relay_beyond_loopback(gateway: Gateway) -> None:
+    """Listeners beyond loopback cannot be made in the test namespace, so the policy is switched by
+    hand to what a public listener gets: requests to foreign domains from unknown sources are refused,
+    requests for local users still pass."""
+    assert gateway.proxy is not None
+    gateway.proxy.policy.trusted = False
+    udp = port_of(gateway, "udp")
+    bob, stranger = UdpPhone(), UdpPhone()
+    try:
+        bob.send(register("bob", bob), udp)
+        await bob.expect("200")
+        stranger.send(
+            f"MESSAGE sip:someone@example.org SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{stranger.port};branch=z9hG4bKrel1\n"
+            f"Max-Forwards: 70\nFrom: <sip:x@example.net>;tag=1\nTo: <sip:someone@example.org>\nCall-ID: relay1\n"
+            f"CSeq: 1 MESSAGE\nContent-Type: text/plain\nContent-Length: 2\n\nhi",
+            udp,
+        )
+        await stranger.expect("403")
+        stranger.send(
+            f"MESSAGE sip:bob@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{stranger.port};branch=z9hG4bKrel2\n"
+            f"Max-Forwards: 70\nFrom: <sip:x@example.net>;tag=1\nTo: <sip:bob@127.0.0.1>\nCall-ID: relay2\n"
+            f"CSeq: 1 MESSAGE\nContent-Type: text/plain\nContent-Length: 2\n\nhi",
+            udp,
+        )
+        msg = await bob.expect("MESSAGE")
+        assert msg.body == b"hi"
+    finally:
+        bob.close()
+        stranger.close()

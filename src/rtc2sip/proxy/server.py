@@ -211,6 +211,10 @@ class Proxy:
     def _send_response(self, st: ServerTransaction, resp: Response) -> None:
         if st.terminated:
             return
+        peer = st.peer
+        if isinstance(peer, Source) and peer.websocket and resp.has("Contact"):
+            # a foreign registrar's 200 lists the Contact we rewrote: the browser gets its own back
+            core.restore_contacts(resp, self._is_local)
         for a in self.tl.send_response(st, resp, self.loop.time()):
             self._act(a)
 
@@ -415,7 +419,7 @@ class Proxy:
 
     def _forward(self, req: Request, source: Source, st: ServerTransaction, targets: list[Target]) -> None:
         ctx = self._context(req, source, st)
-        self._start_branch(ctx, req.copy(), targets)
+        self._start_branch(ctx, req, targets)  # _send_branch copies: the original stays for fail-over
         self._maybe_finish(ctx)
 
     def _forward_to_uri(self, req: Request, source: Source, st: ServerTransaction, uri: SipUri | Any) -> None:
@@ -423,7 +427,7 @@ class Proxy:
             self._respond(st, 416, "Unsupported URI Scheme")
             return
         ctx = self._context(req, source, st)
-        self._resolve_then_branch(ctx, req.copy(), uri)
+        self._resolve_then_branch(ctx, req, uri)
         self._maybe_finish(ctx)
 
     def _resolve_then_branch(self, ctx: ResponseContext, req: Request, uri: SipUri) -> None:
@@ -489,7 +493,8 @@ class Proxy:
             self._branch_final(ctx, branch, make_response(ctx.request, 503, f"No {transport} transport"))
             return
         src = ctx.source
-        if out.method in core.DIALOG_METHODS and not out.to.tag:
+        # the To of the received request is parsed already; the copy's cache starts empty
+        if out.method in core.DIALOG_METHODS and not ctx.request.to.tag:
             inbound = (src.local_host if src.local_host not in ("0.0.0.0", "::") else local[0], src.local_port,
                        src.transport)
             outbound = (local[0], local[1], transport)
