@@ -7,10 +7,14 @@ class SipParseError(ValueError):
     """A message (or one of its parts) that cannot be understood.
 
     ``status`` is the response a server sends back when the bad message is a request
-    (RFC 3261 §8.2 and §16.3); for a bad response the message is dropped instead.
+    (RFC 3261 §8.2 and §16.3); for a bad response the message is dropped instead. ``reason`` is
+    fit for a Reason-Phrase (§25.1): it may quote the offending text, but never with CR or LF,
+    which would let a peer inject lines into our response.
     """
 
     def __init__(self, status: int, reason: str) -> None:
+        if "\r" in reason or "\n" in reason:
+            reason = reason.replace("\r", " ").replace("\n", " ")
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
