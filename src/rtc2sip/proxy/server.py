@@ -9,6 +9,7 @@ turns its actions into socket writes and keeps one :class:`ResponseContext` per 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -39,7 +40,7 @@ from ..transport.base import DEFAULT_PORTS, Source, Target
 from ..transport.layer import TransportLayer
 from . import core
 from .locate import Resolver, locate
-from .location import LocationStore, reachable, targets_for
+from .location import Binding, LocationStore, reachable, targets_for
 from .registrar import Registrar
 
 log = logging.getLogger("rtc2sip.proxy")
@@ -86,7 +87,9 @@ class ResponseContext:
     cancelled: bool = False
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
+    """Numeric host? (Called on every routed request: the few hosts a proxy sees are cached.)"""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -331,12 +334,18 @@ class Proxy:
             self._respond(st, 403, "Relaying Denied")
         return False
 
-    def _authenticated(self, req: Request, st: ServerTransaction, header: str, status: int) -> bool:
+    def _authenticated(self, req: Request, st: ServerTransaction, header: str, status: int,
+                       owner: str | None = None) -> bool:
+        """Digest-authenticate `req` (challenging it when needed); with `owner`, the user must be that one
+        (§10.3 steps 3-4: a user may only change the bindings of its own AOR), else 403."""
         now = time.time()
         creds = find_credentials(req.get_all(header), self.digest.realm)
         if creds is not None:
             result = self.digest.verify(creds, req.method, now, self._lookup_password, request_uri=req.uri_text)
             if result.outcome is Outcome.ACCEPTED:
+                if owner is not None and result.username != owner:
+                    self._respond(st, 403, "Forbidden")
+                    return False
                 return True
             stale = result.outcome is Outcome.STALE
         else:
@@ -352,7 +361,9 @@ class Proxy:
         """A request for one of our domains: the registrar, a registered user, or us."""
         method = req.method
         if method == "REGISTER":
-            if self.policy.auth_required and not self._authenticated(req, st, "Authorization", 401):
+            to = req.to.uri
+            owner = to.user if isinstance(to, SipUri) else None
+            if self.policy.auth_required and not self._authenticated(req, st, "Authorization", 401, owner):
                 return
             resp = self.registrar.handle(req, source, time.time())
             log.info("call-id=%s REGISTER %s from %s %s:%s -> %s", req.call_id, req.to.uri, source.transport,
@@ -377,6 +388,7 @@ class Proxy:
         targets: list[tuple[Request, Target | SipUri]] = []
         for b in bindings:
             contact, flow, path = targets_for(b, self.tp.flow_alive)
+            flow = _usable_flow(b, contact, flow)
             copy = req.copy()
             copy.uri = parse_uri(contact)
             for route in reversed(path):
@@ -541,6 +553,7 @@ class Proxy:
                 targets = []
                 for b in bindings[:1]:
                     contact, fl, _ = targets_for(b, self.tp.flow_alive)
+                    fl = _usable_flow(b, contact, fl)
                     req.uri = parse_uri(contact)
                     targets = [self._flow_target(fl)] if fl else self._numeric_targets(parse_uri(contact))  # type: ignore[arg-type]
             elif isinstance(uri, SipUri):
@@ -810,6 +823,25 @@ class Proxy:
             self._timer.cancel()
         for t in list(self._tasks):
             t.cancel()
+
+
+def _usable_flow(b: Binding, contact: str, flow: str | None) -> str | None:
+    """The flow a binding's requests go down, or None to send to its Contact (RFC 3261 §16.5).
+
+    A WebSocket or outbound (RFC 5626) binding is reached only through its flow. Otherwise the flow is
+    the REGISTER's source, used for a UA behind a NAT (its Contact host is not the address the
+    REGISTER came from); when the hosts are the same there is no NAT, and a Contact on another port
+    is where the UA listens (a third-party registration, §10.2, or a TCP phone's listening port).
+    """
+    if flow is None or b.outbound or b.websocket_flow:
+        return flow
+    try:
+        uri = parse_uri(contact)
+    except SipParseError:
+        return flow
+    if isinstance(uri, SipUri) and uri.host_lower.strip("[]") == b.source_host.strip("[]").lower():
+        return None
+    return flow
 
 
 def _has_tag(resp: Response) -> bool:

@@ -566,13 +566,19 @@ def _validate(msg: Request | Response) -> None:
             raise SipParseError(400, "no value")
         part = "CSeq"
         cseq = msg.cseq
-        part = "From"
-        _ = msg.from_
-        part = "To"
-        _ = msg.to
-        # checked for RFC 4475 §3.1.2.13; where '*' may stand is the registrar's rule
-        part = "Contact"
-        msg.addresses("Contact")
+        request = isinstance(msg, Request)
+        if request:
+            # a response is forwarded on its Via and CSeq alone: its From, To and Contact are the
+            # UAs' business, parsed only if someone reads them (half the cost of a response)
+            part = "From"
+            _ = msg.from_
+            part = "To"
+            _ = msg.to
+            if msg.method == "REGISTER":
+                # RFC 4475 §3.1.2.13: the registrar stores Contacts, so it must be able to read them;
+                # other Contacts travel opaque through a proxy (and are parsed where they are used)
+                part = "Contact"
+                msg.addresses("Contact")
         mf = seen.get("Max-Forwards")
         if mf is not None:
             part = "Max-Forwards"
