@@ -1,0 +1,729 @@
+"""RTCP packets and receive statistics (RFC 3550 §6 and appendix A, RFC 4585, RFC 5104, REMB).
+
+Packet types are one table: (packet type, FMT) → class, each class knowing how to parse its body and
+build it back, in the manner of aioice's STUN attribute table. Unknown packets (XR, APP, other
+feedback) survive as :class:`RtcpUnknown` so a relay can forward what it does not understand.
+
+:class:`ReceiveStatistics` is RFC 3550 A.1 (sequence validation with wrap), A.3 (expected, lost,
+fraction lost) and A.8 (interarrival jitter), fed with times by the caller: no clock in here.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+__all__ = [
+    "Bye",
+    "FirEntry",
+    "FullIntraRequest",
+    "GenericNack",
+    "PictureLossIndication",
+    "ReceiveStatistics",
+    "ReceiverEstimatedMaxBitrate",
+    "ReceiverReport",
+    "ReportBlock",
+    "RtcpPacket",
+    "RtcpParseError",
+    "RtcpUnknown",
+    "SdesChunk",
+    "SenderReport",
+    "SourceDescription",
+    "TmmbItem",
+    "Tmmbn",
+    "Tmmbr",
+    "ntp_from_unix",
+    "ntp_middle",
+    "parse_compound",
+    "round_trip_time",
+    "serialize_compound",
+    "unix_from_ntp",
+]
+
+PT_SR, PT_RR, PT_SDES, PT_BYE, PT_APP, PT_RTPFB, PT_PSFB, PT_XR = 200, 201, 202, 203, 204, 205, 206, 207
+SDES_CNAME = 1
+
+_HEADER = struct.Struct("!BBH")
+_U32 = struct.Struct("!I")
+_TWO_U32 = struct.Struct("!II")
+_SR_INFO = struct.Struct("!IQIII")  # SSRC, NTP, RTP timestamp, packet count, octet count
+_REPORT_BLOCK = struct.Struct("!IIIIII")
+_NACK_ITEM = struct.Struct("!HH")
+_FIR_ITEM = struct.Struct("!IB3x")
+
+
+class RtcpParseError(ValueError):
+    """A compound packet failing the RFC 3550 §A.2 validity checks; the whole datagram is dropped."""
+
+
+class RtcpPacket:
+    """Base of every RTCP packet: subclasses give their type, FMT and body codec."""
+
+    __slots__ = ()
+    packet_type: ClassVar[int]
+    fmt: ClassVar[int | None] = None  # feedback message type (RFC 4585 §6.1); None: count field is data
+
+    @classmethod
+    def parse_body(cls, count: int, body: bytes) -> RtcpPacket:
+        raise NotImplementedError
+
+    def build_body(self) -> tuple[int, bytes]:
+        """(count or FMT, body padded to 32 bits)."""
+        raise NotImplementedError
+
+    def serialize(self) -> bytes:
+        count, body = self.build_body()
+        if len(body) % 4:
+            raise ValueError("RTCP body must be a multiple of 32 bits")
+        if not 0 <= count <= 31:
+            raise ValueError(f"RTCP count/FMT {count} does not fit 5 bits (split the packet)")
+        return _HEADER.pack(0x80 | count, self._packet_type(), len(body) // 4) + body
+
+    def _packet_type(self) -> int:
+        return self.packet_type
+
+
+def _pad(data: bytes | bytearray) -> bytes:
+    return bytes(data) + b"\x00" * (-len(data) % 4)
+
+
+# --- reports (RFC 3550 §6.4) --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ReportBlock:
+    """RFC 3550 §6.4.1 reception report block. ``packets_lost`` is the signed 24-bit cumulative count."""
+
+    ssrc: int
+    fraction_lost: int = 0
+    packets_lost: int = 0
+    highest_sequence: int = 0
+    jitter: int = 0
+    lsr: int = 0
+    dlsr: int = 0
+
+    @classmethod
+    def parse(cls, data: bytes, offset: int) -> ReportBlock:
+        ssrc, lost_word, highest, jitter, lsr, dlsr = _REPORT_BLOCK.unpack_from(data, offset)
+        lost = lost_word & 0xFFFFFF
+        if lost & 0x800000:
+            lost -= 0x1000000
+        return cls(ssrc, lost_word >> 24, lost, highest, jitter, lsr, dlsr)
+
+    def serialize(self) -> bytes:
+        # Clamp rather than wrap: RFC 3550 §A.3 saturates the 24-bit signed field.
+        lost = max(-0x800000, min(0x7FFFFF, self.packets_lost)) & 0xFFFFFF
+        return _REPORT_BLOCK.pack(
+            self.ssrc, (self.fraction_lost & 0xFF) << 24 | lost, self.highest_sequence, self.jitter, self.lsr, self.dlsr
+        )
+
+
+def _parse_blocks(body: bytes, offset: int, count: int) -> list[ReportBlock]:
+    if len(body) < offset + 24 * count:
+        raise RtcpParseError(f"{count} report blocks overrun the packet")
+    return [ReportBlock.parse(body, offset + 24 * i) for i in range(count)]
+
+
+@dataclass(slots=True)
+class SenderReport(RtcpPacket):
+    """SR (RFC 3550 §6.4.1). ``ntp_timestamp`` is the full 64-bit NTP time."""
+
+    packet_type: ClassVar[int] = PT_SR
+    ssrc: int
+    ntp_timestamp: int
+    rtp_timestamp: int
+    packet_count: int
+    octet_count: int
+    reports: list[ReportBlock] = field(default_factory=list)
+
+    @classmethod
+    def parse_body(cls, count: int, body: bytes) -> SenderReport:
+        if len(body) < _SR_INFO.size:
+            raise RtcpParseError("SR shorter than its sender info")
+        ssrc, ntp, rtp_ts, packets, octets = _SR_INFO.unpack_from(body)
+        return cls(ssrc, ntp, rtp_ts, packets, octets, _parse_blocks(body, _SR_INFO.size, count))
+
+    def build_body(self) -> tuple[int, bytes]:
+        info = _SR_INFO.pack(
+            self.ssrc, self.ntp_timestamp, self.rtp_timestamp, self.packet_count & 0xFFFFFFFF,
+            self.octet_count & 0xFFFFFFFF,
+        )  # fmt: skip
+        return len(self.reports), info + b"".join(block.serialize() for block in self.reports)
+
+
+@dataclass(slots=True)
+class ReceiverReport(RtcpPacket):
+    """RR (RFC 3550 §6.4.2)."""
+
+    packet_type: ClassVar[int] = PT_RR
+    ssrc: int
+    reports: list[ReportBlock] = field(default_factory=list)
+
+    @classmethod
+    def parse_body(cls, count: int, body: bytes) -> ReceiverReport:
+        if len(body) < 4:
+            raise RtcpParseError("RR shorter than its SSRC")
+        return cls(_U32.unpack_from(body)[0], _parse_blocks(body, 4, count))
+
+    def build_body(self) -> tuple[int, bytes]:
+        return len(self.reports), _U32.pack(self.ssrc) + b"".join(block.serialize() for block in self.reports)
+
+
+# --- SDES and BYE (RFC 3550 §6.5, §6.6) ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SdesChunk:
+    ssrc: int
+    items: list[tuple[int, bytes]] = field(default_factory=list)
+
+    @property
+    def cname(self) -> str | None:
+        for item_type, value in self.items:
+            if item_type == SDES_CNAME:
+                return value.decode("utf-8", errors="replace")
+        return None
+
+
+@dataclass(slots=True)
+class SourceDescription(RtcpPacket):
+    """SDES (RFC 3550 §6.5); every compound packet carries our CNAME (§6.1)."""
+
+    packet_type: ClassVar[int] = PT_SDES
+    chunks: list[SdesChunk] = field(default_factory=list)
+
+    @classmethod
+    def cname(cls, ssrc: int, cname: str) -> SourceDescription:
+        return cls([SdesChunk(ssrc, [(SDES_CNAME, cname.encode("utf-8"))])])
+
+    @classmethod
+    def parse_body(cls, count: int, body: bytes) -> SourceDescription:
+        chunks = []
+        offset = 0
+        for _ in range(count):
+            if offset + 4 > len(body):
+                raise RtcpParseError("SDES chunk overruns the packet")
+            chunk = SdesChunk(_U32.unpack_from(body, offset)[0])
+            offset += 4
+            while True:
+                if offset >= len(body):
+                    raise RtcpParseError("SDES chunk lacks its terminating null item")
+                item_type = body[offset]
+                if item_type == 0:
+                    offset = (offset + 4) & ~3  # null item, then padding to the next 32-bit boundary
+                    break
+                if offset + 2 > len(body) or offset + 2 + body[offset + 1] > len(body):
+                    raise RtcpParseError("SDES item overruns the packet")
+                length = body[offset + 1]
+                chunk.items.append((item_type, bytes(body[offset + 2 : offset + 2 + length])))
+                offset += 2 + length
+            chunks.append(chunk)
+        return cls(chunks)
+
+    def build_body(self) -> tuple[int, bytes]:
+        out = bytearray()
+        for chunk in self.chunks:
+            out += _U32.pack(chunk.ssrc)
+            for item_type, value in chunk.items:
+                if len(value) > 255:
+                    raise ValueError("SDES item longer than 255 bytes")
+                out += bytes((item_type, len(value))) + value
+            # At least one null octet ends the item list, then pad to 32 bits (RFC 3550 §6.5).
+            out += b"\x00" * (4 - len(out) % 4)
+        return len(self.chunks), bytes(out)
+
+
+@dataclass(slots=True)
+class Bye(RtcpPacket):
+    """BYE (RFC 3550 §6.6)."""
+
+    packet_type: ClassVar[int] = PT_BYE
+    sources: list[int] = field(default_factory=list)
+    reason: bytes | None = None
+
+    @classmethod
+    def parse_body(cls, count: int, body: bytes) -> Bye:
+        if len(body) < 4 * count:
+            raise RtcpParseError("BYE source list overruns the packet")
+        sources = list(struct.unpack_from(f"!{count}I", body))
+        reason = None
+        offset = 4 * count
+        if offset < len(body):
+            length = body[offset]
+            if offset + 1 + length > len(body):
+                raise RtcpParseError("BYE reason overruns the packet")
+            reason = bytes(body[offset + 1 : offset + 1 + length])
+        return cls(sources, reason)
+
+    def build_body(self) -> tuple[int, bytes]:
+        body = b"".join(_U32.pack(s) for s in self.sources)
+        if self.reason is not None:
+            body += bytes((len(self.reason),)) + self.reason[:255]
+        return len(self.sources), _pad(body)
+
+
+# --- feedback (RFC 4585 §6, RFC 5104 §4) --------------------------------------------------------------
+
+
+def _feedback_header(body: bytes) -> tuple[int, int]:
+    if len(body) < 8:
+        raise RtcpParseError("feedback message shorter than its two SSRCs")
+    sender, media = _TWO_U32.unpack_from(body)
+    return sender, media
+
+
+@dataclass(slots=True)
+class GenericNack(RtcpPacket):
+    """Generic NACK (RFC 4585 §6.2.1): ``lost`` lists sequence numbers in ascending order (mod 2^16),
+    encoded as PID + BLP pairs."""
+
+    packet_type: ClassVar[int] = PT_RTPFB
+    fmt: ClassVar[int | None] = 1
+    sender_ssrc: int
+    media_ssrc: int
+    lost: list[int] = field(default_factory=list)
+
+    @classmethod
+    def parse_body(cls, count: int, body: bytes) -> GenericNack:
+        sender, media = _feedback_header(body)
+        lost = []
+        for offset in range(8, len(body) - 3, 4):
+            pid, blp = _NACK_ITEM.unpack_from(body, offset)
+            lost.append(pid)
+            lost.extend((pid + bit + 1) & 0xFFFF for bit in range(16) if blp >> bit & 1)
+        return cls(sender, media, lost)
+
+    def build_body(self) -> tuple[int, bytes]:
+        # One pass over ``lost`` in ascending order (mod 2^16, as a receiver discovers gaps): each
+        # number within 16 of the current PID becomes a BLP bit, any other starts a new item.
+        items = bytearray()
+        pid: int | None = None
+        blp = 0
+        for seq in self.lost:
+            distance = 0 if pid is None else (seq - pid - 1) & 0xFFFF
+            if pid is not None and distance < 16:
+                blp |= 1 << distance
+            elif seq != pid:
+                if pid is not None:
+                    items += _NACK_ITEM.pack(pid, blp)
+                pid, blp = seq & 0xFFFF, 0
+        if pid is not None:
+            items += _NACK_ITEM.pack(pid, blp)
+        return 1, _TWO_U32.pack(self.sender_ssrc, self.media_ssrc) + bytes(items)
+
+
+@dataclass(slots=True)
+class TmmbItem:
+    """RFC 5104 §4.2.1.1: one SSRC's maximum total bitrate (bit/s) and measured overhead (bytes)."""
+
+    ssrc: int
+    bitrate: int
+    overhead: int = 0
+
+
+def _encode_mantissa(bitrate: int, bits: int) -> tuple[int, int]:
+    exponent = 0
+    limit = (1 << bits) - 1
+    while bitrate > limit:
+        bitrate >>= 1
+        exponent += 1
+    return exponent, bitrate
+
+
+class _TmmbBase(RtcpPacket):
+    """TMMBR/TMMBN share one FCI layout (RFC 5104 §4.2.1.1, §4.2.2.1)."""
+
+    __slots__ = ()
+    sender_ssrc: int
+    items: list[TmmbItem]
+
+    @staticmethod
+    def _parse_items(body: bytes) -> list[TmmbItem]:
+        items = []
+        for offset in range(8, len(body) - 7, 8):
+            ssrc, word = _TWO_U32.unpack_from(body, offset)
+            items.append(TmmbItem(ssrc, ((word >> 9) & 0x1FFFF) << (word >> 26), word & 0x1FF))
+        return items
+
+    def build_body(self) -> tuple[int, bytes]:
+        out = bytearray(_TWO_U32.pack(self.sender_ssrc, 0))  # media SSRC unused: set to 0 (§4.2.1.2)
+        for item in self.items:
+            exponent, mantissa = _encode_mantissa(item.bitrate, 17)
+            out += _TWO_U32.pack(item.ssrc, exponent << 26 | mantissa << 9 | (item.overhead & 0x1FF))
+        assert self.fmt is not None
+        return self.fmt, bytes(out)
+
+
+@dataclass(slots=True)
+class Tmmbr(_TmmbBase):
+    """Temporary Maximum Media Stream Bit Rate Request (RFC 5104 §4.2.1)."""
+
+    packet_type: ClassVar[int] = PT_RTPFB
+    fmt: ClassVar[int | None] = 3
+    sender_ssrc: int
+    items: list[TmmbItem] = field(default_factory=list)
+
+    @classmethod
+    def parse_body(cls, count: int, body: bytes) -> Tmmbr:
+        sender, _ = _feedback_header(body)
+        return cls(sender, cls._parse_items(body))
+
+
+@dataclass(slots=True)
+class Tmmbn(_TmmbBase):
+    """Temporary Maximum Media Stream Bit Rate Notification (RFC 5104 §4.2.2)."""
+
+    packet_type: ClassVar[int] = PT_RTPFB
+    fmt: ClassVar[int | None] = 4
+    sender_ssrc: int
+    items: list[TmmbItem] = field(default_factory=list)
+
+    @classmethod
+    def parse_body(cls, count: int, body: bytes) -> Tmmbn:
+        sender, _ = _feedback_header(body)
+        return cls(sender, cls._parse_items(body))
+
+
+@dataclass(slots=True)
+class PictureLossIndication(RtcpPacket):
+    """PLI (RFC 4585 §6.3.1): no FCI."""
+
+    packet_type: ClassVar[int] = PT_PSFB
+    fmt: ClassVar[int | None] = 1
+    sender_ssrc: int
+    media_ssrc: int
+
+    @classmethod
+    def parse_body(cls, count: int, body: bytes) -> PictureLossIndication:
+        return cls(*_feedback_header(body))
+
+    def build_body(self) -> tuple[int, bytes]:
+        return 1, _TWO_U32.pack(self.sender_ssrc, self.media_ssrc)
+
+
+@dataclass(slots=True)
+class FirEntry:
+    ssrc: int
+    sequence_number: int
+
+
+@dataclass(slots=True)
+class FullIntraRequest(RtcpPacket):
+    """FIR (RFC 5104 §4.3.1): the media SSRC field is unused; targets are in the FCI entries."""
+
+    packet_type: ClassVar[int] = PT_PSFB
+    fmt: ClassVar[int | None] = 4
+    sender_ssrc: int
+    entries: list[FirEntry] = field(default_factory=list)
+
+    @classmethod
+    def parse_body(cls, count: int, body: bytes) -> FullIntraRequest:
+        sender, _ = _feedback_header(body)
+        entries = [FirEntry(*_FIR_ITEM.unpack_from(body, offset)) for offset in range(8, len(body) - 7, 8)]
+        return cls(sender, entries)
+
+    def build_body(self) -> tuple[int, bytes]:
+        fci = b"".join(_FIR_ITEM.pack(e.ssrc, e.sequence_number & 0xFF) for e in self.entries)
+        return 4, _TWO_U32.pack(self.sender_ssrc, 0) + fci
+
+
+@dataclass(slots=True)
+class ReceiverEstimatedMaxBitrate(RtcpPacket):
+    """REMB (draft-alvestrand-rmcat-remb-03 §2.2): PSFB application layer feedback, "REMB" tag."""
+
+    packet_type: ClassVar[int] = PT_PSFB
+    fmt: ClassVar[int | None] = 15
+    sender_ssrc: int
+    bitrate: int
+    ssrcs: list[int] = field(default_factory=list)
+
+    @classmethod
+    def parse_body(cls, count: int, body: bytes) -> RtcpPacket:
+        sender, _ = _feedback_header(body)
+        if len(body) < 16 or body[8:12] != b"REMB":
+            return RtcpUnknown(PT_PSFB, count, bytes(body))  # some other application layer feedback
+        word = _U32.unpack_from(body, 12)[0]
+        number = word >> 24
+        if len(body) < 16 + 4 * number:
+            raise RtcpParseError("REMB SSRC list overruns the packet")
+        bitrate = (word & 0x3FFFF) << ((word >> 18) & 0x3F)
+        return cls(sender, bitrate, list(struct.unpack_from(f"!{number}I", body, 16)))
+
+    def build_body(self) -> tuple[int, bytes]:
+        exponent, mantissa = _encode_mantissa(self.bitrate, 18)
+        body = _TWO_U32.pack(self.sender_ssrc, 0) + b"REMB"
+        body += _U32.pack(len(self.ssrcs) << 24 | exponent << 18 | mantissa)
+        return 15, body + b"".join(_U32.pack(s) for s in self.ssrcs)
+
+
+@dataclass(slots=True)
+class RtcpUnknown(RtcpPacket):
+    """Any packet type or FMT not in the table, kept verbatim (XR, APP, TCC, ...)."""
+
+    type_code: int
+    count: int
+    body: bytes
+
+    def _packet_type(self) -> int:
+        return self.type_code
+
+    def build_body(self) -> tuple[int, bytes]:
+        return self.count, self.body
+
+
+# (packet type, FMT or None) → class. Feedback types are looked up by FMT, the rest by type alone.
+PACKET_TYPES: dict[tuple[int, int | None], type[RtcpPacket]] = {
+    (cls.packet_type, cls.fmt): cls
+    for cls in (
+        SenderReport,
+        ReceiverReport,
+        SourceDescription,
+        Bye,
+        GenericNack,
+        Tmmbr,
+        Tmmbn,
+        PictureLossIndication,
+        FullIntraRequest,
+        ReceiverEstimatedMaxBitrate,
+    )
+}
+_FEEDBACK_TYPES = frozenset({PT_RTPFB, PT_PSFB})
+
+
+def iter_compound(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(packet type, count/FMT, body) for each packet, with the RFC 3550 §A.2 length checks."""
+    offset = 0
+    end = len(data)
+    if end < 4:
+        raise RtcpParseError("RTCP datagram shorter than a header")
+    while offset < end:
+        if offset + 4 > end:
+            raise RtcpParseError("trailing bytes after the last RTCP packet")
+        b0, packet_type, words = _HEADER.unpack_from(data, offset)
+        if b0 >> 6 != 2:
+            raise RtcpParseError(f"RTCP version {b0 >> 6}")
+        size = 4 * (words + 1)
+        if offset + size > end:
+            raise RtcpParseError("RTCP packet length overruns the datagram")
+        body = data[offset + 4 : offset + size]
+        if b0 & 0x20:
+            # Only the last packet of a compound may be padded (RFC 3550 §6.4.1, §A.2).
+            if offset + size != end:
+                raise RtcpParseError("padding bit set on a packet that is not the last")
+            padding = body[-1] if body else 0
+            if padding == 0 or padding > len(body):
+                raise RtcpParseError(f"invalid RTCP padding count {padding}")
+            body = body[:-padding]
+        yield packet_type, b0 & 0x1F, body
+        offset += size
+
+
+def parse_compound(data: bytes) -> list[RtcpPacket]:
+    """Every packet of a (possibly reduced-size, RFC 5506) compound RTCP datagram."""
+    packets: list[RtcpPacket] = []
+    for packet_type, count, body in iter_compound(data):
+        cls = PACKET_TYPES.get((packet_type, count if packet_type in _FEEDBACK_TYPES else None))
+        packets.append(RtcpUnknown(packet_type, count, body) if cls is None else cls.parse_body(count, body))
+    return packets
+
+
+def serialize_compound(packets: Iterable[RtcpPacket]) -> bytes:
+    """Concatenate packets; RFC 3550 §6.1 wants SR or RR first and an SDES CNAME in each compound."""
+    return b"".join(packet.serialize() for packet in packets)
+
+
+# --- time (RFC 3550 §4) -------------------------------------------------------------------------------
+
+NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 to 1970-01-01
+
+
+def ntp_from_unix(seconds: float) -> int:
+    """64-bit NTP timestamp (RFC 3550 §4) for a Unix time."""
+    return round((seconds + NTP_EPOCH_OFFSET) * (1 << 32)) & 0xFFFFFFFFFFFFFFFF
+
+
+def unix_from_ntp(ntp: int) -> float:
+    return ntp / (1 << 32) - NTP_EPOCH_OFFSET
+
+
+def ntp_middle(ntp: int) -> int:
+    """The middle 32 bits of an NTP timestamp: the LSR/DLSR unit of 1/65536 s (RFC 3550 §6.4.1)."""
+    return (ntp >> 16) & 0xFFFFFFFF
+
+
+def round_trip_time(block: ReportBlock, arrival_ntp: int) -> float | None:
+    """RTT in seconds from a report block about our stream (RFC 3550 §6.4.1, figure 2): A - LSR - DLSR.
+
+    None when the peer has not received an SR from us yet (LSR 0), or when clocks make it negative.
+    """
+    if block.lsr == 0:
+        return None
+    rtt = (ntp_middle(arrival_ntp) - block.lsr - block.dlsr) & 0xFFFFFFFF
+    if rtt & 0x80000000:
+        return None
+    return rtt / 65536
+
+
+# --- receive statistics (RFC 3550 appendix A) ---------------------------------------------------------
+
+RTP_SEQ_MOD = 1 << 16
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
+
+
+class ReceiveStatistics:
+    """One received SSRC's statistics for its report block (RFC 3550 A.1, A.3, A.8).
+
+    ``min_sequential`` is A.1's probation: that many in-order packets before a source counts. The
+    default follows the RFC; 0 makes a source valid from its first packet, which suits a stream
+    already authenticated by SRTP.
+    """
+
+    __slots__ = (
+        "_bad_seq",
+        "_base_seq",
+        "_cycles",
+        "_expected_prior",
+        "_jitter",
+        "_last_sr",
+        "_last_sr_arrival",
+        "_max_seq",
+        "_min_sequential",
+        "_probation",
+        "_received_prior",
+        "_started",
+        "_transit",
+        "clock_rate",
+        "received",
+        "ssrc",
+    )
+
+    def __init__(self, ssrc: int, clock_rate: int, min_sequential: int = 2) -> None:
+        self.ssrc = ssrc
+        self.clock_rate = clock_rate
+        self.received = 0
+        self._max_seq = 0
+        self._cycles = 0
+        self._base_seq = 0
+        self._bad_seq = RTP_SEQ_MOD + 1
+        self._min_sequential = min_sequential
+        self._probation = min_sequential
+        self._started = False
+        self._expected_prior = 0
+        self._received_prior = 0
+        self._transit: int | None = None
+        self._jitter = 0.0
+        self._last_sr = 0
+        self._last_sr_arrival = 0.0
+
+    def _init_seq(self, seq: int) -> None:
+        self._base_seq = seq
+        self._max_seq = seq
+        self._bad_seq = RTP_SEQ_MOD + 1
+        self._cycles = 0
+        self.received = 0
+        self._received_prior = 0
+        self._expected_prior = 0
+
+    def _update_seq(self, seq: int) -> bool:
+        """RFC 3550 A.1 update_seq, line for line."""
+        udelta = (seq - self._max_seq) & 0xFFFF
+        if self._probation:
+            if seq == (self._max_seq + 1) & 0xFFFF:
+                self._probation -= 1
+                self._max_seq = seq
+                if self._probation == 0:
+                    self._init_seq(seq)
+                    self.received += 1
+                    return True
+            else:
+                self._probation = self._min_sequential - 1
+                self._max_seq = seq
+            return False
+        if udelta < MAX_DROPOUT:
+            if seq < self._max_seq:
+                self._cycles += RTP_SEQ_MOD  # wrapped
+            self._max_seq = seq
+        elif udelta <= RTP_SEQ_MOD - MAX_MISORDER:
+            # A very large jump: believe it only when the next packet confirms it (source restarted).
+            if seq == self._bad_seq:
+                self._init_seq(seq)
+            else:
+                self._bad_seq = (seq + 1) & 0xFFFF
+                return False
+        # else: duplicate or reordered packet, counted as received (A.3 lets "lost" go negative).
+        self.received += 1
+        return True
+
+    def update(self, sequence_number: int, timestamp: int, arrival: float) -> bool:
+        """Account one packet; ``arrival`` in seconds on any monotonic clock. False: not (yet) valid."""
+        if not self._started:
+            self._started = True
+            self._init_seq(sequence_number)
+            self._max_seq = (sequence_number - 1) & 0xFFFF
+            if self._probation == 0:
+                self._max_seq = sequence_number
+                self.received = 1
+                self._update_jitter(timestamp, arrival)
+                return True
+        if not self._update_seq(sequence_number):
+            return False
+        self._update_jitter(timestamp, arrival)
+        return True
+
+    def _update_jitter(self, timestamp: int, arrival: float) -> None:
+        # A.8 in timestamp units; transit is taken modulo 2^32 so timestamp wrap-around cancels out.
+        transit = (int(arrival * self.clock_rate) - timestamp) & 0xFFFFFFFF
+        if self._transit is not None:
+            d = (transit - self._transit) & 0xFFFFFFFF
+            if d & 0x80000000:
+                d = 0x100000000 - d
+            self._jitter += (d - self._jitter) / 16
+        self._transit = transit
+
+    def on_sender_report(self, ntp_timestamp: int, arrival: float) -> None:
+        """Remember the source's last SR for LSR/DLSR (RFC 3550 §6.4.1)."""
+        self._last_sr = ntp_middle(ntp_timestamp)
+        self._last_sr_arrival = arrival
+
+    @property
+    def extended_highest_sequence(self) -> int:
+        return self._cycles + self._max_seq
+
+    @property
+    def expected(self) -> int:
+        return self.extended_highest_sequence - self._base_seq + 1
+
+    @property
+    def lost(self) -> int:
+        """Cumulative lost (A.3), clamped to the report block's signed 24 bits."""
+        return max(-0x800000, min(0x7FFFFF, self.expected - self.received))
+
+    @property
+    def jitter(self) -> int:
+        """Interarrival jitter in timestamp units (A.8)."""
+        return int(self._jitter)
+
+    def report_block(self, now: float) -> ReportBlock:
+        """The block for our next SR/RR; starts a new interval for ``fraction_lost`` (A.3)."""
+        expected = self.expected
+        expected_interval = expected - self._expected_prior
+        received_interval = self.received - self._received_prior
+        self._expected_prior = expected
+        self._received_prior = self.received
+        lost_interval = expected_interval - received_interval
+        fraction = 0 if expected_interval == 0 or lost_interval <= 0 else (lost_interval << 8) // expected_interval
+        dlsr = 0
+        if self._last_sr:
+            dlsr = max(0, min(0xFFFFFFFF, int((now - self._last_sr_arrival) * 65536)))
+        return ReportBlock(
+            ssrc=self.ssrc,
+            fraction_lost=min(fraction, 255),
+            packets_lost=self.lost,
+            highest_sequence=self.extended_highest_sequence & 0xFFFFFFFF,
+            jitter=self.jitter,
+            lsr=self._last_sr,
+            dlsr=dlsr,
+        )
