@@ -1,0 +1,1056 @@
+"""SDP (RFC 8866) as data: parse, inspect, edit and serialise a session description.
+
+The attribute list of each level is the source of truth: typed accessors read from it and the
+setters rewrite it in place, so unknown attributes keep their values and their order and a parsed
+description serialises back to the same text (lines in the order RFC 8866 §9 mandates, CRLF ends).
+
+Every failure on peer input is an :class:`SdpError` (which carries the SIP status 488, RFC 3261
+§13.3.1.1 / RFC 3264 §6): the caller rejects that one offer and nothing else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+__all__ = [
+    "DIRECTIONS",
+    "MAX_SDP_SIZE",
+    "SETUP_ROLES",
+    "STATIC_PAYLOADS",
+    "Attribute",
+    "Bandwidth",
+    "Candidate",
+    "Codec",
+    "Connection",
+    "Crypto",
+    "Extmap",
+    "Fingerprint",
+    "Group",
+    "Media",
+    "Msid",
+    "Origin",
+    "Rtcp",
+    "RtpMap",
+    "SdpError",
+    "SessionDescription",
+    "Ssrc",
+    "Timing",
+    "address_type",
+    "parse_fmtp_params",
+]
+
+# A SIP body larger than this is refused before any work: Chrome's richest audio+video offer with
+# simulcast is about 12 KB, so 64 KiB leaves room without letting a peer make us split megabytes.
+MAX_SDP_SIZE = 65536
+# Each m= section costs a Media object and its attribute list; 64 is far beyond any real call.
+MAX_MEDIA = 64
+
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")  # RFC 8866 §6.7
+SETUP_ROLES = ("active", "passive", "actpass", "holdconn")  # RFC 4145 §4, RFC 8842 §5.1
+
+# RFC 3551 §6 table 4/5: payload types that need no a=rtpmap. (name, clock rate, channels)
+STATIC_PAYLOADS: dict[int, tuple[str, int, int]] = {
+    0: ("PCMU", 8000, 1), 3: ("GSM", 8000, 1), 4: ("G723", 8000, 1), 5: ("DVI4", 8000, 1),
+    6: ("DVI4", 16000, 1), 7: ("LPC", 8000, 1), 8: ("PCMA", 8000, 1), 9: ("G722", 8000, 1),
+    10: ("L16", 44100, 2), 11: ("L16", 44100, 1), 12: ("QCELP", 8000, 1), 13: ("CN", 8000, 1),
+    14: ("MPA", 90000, 1), 15: ("G728", 8000, 1), 16: ("DVI4", 11025, 1), 17: ("DVI4", 22050, 1),
+    18: ("G729", 8000, 1), 25: ("CelB", 90000, 1), 26: ("JPEG", 90000, 1), 28: ("nv", 90000, 1),
+    31: ("H261", 90000, 1), 32: ("MPV", 90000, 1), 33: ("MP2T", 90000, 1), 34: ("H263", 90000, 1),
+}
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 8866 §9 token
+# RFC 8839 §5.4 allows only ALPHA, DIGIT, "+" and "/"; some stacks put "=" or "-" in passwords and
+# work anyway, so only what would break a line or a STUN USERNAME (space, ":") is refused.
+_ICE_CREDENTIAL = re.compile(r"[!-9;-~]+")
+
+
+class SdpError(ValueError):
+    """A session description that cannot be understood (answer it with ``status``, 488).
+
+    ``reason`` never holds CR or LF, so it is safe in a Warning header or a log line.
+    """
+
+    status: ClassVar[int] = 488
+
+    def __init__(self, reason: str, line: int | None = None) -> None:
+        reason = reason.replace("\r", " ").replace("\n", " ")
+        if len(reason) > 200:
+            reason = reason[:200] + "…"
+        self.reason = reason
+        self.line = line
+        super().__init__(reason if line is None else f"line {line}: {reason}")
+
+
+def _int(text: str, what: str, lo: int = 0, hi: int = 2**64 - 1) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise SdpError(f"bad {what} {text!r}")
+    value = int(text)
+    if not lo <= value <= hi:
+        raise SdpError(f"{what} {value} out of range {lo}..{hi}")
+    return value
+
+
+def _split(text: str, n: int, what: str) -> list[str]:
+    parts = text.split()
+    if len(parts) < n:
+        raise SdpError(f"{what} needs {n} fields: {text!r}")
+    return parts
+
+
+def _token(text: str, what: str) -> str:
+    if not _TOKEN.fullmatch(text):
+        raise SdpError(f"bad {what} {text!r}")
+    return text
+
+
+def address_type(address: str) -> str:
+    """``IP4`` or ``IP6`` for a literal address (``IP4`` for a host name, as RFC 8866 §5.7 allows)."""
+    try:
+        return "IP6" if ipaddress.ip_address(address).version == 6 else "IP4"
+    except ValueError:
+        return "IP4"
+
+
+# --------------------------------------------------------------------------------------------------
+# Line values (o=, c=, b=, t=)
+
+
+@dataclass(slots=True)
+class Origin:
+    """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <address>`` (RFC 8866 §5.2)."""
+
+    username: str = "-"
+    session_id: str = "0"
+    version: int = 0
+    nettype: str = "IN"
+    addrtype: str = "IP4"
+    address: str = "0.0.0.0"
+
+    @classmethod
+    def parse(cls, text: str) -> Origin:
+        u, sid, ver, net, addrtype, addr = _split(text, 6, "o=")[:6]
+        _int(sid, "session id")
+        return cls(u, sid, _int(ver, "session version"), net, addrtype, addr)
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.session_id} {self.version} {self.nettype} {self.addrtype} {self.address}"
+
+
+@dataclass(slots=True)
+class Connection:
+    """``c=<nettype> <addrtype> <address>[/ttl][/n]`` (RFC 8866 §5.7)."""
+
+    address: str
+    addrtype: str = "IP4"
+    nettype: str = "IN"
+
+    @classmethod
+    def parse(cls, text: str) -> Connection:
+        parts = text.split()
+        if len(parts) != 3:
+            raise SdpError(f"c= needs 3 fields: {text!r}")
+        return cls(parts[2], parts[1], parts[0])
+
+    @classmethod
+    def for_address(cls, address: str) -> Connection:
+        return cls(address, address_type(address))
+
+    @property
+    def host(self) -> str:
+        """The address without a multicast ``/ttl/count`` suffix."""
+        return self.address.split("/", 1)[0]
+
+    @property
+    def is_hold(self) -> bool:
+        """``c=IN IP4 0.0.0.0``: the RFC 2543 way to put a call on hold (RFC 3264 §8.4)."""
+        return self.host in ("0.0.0.0", "::")
+
+    def __str__(self) -> str:
+        return f"{self.nettype} {self.addrtype} {self.address}"
+
+
+@dataclass(slots=True)
+class Bandwidth:
+    """``b=<bwtype>:<bandwidth>`` (RFC 8866 §5.8)."""
+
+    type: str
+    value: int
+
+    @classmethod
+    def parse(cls, text: str) -> Bandwidth:
+        kind, sep, value = text.partition(":")
+        if not sep:
+            raise SdpError(f"bad b= {text!r}")
+        return cls(_token(kind, "bandwidth type"), _int(value.strip(), "bandwidth"))
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.value}"
+
+
+@dataclass(slots=True)
+class Timing:
+    """``t=<start> <stop>`` and the ``r=`` lines that follow it (RFC 8866 §5.9, §5.10)."""
+
+    start: int = 0
+    stop: int = 0
+    repeats: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> Timing:
+        start, stop = _split(text, 2, "t=")[:2]
+        return cls(_int(start, "start time"), _int(stop, "stop time"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Attribute values
+
+
+@dataclass(slots=True)
+class Attribute:
+    """One ``a=`` line: ``a=name`` (a property, ``value`` None) or ``a=name:value`` (RFC 8866 §5.13).
+
+    ``value`` is kept verbatim (``a=msid-semantic: WMS`` keeps its leading space) for round trips.
+    """
+
+    name: str
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Attribute:
+        name, sep, value = text.partition(":")
+        return cls(_token(name, "attribute name"), value if sep else None)
+
+    def __str__(self) -> str:
+        return self.name if self.value is None else f"{self.name}:{self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class RtpMap:
+    """``a=rtpmap:<pt> <encoding>/<clock rate>[/<channels>]`` (RFC 8866 §6.6)."""
+
+    pt: int
+    encoding: str
+    clock_rate: int
+    channels: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> RtpMap:
+        pt, _, rest = text.strip().partition(" ")
+        bits = rest.strip().split("/")
+        if len(bits) not in (2, 3) or not bits[0]:
+            raise SdpError(f"bad rtpmap {text!r}")
+        channels = _int(bits[2], "channel count", 1, 255) if len(bits) == 3 else None
+        return cls(_int(pt, "payload type", 0, 127), bits[0], _int(bits[1], "clock rate", 1), channels)
+
+    def __str__(self) -> str:
+        tail = f"/{self.channels}" if self.channels is not None else ""
+        return f"{self.pt} {self.encoding}/{self.clock_rate}{tail}"
+
+
+def _pt_prefixed(text: str, what: str, wildcard: bool = False) -> tuple[int | None, str]:
+    """``<pt> <rest>`` as used by fmtp (RFC 8866 §6.15) and rtcp-fb (RFC 4585 §4.2, ``*`` = all)."""
+    pt, _, rest = text.strip().partition(" ")
+    if wildcard and pt == "*":
+        return None, rest.strip()
+    return _int(pt, f"{what} payload type", 0, 127), rest.strip()
+
+
+def parse_fmtp_params(text: str) -> dict[str, str]:
+    """``key=value;key=value`` fmtp parameters, keys lower-cased (RFC 6184 §8.1, RFC 7587 §6.1).
+
+    A parameter without ``=`` (telephone-event's ``0-16``) is stored under the empty key.
+    """
+    params: dict[str, str] = {}
+    for part in text.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep:
+            params[key.strip().lower()] = value.strip()
+        elif key:
+            params[""] = key
+    return params
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """``a=candidate`` (RFC 8839 §5.1): foundation, component, transport, priority, address, type.
+
+    ``extensions`` keeps the name/value pairs after ``typ``/``raddr``/``rport`` in order
+    (``generation 0``, ``network-cost 10``, ``tcptype active``...). ``ip`` may be an mDNS
+    ``<uuid>.local`` name: browsers hide their addresses that way (RFC 8839 §5.1 allows FQDNs).
+    """
+
+    foundation: str
+    component: int
+    transport: str
+    priority: int
+    ip: str
+    port: int
+    type: str
+    raddr: str | None = None
+    rport: int | None = None
+    extensions: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Candidate:
+        # Trickle ICE (RFC 8840 §9) may put "candidate:" in front of the value when it comes from JS.
+        text = text.removeprefix("candidate:")
+        p = text.split()
+        if len(p) < 8 or p[6] != "typ" or len(p) % 2:
+            raise SdpError(f"bad candidate {text!r}")
+        raddr = rport = None
+        ext: list[tuple[str, str]] = []
+        for name, value in zip(p[8::2], p[9::2], strict=True):
+            if name == "raddr":
+                raddr = value
+            elif name == "rport":
+                rport = _int(value, "candidate rport", 0, 65535)
+            else:
+                ext.append((name, value))
+        return cls(
+            _token(p[0], "candidate foundation"), _int(p[1], "candidate component", 1, 256), p[2],
+            _int(p[3], "candidate priority", 0, 2**32 - 1), p[4], _int(p[5], "candidate port", 0, 65535),
+            _token(p[7], "candidate type"), raddr, rport, tuple(ext),
+        )
+
+    @classmethod
+    def host(cls, ip: str, port: int, *, index: int = 0, component: int = 1, transport: str = "udp") -> Candidate:
+        """A host candidate with the RFC 8445 §5.1.2.1 recommended priority.
+
+        ``index`` orders several host addresses (first preferred); the foundation is derived from
+        the address so that equal bases share it (RFC 8445 §5.1.1.3).
+        """
+        priority = (126 << 24) | ((65535 - index) << 8) | (256 - component)
+        foundation = str(zlib.crc32(f"{ip} {transport}".encode()))
+        return cls(foundation, component, transport, priority, ip, port, "host")
+
+    def __str__(self) -> str:
+        out = f"{self.foundation} {self.component} {self.transport} {self.priority} {self.ip} {self.port}"
+        out += f" typ {self.type}"
+        if self.raddr is not None:
+            out += f" raddr {self.raddr}"
+        if self.rport is not None:
+            out += f" rport {self.rport}"
+        for name, value in self.extensions:
+            out += f" {name} {value}"
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """``a=fingerprint:<hash-func> <hex:hex:...>`` (RFC 8122 §5)."""
+
+    algorithm: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Fingerprint:
+        parts = text.split()
+        if len(parts) != 2 or not re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+", parts[1]):
+            raise SdpError(f"bad fingerprint {text!r}")
+        return cls(_token(parts[0], "hash function").lower(), parts[1].upper())
+
+    def __str__(self) -> str:
+        return f"{self.algorithm} {self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rtcp:
+    """``a=rtcp:<port> [<nettype> <addrtype> <address>]`` (RFC 3605 §2.1)."""
+
+    port: int
+    address: Connection | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Rtcp:
+        port, _, rest = text.strip().partition(" ")
+        return cls(_int(port, "rtcp port", 0, 65535), Connection.parse(rest) if rest.strip() else None)
+
+    def __str__(self) -> str:
+        return f"{self.port} {self.address}" if self.address else str(self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Ssrc:
+    """``a=ssrc:<ssrc> <attribute>[:<value>]`` (RFC 5576 §4.1)."""
+
+    ssrc: int
+    attribute: str
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Ssrc:
+        ssrc, _, rest = text.strip().partition(" ")
+        name, sep, value = rest.partition(":")
+        if not name:
+            raise SdpError(f"bad ssrc {text!r}")
+        return cls(_int(ssrc, "ssrc", 0, 2**32 - 1), name, value if sep else None)
+
+    def __str__(self) -> str:
+        return f"{self.ssrc} {self.attribute}" + ("" if self.value is None else f":{self.value}")
+
+
+@dataclass(frozen=True, slots=True)
+class Msid:
+    """``a=msid:<stream id> [<track id>]`` (RFC 8830 §2)."""
+
+    stream: str
+    track: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Msid:
+        parts = text.split()
+        if not 1 <= len(parts) <= 2:
+            raise SdpError(f"bad msid {text!r}")
+        return cls(parts[0], parts[1] if len(parts) == 2 else None)
+
+    def __str__(self) -> str:
+        return self.stream if self.track is None else f"{self.stream} {self.track}"
+
+
+@dataclass(frozen=True, slots=True)
+class Extmap:
+    """``a=extmap:<id>[/<direction>] <uri> [<attributes>]`` (RFC 8285 §8)."""
+
+    id: int
+    uri: str
+    direction: str | None = None
+    attributes: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Extmap:
+        parts = text.split(None, 2)
+        if len(parts) < 2:
+            raise SdpError(f"bad extmap {text!r}")
+        ident, _, direction = parts[0].partition("/")
+        if direction and direction not in DIRECTIONS:
+            raise SdpError(f"bad extmap direction {text!r}")
+        return cls(_int(ident, "extmap id", 1, 4095), parts[1], direction or None, parts[2] if len(parts) > 2 else None)
+
+    def __str__(self) -> str:
+        out = str(self.id) + (f"/{self.direction}" if self.direction else "") + f" {self.uri}"
+        return out + (f" {self.attributes}" if self.attributes else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Crypto:
+    """``a=crypto:<tag> <crypto-suite> <key-params> [<session-params>]`` (RFC 4568 §9.1)."""
+
+    tag: int
+    suite: str
+    key_params: str = field(repr=False)  # "inline:<key||salt>": a secret, kept out of logs
+    session_params: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Crypto:
+        parts = text.split(None, 3)
+        if len(parts) < 3 or not parts[2].startswith("inline:"):
+            raise SdpError(f"bad crypto {text!r}")
+        return cls(_int(parts[0], "crypto tag", 0, 999999999), parts[1], parts[2], parts[3] if len(parts) > 3 else None)
+
+    def __str__(self) -> str:
+        out = f"{self.tag} {self.suite} {self.key_params}"
+        return out + (f" {self.session_params}" if self.session_params else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """``a=group:<semantics> <mid>...`` (RFC 5888 §5), BUNDLE among them (RFC 8843 §7.1)."""
+
+    semantics: str
+    mids: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Group:
+        parts = text.split()
+        if not parts:
+            raise SdpError("empty group")
+        return cls(_token(parts[0], "group semantics"), tuple(parts[1:]))
+
+    def __str__(self) -> str:
+        return " ".join((self.semantics, *self.mids))
+
+
+def _setup(text: str) -> str:
+    if text not in SETUP_ROLES:
+        raise SdpError(f"bad setup role {text!r}")
+    return text
+
+
+def _mid(text: str) -> str:
+    return _token(text, "mid")  # RFC 5888 §4: identification-tag = token
+
+
+def _ice_chars(text: str) -> str:
+    if not _ICE_CREDENTIAL.fullmatch(text) or len(text) > 256:
+        raise SdpError(f"bad ICE credential {text!r}")
+    return text
+
+
+def _ptime(text: str) -> int:
+    # A few phones write "a=ptime:20.0"; RFC 8866 §6.4 says integer ms, so take the whole part.
+    whole = text.strip().split(".", 1)[0]
+    return _int(whole, "ptime", 0, 100000)
+
+
+# Validation run by SessionDescription.parse on every attribute it knows, so that a bad value is
+# refused with a line number up front and the typed accessors below cannot fail later.
+_VALUE_PARSERS: dict[str, Callable[[str], object]] = {
+    "rtpmap": RtpMap.parse,
+    "fmtp": lambda v: _pt_prefixed(v, "fmtp"),
+    "rtcp-fb": lambda v: _pt_prefixed(v, "rtcp-fb", wildcard=True),
+    "candidate": Candidate.parse,
+    "fingerprint": Fingerprint.parse,
+    "setup": _setup,
+    "rtcp": Rtcp.parse,
+    "ssrc": Ssrc.parse,
+    "msid": Msid.parse,
+    "extmap": Extmap.parse,
+    "crypto": Crypto.parse,
+    "group": Group.parse,
+    "mid": _mid,
+    "ice-ufrag": _ice_chars,
+    "ice-pwd": _ice_chars,
+    "ptime": _ptime,
+    "maxptime": _ptime,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """A payload type of an RTP m= section with everything said about it (rtpmap, fmtp, rtcp-fb)."""
+
+    pt: int
+    name: str
+    clock_rate: int
+    channels: int
+    fmtp: str | None = None
+    rtcp_fb: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> dict[str, str]:
+        return parse_fmtp_params(self.fmtp or "")
+
+
+# --------------------------------------------------------------------------------------------------
+# Levels
+
+
+class _Attributes:
+    """Attribute access shared by the session and media levels."""
+
+    attributes: list[Attribute]
+
+    def get(self, name: str) -> str | None:
+        """The value of the first ``a=name`` ('' for a property), None when absent."""
+        for a in self.attributes:
+            if a.name == name:
+                return "" if a.value is None else a.value
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        return [a.value or "" for a in self.attributes if a.name == name]
+
+    def has(self, name: str) -> bool:
+        return any(a.name == name for a in self.attributes)
+
+    def add(self, name: str, value: object = None) -> None:
+        self.attributes.append(Attribute(name, None if value is None else str(value)))
+
+    def remove(self, *names: str) -> None:
+        self.attributes[:] = [a for a in self.attributes if a.name not in names]
+
+    def set(self, name: str, value: object = None) -> None:
+        """Replace every ``a=name`` by one line, at the place of the first (appended if none)."""
+        new = Attribute(name, None if value is None else str(value))
+        for i, a in enumerate(self.attributes):
+            if a.name == name:
+                self.attributes[i] = new
+                self.attributes[i + 1 :] = [b for b in self.attributes[i + 1 :] if b.name != name]
+                return
+        self.attributes.append(new)
+
+    def set_flag(self, name: str, on: bool) -> None:
+        if on:
+            if not self.has(name):
+                self.add(name)
+        else:
+            self.remove(name)
+
+    def _direction(self) -> str | None:
+        for a in self.attributes:
+            if a.name in DIRECTIONS:
+                return a.name
+        return None
+
+    def _set_direction(self, direction: str | None) -> None:
+        if direction is not None and direction not in DIRECTIONS:
+            raise ValueError(f"not a direction: {direction!r}")
+        for i, a in enumerate(self.attributes):
+            if a.name in DIRECTIONS:
+                self.remove(*DIRECTIONS)
+                if direction is not None:
+                    self.attributes.insert(i, Attribute(direction))
+                return
+        if direction is not None:
+            self.attributes.append(Attribute(direction))
+
+    # ICE, DTLS and grouping attributes may sit at session level, media level or both (RFC 8839
+    # §5.4, RFC 8842 §5); these read this level only, Media's versions fall back to the session.
+
+    @property
+    def ice_ufrag(self) -> str | None:
+        return self.get("ice-ufrag")
+
+    @property
+    def ice_pwd(self) -> str | None:
+        return self.get("ice-pwd")
+
+    @property
+    def ice_options(self) -> tuple[str, ...]:
+        return tuple(o for v in self.get_all("ice-options") for o in v.split())
+
+    @property
+    def fingerprints(self) -> list[Fingerprint]:
+        return [Fingerprint.parse(v) for v in self.get_all("fingerprint")]
+
+    @property
+    def setup(self) -> str | None:
+        return self.get("setup")
+
+
+@dataclass(eq=False)
+class Media(_Attributes):
+    """One m= section (RFC 8866 §5.14) with its i=, c=, b=, k= and a= lines."""
+
+    kind: str
+    port: int
+    proto: str
+    formats: list[str]
+    port_count: int | None = None
+    info: str | None = None
+    connections: list[Connection] = field(default_factory=list)
+    bandwidths: list[Bandwidth] = field(default_factory=list)
+    key: str | None = None
+    attributes: list[Attribute] = field(default_factory=list)
+    session: SessionDescription | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse_m_line(cls, text: str) -> Media:
+        parts = _split(text, 3, "m=")
+        kind, port_text, proto = parts[:3]
+        port_text, _, count = port_text.partition("/")
+        media = cls(
+            _token(kind, "media type"), _int(port_text, "media port", 0, 65535), proto, parts[3:],
+            _int(count, "port count", 1, 65535) if count else None,
+        )
+        if media.is_rtp:
+            for f in media.formats:
+                _int(f, "payload type", 0, 127)
+        return media
+
+    def m_line(self) -> str:
+        port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
+        return " ".join((self.kind, port, self.proto, *self.formats))
+
+    # -- transport ---------------------------------------------------------------------------------
+
+    @property
+    def is_rtp(self) -> bool:
+        """RTP/AVP, RTP/SAVPF, UDP/TLS/RTP/SAVPF, TCP/DTLS/RTP/SAVP...: formats are payload types."""
+        return "RTP/" in self.proto
+
+    @property
+    def is_webrtc(self) -> bool:
+        """DTLS-SRTP profile (RFC 5764 §8): ``UDP/TLS/RTP/SAVP[F]`` or ``TCP/DTLS/...``."""
+        return "TLS/RTP/" in self.proto
+
+    @property
+    def is_avpf(self) -> bool:
+        """Feedback profile (RFC 4585 §4.1, RFC 5124): rtcp-fb lines are meaningful."""
+        return self.proto.endswith("AVPF")
+
+    @property
+    def bundle_only(self) -> bool:
+        return self.has("bundle-only")
+
+    @property
+    def rejected(self) -> bool:
+        """Port 0 without ``a=bundle-only`` (RFC 3264 §6, RFC 8843 §6)."""
+        return self.port == 0 and not self.bundle_only
+
+    @property
+    def connection(self) -> Connection | None:
+        """This section's c= or, failing it, the session's (RFC 8866 §5.7)."""
+        if self.connections:
+            return self.connections[0]
+        return self.session.connection if self.session is not None else None
+
+    @connection.setter
+    def connection(self, value: Connection | None) -> None:
+        self.connections = [] if value is None else [value]
+
+    @property
+    def direction(self) -> str:
+        """This section's direction, else the session's, else sendrecv (RFC 8866 §6.7)."""
+        own = self._direction()
+        if own is not None:
+            return own
+        if self.session is not None:
+            return self.session._direction() or "sendrecv"
+        return "sendrecv"
+
+    @direction.setter
+    def direction(self, value: str) -> None:
+        self._set_direction(value)
+
+    @property
+    def mid(self) -> str | None:
+        return self.get("mid")
+
+    @property
+    def rtcp_mux(self) -> bool:
+        return self.has("rtcp-mux")
+
+    @property
+    def rtcp_rsize(self) -> bool:
+        return self.has("rtcp-rsize")
+
+    @property
+    def rtcp(self) -> Rtcp | None:
+        value = self.get("rtcp")
+        return None if value is None else Rtcp.parse(value)
+
+    @property
+    def ice_ufrag(self) -> str | None:
+        return self.get("ice-ufrag") or (self.session.get("ice-ufrag") if self.session else None)
+
+    @property
+    def ice_pwd(self) -> str | None:
+        return self.get("ice-pwd") or (self.session.get("ice-pwd") if self.session else None)
+
+    @property
+    def ice_options(self) -> tuple[str, ...]:
+        own = tuple(o for v in self.get_all("ice-options") for o in v.split())
+        return own or (self.session.ice_options if self.session else ())
+
+    @property
+    def fingerprints(self) -> list[Fingerprint]:
+        own = [Fingerprint.parse(v) for v in self.get_all("fingerprint")]
+        return own or (self.session.fingerprints if self.session else [])
+
+    @property
+    def setup(self) -> str | None:
+        return self.get("setup") or (self.session.get("setup") if self.session else None)
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        return [Candidate.parse(v) for v in self.get_all("candidate")]
+
+    @property
+    def ssrcs(self) -> list[Ssrc]:
+        return [Ssrc.parse(v) for v in self.get_all("ssrc")]
+
+    @property
+    def ssrc_ids(self) -> tuple[int, ...]:
+        """Distinct SSRCs announced, in order of first appearance."""
+        return tuple(dict.fromkeys(s.ssrc for s in self.ssrcs))
+
+    @property
+    def msid(self) -> Msid | None:
+        value = self.get("msid")
+        return None if value is None else Msid.parse(value)
+
+    @property
+    def extmaps(self) -> list[Extmap]:
+        return [Extmap.parse(v) for v in self.get_all("extmap")]
+
+    @property
+    def cryptos(self) -> list[Crypto]:
+        return [Crypto.parse(v) for v in self.get_all("crypto")]
+
+    @property
+    def ptime(self) -> int | None:
+        value = self.get("ptime")
+        return None if value is None else _ptime(value)
+
+    @property
+    def maxptime(self) -> int | None:
+        value = self.get("maxptime")
+        return None if value is None else _ptime(value)
+
+    # -- payload types -----------------------------------------------------------------------------
+
+    @property
+    def payload_types(self) -> list[int]:
+        return [int(f) for f in self.formats] if self.is_rtp else []
+
+    def rtpmap(self, pt: int) -> RtpMap | None:
+        """The a=rtpmap of ``pt``, or the RFC 3551 static assignment when there is none."""
+        for value in self.get_all("rtpmap"):
+            m = RtpMap.parse(value)
+            if m.pt == pt:
+                return m
+        static = STATIC_PAYLOADS.get(pt)
+        return RtpMap(pt, static[0], static[1], static[2] if static[2] != 1 else None) if static else None
+
+    def fmtp(self, pt: int) -> str | None:
+        for value in self.get_all("fmtp"):
+            fpt, params = _pt_prefixed(value, "fmtp")
+            if fpt == pt:
+                return params
+        return None
+
+    def rtcp_fb(self, pt: int) -> tuple[str, ...]:
+        """Feedback types for ``pt``, the ``*`` wildcard ones included (RFC 4585 §4.2)."""
+        out: list[str] = []
+        for value in self.get_all("rtcp-fb"):
+            fpt, fb = _pt_prefixed(value, "rtcp-fb", wildcard=True)
+            if fpt is None or fpt == pt:
+                out.append(fb)
+        return tuple(out)
+
+    def codec(self, pt: int) -> Codec | None:
+        m = self.rtpmap(pt)
+        if m is None:
+            return None
+        channels = m.channels or 1
+        return Codec(pt, m.encoding, m.clock_rate, channels, self.fmtp(pt), self.rtcp_fb(pt))
+
+    @property
+    def codecs(self) -> list[Codec]:
+        """Every payload type with a known mapping, in m= line (preference) order."""
+        return [c for pt in self.payload_types if (c := self.codec(pt)) is not None]
+
+    def add_codec(self, codec: Codec, *, rtcp_fb: bool = True) -> None:
+        """Append ``codec`` to the m= line with its rtpmap, fmtp and (optionally) rtcp-fb lines."""
+        self.formats.append(str(codec.pt))
+        channels = codec.channels if codec.channels != 1 else None
+        self.add("rtpmap", RtpMap(codec.pt, codec.name, codec.clock_rate, channels))
+        if codec.fmtp:
+            self.add("fmtp", f"{codec.pt} {codec.fmtp}")
+        if rtcp_fb:
+            for fb in codec.rtcp_fb:
+                self.add("rtcp-fb", f"{codec.pt} {fb}")
+
+    def lines(self) -> Iterator[str]:
+        yield f"m={self.m_line()}"
+        if self.info is not None:
+            yield f"i={self.info}"
+        for c in self.connections:
+            yield f"c={c}"
+        for b in self.bandwidths:
+            yield f"b={b}"
+        if self.key is not None:
+            yield f"k={self.key}"
+        for a in self.attributes:
+            yield f"a={a}"
+
+
+@dataclass(eq=False)
+class SessionDescription(_Attributes):
+    """A whole SDP body (RFC 8866 §5). ``str()`` serialises it with CRLF line ends."""
+
+    origin: Origin = field(default_factory=Origin)
+    name: str | None = "-"
+    version: int = 0
+    info: str | None = None
+    uri: str | None = None
+    emails: list[str] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)
+    connection: Connection | None = None
+    bandwidths: list[Bandwidth] = field(default_factory=list)
+    timings: list[Timing] = field(default_factory=lambda: [Timing()])
+    zone: str | None = None
+    key: str | None = None
+    attributes: list[Attribute] = field(default_factory=list)
+    media: list[Media] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, data: str | bytes, *, max_size: int = MAX_SDP_SIZE) -> SessionDescription:
+        """Parse an SDP body; any defect raises :class:`SdpError` and nothing else.
+
+        Accepts LF as well as CRLF line ends and ignores blank lines (both seen from real stacks,
+        RFC 8866 §5 asks parsers to be tolerant of LF). Lines must otherwise follow §9's grammar:
+        ``v=0`` first, ``o=`` next, known type letters only (§5: reject unknown ones).
+        """
+        if len(data) > max_size:
+            raise SdpError(f"SDP larger than {max_size} bytes")
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise SdpError(f"SDP is not UTF-8: {e.reason}") from None
+        try:
+            return _Parser(data).run()
+        except SdpError:
+            raise
+        except (ValueError, IndexError) as e:  # a defensive net: no other exception may escape
+            raise SdpError(f"malformed SDP: {e}") from None
+
+    # -- accessors ---------------------------------------------------------------------------------
+
+    @property
+    def direction(self) -> str | None:
+        """The session-level direction, the default of every m= section (RFC 8866 §6.7)."""
+        return self._direction()
+
+    @direction.setter
+    def direction(self, value: str | None) -> None:
+        self._set_direction(value)
+
+    @property
+    def groups(self) -> list[Group]:
+        return [Group.parse(v) for v in self.get_all("group")]
+
+    @property
+    def bundle_groups(self) -> list[tuple[str, ...]]:
+        """The mids of each ``a=group:BUNDLE`` (RFC 8843 §7.1); the first is the tagged one."""
+        return [g.mids for g in self.groups if g.semantics.upper() == "BUNDLE"]
+
+    @property
+    def ice_lite(self) -> bool:
+        return self.has("ice-lite")
+
+    def media_by_mid(self, mid: str) -> Media | None:
+        return next((m for m in self.media if m.mid == mid), None)
+
+    def add_media(self, media: Media) -> Media:
+        media.session = self
+        self.media.append(media)
+        return media
+
+    # -- serialisation -----------------------------------------------------------------------------
+
+    def lines(self) -> Iterator[str]:
+        yield f"v={self.version}"
+        yield f"o={self.origin}"
+        if self.name is not None:
+            yield f"s={self.name}"
+        if self.info is not None:
+            yield f"i={self.info}"
+        if self.uri is not None:
+            yield f"u={self.uri}"
+        yield from (f"e={e}" for e in self.emails)
+        yield from (f"p={p}" for p in self.phones)
+        if self.connection is not None:
+            yield f"c={self.connection}"
+        yield from (f"b={b}" for b in self.bandwidths)
+        for t in self.timings:
+            yield f"t={t.start} {t.stop}"
+            yield from (f"r={r}" for r in t.repeats)
+        if self.zone is not None:
+            yield f"z={self.zone}"
+        if self.key is not None:
+            yield f"k={self.key}"
+        yield from (f"a={a}" for a in self.attributes)
+        for m in self.media:
+            yield from m.lines()
+
+    def __str__(self) -> str:
+        return "".join(line + "\r\n" for line in self.lines())
+
+    def body_without_origin(self) -> str:
+        """The text minus the o= line: what tells whether a new version number is due (RFC 3264 §8)."""
+        return "".join(line + "\r\n" for line in self.lines() if not line.startswith("o="))
+
+    def copy(self) -> SessionDescription:
+        """A deep copy, by serialising and parsing (the text is the one true form)."""
+        return SessionDescription.parse(str(self), max_size=2**31)
+
+
+class _Parser:
+    """Line-by-line parser following RFC 8866 §9's order of fields, with a light state machine."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sdp = SessionDescription(name=None, timings=[])
+        self.media: Media | None = None
+
+    def lines(self) -> Iterable[tuple[int, str, str]]:
+        for n, raw in enumerate(self.text.split("\n"), 1):
+            line = raw.removesuffix("\r")
+            if not line.strip():
+                continue
+            if "\r" in line or "\0" in line:
+                raise SdpError("stray CR or NUL inside a line", n)
+            if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
+                raise SdpError(f"not a <type>=<value> line: {line[:40]!r}", n)
+            yield n, line[0], line[2:]
+
+    def run(self) -> SessionDescription:
+        seen_v = seen_o = False
+        for n, kind, value in self.lines():
+            try:
+                if not seen_v:
+                    if kind != "v" or value.strip() != "0":
+                        raise SdpError("SDP must start with v=0")
+                    seen_v = True
+                    continue
+                if not seen_o:
+                    if kind != "o":
+                        raise SdpError("o= must follow v=")
+                    self.sdp.origin = Origin.parse(value)
+                    seen_o = True
+                    continue
+                self.line(kind, value)
+            except SdpError as e:
+                raise SdpError(e.reason, n) from None
+        if not seen_o:
+            raise SdpError("SDP without v= and o= lines")
+        if not self.sdp.timings:
+            # Tolerated (some gateways omit it) and made explicit so that what we send is valid.
+            self.sdp.timings.append(Timing())
+        return self.sdp
+
+    def line(self, kind: str, value: str) -> None:
+        target = self.media
+        if kind == "m":
+            if len(self.sdp.media) >= MAX_MEDIA:
+                raise SdpError(f"more than {MAX_MEDIA} m= sections")
+            self.media = self.sdp.add_media(Media.parse_m_line(value))
+        elif kind == "a":
+            attr = Attribute.parse(value)
+            check = _VALUE_PARSERS.get(attr.name)
+            if check is not None:
+                if attr.value is None:
+                    raise SdpError(f"a={attr.name} needs a value")
+                check(attr.value)
+            (target or self.sdp).attributes.append(attr)
+        elif kind == "c":
+            if target is not None:
+                target.connections.append(Connection.parse(value))
+            elif self.sdp.connection is not None:
+                raise SdpError("two session-level c= lines")
+            else:
+                self.sdp.connection = Connection.parse(value)
+        elif kind == "b":
+            (target or self.sdp).bandwidths.append(Bandwidth.parse(value))
+        elif kind == "i":
+            (target or self.sdp).info = value
+        elif kind == "k":
+            (target or self.sdp).key = value
+        elif target is not None:
+            raise SdpError(f"{kind}= is not allowed in a media section")
+        elif kind == "s":
+            self.sdp.name = value
+        elif kind == "u":
+            self.sdp.uri = value
+        elif kind == "e":
+            self.sdp.emails.append(value)
+        elif kind == "p":
+            self.sdp.phones.append(value)
+        elif kind == "t":
+            self.sdp.timings.append(Timing.parse(value))
+        elif kind == "r":
+            if not self.sdp.timings:
+                raise SdpError("r= before t=")
+            self.sdp.timings[-1].repeats.append(value)
+        elif kind == "z":
+            self.sdp.zone = value
+        else:
+            raise SdpError(f"unknown line type {kind}=")
