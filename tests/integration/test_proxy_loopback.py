@@ -384,3 +384,140 @@ async def test_not_an_open_relay_beyond_loopback(gateway: Gateway) -> None:
     finally:
         bob.close()
         stranger.close()
+
+
+async def test_cancel_before_answer(gateway: Gateway) -> None:
+    udp = port_of(gateway, "udp")
+    bob, alice = UdpPhone(), UdpPhone()
+    try:
+        bob.send(register("bob", bob), udp)
+        await bob.expect("200")
+        call_id = uuid.uuid4().hex
+        alice.send(invite("alice", "bob", alice, call_id, "z9hG4bKcan1"), udp)
+        inv = await bob.expect("INVITE")
+        bob.send(answer(inv, 180, bob), udp)
+        await alice.expect("180")
+        alice.send(
+            f"CANCEL sip:bob@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{alice.port};branch=z9hG4bKcan1;rport\n"
+            f"Max-Forwards: 70\nFrom: <sip:alice@127.0.0.1>;tag=c1\nTo: <sip:bob@127.0.0.1>\n"
+            f"Call-ID: {call_id}\nCSeq: 1 CANCEL\nContent-Length: 0\n\n",
+            udp,
+        )
+        ok = await alice.expect("200")
+        assert ok.cseq.method == "CANCEL"
+        cancel = await bob.expect("CANCEL")
+        assert isinstance(cancel, Request) and cancel.top_via.branch == inv.top_via.branch
+        bob.send(answer(cancel, 200, bob), udp)
+        bob.send(answer(inv, 487, bob), udp)
+        ack = await bob.expect("ACK")  # hop-by-hop ACK of the 487 (§17.1.1.3)
+        assert ack.cseq.method == "ACK"
+        final = await alice.expect("487")
+        assert final.cseq.method == "INVITE"
+    finally:
+        bob.close()
+        alice.close()
+
+
+async def test_oversized_and_keepalives(gateway: Gateway) -> None:
+    from aioice import stun
+
+    udp = port_of(gateway, "udp")
+    p = UdpPhone()
+    try:
+        # over TCP a header block beyond the size limit cannot be framed: that connection is closed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gateway, "tcp"))
+        writer.write(b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nX-Pad: " + b"a" * 70000)
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+        writer.close()
+        # RFC 5626 §4.4.2: a STUN Binding request on the SIP port gets our view of its address
+        req = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        p.send_raw(bytes(req), udp)
+        loop = asyncio.get_running_loop()
+        data = await asyncio.wait_for(loop.sock_recv(p.sock, 2048), 3)
+        resp = stun.parse_message(data)
+        assert resp.message_class == stun.Class.RESPONSE
+        assert resp.attributes["XOR-MAPPED-ADDRESS"] == ("127.0.0.1", p.port)
+        p.send_raw(b"\r\n\r\n", udp)  # CRLF keepalive: silently absorbed
+        p.send(
+            f"OPTIONS sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{p.port};branch=z9hG4bKafter\n"
+            f"Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=1\nTo: <sip:127.0.0.1>\nCall-ID: after1\n"
+            f"CSeq: 1 OPTIONS\nContent-Length: 0\n\n",
+            udp,
+        )
+        ok = await p.expect("200")
+        assert ok.call_id == "after1", "the oversized stream was closed, nothing else was affected"
+    finally:
+        p.close()
+
+
+async def test_browser_register_to_foreign_registrar_gets_path(tmp_path: Path) -> None:
+    """A REGISTER for a domain that is not ours goes to the upstream proxy with a Path header of ours
+    and a routable Contact; the registrar's 200 reaches the browser with its own Contact back."""
+    upstream = UdpPhone()
+    settings = Settings(
+        listeners=(Listener("udp", "127.0.0.1", 0), Listener("ws", "127.0.0.1", 0)),
+        gateway=GatewayOptions(data_dir=tmp_path, upstream_proxy=f"sip:127.0.0.1:{upstream.port}"),
+    )
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        reg = JSSIP_REGISTER.format(branch="up1", call_id=uuid.uuid4().hex).replace("@127.0.0.1>", "@example.org>")
+        reg = reg.replace("REGISTER sip:127.0.0.1", "REGISTER sip:example.org")
+        async with connect(f"ws://127.0.0.1:{port_of(gw, 'ws')}", subprotocols=["sip"]) as ws:  # type: ignore[list-item]
+            await ws.send(reg)
+            fwd = await upstream.expect("REGISTER")
+            assert isinstance(fwd, Request)
+            path = fwd.addresses("Path")
+            assert path and path[0].uri.has("lr")
+            contact = fwd.addresses("Contact")[0]
+            assert ".invalid" not in str(contact.uri)
+            assert contact.param("reg-id") == "1"
+            ok = ["SIP/2.0 200 OK"] + [f"{n}: {v}" for n, v in fwd.headers if n in ("Via", "From", "Call-ID", "CSeq")]
+            ok += [f"To: {fwd.get('To')};tag=reg", f"Contact: {fwd.get('Contact')};expires=600", "Content-Length: 0"]
+            upstream.send("\n".join(ok) + "\n\n", port_of(gw, "udp"))
+            back = parse_message(str(await asyncio.wait_for(ws.recv(), 3)).encode())
+            assert isinstance(back, Response) and back.status == 200
+            assert "k1v3hs0cs2lb.invalid" in (back.get("Contact") or "")
+    finally:
+        upstream.close()
+        await gw.stop()
+
+
+async def test_rfc3263_srv_fail_over_on_503(tmp_path: Path) -> None:
+    """pbx.test has two SRV targets; the preferred one answers 503, so the request goes to the next
+    (RFC 3263 §4.3) and the caller sees the second one's answer."""
+    from dataclasses import replace
+
+    from dns_helper import start_server
+
+    first, second, caller = UdpPhone(), UdpPhone(), UdpPhone()
+    zone = {
+        ("_sip._udp.pbx.test", "SRV"): (60, [f"10 0 {first.port} a.pbx.test.", f"20 0 {second.port} b.pbx.test."]),
+        ("a.pbx.test", "A"): (60, ["127.0.0.1"]),
+        ("b.pbx.test", "A"): (60, ["127.0.0.1"]),
+    }
+    _, dns_port, dns_tr = await start_server(zone)
+    settings = Settings(listeners=(Listener("udp", "127.0.0.1", 0),), gateway=GatewayOptions(data_dir=tmp_path))
+    settings = replace(settings, webrtc2sip=replace(settings.webrtc2sip, nameservers=(f"127.0.0.1:{dns_port}",)))
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        udp = port_of(gw, "udp")
+        caller.send(
+            f"MESSAGE sip:desk@pbx.test SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{caller.port};branch=z9hG4bKfo1;rport\n"
+            f"Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=1\nTo: <sip:desk@pbx.test>\nCall-ID: fo1\n"
+            f"CSeq: 1 MESSAGE\nContent-Type: text/plain\nContent-Length: 2\n\nhi",
+            udp,
+        )
+        m1 = await first.expect("MESSAGE")
+        first.send(answer(m1, 503, first), udp)
+        m2 = await second.expect("MESSAGE")
+        assert m2.call_id == "fo1"
+        second.send(answer(m2, 202, second), udp)
+        final = await caller.expect("202")
+        assert final.call_id == "fo1"
+    finally:
+        dns_tr.close()
+        await gw.stop()
+        for p in (first, second, caller):
+            p.close()

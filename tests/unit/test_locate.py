@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import cast
 
 import dns.flags
 import dns.message
@@ -17,10 +15,9 @@ import dns.resolver
 import dns.rrset
 import pytest
 
+from dns_helper import DnsServer, Zone, start_server
 from rtc2sip.proxy.locate import Resolver, Srv, locate, order_srv, parse_nameserver
 from rtc2sip.transport.base import Target
-
-Zone = dict[tuple[str, str], tuple[int, list[str]]]
 
 ZONE: Zone = {
     # example.com: NAPTR → SRV → A/AAAA for TLS, TCP and UDP, plus records the gateway must skip
@@ -63,47 +60,6 @@ ZONE: Zone = {
     ("_sip._tcp.closed.test", "SRV"): (300, ["0 0 0 ."]),
     ("closed.test", "A"): (300, ["203.0.113.8"]),
 }
-
-
-class DnsServer(asyncio.DatagramProtocol):
-    """Authoritative for ZONE; NXDOMAIN for unknown names, empty answer for known names of another type."""
-
-    def __init__(self, zone: Zone, silent: bool = False) -> None:
-        self.zone = zone
-        self.silent = silent
-        self.queries: list[tuple[str, str]] = []
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # asyncio's UDP transport does not subclass DatagramTransport on every Python version
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        query = dns.message.from_wire(data)
-        q = query.question[0]
-        name = q.name.to_text(omit_final_dot=True).lower()
-        rdtype = dns.rdatatype.to_text(q.rdtype)
-        self.queries.append((name, rdtype))
-        if self.silent:
-            return
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        entry = self.zone.get((name, rdtype))
-        if entry is not None:
-            ttl, rdatas = entry
-            response.answer.append(dns.rrset.from_text(q.name, ttl, "IN", rdtype, *rdatas))
-        elif not any(n == name or n.endswith("." + name) for n, _ in self.zone):
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        assert self.transport is not None
-        self.transport.sendto(response.to_wire(), addr)
-
-
-async def start_server(zone: Zone, silent: bool = False) -> tuple[DnsServer, int, asyncio.DatagramTransport]:
-    loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(
-        lambda: DnsServer(zone, silent), local_addr=("127.0.0.1", 0)
-    )
-    return proto, transport.get_extra_info("sockname")[1], transport
 
 
 @pytest.fixture
