@@ -566,8 +566,7 @@ def _validate(msg: Request | Response) -> None:
             raise SipParseError(400, "no value")
         part = "CSeq"
         cseq = msg.cseq
-        request = isinstance(msg, Request)
-        if request:
+        if isinstance(msg, Request):
             # a response is forwarded on its Via and CSeq alone: its From, To and Contact are the
             # UAs' business, parsed only if someone reads them (half the cost of a response)
             part = "From"
