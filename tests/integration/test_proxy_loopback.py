@@ -521,3 +521,34 @@ async def test_rfc3263_srv_fail_over_on_503(tmp_path: Path) -> None:
         await gw.stop()
         for p in (first, second, caller):
             p.close()
+
+
+async def test_connections_per_source_are_limited(tmp_path: Path) -> None:
+    from rtc2sip.config import Limits
+
+    settings = Settings(
+        listeners=(Listener("udp", "127.0.0.1", 0), Listener("tcp", "127.0.0.1", 0)),
+        gateway=GatewayOptions(data_dir=tmp_path),
+        limits=Limits(max_connections_per_source=2),
+    )
+    gw = Gateway(settings)
+    await gw.start()
+    conns = []
+    try:
+        for _ in range(3):
+            conns.append(await asyncio.open_connection("127.0.0.1", port_of(gw, "tcp")))
+        # the third connection from the same address is closed at once; the first two stay usable
+        assert await asyncio.wait_for(conns[2][0].read(), 3) == b""
+        reader, writer = conns[0]
+        port = writer.get_extra_info("sockname")[1]
+        writer.write(
+            (f"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bKlim1\r\n"
+             "Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: lim1\r\n"
+             "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+        assert head.startswith(b"SIP/2.0 200")
+    finally:
+        for _, w in conns:
+            w.close()
+        await gw.stop()
