@@ -78,7 +78,8 @@ class RouteResult:
 
 def pop_own_routes(req: Request, is_local: IsLocal) -> RouteResult:
     """§16.4: strict-router fix-up, then remove the Route entries that name us (two when we
-    double-record-routed, RFC 5658), keeping any flow token they carry."""
+    double-record-routed, RFC 5658), keeping the flow token of the last one: that entry names the
+    side the request leaves by (the first names the side it came in on, whose flow leads back)."""
     res = RouteResult()
     uri = req.uri
     routes = req.values("Route")
@@ -98,9 +99,7 @@ def pop_own_routes(req: Request, is_local: IsLocal) -> RouteResult:
         ruri = na.uri
         if not isinstance(ruri, SipUri) or not is_local(ruri.host, ruri.port):
             break
-        token = ruri.param(FLOW_PARAM)
-        if token:
-            res.flow_token = token
+        res.flow_token = ruri.param(FLOW_PARAM) or None
         req.pop_first_value("Route")
         res.popped += 1
     return res

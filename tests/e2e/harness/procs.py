@@ -136,6 +136,27 @@ def wait_udp_bound(port: int, timeout: float, alive: Callable[[], None] | None =
     wait_for(lambda: udp_bound(port), timeout, f"UDP port {port} to be bound", alive=alive)
 
 
+def tcp_listening(port: int) -> bool:
+    """Whether some socket of this network namespace listens on TCP `port` (read from the kernel's
+    table, like `udp_bound`: connecting to probe would show up as a stray connection in the peer)."""
+    wanted = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[1].endswith(wanted) and fields[3] == "0A":  # LISTEN
+                        return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def wait_tcp_listening(port: int, timeout: float, alive: Callable[[], None] | None = None) -> None:
+    wait_for(lambda: tcp_listening(port), timeout, f"TCP port {port} to listen", alive=alive)
+
+
 class Proc:
     """One child process in its own process group, logging to `log_path`.
 

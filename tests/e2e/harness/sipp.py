@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .artifacts import Artifacts
-from .procs import HarnessError, Proc, free_port, tail, wait_udp_bound
+from .procs import HarnessError, Proc, free_port, tail, wait_tcp_listening, wait_udp_bound
 
 __all__ = ["SCENARIOS", "Sipp", "SippResult"]
 
@@ -81,6 +81,8 @@ class Sipp:
     ) -> None:
         self.artifacts = artifacts
         self.name = name
+        self.transport = transport
+        self.remote = remote
         self.dir = artifacts.subdir(name)
         self.port = free_port()
         self.media_port = free_port(4)
@@ -156,7 +158,11 @@ class Sipp:
         self.artifacts.add_log(f"{self.name} errors", self.error_file)
         self.proc.start()
         with self.proc.explain_failure():
-            wait_udp_bound(self.port, timeout, self.proc.check_alive)
+            if self.transport.startswith("u"):
+                wait_udp_bound(self.port, timeout, self.proc.check_alive)
+            elif self.remote is None:
+                # a TCP/TLS uas listens on its port; a TCP uac only connects (nothing to wait for)
+                wait_tcp_listening(self.port, timeout, self.proc.check_alive)
         return self
 
     def wait(self, timeout: float) -> SippResult:
