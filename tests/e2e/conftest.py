@@ -127,7 +127,7 @@ def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
 
 @pytest.fixture
 def make_kamailio(artifacts: Artifacts) -> Iterator[Callable[..., Kamailio]]:
-    """make_kamailio(domain="example.test", users={"alice": "pw"} | None, websocket=False,
+    """make_kamailio(domain="example.test", users={"alice": "pw"} | None, websocket=False, use_path=True,
     name="kamailio") -> a started Kamailio registrar + proxy."""
     require_binaries("kamailio")
     started = _Started()

@@ -491,6 +491,9 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_SIZE, datagram: bool 
     if not data:
         raise MessageError(400, "Empty message", None)
     hend, bstart = _head_end(data)
+    # §7: the header block ends with an empty line. A datagram cut in the middle of a header line (an
+    # IP fragment lost, a buggy sender) must not be mistaken for a complete message and forwarded.
+    truncated = hend == len(data) and not data.endswith(b"\n")
     if len(data) > max_size:
         msg: Request | Response | None = None
         if hend <= max_size:
@@ -502,6 +505,8 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_SIZE, datagram: bool 
     msg, error, lengths = _parse_head(data[:hend])
     if error is not None:
         raise MessageError(error[0], error[1], msg)
+    if truncated:
+        raise MessageError(400, "Message ends inside its header block", msg)
     body = data[bstart:]
     if lengths:
         # Content-Length framing (§18.3, §20.14); copies with different values leave no way to

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,7 +58,12 @@ class Capture:
             wait_for(capturing, timeout, "tshark to start capturing", alive=self.proc.check_alive)
         return self
 
-    def stop(self) -> Path:
+    def stop(self, settle: float = 0.5) -> Path:
+        """Stop capturing (idempotent). Packets of the last moments before the stop were seen missing
+        from the file (the 486 that ended a test's call, sent tens of ms earlier): give dumpcap
+        `settle` seconds to take what the kernel still holds before it is told to stop."""
+        if self.proc.running and settle > 0:
+            time.sleep(settle)
         self.proc.stop()
         return self.pcap
 

@@ -20,6 +20,9 @@ class Kamailio:
 
     `users` (name -> plain-text password) turns on digest authentication: REGISTER, and INVITE,
     MESSAGE and SUBSCRIBE from the domain, are challenged. Without it anyone may register.
+    `use_path` (default on) stores the Path of a REGISTER relayed by an edge proxy (RFC 3327) and
+    routes requests for that binding through it; off, kamailio ignores Path and sends requests
+    straight to the registered Contact.
     """
 
     def __init__(
@@ -29,6 +32,7 @@ class Kamailio:
         domain: str = "example.test",
         users: Mapping[str, str] | None = None,
         websocket: bool = False,
+        use_path: bool = True,
         name: str = "kamailio",
         binary: str = "kamailio",
     ) -> None:
@@ -36,6 +40,7 @@ class Kamailio:
         self.domain = domain
         self.users = dict(users or {})
         self.websocket = websocket
+        self.use_path = use_path
         self.name = name
         self.binary = shutil.which(binary) or binary
         self.sip_port = free_port()
@@ -69,6 +74,8 @@ class Kamailio:
             defines.append("#!define WITH_AUTH")
         if self.websocket:
             defines.append("#!define WITH_WS")
+        if self.use_path:
+            defines.append("#!define WITH_PATH")
         users = []
         for user, password in self.users.items():
             if not user.isalnum() or any(c in password for c in '"\\\n'):
