@@ -491,9 +491,9 @@ def parse_message(data: bytes, max_size: int = DEFAULT_MAX_SIZE, datagram: bool 
     if not data:
         raise MessageError(400, "Empty message", None)
     hend, bstart = _head_end(data)
-    # §7: the header block ends with an empty line. A datagram cut in the middle of a header line (an
-    # IP fragment lost, a buggy sender) must not be mistaken for a complete message and forwarded.
-    truncated = hend == len(data) and not data.endswith(b"\n")
+    # §7: the header block ends with an empty line, even with no body. A datagram cut before it (an IP
+    # fragment lost, a buggy sender) must not be mistaken for a complete message and forwarded.
+    truncated = hend == len(data)
     if len(data) > max_size:
         msg: Request | Response | None = None
         if hend <= max_size:
