@@ -65,6 +65,7 @@ class Gateway:
             auth_required=s.auth_required(),
             upstream=upstream,
             users=dict(s.users),
+            digest_algorithms=s.gateway.digest_algorithms,
         )
         resolver = Resolver(list(s.webrtc2sip.nameservers))
 

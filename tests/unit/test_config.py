@@ -792,3 +792,13 @@ a = "1"
     lines = s.banner_lines()
     assert "Digest authentication on (1 user in [users])" in lines
     assert "Upstream proxy: sip:10.0.0.1" in lines
+
+
+def test_digest_algorithms_default_and_order(tmp_path: Path) -> None:
+    assert load_settings().gateway.digest_algorithms == ("MD5",)
+    f = tmp_path / "o.toml"
+    f.write_text('[gateway]\ndigest_algorithms = ["sha-256", "MD5"]\n')
+    assert load_settings(options_toml=f).gateway.digest_algorithms == ("SHA-256", "MD5")
+    f.write_text('[gateway]\ndigest_algorithms = ["SHA-1"]\n')
+    with pytest.raises(ConfigError, match="digest_algorithms"):
+        load_settings(options_toml=f)

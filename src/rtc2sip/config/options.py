@@ -75,6 +75,10 @@ class GatewayOptions:
     auth: str = "auto"
     open_relay: bool = False
     breaker: str = "client"
+    # offered in this order (RFC 8760 §2.4). MD5 alone by default: deployed phones fail on a SHA-256
+    # challenge instead of skipping it (baresip 1.0 refuses the whole 401, sipp 3.6 stops), so
+    # SHA-256 is opt-in: digest_algorithms = ["SHA-256", "MD5"]
+    digest_algorithms: tuple[str, ...] = ("MD5",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,9 +268,28 @@ def _gateway(t: _Table, base_dir: Path) -> GatewayOptions:
         auth=auth,
         open_relay=t.bool_("open_relay", d.open_relay),
         breaker=t.choice("breaker", d.breaker, BREAKER_POLICIES),
+        digest_algorithms=_digest_algorithms(t, d.digest_algorithms),
     )
-    t.finish(("data_dir", "domains", "log_format", "upstream_proxy", "auth", "open_relay", "breaker"))
+    t.finish(("data_dir", "domains", "log_format", "upstream_proxy", "auth", "open_relay", "breaker",
+              "digest_algorithms"))
     return g
+
+
+DIGEST_ALGORITHMS = ("MD5", "SHA-256", "SHA-512-256")
+
+
+def _digest_algorithms(t: _Table, default: tuple[str, ...]) -> tuple[str, ...]:
+    algos = t.str_list("digest_algorithms", default)
+    out: list[str] = []
+    for a in algos:
+        canon = next((x for x in DIGEST_ALGORITHMS if x.lower() == a.lower()), None)
+        if canon is None:
+            raise t.error("digest_algorithms", f"unknown algorithm {a!r} (known: {', '.join(DIGEST_ALGORITHMS)})")
+        if canon not in out:
+            out.append(canon)
+    if not out:
+        raise t.error("digest_algorithms", "needs at least one algorithm")
+    return tuple(out)
 
 
 def _origin(t: _Table, o: str) -> str:

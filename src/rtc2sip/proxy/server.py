@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..sip.digest import DigestServer, Outcome, find_credentials
 from ..sip.errors import SipParseError
@@ -43,6 +43,9 @@ from .locate import Resolver, locate
 from .location import Binding, LocationStore, reachable, targets_for
 from .registrar import Registrar
 
+if TYPE_CHECKING:
+    from ..breaker.b2bua import B2bua
+
 log = logging.getLogger("rtc2sip.proxy")
 
 SUPPORTED_TRANSPORTS = frozenset({"udp", "tcp", "tls", "ws", "wss"})
@@ -58,6 +61,7 @@ class Policy:
     auth_required: bool = False
     upstream: SipUri | None = None
     users: dict[str, str] = field(default_factory=dict)
+    digest_algorithms: tuple[str, ...] = ("MD5",)  # see GatewayOptions.digest_algorithms
 
 
 @dataclass(slots=True, eq=False)
@@ -133,9 +137,11 @@ class Proxy:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._salt = os.urandom(8).hex()
+        self.breaker: B2bua | None = None  # the RTCWeb Breaker (issue 3), set by the app when enabled
         self._tasks: set[asyncio.Task[Any]] = set()
         self.digest = DigestServer(
-            next(iter(sorted(policy.domains)), "rtc2sip"), os.urandom(32), nonce_lifetime=nonce_lifetime
+            next(iter(sorted(policy.domains)), "rtc2sip"), os.urandom(32), nonce_lifetime=nonce_lifetime,
+            algorithms=policy.digest_algorithms,
         )
         self.stats: dict[str, int] = {"requests": 0, "responses": 0, "bad": 0, "dropped": 0}
 
@@ -167,6 +173,8 @@ class Proxy:
 
     def on_flow_closed(self, flow_id: str) -> None:
         gone = self.store.flow_closed(flow_id)
+        if self.breaker is not None:
+            self.breaker.on_flow_closed(flow_id)
         for b in gone:
             log.info("aor=%s binding on %s ended with its connection", b.aor, flow_id)
 
@@ -197,7 +205,8 @@ class Proxy:
         for a in actions:
             if type(a) is Deliver:
                 if a.txn is None:
-                    self._stray_ack(req, source)
+                    if self.breaker is None or not self.breaker.on_request(req, source, None):
+                        self._stray_ack(req, source)
                 else:
                     assert isinstance(a.txn, ServerTransaction)
                     self._new_request(req, source, a.txn)
@@ -226,12 +235,21 @@ class Proxy:
         call_id = req.call_id
         log.debug("call-id=%s %s %s from %s %s:%s", call_id, method, req.uri_text, source.transport,
                   source.host, source.port)
+        breaker = self.breaker
+        if breaker is not None and breaker.on_request(req, source, st):
+            return  # in a dialog of a broken call, or the CANCEL of its INVITE
         if method == "CANCEL":
             self._cancel(req, st)
             return
         problem = self._check(req)
         if problem is not None:
             self._respond(st, *problem)
+            return
+        if breaker is not None and method == "INVITE" and breaker.should_break(req, source).breaks:
+            uri = req.uri
+            # the breaker relays only what the proxy would: local users, or a source allowed to relay
+            if (isinstance(uri, SipUri) and self.is_local_domain(uri)) or self._relay_allowed(req, source, st):
+                breaker.handle_invite(req, source, st)
             return
         self.route(req, source, st)
 
@@ -614,11 +632,14 @@ class Proxy:
     def on_response(self, resp: Response, source: Source) -> None:
         for a in self.tl.receive_response(resp, self.loop.time()):
             if type(a) is Deliver and a.txn is None:
-                self._stray_response(resp, source)
+                if self.breaker is None or not self.breaker.on_response(None, resp):
+                    self._stray_response(resp, source)
             elif type(a) is Deliver and a.txn is not None:
                 branch = a.txn.context
                 if isinstance(branch, Branch):
                     self._branch_response(branch, resp, source)
+                elif self.breaker is not None:
+                    self.breaker.on_response(a.txn, resp)
             else:
                 self._act(a)
 
@@ -752,6 +773,8 @@ class Proxy:
                 else:
                     self._branch_final(b.ctx, b, a.response)
                     self._maybe_finish(b.ctx)
+            elif self.breaker is not None:
+                self.breaker.on_transaction_failed(txn, a.response)
         elif t is Terminated:
             # break the context cycles at once (see TransactionLayer._drop): the cyclic GC would free
             # them too, but its full passes over a busy proxy's heap stall every call for tens of ms

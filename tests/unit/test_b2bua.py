@@ -1,0 +1,763 @@
+"""The RTCWeb Breaker's B2BUA and dialogs, driven message by message.
+
+The harness plays the proxy: a real :class:`TransactionLayer` (so retransmission absorption, ACK of
+non-2xx and CANCEL matching are the genuine ones), every Transmit collected instead of sent, and a fake
+media plane that stamps the SDP it returns so a test can see which translation a message carries.
+Every scenario ends by checking that the B2BUA's tables and the media plane's sessions are empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from rtc2sip.breaker.b2bua import B2bua, BreakerConfig, Cancellable, rewrite_refer_to
+from rtc2sip.breaker.dialog import Dialog, DialogError, State
+from rtc2sip.sdp import NoCommonCodec, SessionDescription
+from rtc2sip.sip.digest import check_response, compute_ha1, parse_credentials
+from rtc2sip.sip.message import Message, Request, Response, make_response, parse_message
+from rtc2sip.sip.transaction import (
+    ClientTransaction,
+    Deliver,
+    InviteServerTransaction,
+    LayerAction,
+    ServerTransaction,
+    Timeout,
+    TransactionLayer,
+    Transmit,
+    TransportError,
+)
+from rtc2sip.sip.uri import SipUri
+from rtc2sip.transport.base import Source, Target
+
+BROWSER = Source("ws", "127.0.0.1", 50000, "127.0.0.1", 8080, "ws-7")
+PHONE = Target("udp", "192.0.2.10", 5060)
+PHONE_SRC = Source("udp", "192.0.2.10", 5060, "192.0.2.1", 5060, "udp:192.0.2.1:5060/192.0.2.10:5060")
+HA1_PASSWORD = "secret"
+
+
+def sdp(name: str, proto: str = "RTP/AVP", direction: str = "sendrecv") -> str:
+    return (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns={name}\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio 40000 {proto} 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n")
+
+
+class FakeMedia:
+    """The media plane's API; each returned SDP has a session name telling what produced it."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, str] = {}
+        self.calls: list[tuple[str, object]] = []
+        self.failure: Callable[[str, str], None] | None = None
+        self.refuse = False
+        self._n = 0
+
+    def _new(self, kind: str) -> str:
+        self._n += 1
+        sid = f"s{self._n}"
+        self.sessions[sid] = kind
+        return sid
+
+    async def offer_from_webrtc(self, call_id: str, offer: SessionDescription) -> tuple[str, SessionDescription]:
+        await asyncio.sleep(0)
+        if self.refuse:
+            raise NoCommonCodec("no codec in common")
+        assert "SAVPF" in str(offer)
+        self.calls.append(("offer_from_webrtc", call_id))
+        return self._new("webrtc"), SessionDescription.parse(sdp("legacy-offer"))
+
+    async def answer_from_legacy(self, session: str, answer: SessionDescription) -> SessionDescription:
+        await asyncio.sleep(0)
+        self.calls.append(("answer_from_legacy", answer.name))
+        return SessionDescription.parse(sdp("browser-answer", "UDP/TLS/RTP/SAVPF", _dir(answer)))
+
+    async def offer_from_legacy(self, call_id: str, offer: SessionDescription) -> tuple[str, SessionDescription]:
+        self.calls.append(("offer_from_legacy", call_id))
+        return self._new("legacy"), SessionDescription.parse(sdp("browser-offer", "UDP/TLS/RTP/SAVPF"))
+
+    async def answer_from_webrtc(self, session: str, answer: SessionDescription) -> SessionDescription:
+        self.calls.append(("answer_from_webrtc", answer.name))
+        return SessionDescription.parse(sdp("legacy-answer"))
+
+    async def update(self, session: str, offer: SessionDescription, from_webrtc: bool) -> SessionDescription:
+        assert session in self.sessions
+        self.calls.append(("update", from_webrtc))
+        proto = "RTP/AVP" if from_webrtc else "UDP/TLS/RTP/SAVPF"
+        return SessionDescription.parse(sdp("updated-offer", proto, _dir(offer)))
+
+    async def delete(self, session: str) -> None:
+        self.calls.append(("delete", session))
+        del self.sessions[session]
+
+    def stats(self, session: str) -> dict[str, object]:
+        return {}
+
+    def on_failure(self, callback: Callable[[str, str], None]) -> None:
+        self.failure = callback
+
+
+def _dir(s: SessionDescription) -> str:
+    return s.media[0].direction if s.media else "sendrecv"
+
+
+class Harness:
+    """The proxy around the B2BUA: its transaction layer, routing and transports, all fake."""
+
+    def __init__(self, config: BreakerConfig | None = None) -> None:
+        self.tl = TransactionLayer()
+        self.sent: list[tuple[Message, object]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.alive = {BROWSER.flow_id}
+        self.targets = [PHONE]
+        self.media = FakeMedia()
+        self.b2b = B2bua(self, self.media, config or BreakerConfig())
+
+    # -- Host --------------------------------------------------------------------------------------
+    def now(self) -> float:
+        return 0.0
+
+    def new_branch(self) -> str:
+        return self.tl.new_branch()
+
+    def local_address(self, transport: str, ipv6: bool = False) -> tuple[str, int] | None:
+        return ("192.0.2.1", 8080 if transport in ("ws", "wss") else 5060)
+
+    def send_request(self, request: Request, target: Target, context: object) -> ClientTransaction | None:
+        txn, actions = self.tl.send_request(request, 0.0, reliable=target.transport != "udp", peer=target,
+                                            context=context)
+        self._act(actions)
+        return txn
+
+    def send_response(self, st: ServerTransaction, response: Response) -> None:
+        self._act(self.tl.send_response(st, response, 0.0))
+
+    def send_stateless(self, request: Request, target: Target) -> None:
+        self.sent.append((request, target))
+
+    def find_cancel_target(self, cancel: Request) -> InviteServerTransaction | None:
+        return self.tl.find_cancel_target(cancel)
+
+    def target_is_webrtc(self, request: Request) -> bool | None:
+        return self.targets[0].transport in ("ws", "wss") if self.targets else False
+
+    async def route_initial(self, request: Request) -> list[Target]:
+        return list(self.targets)
+
+    async def resolve(self, uri: SipUri) -> list[Target]:
+        return [Target(uri.transport or "udp", uri.host, uri.port or 5060)]
+
+    def flow_alive(self, flow_id: str) -> bool:
+        return flow_id in self.alive
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+    # -- the proxy's dispatch ------------------------------------------------------------------------
+    def _act(self, actions: list[LayerAction]) -> None:
+        for a in actions:
+            if isinstance(a, Transmit):
+                self.sent.append((a.message, a.peer))
+            elif isinstance(a, Timeout | TransportError):
+                self.b2b.on_transaction_failed(a.txn, a.response)
+
+    def request(self, text: str, source: Source = BROWSER, body: str = "") -> None:
+        req = parse_message(_wire(text, body))
+        assert isinstance(req, Request)
+        for a in self.tl.receive_request(req, 0.0, reliable=source.reliable, peer=source):
+            if isinstance(a, Deliver):
+                st = a.txn if isinstance(a.txn, ServerTransaction) else None
+                if self.b2b.on_request(req, source, st):
+                    continue
+                assert st is not None, "a stray ACK the breaker did not take"
+                assert req.method == "INVITE" and self.b2b.should_break(req, source).breaks
+                self.b2b.handle_invite(req, source, st)
+            else:
+                self._act([a])
+
+    def response(self, resp: Response) -> None:
+        resp = parse_message(resp.to_bytes())  # type: ignore[assignment]
+        for a in self.tl.receive_response(resp, 0.0):
+            if isinstance(a, Deliver):
+                assert self.b2b.on_response(a.txn, resp)
+            else:
+                self._act([a])
+
+    async def settle(self) -> None:
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if not self.tasks:
+                await asyncio.sleep(0)
+                if not self.tasks:
+                    return
+
+    def take(self, pred: str, to: object | None = None) -> Message:
+        """The first message sent whose start line contains ``pred`` (removed from the list)."""
+        for i, (m, peer) in enumerate(self.sent):
+            if pred in m.start_line() and (to is None or peer == to or getattr(peer, "flow_id", None) == to):
+                del self.sent[i]
+                return m
+        raise AssertionError(f"no {pred!r} among {[m.start_line() for m, _ in self.sent]}")
+
+    def none(self, pred: str) -> None:
+        assert not [m for m, _ in self.sent if pred in m.start_line()], self.sent
+
+    def assert_clean(self) -> None:
+        assert self.b2b.table_sizes() == {"calls": 0, "dialogs": 0, "call_ids": 0, "by_flow": 0, "by_session": 0}
+        assert self.media.sessions == {}
+
+
+def _wire(text: str, body: str = "") -> bytes:
+    head = re.sub(r"\n\s+", "\n", text.strip()).replace("\n", "\r\n")
+    return f"{head}\r\nContent-Length: {len(body.encode())}\r\n\r\n{body}".encode()
+
+
+BROWSER_OFFER = sdp("browser-offer", "UDP/TLS/RTP/SAVPF")
+HA1 = compute_ha1("MD5", "alice", "pbx.example", HA1_PASSWORD)
+
+
+def browser_invite(cseq: int = 1, contact_params: str = "", extra: str = "") -> str:
+    return f"""INVITE sip:bob@pbx.example SIP/2.0
+        Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKbr{cseq};received=127.0.0.1;rport=50000
+        Max-Forwards: 69
+        From: "Alice" <sip:alice@pbx.example>;tag=atag
+        To: <sip:bob@pbx.example>
+        Call-ID: browser-call-1
+        CSeq: {cseq} INVITE
+        Contact: <sip:alice@df7jal23ls0d.invalid;transport=ws{contact_params}>;+sip.ice
+        Content-Type: application/sdp
+        {extra}"""
+
+
+def phone_response(h: Harness, req: Message, status: int, body: str = "",
+                   extra: tuple[tuple[str, str], ...] | list[tuple[str, str]] = ()) -> Response:
+    assert isinstance(req, Request)
+    resp = make_response(req, status, to_tag="phonetag" if status > 100 else None)
+    if 100 < status < 300:
+        resp.add("Contact", "<sip:bob@192.0.2.10:5060>")
+    for name, value in extra:
+        resp.add(name, value)
+    if body:
+        resp.add("Content-Type", "application/sdp")
+        resp.body = body.encode()
+    return resp
+
+
+def in_dialog(method: str, cseq: int, to_tag: str, extra: str = "", branch: str = "z9hG4bKx") -> str:
+    return f"""{method} sip:bob@192.0.2.1:8080;transport=ws;r2sb SIP/2.0
+        Via: SIP/2.0/WS df7jal23ls0d.invalid;branch={branch};received=127.0.0.1;rport=50000
+        Max-Forwards: 70
+        From: "Alice" <sip:alice@pbx.example>;tag=atag
+        To: <sip:bob@pbx.example>;tag={to_tag}
+        Call-ID: browser-call-1
+        CSeq: {cseq} {method}
+        {extra}"""
+
+
+def phone_request(method: str, legacy_invite: Request, cseq: int, body: str = "", branch: str = "z9hG4bKp1"
+                  ) -> str:
+    """A request from the phone in the legacy dialog (From/To swapped)."""
+    return f"""{method} {_contact_uri(legacy_invite)} SIP/2.0
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch={branch}
+        Max-Forwards: 70
+        From: <sip:bob@pbx.example>;tag=phonetag
+        To: {legacy_invite.get("From")}
+        Call-ID: {legacy_invite.call_id}
+        CSeq: {cseq} {method}
+        Contact: <sip:bob@192.0.2.10:5060>
+        {"Content-Type: application/sdp" if body else ""}"""
+
+
+def _contact_uri(req: Request) -> str:
+    value = req.get("Contact") or ""
+    return value[value.index("<") + 1 : value.index(">")]
+
+
+async def established(h: Harness, contact_params: str = "") -> tuple[Request, str]:
+    """Browser -> phone call up to the browser's ACK; returns the legacy INVITE and our browser-leg tag."""
+    h.request(browser_invite(contact_params=contact_params), body=BROWSER_OFFER)
+    await h.settle()
+    assert h.take("100 Trying", BROWSER.flow_id)
+    inv = h.take("INVITE", PHONE)
+    assert isinstance(inv, Request)
+    h.response(phone_response(h, inv, 180))
+    await h.settle()
+    ringing = h.take("180", BROWSER.flow_id)
+    h.response(phone_response(h, inv, 200, sdp("phone-answer")))
+    await h.settle()
+    h.take("ACK", PHONE)
+    ok = h.take("200 OK", BROWSER.flow_id)
+    assert isinstance(ok, Response)
+    tag = ok.to.tag
+    assert tag is not None and tag == ringing.to.tag
+    h.request(in_dialog("ACK", 1, tag, branch="z9hG4bKack1"))
+    await h.settle()
+    assert h.sent == []
+    return inv, tag
+
+
+# ---- browser -> phone ----------------------------------------------------------------------------
+
+
+async def test_call_setup_translates_sdp_both_ways() -> None:
+    h = Harness()
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    assert h.take("100 Trying", BROWSER.flow_id)
+    inv = h.take("INVITE", PHONE)
+    assert isinstance(inv, Request)
+    # a leg of its own: new Call-ID and tag, our Contact, the translated offer, the same CSeq
+    assert inv.call_id != "browser-call-1"
+    assert inv.from_.tag != "atag"
+    assert inv.uri_text == "sip:bob@pbx.example"
+    assert inv.cseq.number == 1
+    assert b"s=legacy-offer" in inv.body
+    assert "r2sb" in (inv.get("Contact") or "") and "invalid" not in (inv.get("Contact") or "")
+    assert inv.top_via.transport == "UDP" and inv.top_via.host == "192.0.2.1"
+    assert h.media.calls[0][0] == "offer_from_webrtc"
+
+    h.response(phone_response(h, inv, 183, sdp("phone-early")))
+    await h.settle()
+    early = h.take("183", BROWSER.flow_id)
+    assert b"s=browser-answer" in early.body
+    h.response(phone_response(h, inv, 200, sdp("phone-early")))
+    await h.settle()
+    ack = h.take("ACK", PHONE)
+    assert isinstance(ack, Request)
+    assert ack.cseq.number == 1 and ack.call_id == inv.call_id and ack.to.tag == "phonetag"
+    assert ack.uri_text == "sip:bob@192.0.2.10:5060"  # the remote target (§12.2.1.1)
+    ok = h.take("200 OK", BROWSER.flow_id)
+    assert isinstance(ok, Response)
+    assert b"s=browser-answer" in ok.body
+    assert ok.call_id == "browser-call-1" and ok.to.tag == early.to.tag
+    # the 183 carried the answer already: the 200 repeats it, the media plane is asked once (§13.2.1)
+    assert [c for c in h.media.calls if c[0] == "answer_from_legacy"] == [("answer_from_legacy", "phone-early")]
+
+
+async def test_bye_from_browser_ends_legacy_leg() -> None:
+    h = Harness()
+    inv, tag = await established(h)
+    h.request(in_dialog("BYE", 2, tag))
+    await h.settle()
+    assert h.take("200 OK", BROWSER.flow_id).cseq.method == "BYE"
+    bye = h.take("BYE", PHONE)
+    assert isinstance(bye, Request)
+    assert bye.call_id == inv.call_id and bye.cseq.number == 2 and bye.to.tag == "phonetag"
+    h.response(phone_response(h, bye, 200))
+    await h.settle()
+    h.assert_clean()
+
+
+async def test_bye_from_phone_ends_browser_leg() -> None:
+    h = Harness()
+    inv, tag = await established(h)
+    h.request(phone_request("BYE", inv, 1), source=PHONE_SRC)
+    await h.settle()
+    assert h.take("200 OK", PHONE_SRC).cseq.method == "BYE"
+    bye = h.take("BYE", BROWSER.flow_id)
+    assert isinstance(bye, Request)
+    assert bye.call_id == "browser-call-1" and bye.from_.tag == tag and bye.to.tag == "atag"
+    assert bye.uri_text == "sip:alice@df7jal23ls0d.invalid;transport=ws"  # its Contact, sent down its flow
+    h.assert_clean()
+    # a late request for the gone dialog is answered 481 (§12.2.2), not routed as a new one
+    h.request(phone_request("INFO", inv, 2, branch="z9hG4bKlate"), source=PHONE_SRC)
+    await h.settle()
+    assert h.take("481", PHONE_SRC)
+
+
+async def test_cancel_before_answer() -> None:
+    h = Harness()
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    inv = h.take("INVITE", PHONE)
+    h.response(phone_response(h, inv, 180))
+    await h.settle()
+    h.sent.clear()
+    h.request("""CANCEL sip:bob@pbx.example SIP/2.0
+        Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKbr1;received=127.0.0.1;rport=50000
+        Max-Forwards: 70
+        From: "Alice" <sip:alice@pbx.example>;tag=atag
+        To: <sip:bob@pbx.example>
+        Call-ID: browser-call-1
+        CSeq: 1 CANCEL""")
+    await h.settle()
+    assert h.take("200 OK", BROWSER.flow_id).cseq.method == "CANCEL"
+    assert h.take("487", BROWSER.flow_id).cseq.method == "INVITE"
+    cancel = h.take("CANCEL", PHONE)
+    assert isinstance(cancel, Request) and isinstance(inv, Request)
+    assert cancel.top_via.branch == inv.top_via.branch and cancel.call_id == inv.call_id
+    h.assert_clean()  # released at once; the legacy INVITE transaction finishes on its own
+    h.response(phone_response(h, cancel, 200))
+    h.response(phone_response(h, inv, 487))
+    await h.settle()
+    assert h.take("ACK", PHONE).cseq.method == "ACK"  # the transaction's own ACK of the 487
+    h.none("BYE")
+    h.assert_clean()
+
+
+async def test_cancel_crossing_a_200_ends_the_legacy_dialog() -> None:
+    h = Harness()
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    inv = h.take("INVITE", PHONE)
+    h.response(phone_response(h, inv, 180))
+    await h.settle()
+    h.request(browser_invite().replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL"))
+    await h.settle()
+    h.take("CANCEL", PHONE)
+    h.response(phone_response(h, inv, 200, sdp("phone-answer")))
+    await h.settle()
+    h.take("ACK", PHONE)
+    assert h.take("BYE", PHONE).call_id == inv.call_id
+    h.none("200 OK\r")
+    h.assert_clean()
+
+
+async def test_busy_is_mapped() -> None:
+    h = Harness()
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    inv = h.take("INVITE", PHONE)
+    h.response(phone_response(h, inv, 486, extra=[("Retry-After", "30"), ("X-Internal", "leak")]))
+    await h.settle()
+    h.take("ACK", PHONE)
+    busy = h.take("486 Busy Here", BROWSER.flow_id)
+    assert isinstance(busy, Response)
+    assert busy.call_id == "browser-call-1" and busy.to.tag
+    assert busy.get("Retry-After") == "30" and busy.get("X-Internal") is None
+    h.assert_clean()
+
+
+async def test_refused_offer_is_488_for_that_call_only() -> None:
+    h = Harness()
+    h.media.refuse = True
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    resp = h.take("488", BROWSER.flow_id)
+    assert (resp.get("Warning") or "").startswith("305 ")
+    h.none("INVITE")
+    h.assert_clean()
+
+
+async def test_no_route_is_480() -> None:
+    h = Harness()
+    h.targets = []
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    h.take("480", BROWSER.flow_id)
+    h.assert_clean()
+
+
+# ---- legacy authentication ---------------------------------------------------------------------
+
+
+async def test_401_answered_with_ha1_which_is_never_forwarded() -> None:
+    h = Harness()
+    params = f";rtcweb-breaker=yes;impi=alice;ha1={HA1}"
+    h.request(browser_invite(contact_params=params), body=BROWSER_OFFER)
+    await h.settle()
+    inv = h.take("INVITE", PHONE)
+    challenge = 'Digest realm="pbx.example", nonce="n0nce", qop="auth", algorithm=MD5'
+    h.response(phone_response(h, inv, 401, extra=[("WWW-Authenticate", challenge)]))
+    await h.settle()
+    h.take("ACK", PHONE)
+    retry = h.take("INVITE", PHONE)
+    assert isinstance(retry, Request) and isinstance(inv, Request)
+    # §22.2: same dialog identifiers and Request-URI, next CSeq, a new branch
+    assert retry.call_id == inv.call_id and retry.from_.tag == inv.from_.tag
+    assert retry.cseq.number == inv.cseq.number + 1 and retry.top_via.branch != inv.top_via.branch
+    creds = parse_credentials(retry.get("Authorization") or "")
+    assert creds.username == "alice" and creds.uri == retry.uri_text
+    assert check_response(creds, "INVITE", password=HA1_PASSWORD, username="alice")
+    h.none("401")  # the browser never sees the challenge
+    h.response(phone_response(h, retry, 200, sdp("phone-answer")))
+    await h.settle()
+    ack = h.take("ACK", PHONE)
+    assert ack.get("Authorization") == retry.get("Authorization")  # §13.2.2.4 / §22.4
+    h.take("200 OK", BROWSER.flow_id)
+    sent = [inv, retry, ack]
+    # nothing that left the gateway carries the client's secret, nor its parameters
+    for m in sent:
+        raw = m.to_bytes().lower()
+        assert HA1.encode() not in raw and b"ha1" not in raw and b"impi" not in raw
+
+
+async def test_407_without_ha1_is_relayed_and_the_browser_credentials_reused() -> None:
+    h = Harness()
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    inv = h.take("INVITE", PHONE)
+    challenge = 'Digest realm="pbx.example", nonce="abc", qop="auth", algorithm=MD5'
+    h.response(phone_response(h, inv, 407, extra=[("Proxy-Authenticate", challenge)]))
+    await h.settle()
+    relayed = h.take("407", BROWSER.flow_id)
+    assert relayed.get("Proxy-Authenticate") == challenge
+    h.assert_clean()
+    # the browser ACKs the 407 (absorbed by its transaction) and tries again with credentials
+    h.request(browser_invite().replace("INVITE sip", "ACK sip").replace("1 INVITE", "1 ACK"))
+    auth = 'Digest username="alice", realm="pbx.example", nonce="abc", uri="sip:bob@pbx.example", response="x"'
+    h.request(browser_invite(2, extra=f"Proxy-Authorization: {auth}"), body=BROWSER_OFFER)
+    await h.settle()
+    retry = h.take("INVITE", PHONE)
+    assert isinstance(retry, Request) and isinstance(inv, Request)
+    assert retry.get("Proxy-Authorization") == auth
+    assert retry.uri_text == "sip:bob@pbx.example"  # the digest's uri still matches (same Request-URI)
+    # the same legacy dialog tries again: servers that bind nonces to a Call-ID accept it
+    assert retry.call_id == inv.call_id and retry.cseq.number == 2
+    h.response(phone_response(h, retry, 486))
+    await h.settle()
+    h.take("486", BROWSER.flow_id)
+    h.assert_clean()
+
+
+# ---- mid-call ------------------------------------------------------------------------------------
+
+
+async def test_hold_reinvite_from_browser() -> None:
+    h = Harness()
+    inv, tag = await established(h)
+    h.request(in_dialog("INVITE", 2, tag, "Contact: <sip:alice@df7jal23ls0d.invalid;transport=ws>\n"
+                        "Content-Type: application/sdp"), body=sdp("hold", "UDP/TLS/RTP/SAVPF", "sendonly"))
+    await h.settle()
+    assert ("update", True) in h.media.calls
+    re_inv = h.take("INVITE", PHONE)
+    assert isinstance(re_inv, Request)
+    assert re_inv.call_id == inv.call_id and re_inv.cseq.number == 2 and re_inv.to.tag == "phonetag"
+    assert b"s=updated-offer" in re_inv.body and b"a=sendonly" in re_inv.body
+    h.response(phone_response(h, re_inv, 200, sdp("phone-held", direction="recvonly")))
+    await h.settle()
+    ack = h.take("ACK", PHONE)
+    assert ack.cseq.number == 2
+    ok = h.take("200 OK", BROWSER.flow_id)
+    assert b"s=browser-answer" in ok.body and b"a=recvonly" in ok.body
+    # after the offer/answer, BYE still ends everything
+    h.request(in_dialog("BYE", 3, tag))
+    await h.settle()
+    h.take("BYE", PHONE)
+    h.assert_clean()
+
+
+async def test_reinvite_from_phone_goes_to_browser() -> None:
+    h = Harness()
+    inv, tag = await established(h)
+    h.request(phone_request("INVITE", inv, 5), source=PHONE_SRC, body=sdp("phone-hold", direction="sendonly"))
+    await h.settle()
+    assert ("update", False) in h.media.calls
+    out = h.take("INVITE", BROWSER.flow_id)
+    assert isinstance(out, Request)
+    assert out.call_id == "browser-call-1" and out.to.tag == "atag" and out.from_.tag == tag
+    resp = make_response(out, 200, to_tag="atag")
+    resp.add("Contact", "<sip:alice@df7jal23ls0d.invalid;transport=ws>")
+    resp.add("Content-Type", "application/sdp")
+    resp.body = sdp("browser-held", "UDP/TLS/RTP/SAVPF", "recvonly").encode()
+    h.response(resp)
+    await h.settle()
+    assert h.take("ACK", BROWSER.flow_id).cseq.number == out.cseq.number
+    ok = h.take("200 OK", PHONE_SRC)
+    assert b"s=legacy-answer" in ok.body
+
+
+async def test_info_is_relayed_with_its_body() -> None:
+    h = Harness()
+    _, tag = await established(h)
+    h.request(in_dialog("INFO", 2, tag, "Content-Type: application/dtmf-relay"), body="Signal=5\r\nDuration=160\r\n")
+    await h.settle()
+    info = h.take("INFO", PHONE)
+    assert info.body == b"Signal=5\r\nDuration=160\r\n" and info.get("Content-Type") == "application/dtmf-relay"
+    h.response(phone_response(h, info, 200))
+    await h.settle()
+    assert h.take("200 OK", BROWSER.flow_id).cseq.method == "INFO"
+
+
+async def test_glare_is_491() -> None:
+    h = Harness()
+    inv, tag = await established(h)
+    h.request(in_dialog("INVITE", 2, tag, "Content-Type: application/sdp"), body=BROWSER_OFFER)
+    await h.settle()
+    h.take("INVITE", PHONE)
+    h.request(phone_request("INVITE", inv, 5), source=PHONE_SRC, body=sdp("phone-offer"))
+    await h.settle()
+    assert h.take("491", PHONE_SRC)
+
+
+# ---- a leg that dies ---------------------------------------------------------------------------
+
+
+async def test_websocket_closed_ends_the_legacy_leg_with_bye() -> None:
+    h = Harness()
+    inv, _ = await established(h)
+    h.alive.clear()
+    h.b2b.on_flow_closed(BROWSER.flow_id)
+    await h.settle()
+    bye = h.take("BYE", PHONE)
+    assert bye.call_id == inv.call_id
+    h.none("BYE")
+    h.assert_clean()
+
+
+async def test_websocket_closed_while_ringing_cancels() -> None:
+    h = Harness()
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    inv = h.take("INVITE", PHONE)
+    h.response(phone_response(h, inv, 180))
+    await h.settle()
+    h.b2b.on_flow_closed(BROWSER.flow_id)
+    await h.settle()
+    h.take("CANCEL", PHONE)
+    h.assert_clean()
+
+
+async def test_media_failure_ends_both_legs() -> None:
+    h = Harness()
+    await established(h)
+    assert h.media.failure is not None
+    h.media.failure(next(iter(h.media.sessions)), "no media for 30 s")
+    await h.settle()
+    assert "no media" in (h.take("BYE", PHONE).get("Reason") or "")
+    h.take("BYE", BROWSER.flow_id)
+    h.assert_clean()
+
+
+# ---- phone -> browser ----------------------------------------------------------------------------
+
+
+async def test_phone_calls_browser() -> None:
+    h = Harness()
+    h.targets = [Target("ws", "127.0.0.1", 50000, BROWSER.flow_id)]
+    h.request("""INVITE sip:alice@pbx.example SIP/2.0
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKph1
+        Max-Forwards: 70
+        From: <sip:bob@pbx.example>;tag=phonetag
+        To: <sip:alice@pbx.example>
+        Call-ID: phone-call-1
+        CSeq: 10 INVITE
+        Contact: <sip:bob@192.0.2.10:5060>
+        Content-Type: application/sdp""", source=PHONE_SRC, body=sdp("phone-offer"))
+    await h.settle()
+    out = h.take("INVITE", BROWSER.flow_id)
+    assert isinstance(out, Request)
+    assert b"s=browser-offer" in out.body and out.top_via.transport == "WS"
+    resp = make_response(out, 200, to_tag="btag")
+    resp.add("Contact", "<sip:alice@x.invalid;transport=ws>")
+    resp.add("Content-Type", "application/sdp")
+    resp.body = sdp("browser-answer", "UDP/TLS/RTP/SAVPF").encode()
+    h.response(resp)
+    await h.settle()
+    h.take("ACK", BROWSER.flow_id)
+    ok = h.take("200 OK", PHONE_SRC)
+    assert b"s=legacy-answer" in ok.body and ok.call_id == "phone-call-1"
+    h.b2b.on_flow_closed(BROWSER.flow_id)
+    await h.settle()
+    bye = h.take("BYE", PHONE_SRC.flow_id)  # back where its INVITE came from
+    assert bye.call_id == "phone-call-1" and bye.get("To") == "<sip:bob@pbx.example>;tag=phonetag"
+    h.assert_clean()
+
+
+# ---- dialogs (RFC 3261 §12) ------------------------------------------------------------------------
+
+
+def test_uac_dialog_from_responses() -> None:
+    d = Dialog.uac("c1", "<sip:a@x>", "<sip:b@y>", "sip:b@y", "<sip:a@10.0.0.1>", local_tag="lt",
+                   route_set=["<sip:proxy;lr>"])
+    inv = d.request("INVITE", b"v=0", "application/sdp")
+    assert inv.get("To") == "<sip:b@y>" and inv.get("From") == "<sip:a@x>;tag=lt"
+    assert inv.get("Route") == "<sip:proxy;lr>" and inv.get("Contact") == "<sip:a@10.0.0.1>"
+    inv.add("Via", "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1", top=True)
+    r180 = make_response(inv, 180, to_tag="rt1")
+    r180.add("Record-Route", "<sip:p2;lr>, <sip:p1;lr>")
+    r180.add("Contact", "<sip:b@10.0.0.2>")
+    d.on_response(r180)
+    assert d.state is State.EARLY and d.remote_tag == "rt1"
+    assert d.route_set == ["<sip:p1;lr>", "<sip:p2;lr>"] and d.remote_target == "sip:b@10.0.0.2"
+    ok = make_response(inv, 200, to_tag="rt1")
+    ok.add("Contact", "<sip:b@10.0.0.3>")
+    assert d.on_response(ok)
+    assert d.state.value == "confirmed" and d.remote_target == "sip:b@10.0.0.3"
+    other = make_response(inv, 200, to_tag="rt2")
+    other.add("Contact", "<sip:c@10.0.0.4>")
+    assert not d.on_response(other)  # another UAS: a dialog of its own
+    fork = d.fork(other)
+    assert fork.remote_tag == "rt2" and fork.remote_target == "sip:c@10.0.0.4" and d.remote_tag == "rt1"
+    ack = d.ack()
+    assert ack.cseq.number == 1 and ack.cseq.method == "ACK" and ack.uri_text == "sip:b@10.0.0.3"
+    bye = d.request("BYE")
+    assert bye.cseq.number == 2 and bye.get("To") == "<sip:b@y>;tag=rt1" and not bye.has("Contact")
+
+
+def test_strict_route_set() -> None:
+    d = Dialog.uac("c1", "<sip:a@x>", "<sip:b@y>", "sip:b@10.0.0.2", "<sip:a@h>", route_set=["<sip:strict@p1>"])
+    req = d.request("BYE")
+    assert req.uri_text == "sip:strict@p1" and req.values("Route") == ["<sip:b@10.0.0.2>"]  # §12.2.1.1
+    assert d.next_hop() == "sip:strict@p1"
+
+
+def test_uas_dialog_checks_requests() -> None:
+    inv = parse_message(_wire(browser_invite()))
+    assert isinstance(inv, Request)
+    inv.add("Record-Route", "<sip:edge;lr>")
+    d = Dialog.uas(inv, "<sip:b2b@h>", local_tag="ours")
+    assert d.route_set == ["<sip:edge;lr>"] and d.remote_tag == "atag" and d.remote_seq == 1
+    ok = d.response(inv, 200)
+    assert ok.to.tag == "ours" and ok.get("Contact") == "<sip:b2b@h>" and d.state is State.CONFIRMED
+    bye = parse_message(_wire(in_dialog("BYE", 2, "ours")))
+    assert isinstance(bye, Request) and d.matches(bye)
+    d.receive(bye)
+    old = parse_message(_wire(in_dialog("INFO", 1, "ours")))
+    assert isinstance(old, Request)
+    with pytest.raises(DialogError) as e:
+        d.receive(old)
+    assert e.value.status == 500
+    stranger = parse_message(_wire(in_dialog("BYE", 3, "theirs")))
+    assert isinstance(stranger, Request) and not d.matches(stranger)
+
+
+def test_prack() -> None:
+    d = Dialog.uac("c1", "<sip:a@x>", "<sip:b@y>", "sip:b@y", "<sip:a@h>")
+    inv = d.request("INVITE")
+    inv.add("Via", "SIP/2.0/UDP h;branch=z9hG4bK1", top=True)
+    r = make_response(inv, 183, to_tag="t")
+    r.add("RSeq", "7")
+    r.add("Require", "100rel")
+    d.on_response(r)
+    prack = d.prack(r)
+    assert prack.get("RAck") == "7 1 INVITE" and prack.cseq.number == 2
+
+
+# ---- REFER (RFC 3515, RFC 3891) --------------------------------------------------------------------
+
+
+def test_refer_to_replaces_rewritten_to_the_other_leg() -> None:
+    def lookup(call_id: str, to_tag: str, from_tag: str) -> tuple[str, str, str, str] | None:
+        if (call_id, to_tag, from_tag) == ("browser-2", "ours", "alice"):
+            return ("legacy-2", "carol-tag", "our-legacy-tag", "sip:carol@192.0.2.20:5060")
+        return None
+
+    value = "<sip:b2b@192.0.2.1:8080;transport=ws?Replaces=browser-2%3Bto-tag%3Dours%3Bfrom-tag%3Dalice>"
+    out = rewrite_refer_to(value, lookup)
+    assert out == ("<sip:carol@192.0.2.20:5060?Replaces=legacy-2%3Bto-tag%3Dcarol-tag%3Bfrom-tag%3D"
+                   "our-legacy-tag>")
+    blind = "<sip:carol@pbx.example>"
+    assert rewrite_refer_to(blind, lookup) == blind
+    unknown = "<sip:x@y?Replaces=nope%3Bto-tag%3Da%3Bfrom-tag%3Db>"
+    assert rewrite_refer_to(unknown, lookup) == unknown
+
+
+async def test_blind_refer_is_relayed() -> None:
+    h = Harness()
+    inv, tag = await established(h)
+    h.request(in_dialog("REFER", 2, tag, "Refer-To: <sip:carol@pbx.example>\n"
+                        "Contact: <sip:alice@df7jal23ls0d.invalid;transport=ws>"))
+    await h.settle()
+    refer = h.take("REFER", PHONE)
+    assert refer.get("Refer-To") == "<sip:carol@pbx.example>" and refer.call_id == inv.call_id
+    h.response(phone_response(h, refer, 202))
+    await h.settle()
+    assert h.take("202", BROWSER.flow_id)
