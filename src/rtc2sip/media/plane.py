@@ -1,0 +1,360 @@
+"""The RTCWeb Breaker's media plane behind a narrow API (create from an offer, complete with an answer,
+update, delete, stats), in the manner of rtpengine's offer/answer/delete.
+
+The B2BUA hands each SDP it receives to the plane and sends on what comes back; the plane never sees
+SIP. Four moves cover both call directions and re-INVITEs (RFC 3264)::
+
+    browser offer  --offer_from_webrtc-->  legacy offer     (allocates sockets)
+    legacy answer  --answer_from_legacy--> browser answer   (starts relaying)
+    legacy offer   --offer_from_legacy-->  browser offer    (allocates sockets)
+    browser answer --answer_from_webrtc--> legacy answer    (starts relaying)
+
+``update`` is a new offer in an existing session (hold, resume, ICE restart), answered as above.
+SDP translation is :mod:`rtc2sip.sdp.translate`; transports and the packet path are
+:mod:`rtc2sip.media.relay`. Everything of a session lives in its own sockets and task, so one
+session's failure (DTLS, ICE consent, media timeout) reaches :meth:`MediaPlane.on_failure` for that
+session only, and :meth:`MediaPlane.delete` releases all of it in whatever state it is.
+
+The state is per process and all of it is reached through this API with plain data (SDP, strings,
+dicts), so a front end can run one plane per worker process and per core (PERFORMANCE.md).
+
+The WebRTC leg is ICE-lite (:mod:`rtc2sip.media.ice`): the gateway answers checks and the browser
+nominates. Full ICE (gateway nominating, its srflx candidate from ``stun-server``) is a later slice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..config import Settings
+from ..sdp.model import Candidate, Crypto, Media, SdpError, SessionDescription
+from ..sdp.model import Fingerprint as SdpFingerprint
+from ..sdp.translate import (
+    BreakerPolicy,
+    LegacyEndpoint,
+    Mapping,
+    MediaMap,
+    SsrcAnnouncement,
+    WebRtcEndpoint,
+    legacy_answer_to_webrtc,
+    legacy_offer_to_webrtc,
+    webrtc_answer_to_legacy,
+    webrtc_offer_to_legacy,
+)
+from .certificate import Certificate
+from .dtls import DtlsRole
+from .ports import PortAllocator
+from .relay import MediaSession, StreamConfig
+
+__all__ = ["InvalidState", "MediaPlane", "MediaPlaneError", "UnknownSession"]
+
+log = logging.getLogger("rtc2sip.media")
+
+MEDIA_KINDS = ("audio", "video")
+_AUXILIARY = frozenset({"telephone-event", "cn", "red", "rtx", "ulpfec", "flexfec-03"})
+
+
+class MediaPlaneError(Exception):
+    """A call of the API that cannot be honoured (not an SDP problem: those raise SdpError)."""
+
+
+class UnknownSession(MediaPlaneError, KeyError):
+    """No such session (never created, or deleted)."""
+
+
+class InvalidState(MediaPlaneError):
+    """An answer without an offer in progress, or an offer while another waits for its answer."""
+
+
+class _Pending(enum.Enum):
+    NONE = "none"
+    WEBRTC_OFFER = "webrtc offer"  # waiting for answer_from_legacy
+    LEGACY_OFFER = "legacy offer"  # waiting for answer_from_webrtc
+
+
+@dataclass(slots=True)
+class _Call:
+    id: str
+    call_id: str
+    media: MediaSession
+    legacy_local: LegacyEndpoint
+    webrtc_session_id: str
+    mapping: Mapping | None = None
+    pending: _Pending = _Pending.NONE
+    offer: SessionDescription | None = None
+    restart_ice: bool = False
+
+
+class MediaPlane:
+    """Every bridged call's media of one process (see the module docstring).
+
+    ``host`` is the address both legs bind and announce (127.0.0.1 in tests; a wildcard address
+    announces every interface, loopback included). ``port_range`` bounds every socket (RTP even
+    port and RTCP + 1 per legacy stream, one port per WebRTC leg). ``media_timeout`` (0: never)
+    fails a session with no packet on either leg for that long; ``connect_timeout`` one whose ICE or
+    DTLS has not connected that long after the answer.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        certificate: Certificate,
+        *,
+        host: str = "127.0.0.1",
+        port_range: tuple[int, int] = (20000, 29999),
+        media_timeout: float = 60.0,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.certificate = certificate
+        self.host = host
+        self.policy = BreakerPolicy.from_settings(settings.webrtc2sip)
+        self.ports = PortAllocator(port_range[0], port_range[1], buffer_size=settings.webrtc2sip.rtp_buffsize)
+        self.media_timeout = media_timeout
+        self.connect_timeout = connect_timeout
+        self._symmetric = settings.webrtc2sip.enable_rtp_symetric
+        self._sessions: dict[str, _Call] = {}
+        self._callbacks: list[Callable[[str, str], None]] = []
+        self._addresses = _announced_addresses(host)
+        self._fingerprint = SdpFingerprint("sha-256", certificate.fingerprint("sha-256").hex)
+
+    # -- browser calls phone ------------------------------------------------------------------------
+
+    async def offer_from_webrtc(self, call_id: str, offer: SessionDescription) -> tuple[str, SessionDescription]:
+        """Browser offer → (session id, offer for the legacy side). Raises SdpError/NoCommonCodec."""
+        kinds = _kinds(offer)
+        if not kinds:
+            raise SdpError("the browser's offer has no audio or video RTP section")
+        call = await self._new_call(call_id, kinds)
+        try:
+            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), self.policy)
+        except BaseException:
+            await self._drop(call)
+            raise
+        call.mapping = mapping
+        call.pending, call.offer = _Pending.WEBRTC_OFFER, offer
+        return call.id, legacy_offer
+
+    async def answer_from_legacy(self, session: str, answer: SessionDescription) -> SessionDescription:
+        """Legacy answer → answer for the browser; relaying starts (RFC 3264 §6)."""
+        call = self._get(session)
+        if call.pending is not _Pending.WEBRTC_OFFER or call.offer is None or call.mapping is None:
+            raise InvalidState(f"session {session}: no browser offer waits for a legacy answer")
+        browser_answer, mapping = legacy_answer_to_webrtc(answer, call.offer, self._webrtc_local(call), call.mapping)
+        peer = mapping.webrtc_peer
+        if peer is None:
+            raise SdpError("the browser's offer has no ICE/DTLS transport")
+        setup = next((m.setup for m in browser_answer.media if not m.rejected and m.setup), "passive")
+        # RFC 5763 §5: a=setup:passive in our answer makes us the DTLS server, active the client.
+        role = DtlsRole.SERVER if setup == "passive" else DtlsRole.CLIENT
+        call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role)
+        call.media.configure_streams(_stream_configs(mapping, answer))
+        call.mapping, call.pending, call.offer, call.restart_ice = mapping, _Pending.NONE, None, False
+        return browser_answer
+
+    # -- phone calls browser ------------------------------------------------------------------------
+
+    async def offer_from_legacy(self, call_id: str, offer: SessionDescription) -> tuple[str, SessionDescription]:
+        """Legacy offer → (session id, offer for the browser): ICE-lite, a=setup:actpass, BUNDLE."""
+        kinds = _kinds(offer)
+        if not kinds:
+            raise SdpError("the legacy offer has no audio or video RTP section")
+        call = await self._new_call(call_id, kinds)
+        try:
+            browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), self.policy)
+        except BaseException:
+            await self._drop(call)
+            raise
+        call.mapping = mapping
+        call.pending, call.offer = _Pending.LEGACY_OFFER, offer
+        # Chrome answers a=setup:active and may send its ClientHello before its answer reaches us.
+        call.media.accept_early_dtls = call.media.dtls is None
+        return call.id, browser_offer
+
+    async def answer_from_webrtc(self, session: str, answer: SessionDescription) -> SessionDescription:
+        """Browser answer → answer for the legacy side; relaying starts."""
+        call = self._get(session)
+        if call.pending is not _Pending.LEGACY_OFFER or call.offer is None or call.mapping is None:
+            raise InvalidState(f"session {session}: no legacy offer waits for a browser answer")
+        legacy_answer, mapping = webrtc_answer_to_legacy(answer, call.offer, self._legacy_local(call), call.mapping)
+        peer = mapping.webrtc_peer
+        if peer is None:
+            raise SdpError("the browser's answer has no ICE/DTLS transport")
+        # The browser chose (RFC 8842 §5.3): active makes it the client, passive makes us the client.
+        role = DtlsRole.SERVER if peer.setup == "active" else DtlsRole.CLIENT
+        call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role)
+        call.media.configure_streams(_stream_configs(mapping, call.offer))
+        call.mapping, call.pending, call.offer, call.restart_ice = mapping, _Pending.NONE, None, False
+        return legacy_answer
+
+    # -- re-INVITE ----------------------------------------------------------------------------------
+
+    async def update(self, session: str, offer: SessionDescription, from_webrtc: bool) -> SessionDescription:
+        """A new offer in an existing session (RFC 3264 §8): hold, resume, codec change, ICE restart.
+
+        Returns the offer for the other side; complete with :meth:`answer_from_legacy` (offer from the
+        browser) or :meth:`answer_from_webrtc` (offer from the legacy side). Relaying goes on with the
+        old parameters until the answer; SSRC, sequence and timestamp stay continuous across it.
+        """
+        call = self._get(session)
+        if call.pending is not _Pending.NONE:
+            raise InvalidState(f"session {session}: an offer is already waiting for its answer (RFC 3264 §4)")
+        for kind in _kinds(offer):
+            await call.media.add_kind(kind)
+        if from_webrtc:
+            transport = next((m for m in offer.media if not m.rejected and m.ice_ufrag), None)
+            ice = call.media.ice
+            if (transport is not None and ice.remote_ufrag is not None
+                    and (transport.ice_ufrag, transport.ice_pwd) != (ice.remote_ufrag, ice.remote_pwd)):
+                # RFC 8839 §4.4.1.1.1: new remote credentials are an ICE restart; ours change as well.
+                ice.restart()
+            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), self.policy, call.mapping)
+            call.mapping, call.pending, call.offer = mapping, _Pending.WEBRTC_OFFER, offer
+            return legacy_offer
+        browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), self.policy, call.mapping)
+        call.mapping, call.pending, call.offer = mapping, _Pending.LEGACY_OFFER, offer
+        return browser_offer
+
+    # -- end, observation ---------------------------------------------------------------------------
+
+    async def delete(self, session: str) -> None:
+        """Release every port, socket and task of the session, whatever its state; unknown ids are ignored."""
+        call = self._sessions.pop(session, None)
+        if call is not None:
+            await call.media.close()
+
+    def stats(self, session: str) -> dict[str, object]:
+        """Per leg: packets/bytes in and out, loss, jitter, RTT, the ICE pair, the DTLS state."""
+        call = self._get(session)
+        out = call.media.stats()
+        out["session"] = call.id
+        out["call_id"] = call.call_id
+        out["pending"] = call.pending.value
+        return out
+
+    def on_failure(self, callback: Callable[[str, str], None]) -> None:
+        """``callback(session, reason)`` when a session fails: DTLS failure or fingerprint mismatch,
+        ICE consent lost (RFC 7675), nothing connected or no media for the configured time. The
+        session keeps its resources until :meth:`delete`."""
+        self._callbacks.append(callback)
+
+    async def close(self) -> None:
+        """Delete every session."""
+        for session in list(self._sessions):
+            await self.delete(session)
+
+    @property
+    def sessions(self) -> list[str]:
+        return list(self._sessions)
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _get(self, session: str) -> _Call:
+        call = self._sessions.get(session)
+        if call is None:
+            raise UnknownSession(session)
+        return call
+
+    async def _new_call(self, call_id: str, kinds: Iterable[str]) -> _Call:
+        session_id = secrets.token_hex(8)
+        media = MediaSession(
+            session_id,
+            host=self.host,
+            ports=self.ports,
+            certificate=self.certificate,
+            symmetric=self._symmetric,
+            on_failure=lambda reason: self._failed(session_id, reason),
+            media_timeout=self.media_timeout,
+            connect_timeout=self.connect_timeout,
+        )
+        await media.open(kinds)
+        legacy_local = LegacyEndpoint(self._addresses[0], {}, rtcp_mux=True)
+        call = _Call(session_id, call_id, media, legacy_local, str(secrets.randbits(62)))
+        self._sessions[session_id] = call
+        return call
+
+    async def _drop(self, call: _Call) -> None:
+        self._sessions.pop(call.id, None)
+        await call.media.close()
+
+    def _failed(self, session: str, reason: str) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(session, reason)
+            except Exception:
+                log.exception("media plane: on_failure callback raised for %s", session)
+
+    def _legacy_local(self, call: _Call) -> LegacyEndpoint:
+        """The legacy leg as the media session has it now (ports may grow on a re-INVITE)."""
+        cryptos: dict[str, tuple[Crypto, ...]] = {}
+        if self.policy.srtp != "none":
+            for kind, stream in call.media.streams.items():
+                cryptos[kind] = (Crypto.parse(str(stream.sdes_local)),)
+        call.legacy_local = dataclasses.replace(call.legacy_local, ports=call.media.legacy_ports, cryptos=cryptos)
+        return call.legacy_local
+
+    def _webrtc_local(self, call: _Call) -> WebRtcEndpoint:
+        media = call.media
+        candidates = tuple(Candidate.host(ip, media.webrtc_port, index=i) for i, ip in enumerate(self._addresses))
+        # Announce exactly the SSRC we send (TESTING.md: Chromium plays silence for another one).
+        ssrcs = {
+            kind: SsrcAnnouncement(s.webrtc_ssrc, media.cname, f"rtc2sip-{call.id}", f"{kind}-{call.id}")
+            for kind, s in media.streams.items()
+        }
+        return WebRtcEndpoint(
+            media.ice.local_ufrag, media.ice.local_pwd, (self._fingerprint,), candidates,
+            session_id=call.webrtc_session_id, ssrcs=ssrcs,
+        )
+
+
+def _kinds(sdp: SessionDescription) -> list[str]:
+    kinds: list[str] = []
+    for m in sdp.media:
+        if not m.rejected and m.is_rtp and m.kind in MEDIA_KINDS and m.kind not in kinds:
+            kinds.append(m.kind)
+    return kinds
+
+
+def _stream_configs(mapping: Mapping, legacy_sdp: SessionDescription) -> list[StreamConfig]:
+    """One config per relayed stream; ``legacy_sdp`` is whichever SDP numbers the legacy leg's
+    payload types (its answer, or its offer), for the codec's clock rate."""
+    configs: list[StreamConfig] = []
+    seen: set[str] = set()
+    for mm in mapping.active:
+        if mm.webrtc_index is None or mm.legacy_index is None or mm.kind in seen:
+            continue
+        seen.add(mm.kind)
+        media = legacy_sdp.media[mm.legacy_index] if mm.legacy_index < len(legacy_sdp.media) else None
+        configs.append(StreamConfig(mm.kind, dict(mm.to_legacy), dict(mm.to_webrtc), _clock_rate(media, mm),
+                                    mm.legacy_peer))
+    return configs
+
+
+def _clock_rate(media: Media | None, mm: MediaMap) -> int:
+    """The relayed codec's RTP clock (RFC 3551 §4.1): the first non-auxiliary mapped payload type."""
+    if media is not None:
+        for pt in media.payload_types:
+            codec = media.codec(pt)
+            if pt in mm.to_webrtc and codec is not None and codec.name.lower() not in _AUXILIARY:
+                return codec.clock_rate
+    return 90000 if mm.kind == "video" else 8000
+
+
+def _announced_addresses(host: str) -> list[str]:
+    """The addresses to put in SDP for ``host``: itself, or for a wildcard every local address with
+    loopback added (aioice's get_host_addresses leaves it out, PERFORMANCE.md)."""
+    ip = ipaddress.ip_address(host)
+    if not ip.is_unspecified:
+        return [host]
+    from aioice.ice import get_host_addresses
+
+    ipv6 = ip.version == 6
+    found = get_host_addresses(use_ipv4=True, use_ipv6=ipv6)
+    loopback = "::1" if ipv6 and not found else "127.0.0.1"
+    return [*found, loopback] if loopback not in found else found

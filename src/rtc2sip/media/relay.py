@@ -1,0 +1,877 @@
+"""The sockets and per-packet path of one bridged call (RFC 3550, RFC 3711, RFC 5764, RFC 7983).
+
+A :class:`MediaSession` owns:
+
+- one UDP socket for the WebRTC leg (BUNDLE, RFC 8843, and rtcp-mux, RFC 5761: STUN, DTLS, SRTP
+  and SRTCP all share it), demultiplexed by first byte (RFC 7983 §7) into the ICE-lite agent, the
+  DTLS endpoint, and SRTP;
+- per media kind, an RTP/RTCP socket pair for the legacy leg (plain RTP/AVP, or SDES SRTP when the
+  legacy peer agreed to a=crypto), with symmetric RTP latching (webrtc2sip ``enable-rtp-symetric``);
+- one housekeeping task: DTLS retransmission timers (RFC 6347 §4.2.4), RTCP reports, consent
+  (RFC 7675) and media timeouts.
+
+Packets are relayed without decoding: payload type mapped, SSRC, sequence number and timestamp
+rewritten by :class:`RtpRewriter` so that each leg sees one continuous stream of the gateway's own
+SSRC whatever happens on the other (re-INVITE, transfer).
+
+RTCP is terminated per leg, not forwarded: the gateway is an RTP translator that changes SSRCs, so
+the peer's SR/RR describe streams the other side never saw (RFC 7667 §3.2.1.3). Each leg instead
+receives the gateway's own SR (what the gateway sent on that leg) with a report block built from
+:class:`ReceiveStatistics` of what it received there, and the peer's reports about the gateway's
+stream give the per-leg round-trip time, loss and jitter shown by :meth:`MediaSession.stats`.
+Feedback (PLI/FIR/NACK/REMB) is not relayed yet: video works, but without loss repair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from time import monotonic
+from typing import Any, cast
+
+from ..sdp.translate import LegacyPeer
+from .certificate import Certificate
+from .dtls import DtlsEndpoint, DtlsRole, DtlsState, FingerprintMismatchError
+from .ice import IceLiteAgent
+from .ports import PortAllocator
+from .rtcp import (
+    Bye,
+    ReceiverReport,
+    ReceiveStatistics,
+    RtcpParseError,
+    SenderReport,
+    SourceDescription,
+    ntp_from_unix,
+    parse_compound,
+    round_trip_time,
+    serialize_compound,
+)
+from .rtp import RTP_HEADER, RtpRewriter
+from .srtp import AES128_CM_SHA1_80, SdesCrypto, SrtpError, SrtpSession
+
+__all__ = ["Address", "LegStats", "MediaSession", "StreamConfig"]
+
+log = logging.getLogger("rtc2sip.media")
+
+Address = tuple[str, int]
+
+# Stock asyncio reads every datagram into a fresh 256 KiB buffer, an mmap/munmap per packet
+# (PERFORMANCE.md); the largest datagram here is a 1500-byte-MTU video packet or DTLS flight.
+RECEIVE_SIZE = 4096
+# RFC 3550 §6.2: 5 s minimum interval, randomised over [0.5, 1.5] (§6.3.1) so legs do not synchronise.
+RTCP_INTERVAL = 5.0
+# A latched legacy source silent this long lets another source take over (a phone whose NAT
+# binding changed); before that, packets from elsewhere are dropped so nobody can hijack the stream.
+RELATCH_AFTER = 2.0
+_HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})  # RFC 3264 §8.4 (RFC 2543 hold)
+
+
+@dataclass(slots=True)
+class LegStats:
+    """Counters of one leg; ``dropped`` counts packets refused before relaying (any reason)."""
+
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    rtcp_in: int = 0
+    rtcp_out: int = 0
+    dropped: int = 0
+    srtp_errors: int = 0
+    last_in: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """What a stream needs from the negotiated SDP (see plane.py): payload-type maps both ways
+    (:attr:`MediaMap.to_legacy`/``to_webrtc``), the codecs' clock rate, and the legacy peer."""
+
+    kind: str
+    to_legacy: dict[int, int]
+    to_webrtc: dict[int, int]
+    clock_rate: int
+    legacy_peer: LegacyPeer | None
+
+
+def _set_receive_size(transport: asyncio.BaseTransport) -> None:
+    if hasattr(transport, "max_size"):  # stock asyncio's selector transport; uvloop sizes its own
+        cast(Any, transport).max_size = RECEIVE_SIZE
+
+
+class _Closed:
+    """Resolved when a transport's connection_lost ran: the socket is really closed then."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.future: asyncio.Future[None] = loop.create_future()
+
+    def done(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class _Stream(asyncio.DatagramProtocol):
+    """One media kind relayed between the legs: its legacy sockets, rewriters and statistics."""
+
+    __slots__ = (
+        "clock_rate",
+        "kind",
+        "last_legacy_out",
+        "last_legacy_out_time",
+        "last_webrtc_out",
+        "last_webrtc_out_time",
+        "latched",
+        "latched_last",
+        "legacy",
+        "legacy_dest",
+        "legacy_mux",
+        "legacy_peer_crypto",
+        "legacy_port",
+        "legacy_remote_report",
+        "legacy_rtcp",
+        "legacy_rtcp_dest",
+        "legacy_rtp",
+        "legacy_rtt",
+        "legacy_rx",
+        "legacy_rx_srtp",
+        "legacy_ssrc",
+        "legacy_tx_srtp",
+        "next_rtcp",
+        "rtcp_latched",
+        "sdes_local",
+        "sdp_dest",
+        "session",
+        "symmetric",
+        "to_legacy",
+        "to_webrtc",
+        "webrtc",
+        "webrtc_remote_report",
+        "webrtc_rtt",
+        "webrtc_rx",
+        "webrtc_ssrc",
+    )
+
+    # The legacy RTP socket's protocol is the stream itself: one call less per packet.
+    def __init__(self, session: MediaSession, kind: str, legacy_port: int, symmetric: bool) -> None:
+        self.session = session
+        self.kind = kind
+        self.legacy_port = legacy_port
+        self.symmetric = symmetric
+        self.webrtc = LegStats()
+        self.legacy = LegStats()
+        # The gateway's own sources, one per leg (RFC 3550 §8.1: random).
+        self.webrtc_ssrc = secrets.randbits(32)
+        self.legacy_ssrc = secrets.randbits(32)
+        self.clock_rate = 8000
+        self.to_legacy: RtpRewriter | None = None
+        self.to_webrtc: RtpRewriter | None = None
+        self.webrtc_rx: ReceiveStatistics | None = None
+        self.legacy_rx: ReceiveStatistics | None = None
+        self.legacy_rtp: asyncio.DatagramTransport | None = None
+        self.legacy_rtcp: asyncio.DatagramTransport | None = None
+        self.legacy_dest: Address | None = None
+        self.sdp_dest: Address | None = None
+        self.legacy_rtcp_dest: Address | None = None
+        self.legacy_mux = False
+        self.latched: Address | None = None
+        self.latched_last = 0.0
+        self.rtcp_latched = False
+        self.sdes_local = SdesCrypto.generate(1, AES128_CM_SHA1_80)
+        self.legacy_peer_crypto: str | None = None
+        self.legacy_tx_srtp: SrtpSession | None = None
+        self.legacy_rx_srtp: SrtpSession | None = None
+        self.last_webrtc_out: bytearray | None = None
+        self.last_webrtc_out_time = 0.0
+        self.last_legacy_out: bytearray | None = None
+        self.last_legacy_out_time = 0.0
+        self.next_rtcp = monotonic() + RTCP_INTERVAL * random.uniform(0.5, 1.5)
+        self.webrtc_rtt: float | None = None
+        self.legacy_rtt: float | None = None
+        self.webrtc_remote_report: dict[str, int] | None = None
+        self.legacy_remote_report: dict[str, int] | None = None
+
+    # -- configuration ------------------------------------------------------------------------------
+
+    def configure(self, config: StreamConfig) -> None:
+        self.clock_rate = config.clock_rate
+        if self.to_legacy is None or self.to_webrtc is None:
+            self.to_legacy = RtpRewriter(self.legacy_ssrc, config.clock_rate, config.to_legacy, secrets.randbits(16))
+            self.to_webrtc = RtpRewriter(self.webrtc_ssrc, config.clock_rate, config.to_webrtc, secrets.randbits(16))
+        else:
+            # A re-INVITE may renumber payload types; the rewriters keep sequence and timestamp running.
+            _remap(self.to_legacy, config.to_legacy, config.clock_rate)
+            _remap(self.to_webrtc, config.to_webrtc, config.clock_rate)
+        peer = config.legacy_peer
+        if peer is None:
+            return
+        hold = peer.address in _HOLD_ADDRESSES or peer.port == 0
+        sdp_dest = None if hold else (peer.address, peer.port)
+        if sdp_dest != self.sdp_dest or hold:
+            # New SDP address (or hold): latch afresh from the packets that follow. The same address
+            # in a re-INVITE keeps the latch, which may differ from it behind a NAT.
+            self.latched = None
+            self.rtcp_latched = False
+        self.sdp_dest = sdp_dest
+        self.legacy_dest = sdp_dest if self.latched is None else self.latched
+        self.legacy_mux = peer.rtcp_mux
+        if hold:
+            self.legacy_rtcp_dest = None
+        elif peer.rtcp_mux:
+            self.legacy_rtcp_dest = self.legacy_dest
+        else:
+            self.legacy_rtcp_dest = (peer.rtcp_address, peer.rtcp_port)
+        crypto = str(peer.crypto) if peer.crypto is not None else None
+        if crypto != self.legacy_peer_crypto:
+            self.legacy_peer_crypto = crypto
+            if crypto is None:
+                self.legacy_tx_srtp = self.legacy_rx_srtp = None
+            else:
+                # RFC 4568 §6.1: each side sends with its own key; ours is of the suite it accepted.
+                theirs = SdesCrypto.parse(crypto)
+                self.legacy_rx_srtp = theirs.session(outbound=False)
+                self.legacy_tx_srtp = self.sdes_local.session(outbound=True)
+
+    # -- browser -> phone ---------------------------------------------------------------------------
+
+    def from_webrtc(self, plain: bytes, now: float) -> None:
+        stats = self.webrtc
+        stats.packets_in += 1
+        stats.bytes_in += len(plain)
+        stats.last_in = now
+        _, _, seq, ts, ssrc = RTP_HEADER.unpack_from(plain)
+        rx = self.webrtc_rx
+        if rx is None or rx.ssrc != ssrc:
+            # SRTP already authenticated the source: no probation (RFC 3550 A.1).
+            rx = self.webrtc_rx = ReceiveStatistics(ssrc, self.clock_rate, min_sequential=0)
+        rx.update(seq, ts, now)
+        rewriter = self.to_legacy
+        dest = self.legacy_dest
+        transport = self.legacy_rtp
+        if rewriter is None or dest is None or transport is None:
+            stats.dropped += 1
+            return
+        buf = bytearray(plain)
+        if not rewriter.rewrite(buf, now):
+            stats.dropped += 1
+            return
+        tx = self.legacy_tx_srtp
+        if tx is None:
+            transport.sendto(buf, dest)
+        else:
+            transport.sendto(tx.protect(bytes(buf)), dest)
+        self.last_legacy_out = buf
+        self.last_legacy_out_time = now
+        out = self.legacy
+        out.packets_out += 1
+        out.bytes_out += len(buf)
+
+    # -- phone -> browser (asyncio.DatagramProtocol of the legacy RTP socket) ----------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.legacy_rtp = cast(asyncio.DatagramTransport, transport)
+        _set_receive_size(transport)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        stats = self.legacy
+        if len(data) < 12 or not 127 < data[0] < 192:
+            stats.dropped += 1
+            return
+        if 191 < data[1] < 224:
+            if self.legacy_mux:  # RFC 5761 §4
+                self.rtcp_received(data, addr)
+            else:
+                stats.dropped += 1
+            return
+        now = monotonic()
+        if not self._accept_source(addr, now):
+            stats.dropped += 1
+            return
+        rx_srtp = self.legacy_rx_srtp
+        if rx_srtp is not None:
+            try:
+                data = rx_srtp.unprotect(data)
+            except SrtpError:
+                stats.srtp_errors += 1
+                return
+        stats.packets_in += 1
+        stats.bytes_in += len(data)
+        stats.last_in = now
+        _, _, seq, ts, ssrc = RTP_HEADER.unpack_from(data)
+        rx = self.legacy_rx
+        if rx is None or rx.ssrc != ssrc:
+            rx = self.legacy_rx = ReceiveStatistics(ssrc, self.clock_rate)
+        rx.update(seq, ts, now)
+        session = self.session
+        rewriter = self.to_webrtc
+        tx = session.srtp_tx
+        dest = session.ice.selected
+        transport = session.transport
+        if rewriter is None or tx is None or dest is None or transport is None:
+            stats.dropped += 1
+            return
+        buf = bytearray(data)
+        if not rewriter.rewrite(buf, now):
+            stats.dropped += 1
+            return
+        packet = tx.protect(bytes(buf))
+        transport.sendto(packet, dest)
+        self.last_webrtc_out = buf
+        self.last_webrtc_out_time = now
+        out = self.webrtc
+        out.packets_out += 1
+        out.bytes_out += len(packet)
+
+    def _accept_source(self, addr: Address, now: float) -> bool:
+        """Symmetric RTP (webrtc2sip ``enable-rtp-symetric``): send where the peer really sends from."""
+        latched = self.latched
+        if addr == latched:
+            self.latched_last = now
+            return True
+        if not self.symmetric:
+            return True
+        if latched is None or now - self.latched_last > RELATCH_AFTER:
+            self.latched = addr
+            self.latched_last = now
+            self.legacy_dest = addr
+            if self.legacy_mux:
+                self.legacy_rtcp_dest = addr
+            return True
+        return False
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a peer not listening yet: nothing to do, the next packet retries.
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.closed_one()
+
+    # -- RTCP ---------------------------------------------------------------------------------------
+
+    def rtcp_received(self, data: bytes, addr: Address) -> None:
+        """An RTCP datagram from the legacy peer (RTCP socket, or the RTP one when muxed)."""
+        stats = self.legacy
+        if self.legacy_rx_srtp is not None:
+            try:
+                data = self.legacy_rx_srtp.unprotect_rtcp(data)
+            except SrtpError:
+                stats.srtp_errors += 1
+                return
+        stats.rtcp_in += 1
+        stats.last_in = monotonic()
+        if self.symmetric and not self.rtcp_latched and not self.legacy_mux:
+            self.rtcp_latched = True
+            self.legacy_rtcp_dest = addr
+        report = self._read_reports(data, self.legacy_rx, self.legacy_ssrc)
+        if report is not None:
+            self.legacy_rtt, self.legacy_remote_report = report
+
+    def webrtc_rtcp(self, data: bytes) -> None:
+        """An SRTCP datagram from the browser, already unprotected."""
+        self.webrtc.rtcp_in += 1
+        report = self._read_reports(data, self.webrtc_rx, self.webrtc_ssrc)
+        if report is not None:
+            self.webrtc_rtt, self.webrtc_remote_report = report
+
+    @staticmethod
+    def _read_reports(
+        data: bytes, rx: ReceiveStatistics | None, our_ssrc: int
+    ) -> tuple[float | None, dict[str, int]] | None:
+        """Remember the peer's SR for our LSR/DLSR; return (RTT, loss/jitter) from its block about us."""
+        try:
+            packets = parse_compound(data)
+        except RtcpParseError:
+            return None
+        found = None
+        now = monotonic()
+        for packet in packets:
+            if isinstance(packet, SenderReport) and rx is not None and packet.ssrc == rx.ssrc:
+                rx.on_sender_report(packet.ntp_timestamp, now)
+            if isinstance(packet, SenderReport | ReceiverReport):
+                for block in packet.reports:
+                    if block.ssrc == our_ssrc:
+                        rtt = round_trip_time(block, ntp_from_unix(time.time()))
+                        found = (rtt, {"fraction_lost": block.fraction_lost, "packets_lost": block.packets_lost,
+                                       "jitter": block.jitter})
+        return found
+
+    def build_report(self, leg: str, now: float, cname: str, bye: bool = False) -> bytes | None:
+        """Our compound RTCP for one leg (RFC 3550 §6.1): SR if we sent on it, else RR, then SDES."""
+        if leg == "webrtc":
+            ssrc, rx, sent, last, last_time = (self.webrtc_ssrc, self.webrtc_rx, self.webrtc,
+                                               self.last_webrtc_out, self.last_webrtc_out_time)
+        else:
+            ssrc, rx, sent, last, last_time = (self.legacy_ssrc, self.legacy_rx, self.legacy,
+                                               self.last_legacy_out, self.last_legacy_out_time)
+        blocks = [rx.report_block(now)] if rx is not None and rx.received else []
+        packets: list[Any] = []
+        if last is not None:
+            # The RTP timestamp of "now" on the stream we send (RFC 3550 §6.4.1), from the last packet.
+            rtp_ts = (int.from_bytes(last[4:8], "big") + int((now - last_time) * self.clock_rate)) & 0xFFFFFFFF
+            packets.append(SenderReport(ssrc, ntp_from_unix(time.time()), rtp_ts, sent.packets_out,
+                                        max(0, sent.bytes_out - 12 * sent.packets_out), blocks))
+        else:
+            packets.append(ReceiverReport(ssrc, blocks))
+        packets.append(SourceDescription.cname(ssrc, cname))
+        if bye:
+            packets.append(Bye([ssrc]))
+        return serialize_compound(packets)
+
+
+def _remap(rewriter: RtpRewriter, payload_types: dict[int, int], clock_rate: int) -> None:
+    # RtpRewriter has no public way to change its map; the table is a plain 128-entry list.
+    table = [-1] * 128
+    for src, dst in payload_types.items():
+        table[src] = dst
+    rewriter._pt_map[:] = table
+    rewriter.clock_rate = clock_rate
+
+
+class _LegacyRtcpProtocol(asyncio.DatagramProtocol):
+    """The legacy RTCP socket (RTP port + 1, RFC 3550 §11)."""
+
+    def __init__(self, stream: _Stream) -> None:
+        self.stream = stream
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.stream.legacy_rtcp = cast(asyncio.DatagramTransport, transport)
+        _set_receive_size(transport)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        if len(data) >= 8 and 127 < data[0] < 192:
+            self.stream.rtcp_received(data, addr)
+        else:
+            self.stream.legacy.dropped += 1
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stream.session.closed_one()
+
+
+class _WebRtcProtocol(asyncio.DatagramProtocol):
+    """The WebRTC leg's one socket: RFC 7983 §7 first-byte demultiplexing."""
+
+    def __init__(self, session: MediaSession) -> None:
+        self.session = session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.session.transport = cast(asyncio.DatagramTransport, transport)
+        _set_receive_size(transport)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        session = self.session
+        b = data[0] if data else 255
+        if 127 < b < 192:  # RTP or RTCP (RFC 7983: 128..191)
+            ice = session.ice
+            rx = session.srtp_rx
+            if (addr != ice.selected and not ice.is_validated(addr)) or rx is None or len(data) < 12:
+                session.dropped += 1
+                return
+            if 191 < data[1] < 224:  # RFC 5761 §4: RTCP packet types on a muxed flow
+                session.srtcp_received(data)
+                return
+            try:
+                plain = rx.unprotect(data)
+            except SrtpError:
+                session.srtp_errors += 1
+                return
+            stream = session.streams_by_pt[plain[1] & 0x7F]
+            if stream is None:
+                session.dropped += 1
+                return
+            stream.from_webrtc(plain, monotonic())
+        elif b < 4:  # STUN (RFC 7983: 0..3)
+            session.stun_received(data, addr)
+        elif 19 < b < 64:  # DTLS (RFC 7983: 20..63)
+            session.dtls_received(data, addr)
+        else:
+            session.dropped += 1
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.closed_one()
+
+
+class MediaSession:
+    """The transport side of one call; :class:`rtc2sip.media.plane.MediaPlane` drives it from SDP."""
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        host: str,
+        ports: PortAllocator,
+        certificate: Certificate,
+        symmetric: bool,
+        on_failure: Callable[[str], None],
+        media_timeout: float,
+        connect_timeout: float,
+    ) -> None:
+        self.id = session_id
+        self.host = host
+        self._ports = ports
+        self._certificate = certificate
+        self._symmetric = symmetric
+        self._on_failure = on_failure
+        self._media_timeout = media_timeout
+        self._connect_timeout = connect_timeout
+        self.cname = secrets.token_urlsafe(12)
+        self.ice = IceLiteAgent()
+        self.dtls: DtlsEndpoint | None = None
+        self.dtls_role: DtlsRole | None = None
+        # We offered actpass and the answer is not in yet: a ClientHello may outrun it (the browser
+        # answered active, as Chrome does), so the first DTLS packet makes us the server.
+        self.accept_early_dtls = False
+        self.srtp_tx: SrtpSession | None = None
+        self.srtp_rx: SrtpSession | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.webrtc_port = 0
+        self.streams: dict[str, _Stream] = {}
+        self.streams_by_pt: list[_Stream | None] = [None] * 128
+        self.dropped = 0
+        self.srtp_errors = 0
+        self.failed: str | None = None
+        self.started = monotonic()
+        self.answered: float | None = None
+        self._ports_held: list[int] = []
+        self._open_transports = 0
+        self._all_closed: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    async def open(self, kinds: Iterable[str]) -> None:
+        """Bind the WebRTC socket and a legacy pair per kind, start housekeeping. On error, closes."""
+        loop = asyncio.get_running_loop()
+        self._all_closed = asyncio.Event()
+        try:
+            sock = self._ports.bind_one(self.host)
+            self.webrtc_port = sock.getsockname()[1]
+            self._ports_held.append(self.webrtc_port)
+            self._open_transports += 1
+            await loop.create_datagram_endpoint(lambda: _WebRtcProtocol(self), sock=sock)
+            for kind in kinds:
+                await self.add_kind(kind)
+        except BaseException:
+            await self.close()
+            raise
+        self._task = loop.create_task(self._housekeeping(), name=f"rtc2sip-media-{self.id}")
+
+    async def add_kind(self, kind: str) -> None:
+        if kind in self.streams:
+            return
+        loop = asyncio.get_running_loop()
+        rtp, rtcp = self._ports.bind_pair(self.host)
+        port = rtp.getsockname()[1]
+        self._ports_held += [port, port + 1]
+        stream = _Stream(self, kind, port, self._symmetric)
+        self.streams[kind] = stream
+        self._open_transports += 2
+        try:
+            await loop.create_datagram_endpoint(lambda: stream, sock=rtp)
+        except BaseException:
+            rtcp.close()
+            self._open_transports -= 1
+            raise
+        await loop.create_datagram_endpoint(lambda: _LegacyRtcpProtocol(stream), sock=rtcp)
+
+    @property
+    def legacy_ports(self) -> dict[str, int]:
+        return {kind: s.legacy_port for kind, s in self.streams.items()}
+
+    def closed_one(self) -> None:
+        self._open_transports -= 1
+        if self._open_transports <= 0 and self._all_closed is not None:
+            self._all_closed.set()
+
+    async def close(self) -> None:
+        """Release everything, whatever the state: task, DTLS (close_notify), sockets, ports."""
+        if self._closed:
+            return
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if self.dtls is not None and self.dtls.state is DtlsState.CONNECTED:
+            self.dtls.close()
+            self._flush_dtls(None)
+        transports: list[asyncio.BaseTransport | None] = [self.transport]
+        for stream in self.streams.values():
+            transports += [stream.legacy_rtp, stream.legacy_rtcp]
+        for transport in transports:
+            if transport is not None:
+                transport.close()
+        if self._open_transports > 0 and self._all_closed is not None:
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), 2.0)
+            except TimeoutError:
+                log.warning("media session %s: sockets did not close in time", self.id)
+        self._ports.release(*self._ports_held)
+        self._ports_held.clear()
+        self.srtp_tx = self.srtp_rx = None
+        self.dtls = None
+
+    def fail(self, reason: str) -> None:
+        """Stop relaying and tell the plane, once; delete() still has to release the session."""
+        if self.failed is not None or self._closed:
+            return
+        self.failed = reason
+        self.srtp_tx = self.srtp_rx = None
+        for stream in self.streams.values():
+            stream.legacy_dest = None
+        log.info("media session %s failed: %s", self.id, reason)
+        try:
+            self._on_failure(reason)
+        except Exception:
+            log.exception("media session %s: failure callback raised", self.id)
+
+    # -- signalling ---------------------------------------------------------------------------------
+
+    def configure_streams(self, configs: Iterable[StreamConfig]) -> None:
+        table: list[_Stream | None] = [None] * 128
+        for config in configs:
+            stream = self.streams[config.kind]
+            stream.configure(config)
+            for pt in config.to_legacy:
+                if table[pt] is None:
+                    table[pt] = stream
+        self.streams_by_pt = table
+        if self.answered is None:
+            self.answered = monotonic()
+
+    def set_remote_transport(self, ufrag: str, pwd: str, fingerprints: list[str], role: DtlsRole) -> None:
+        """The browser's ICE credentials and fingerprints, and our DTLS role (RFC 5763 §5)."""
+        self.ice.set_remote(ufrag, pwd)
+        self.accept_early_dtls = False
+        dtls = self.dtls
+        if dtls is not None and dtls.role is role and dtls.state not in (DtlsState.FAILED, DtlsState.CLOSED):
+            # Same association (a re-INVITE, or a ClientHello that outran the answer): pin it now.
+            dtls.set_remote_fingerprints(fingerprints)
+            self._flush_dtls(None)
+            self._check_dtls()
+            return
+        self.srtp_tx = self.srtp_rx = None
+        self.dtls = DtlsEndpoint(self._certificate, role, fingerprints)
+        self.dtls_role = role
+        if role is DtlsRole.CLIENT and self.ice.selected is not None:
+            self._start_client()
+
+    # -- WebRTC leg slow paths ----------------------------------------------------------------------
+
+    def stun_received(self, data: bytes, addr: Address) -> None:
+        response = self.ice.receive(data, addr, monotonic())
+        if response is not None and self.transport is not None:
+            self.transport.sendto(response, addr)
+        dtls = self.dtls
+        if dtls is not None and dtls.state is DtlsState.NEW and dtls.role is DtlsRole.CLIENT and self.ice.selected:
+            self._start_client()
+
+    def _start_client(self) -> None:
+        # Only once ICE has a path: a ClientHello before that would go nowhere (TESTING.md's race);
+        # the housekeeping task retransmits it on OpenSSL's timer (RFC 6347 §4.2.4).
+        assert self.dtls is not None
+        self.dtls.start()
+        self._flush_dtls(None)
+
+    def dtls_received(self, data: bytes, addr: Address) -> None:
+        if not self.ice.is_validated(addr) or self.failed is not None:
+            self.dropped += 1
+            return
+        if self.dtls is None:
+            if not self.accept_early_dtls:
+                self.dropped += 1
+                return
+            self.dtls = DtlsEndpoint(self._certificate, DtlsRole.SERVER)
+            self.dtls_role = DtlsRole.SERVER
+        self.dtls.feed(data)
+        self._flush_dtls(addr)
+        self._check_dtls()
+
+    def _flush_dtls(self, addr: Address | None) -> None:
+        dtls, transport = self.dtls, self.transport
+        if dtls is None or transport is None:
+            return
+        dest = addr or self.ice.selected
+        for datagram in dtls.datagrams_to_send():
+            if dest is not None:
+                transport.sendto(datagram, dest)
+
+    def _check_dtls(self) -> None:
+        dtls = self.dtls
+        if dtls is None:
+            return
+        if dtls.state is DtlsState.CONNECTED and self.srtp_rx is None and dtls.srtp_keys is not None:
+            self.srtp_tx = dtls.srtp_keys.tx_session()
+            self.srtp_rx = dtls.srtp_keys.rx_session()
+            log.debug("media session %s: DTLS connected, %s", self.id, dtls.srtp_profile)
+        elif dtls.state is DtlsState.FAILED:
+            if isinstance(dtls.error, FingerprintMismatchError):
+                self.fail(f"dtls fingerprint mismatch: {dtls.error}")
+            else:
+                self.fail(f"dtls failed: {dtls.error}")
+        elif dtls.state is DtlsState.CLOSED and self.srtp_rx is not None:
+            self.fail("dtls closed by the browser")
+
+    def srtcp_received(self, data: bytes) -> None:
+        rx = self.srtp_rx
+        if rx is None:
+            return
+        try:
+            plain = rx.unprotect_rtcp(data)
+        except SrtpError:
+            self.srtp_errors += 1
+            return
+        now = monotonic()
+        for stream in self.streams.values():
+            stream.webrtc.last_in = now
+            stream.webrtc_rtcp(plain)
+
+    # -- housekeeping -------------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        while True:
+            now = monotonic()
+            delay = 1.0
+            try:
+                self._tick(now)
+            except Exception as exc:
+                log.exception("media session %s: housekeeping failed", self.id)
+                self.fail(f"internal error: {exc}")
+            dtls = self.dtls
+            if dtls is not None and dtls.state is DtlsState.CONNECTING:
+                due = dtls.next_timeout(now)
+                if due is not None:
+                    delay = min(delay, max(0.005, due - now))
+            await asyncio.sleep(delay)
+
+    def _tick(self, now: float) -> None:
+        if self.failed is not None:
+            return
+        dtls = self.dtls
+        if dtls is not None and dtls.state is DtlsState.CONNECTING:
+            due = dtls.next_timeout(now)
+            if due is not None and due <= now:
+                dtls.handle_timeout(now)
+                self._flush_dtls(None)
+            self._check_dtls()
+            if self.failed is not None:
+                return
+        if self.ice.consent_expired(now):
+            self.fail("ice consent lost: no check from the browser for 30 s (RFC 7675)")
+            return
+        if self.answered is not None and self.srtp_rx is None and now - self.answered > self._connect_timeout:
+            what = "ICE" if self.ice.selected is None else "DTLS"
+            self.fail(f"{what} did not connect within {self._connect_timeout:g} s")
+            return
+        if self.answered is not None and self._media_timeout > 0 and self.streams:
+            last = max([self.answered] + [max(s.webrtc.last_in, s.legacy.last_in) for s in self.streams.values()])
+            if now - last > self._media_timeout:
+                self.fail(f"no media for {self._media_timeout:g} s")
+                return
+        for stream in self.streams.values():
+            if now >= stream.next_rtcp:
+                stream.next_rtcp = now + RTCP_INTERVAL * random.uniform(0.5, 1.5)
+                self._send_reports(stream, now)
+
+    def _send_reports(self, stream: _Stream, now: float) -> None:
+        if self.srtp_tx is not None and self.ice.selected is not None and self.transport is not None:
+            report = stream.build_report("webrtc", now, self.cname)
+            if report is not None:
+                self.transport.sendto(self.srtp_tx.protect_rtcp(report), self.ice.selected)
+                stream.webrtc.rtcp_out += 1
+        dest = stream.legacy_rtcp_dest
+        transport = stream.legacy_rtp if stream.legacy_mux else stream.legacy_rtcp
+        if dest is not None and transport is not None and stream.to_legacy is not None:
+            report = stream.build_report("legacy", now, self.cname)
+            if report is not None:
+                if stream.legacy_tx_srtp is not None:
+                    report = stream.legacy_tx_srtp.protect_rtcp(report)
+                transport.sendto(report, dest)
+                stream.legacy.rtcp_out += 1
+
+    # -- observation --------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, object]:
+        webrtc = LegStats()
+        legacy = LegStats()
+        streams: dict[str, object] = {}
+        for kind, s in self.streams.items():
+            for total, part in ((webrtc, s.webrtc), (legacy, s.legacy)):
+                total.packets_in += part.packets_in
+                total.bytes_in += part.bytes_in
+                total.packets_out += part.packets_out
+                total.bytes_out += part.bytes_out
+                total.rtcp_in += part.rtcp_in
+                total.rtcp_out += part.rtcp_out
+                total.dropped += part.dropped
+                total.srtp_errors += part.srtp_errors
+            streams[kind] = {
+                "webrtc_ssrc": s.webrtc_ssrc,
+                "legacy_ssrc": s.legacy_ssrc,
+                "legacy_port": s.legacy_port,
+                "webrtc": _receive_summary(s.webrtc, s.webrtc_rx, s.webrtc_rtt, s.webrtc_remote_report),
+                "legacy": _receive_summary(s.legacy, s.legacy_rx, s.legacy_rtt, s.legacy_remote_report)
+                | {"remote": _fmt(s.legacy_dest), "latched": s.latched is not None,
+                   "srtp": s.legacy_tx_srtp is not None},
+            }
+        dtls = self.dtls
+        return {
+            "failed": self.failed,
+            "webrtc": {
+                **_counters(webrtc),
+                "dropped": webrtc.dropped + self.dropped,
+                "srtp_errors": webrtc.srtp_errors + self.srtp_errors,
+                "port": self.webrtc_port,
+                "ice": {
+                    "selected": _fmt(self.ice.selected),
+                    "nominated": self.ice.nominated,
+                    "checks": self.ice.checks,
+                    "rejected_checks": self.ice.rejected_checks,
+                    "local_ufrag": self.ice.local_ufrag,
+                },
+                "dtls": {
+                    "state": str(dtls.state) if dtls is not None else "new",
+                    "role": str(dtls.role) if dtls is not None else None,
+                    "srtp_profile": str(dtls.srtp_profile) if dtls is not None and dtls.srtp_profile else None,
+                    "retransmissions": dtls.retransmissions if dtls is not None else 0,
+                },
+            },
+            "legacy": {**_counters(legacy), "ports": self.legacy_ports},
+            "streams": streams,
+        }
+
+
+def _counters(s: LegStats) -> dict[str, int]:
+    return {"packets_in": s.packets_in, "bytes_in": s.bytes_in, "packets_out": s.packets_out,
+            "bytes_out": s.bytes_out, "rtcp_in": s.rtcp_in, "rtcp_out": s.rtcp_out, "dropped": s.dropped,
+            "srtp_errors": s.srtp_errors}
+
+
+def _receive_summary(
+    stats: LegStats, rx: ReceiveStatistics | None, rtt: float | None, remote: dict[str, int] | None
+) -> dict[str, object]:
+    """Loss and jitter of what we receive on a leg (RFC 3550 A.3, A.8); RTT and the peer's view of
+    what we send from its reports (RFC 3550 §6.4.1)."""
+    return {
+        **_counters(stats),
+        "lost": rx.lost if rx is not None else 0,
+        "jitter_ms": round(1000 * rx.jitter / rx.clock_rate, 2) if rx is not None and rx.clock_rate else 0.0,
+        "rtt_ms": round(1000 * rtt, 2) if rtt is not None else None,
+        "remote_report": remote,
+    }
+
+
+def _fmt(addr: Address | None) -> str | None:
+    return None if addr is None else f"{addr[0]}:{addr[1]}"

@@ -1,0 +1,586 @@
+"""The media plane with real local UDP peers: a fake browser (aioice.stun checks, DTLS client or
+server from rtc2sip.media.dtls, SRTP) and a plain RTP phone, both directions, failures, leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+from aioice import stun
+
+from rtc2sip.config import Settings
+from rtc2sip.media.certificate import Certificate
+from rtc2sip.media.dtls import DtlsEndpoint, DtlsRole, DtlsState
+from rtc2sip.media.ice import IceLiteAgent
+from rtc2sip.media.plane import InvalidState, MediaPlane, UnknownSession
+from rtc2sip.media.ports import PortAllocator, PortsExhausted
+from rtc2sip.media.rtcp import ReceiverReport, SenderReport, parse_compound
+from rtc2sip.media.rtp import RtpPacket, build_rtp
+from rtc2sip.media.srtp import SdesCrypto, SrtpSession
+from rtc2sip.sdp import SdpError, SessionDescription
+
+GW_CERT = Certificate.generate("gateway")
+BROWSER_CERT = Certificate.generate("browser")
+OTHER_CERT = Certificate.generate("someone-else")
+Address = tuple[str, int]
+
+
+async def until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Peers
+
+
+class FakeBrowser(asyncio.DatagramProtocol):
+    """The browser side in miniature: ICE controlling agent (checks with USE-CANDIDATE), DTLS, SRTP."""
+
+    ufrag = "brws"
+    pwd = "browserpassword0123456789"
+
+    def __init__(self, advertised_cert: Certificate = BROWSER_CERT) -> None:
+        self.advertised_cert = advertised_cert
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+        self.gateway: Address | None = None
+        self.gw_pwd = ""
+        self.gw_ufrag = ""
+        self.dtls: DtlsEndpoint | None = None
+        self.tx: SrtpSession | None = None
+        self.rx: SrtpSession | None = None
+        self.received: list[RtpPacket] = []
+        self.rtcp: list[bytes] = []
+        self.stun_responses: asyncio.Queue[stun.Message] = asyncio.Queue()
+        self._timer: asyncio.Task[None] | None = None
+
+    async def start(self) -> FakeBrowser:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        return self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.port = transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        if data[0] < 4:
+            self.stun_responses.put_nowait(stun.parse_message(data))
+        elif 19 < data[0] < 64 and self.dtls is not None:
+            self.dtls.feed(data)
+            self._flush()
+        elif 127 < data[0] < 192 and self.rx is not None:
+            if 191 < data[1] < 224:
+                self.rtcp.append(self.rx.unprotect_rtcp(data))
+            else:
+                self.received.append(RtpPacket.parse(self.rx.unprotect(data)))
+
+    def _flush(self) -> None:
+        assert self.dtls is not None and self.transport is not None and self.gateway is not None
+        for datagram in self.dtls.datagrams_to_send():
+            self.transport.sendto(datagram, self.gateway)
+        if self.dtls.state is DtlsState.CONNECTED and self.tx is None:
+            assert self.dtls.srtp_keys is not None
+            self.tx = self.dtls.srtp_keys.tx_session()
+            self.rx = self.dtls.srtp_keys.rx_session()
+
+    def _transport_sdp(self, setup: str) -> str:
+        return (
+            f"c=IN IP4 127.0.0.1\r\n"
+            f"a=candidate:1 1 udp 2113937151 127.0.0.1 {self.port} typ host\r\n"
+            f"a=ice-ufrag:{self.ufrag}\r\na=ice-pwd:{self.pwd}\r\n"
+            f"a=fingerprint:{self.advertised_cert.sdp_fingerprint}\r\na=setup:{setup}\r\na=mid:0\r\n"
+            "a=sendrecv\r\na=rtcp-mux\r\n"
+        )
+
+    def offer(self) -> SessionDescription:
+        return SessionDescription.parse(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+            f"m=audio {self.port} UDP/TLS/RTP/SAVPF 111 0 126\r\n" + self._transport_sdp("actpass")
+            + "a=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:126 telephone-event/8000\r\n"
+            "a=ssrc:1111 cname:fake\r\n"
+        )
+
+    def answer(self, setup: str = "active") -> SessionDescription:
+        return SessionDescription.parse(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+            f"m=audio {self.port} UDP/TLS/RTP/SAVPF 0 126\r\n" + self._transport_sdp(setup)
+            + "a=rtpmap:0 PCMU/8000\r\na=rtpmap:126 telephone-event/8000\r\na=ssrc:1111 cname:fake\r\n"
+        )
+
+    async def connect(self, gw_sdp: SessionDescription, role: DtlsRole = DtlsRole.CLIENT) -> None:
+        """ICE check with USE-CANDIDATE toward the gateway's candidate, then DTLS (our side ``role``)."""
+        media = gw_sdp.media[0]
+        cand = media.candidates[0]
+        self.gateway = (cand.ip, cand.port)
+        self.gw_ufrag, self.gw_pwd = media.ice_ufrag or "", media.ice_pwd or ""
+        response = await self.check(use_candidate=True)
+        assert response.message_class == stun.Class.RESPONSE
+        assert response.attributes["XOR-MAPPED-ADDRESS"] == ("127.0.0.1", self.port)
+        self.dtls = DtlsEndpoint(BROWSER_CERT, role, [f"{f.algorithm} {f.value}" for f in media.fingerprints])
+        self.dtls.start()
+        self._flush()
+        self._timer = asyncio.get_running_loop().create_task(self._dtls_timer())
+
+    async def check(self, *, use_candidate: bool = False, pwd: str | None = None) -> stun.Message:
+        assert self.transport is not None and self.gateway is not None
+        request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        request.attributes["USERNAME"] = f"{self.gw_ufrag}:{self.ufrag}"
+        request.attributes["PRIORITY"] = 1853824767
+        request.attributes["ICE-CONTROLLING"] = 0x1234
+        if use_candidate:
+            request.attributes["USE-CANDIDATE"] = None
+        request.add_message_integrity((pwd or self.gw_pwd).encode())
+        self.transport.sendto(bytes(request), self.gateway)
+        response = await asyncio.wait_for(self.stun_responses.get(), 2)
+        assert response.transaction_id == request.transaction_id
+        if response.message_class == stun.Class.RESPONSE:
+            assert response.check_message_integrity(self.gw_pwd.encode())
+        return response
+
+    async def _dtls_timer(self) -> None:
+        while self.dtls is not None:
+            now = time.monotonic()
+            due = self.dtls.next_timeout(now)
+            await asyncio.sleep(0.05 if due is None else max(0.01, due - now))
+            self.dtls.handle_timeout(time.monotonic())
+            self._flush()
+
+    def send_rtp(self, pt: int, seq: int, payload: bytes, ssrc: int = 1111) -> None:
+        assert self.tx is not None and self.transport is not None and self.gateway is not None
+        self.transport.sendto(self.tx.protect(build_rtp(pt, seq, seq * 160, ssrc, payload)), self.gateway)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Phone(asyncio.DatagramProtocol):
+    """A plain RTP/AVP endpoint."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.port = 0
+        self.received: list[RtpPacket] = []
+        self.sources: list[Address] = []
+        self.rtcp: list[bytes] = []
+
+    async def start(self) -> Phone:
+        await asyncio.get_running_loop().create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        return self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.port = transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        if 191 < data[1] < 224:
+            self.rtcp.append(data)
+            return
+        self.received.append(RtpPacket.parse(data))
+        self.sources.append(addr)
+
+    def sdp(self, port: int | None = None, *, offer: bool = False, extra: str = "") -> SessionDescription:
+        return SessionDescription.parse(
+            "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {port or self.port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n" + extra
+        )
+
+    def send_rtp(self, dest: Address, pt: int, seq: int, payload: bytes, ssrc: int = 2222) -> None:
+        assert self.transport is not None
+        self.transport.sendto(build_rtp(pt, seq, seq * 160, ssrc, payload), dest)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def legacy_address(sdp: SessionDescription) -> Address:
+    media = sdp.media[0]
+    conn = media.connection
+    assert conn is not None
+    return conn.host, media.port
+
+
+@pytest.fixture
+async def plane() -> Any:
+    p = MediaPlane(Settings(), GW_CERT, port_range=(41000, 41999))
+    yield p
+    await p.close()
+
+
+async def browser_calls_phone(plane: MediaPlane, browser: FakeBrowser, phone: Phone) -> tuple[str, SessionDescription]:
+    session, legacy_offer = await plane.offer_from_webrtc("call-1", browser.offer())
+    assert legacy_offer.media[0].proto == "RTP/AVP"
+    browser_answer = await plane.answer_from_legacy(session, phone.sdp())
+    assert browser_answer.ice_lite and browser_answer.media[0].setup == "passive"
+    await browser.connect(browser_answer)
+    await until(lambda: browser.tx is not None, what="DTLS")
+    return session, legacy_offer
+
+
+# --------------------------------------------------------------------------------------------------
+# Media both ways
+
+
+async def test_browser_calls_phone_media_flows_both_ways(plane: MediaPlane) -> None:
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, legacy_offer = await browser_calls_phone(plane, browser, phone)
+        gw_legacy = legacy_address(legacy_offer)
+        for seq in range(10):
+            browser.send_rtp(0, 100 + seq, bytes([seq]) * 160)
+        browser.send_rtp(126, 110, b"\x05\x0a\x00\xa0")  # telephone-event: PT 126 -> 101
+        await until(lambda: len(phone.received) == 11, what="browser audio at the phone")
+        for seq in range(10):
+            phone.send_rtp(gw_legacy, 0, 500 + seq, bytes([0x80 + seq]) * 160)
+        phone.send_rtp(gw_legacy, 101, 510, b"\x01\x0a\x00\xa0")
+        await until(lambda: len(browser.received) == 11, what="phone audio at the browser")
+
+        st: Any = plane.stats(session)
+        stream = st["streams"]["audio"]
+        # Browser -> phone: payload intact, the gateway's legacy SSRC, sequence continuous.
+        assert [p.payload for p in phone.received[:10]] == [bytes([i]) * 160 for i in range(10)]
+        assert {p.ssrc for p in phone.received} == {stream["legacy_ssrc"]}
+        assert [p.payload_type for p in phone.received] == [0] * 10 + [101]
+        seqs = [p.sequence_number for p in phone.received]
+        assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+        # Phone -> browser: the SSRC announced to the browser, PT 101 -> 126.
+        assert [p.payload for p in browser.received[:10]] == [bytes([0x80 + i]) * 160 for i in range(10)]
+        assert {p.ssrc for p in browser.received} == {stream["webrtc_ssrc"]}
+        assert [p.payload_type for p in browser.received] == [0] * 10 + [126]
+
+        assert st["webrtc"]["packets_in"] == 11 and st["webrtc"]["packets_out"] == 11
+        assert st["legacy"]["packets_in"] == 11 and st["legacy"]["packets_out"] == 11
+        assert st["webrtc"]["dtls"]["state"] == "connected" and st["webrtc"]["dtls"]["role"] == "server"
+        assert st["webrtc"]["ice"]["selected"] == f"127.0.0.1:{browser.port}" and st["webrtc"]["ice"]["nominated"]
+        assert stream["legacy"]["lost"] == 0
+    finally:
+        browser.close()
+        phone.close()
+
+
+async def test_symmetric_rtp_latches_on_the_real_source(plane: MediaPlane) -> None:
+    browser, phone, elsewhere = await FakeBrowser().start(), await Phone().start(), await Phone().start()
+    try:
+        session, legacy_offer = await plane.offer_from_webrtc("call-2", browser.offer())
+        # The phone's SDP names `elsewhere`'s port but it sends from its own (a NAT in between).
+        answer = await plane.answer_from_legacy(session, phone.sdp(port=elsewhere.port))
+        await browser.connect(answer)
+        await until(lambda: browser.tx is not None)
+        browser.send_rtp(0, 1, b"a" * 160)
+        await until(lambda: len(elsewhere.received) == 1, what="first packet to the SDP address")
+        phone.send_rtp(legacy_address(legacy_offer), 0, 1, b"b" * 160)
+        await until(lambda: len(browser.received) == 1)
+        browser.send_rtp(0, 2, b"c" * 160)
+        await until(lambda: len(phone.received) == 1, what="packets to the latched source")
+        assert len(elsewhere.received) == 1
+        st: Any = plane.stats(session)
+        assert st["streams"]["audio"]["legacy"]["remote"] == f"127.0.0.1:{phone.port}"
+    finally:
+        for peer in (browser, phone, elsewhere):
+            peer.close()
+
+
+async def test_phone_calls_browser_with_dtls_before_the_answer(plane: MediaPlane) -> None:
+    """Chrome answers a=setup:active and starts DTLS at once: its ClientHello outruns its SIP answer."""
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, browser_offer = await plane.offer_from_legacy("call-3", phone.sdp(offer=True))
+        assert browser_offer.ice_lite and browser_offer.media[0].setup == "actpass"
+        assert browser_offer.media[0].proto == "UDP/TLS/RTP/SAVPF" and browser_offer.media[0].rtcp_mux
+        await browser.connect(browser_offer, DtlsRole.CLIENT)
+        await asyncio.sleep(0.1)  # handshake done, fingerprint not known yet: keys withheld
+        assert plane.stats(session)["webrtc"]["dtls"]["state"] == "connecting"  # type: ignore[index]
+        legacy_answer = await plane.answer_from_webrtc(session, browser.answer("active"))
+        await until(lambda: browser.tx is not None, what="DTLS")
+        gw_legacy = legacy_address(legacy_answer)
+        phone.send_rtp(gw_legacy, 0, 7, b"p" * 160)
+        await until(lambda: len(browser.received) == 1)
+        browser.send_rtp(0, 9, b"w" * 160)
+        await until(lambda: len(phone.received) == 1)
+        assert phone.received[0].payload == b"w" * 160 and browser.received[0].payload == b"p" * 160
+    finally:
+        browser.close()
+        phone.close()
+
+
+async def test_browser_answering_passive_makes_the_gateway_dtls_client(plane: MediaPlane) -> None:
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, browser_offer = await plane.offer_from_legacy("call-4", phone.sdp(offer=True))
+        legacy_answer = await plane.answer_from_webrtc(session, browser.answer("passive"))
+        await browser.connect(browser_offer, DtlsRole.SERVER)  # our ICE check lets the gateway start DTLS
+        await until(lambda: browser.tx is not None, what="DTLS with the gateway as client")
+        assert plane.stats(session)["webrtc"]["dtls"]["role"] == "client"  # type: ignore[index]
+        phone.send_rtp(legacy_address(legacy_answer), 0, 1, b"x" * 160)
+        await until(lambda: len(browser.received) == 1)
+    finally:
+        browser.close()
+        phone.close()
+
+
+async def test_rtcp_reports_per_leg(plane: MediaPlane, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rtc2sip.media.relay.RTCP_INTERVAL", 0.2)
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, legacy_offer = await browser_calls_phone(plane, browser, phone)
+        gw_host, gw_port = legacy_address(legacy_offer)
+        for seq in range(5):
+            browser.send_rtp(0, seq, b"a" * 160)
+            phone.send_rtp((gw_host, gw_port), 0, seq, b"b" * 160)
+        # The phone's RTCP comes from its RTP socket (no RTCP port of its own): symmetric RTCP latches it.
+        assert phone.transport is not None
+        phone.transport.sendto(ReceiverReport(2222, []).serialize(), (gw_host, gw_port + 1))
+        await until(lambda: browser.rtcp and phone.rtcp, timeout=5, what="RTCP on both legs")
+        st: Any = plane.stats(session)["streams"]
+        to_phone = parse_compound(phone.rtcp[-1])
+        to_browser = parse_compound(browser.rtcp[-1])
+        assert isinstance(to_phone[0], SenderReport) and to_phone[0].ssrc == st["audio"]["legacy_ssrc"]
+        assert to_phone[0].reports[0].ssrc == 2222  # our report block about the phone's stream
+        assert isinstance(to_browser[0], SenderReport) and to_browser[0].ssrc == st["audio"]["webrtc_ssrc"]
+        assert to_browser[0].reports[0].ssrc == 1111
+    finally:
+        browser.close()
+        phone.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# ICE
+
+
+def test_ice_lite_agent_answers_only_authenticated_checks() -> None:
+    agent = IceLiteAgent("gwuf", "gatewaypassword012345678")
+    agent.set_remote("brws", "browserpassword0123456789")
+
+    def request(username: str, pwd: str, nominate: bool = False) -> bytes:
+        msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        msg.attributes["USERNAME"] = username
+        if nominate:
+            msg.attributes["USE-CANDIDATE"] = None
+        msg.add_message_integrity(pwd.encode())
+        return bytes(msg)
+
+    bad = agent.receive(request("gwuf:brws", "wrong"), ("127.0.0.1", 1), 0.0)
+    assert bad is not None and stun.parse_message(bad).error_code == 401
+    assert agent.selected is None and not agent.is_validated(("127.0.0.1", 1))
+    ok = agent.receive(request("gwuf:brws", agent.local_pwd), ("127.0.0.1", 2), 1.0)
+    assert ok is not None
+    answer = stun.parse_message(ok)
+    assert answer.check_message_integrity(agent.local_pwd.encode())
+    assert answer.attributes["XOR-MAPPED-ADDRESS"] == ("127.0.0.1", 2)
+    assert agent.selected == ("127.0.0.1", 2) and not agent.nominated
+    agent.receive(request("gwuf:brws", agent.local_pwd, nominate=True), ("127.0.0.1", 3), 2.0)
+    assert agent.selected == ("127.0.0.1", 3) and agent.nominated
+    agent.receive(request("gwuf:brws", agent.local_pwd), ("127.0.0.1", 2), 3.0)
+    assert agent.selected == ("127.0.0.1", 3)  # a nominated pair is not displaced by a plain check
+    assert not agent.consent_expired(32.0) and agent.consent_expired(33.5)
+    # ICE restart: old credentials still work until a check with the new ones succeeds.
+    old = agent.local_pwd
+    agent.restart()
+    assert agent.receive(request("gwuf:brws", old), ("127.0.0.1", 3), 4.0) is not None
+    assert agent.receive(request(f"{agent.local_ufrag}:brws", agent.local_pwd), ("127.0.0.1", 3), 5.0) is not None
+    assert stun.parse_message(agent.receive(request("gwuf:brws", old), ("127.0.0.1", 3), 6.0) or b"").error_code == 401
+
+
+# --------------------------------------------------------------------------------------------------
+# Failures
+
+
+async def test_fingerprint_mismatch_fails_only_that_session(plane: MediaPlane) -> None:
+    failures: list[tuple[str, str]] = []
+    plane.on_failure(lambda session, reason: failures.append((session, reason)))
+    good, good_phone = await FakeBrowser().start(), await Phone().start()
+    liar, liar_phone = await FakeBrowser(advertised_cert=OTHER_CERT).start(), await Phone().start()
+    try:
+        good_session, good_offer = await browser_calls_phone(plane, good, good_phone)
+        bad_session, _ = await plane.offer_from_webrtc("call-liar", liar.offer())
+        await liar.connect(await plane.answer_from_legacy(bad_session, liar_phone.sdp()))
+        await until(lambda: failures, what="the failure callback")
+        assert failures[0][0] == bad_session and "fingerprint" in failures[0][1]
+        assert liar.tx is None
+        good.send_rtp(0, 1, b"g" * 160)
+        await until(lambda: len(good_phone.received) == 1, what="the other call's media")
+        assert plane.stats(good_session)["failed"] is None
+        assert len(failures) == 1
+        await plane.delete(bad_session)
+        assert bad_session not in plane.sessions and good_session in plane.sessions
+        del good_offer
+    finally:
+        for peer in (good, good_phone, liar, liar_phone):
+            peer.close()
+
+
+async def test_nothing_connects_fails_the_session() -> None:
+    plane = MediaPlane(Settings(), GW_CERT, port_range=(42000, 42099), connect_timeout=0.3)
+    failures: list[tuple[str, str]] = []
+    plane.on_failure(lambda session, reason: failures.append((session, reason)))
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, _ = await plane.offer_from_webrtc("call-x", browser.offer())
+        await plane.answer_from_legacy(session, phone.sdp())
+        await until(lambda: failures, timeout=3)
+        assert failures == [(session, "ICE did not connect within 0.3 s")]
+    finally:
+        browser.close()
+        phone.close()
+        await plane.close()
+    assert plane.ports.in_use == 0
+
+
+async def test_bad_sdp_propagates_and_leaves_nothing(plane: MediaPlane) -> None:
+    browser = await FakeBrowser().start()
+    try:
+        offer = SessionDescription.parse(str(browser.offer()).replace(f"a=ice-pwd:{browser.pwd}\r\n", ""))
+        with pytest.raises(SdpError):
+            await plane.offer_from_webrtc("call-bad", offer)
+        assert plane.ports.in_use == 0 and plane.sessions == []
+        with pytest.raises(UnknownSession):
+            await plane.answer_from_legacy("nope", offer)
+        session, _ = await plane.offer_from_webrtc("call-ok", browser.offer())
+        with pytest.raises(InvalidState):
+            await plane.answer_from_webrtc(session, browser.answer())
+    finally:
+        browser.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Re-INVITE
+
+
+async def test_reinvite_hold_and_resume_keeps_the_stream_continuous(plane: MediaPlane) -> None:
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, _legacy_offer = await browser_calls_phone(plane, browser, phone)
+        browser.send_rtp(0, 1, b"1" * 160)
+        await until(lambda: len(phone.received) == 1)
+        # The phone holds (sendonly), then resumes; each time the browser answers through the plane.
+        for direction in ("sendonly", "sendrecv"):
+            hold = phone.sdp(extra="").__str__().replace("a=sendrecv", f"a={direction}")
+            browser_offer = await plane.update(session, SessionDescription.parse(hold), from_webrtc=False)
+            assert browser_offer.media[0].direction == direction
+            await plane.answer_from_webrtc(session, browser.answer("active"))
+        browser.send_rtp(0, 2, b"2" * 160)
+        await until(lambda: len(phone.received) == 2)
+        a, b = phone.received
+        assert a.ssrc == b.ssrc and (b.sequence_number - a.sequence_number) & 0xFFFF == 1
+        # ICE restart from the browser: new credentials both ways, media goes on.
+        restart = SessionDescription.parse(str(browser.offer()).replace(browser.ufrag, "rstr"))
+        await plane.update(session, restart, from_webrtc=True)
+        answer = await plane.answer_from_legacy(session, phone.sdp())
+        browser.ufrag = "rstr"
+        old_ufrag = browser.gw_ufrag
+        browser.gw_ufrag, browser.gw_pwd = answer.media[0].ice_ufrag or "", answer.media[0].ice_pwd or ""
+        assert browser.gw_ufrag != old_ufrag
+        assert (await browser.check(use_candidate=True)).message_class == stun.Class.RESPONSE
+        browser.send_rtp(0, 3, b"3" * 160)
+        await until(lambda: len(phone.received) == 3)
+        assert phone.received[2].sequence_number == (b.sequence_number + 1) & 0xFFFF
+    finally:
+        browser.close()
+        phone.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Leaks
+
+
+async def test_twenty_sessions_leave_nothing_behind() -> None:
+    plane = MediaPlane(Settings(), GW_CERT, port_range=(43000, 43999))
+    await asyncio.sleep(0)
+    fds, tasks = open_fds(), len(asyncio.all_tasks())
+    peers: list[FakeBrowser | Phone] = []
+    try:
+        sessions = []
+        for i in range(20):
+            browser, phone = await FakeBrowser().start(), await Phone().start()
+            peers += [browser, phone]
+            session, _legacy_offer = await plane.offer_from_webrtc(f"call-{i}", browser.offer())
+            answer = await plane.answer_from_legacy(session, phone.sdp())
+            if i % 4 == 0:  # some with media flowing, some never connected, all deleted alike
+                await browser.connect(answer)
+                await until(lambda b=browser: b.tx is not None)  # type: ignore[misc]
+                browser.send_rtp(0, 1, b"z" * 160)
+                await until(lambda p=phone: p.received)  # type: ignore[misc]
+            sessions.append(session)
+        assert plane.ports.in_use == 20 * 3
+        assert len(asyncio.all_tasks()) >= tasks + 20
+        for peer in peers:
+            peer.close()
+        peers.clear()
+        for session in sessions:
+            await plane.delete(session)
+        await plane.delete(sessions[0])  # twice: harmless
+    finally:
+        for peer in peers:
+            peer.close()
+        await plane.close()
+    await asyncio.sleep(0.05)
+    assert plane.ports.in_use == 0
+    assert open_fds() == fds
+    assert len(asyncio.all_tasks()) == tasks
+
+
+def test_port_allocator_pairs_round_robin_and_bound() -> None:
+    ports = PortAllocator(44001, 44006)  # rounded up to 44002: room for two pairs and a spare port
+    a_rtp, a_rtcp = ports.bind_pair("127.0.0.1")
+    b_rtp, b_rtcp = ports.bind_pair("127.0.0.1")
+    try:
+        assert a_rtp.getsockname()[1] == 44002 and a_rtcp.getsockname()[1] == 44003
+        assert b_rtp.getsockname()[1] == 44004
+        with pytest.raises(PortsExhausted):
+            ports.bind_pair("127.0.0.1")
+        one = ports.bind_one("127.0.0.1")
+        assert one.getsockname()[1] == 44006
+        one.close()
+        with pytest.raises(PortsExhausted):
+            ports.bind_one("127.0.0.1")
+    finally:
+        for s in (a_rtp, a_rtcp, b_rtp, b_rtcp):
+            s.close()
+    ports.release(44002, 44003, 44004, 44005, 44006)
+    assert ports.in_use == 0
+
+
+async def test_sdes_srtp_on_the_legacy_leg(plane: MediaPlane) -> None:
+    """srtp-mode optional (the default) offers a=crypto; a phone that answers with its key gets SRTP
+    (RFC 4568 §6.1: each side sends with its own key)."""
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, legacy_offer = await plane.offer_from_webrtc("call-sdes", browser.offer())
+        ours = SdesCrypto.parse(str(legacy_offer.media[0].cryptos[0]))
+        theirs = SdesCrypto.generate(ours.tag, ours.profile)
+        answer = await plane.answer_from_legacy(session, phone.sdp(extra=f"a=crypto:{theirs}\r\n"))
+        await browser.connect(answer)
+        await until(lambda: browser.tx is not None)
+        phone_tx, phone_rx = theirs.session(outbound=True), ours.session(outbound=False)
+        assert phone.transport is not None
+        phone.transport.sendto(phone_tx.protect(build_rtp(0, 1, 160, 2222, b"s" * 160)), legacy_address(legacy_offer))
+        await until(lambda: len(browser.received) == 1, what="SRTP from the phone at the browser")
+        assert browser.received[0].payload == b"s" * 160
+        phone.received.clear()
+        phone.datagram_received = lambda data, addr: phone.received.append(  # type: ignore[method-assign]
+            RtpPacket.parse(phone_rx.unprotect(data)))
+        browser.send_rtp(0, 5, b"t" * 160)
+        await until(lambda: len(phone.received) == 1, what="SRTP from the browser at the phone")
+        assert phone.received[0].payload == b"t" * 160
+        assert plane.stats(session)["streams"]["audio"]["legacy"]["srtp"] is True  # type: ignore[index]
+    finally:
+        browser.close()
+        phone.close()
