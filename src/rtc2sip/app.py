@@ -9,7 +9,11 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
+from .breaker.b2bua import B2bua, BreakerConfig, ProxyHost
+from .breaker.policy import Mode
 from .config import Settings
+from .media.certificate import default_certificate
+from .media.plane import MediaPlane
 from .proxy.locate import Resolver
 from .proxy.location import LocationStore
 from .proxy.registrar import Registrar
@@ -41,6 +45,7 @@ class Gateway:
     transports: TransportLayer | None = None
     proxy: Proxy | None = None
     store: LocationStore | None = None
+    media: MediaPlane | None = None
     listening: list[ListenAddress] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -89,6 +94,12 @@ class Gateway:
         self.proxy = Proxy(self.transports, self.store, registrar, resolver, policy,
                            max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime))
         proxy_ref.append(self.proxy)
+        if s.gateway.breaker != "never":
+            self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host())
+            self.proxy.breaker = B2bua(
+                ProxyHost(self.proxy), self.media,
+                BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel),
+            )
         tls = server_ssl_context(s)
         for lst in s.active_listeners():
             if lst.transport not in ("udp", "tcp", "tls", "ws", "wss"):
@@ -96,7 +107,18 @@ class Gateway:
             await self.transports.listen(lst.transport, lst.host, lst.port, tls if lst.secure else None)
         self.listening = list(self.transports.listening)
 
+    def _media_host(self) -> str:
+        """The address media sockets bind to and SDP announces: the first SIP listener's, or the
+        address of the default route's interface for a wildcard listener."""
+        for lst in self.settings.active_listeners():
+            host = lst.host
+            if host not in ("0.0.0.0", "::", ""):
+                return host
+        return TransportLayer._advertised("0.0.0.0", False)
+
     async def stop(self) -> None:
+        if self.media is not None:
+            await self.media.close()
         if self.proxy is not None:
             await self.proxy.close()
         if self.transports is not None:

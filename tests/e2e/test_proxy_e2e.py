@@ -1,8 +1,8 @@
 """rtc2sip as a SIP proxy and registrar, with real peers (issue "SIP proxy and registrar").
 
-No media breaker yet: the gateway only routes signalling. Browser-to-browser calls carry their media
-directly (DTLS-SRTP between the two Chromiums); calls between a browser and a plain-RTP phone are
-checked at the signalling level (the final response each side sees).
+The proxy's signalling paths. Browser-to-browser calls carry their media directly (DTLS-SRTP between
+the two Chromiums: the breaker leaves them to the proxy); calls between a browser and a plain-RTP
+phone are broken by the RTCWeb Breaker and proven in test_breaker_e2e.py.
 
 What each test proves:
 - two browsers registered to the built-in registrar over WebSocket call each other through it, hear
@@ -11,8 +11,8 @@ What each test proves:
 - a browser registers *through* rtc2sip to a foreign registrar (kamailio, via `upstream_proxy`), and
   baresip on kamailio reaches the browser's WebSocket: by the Path rtc2sip adds (kamailio with
   `use_path`), and also by the flow-token Contact alone (kamailio ignoring Path);
-- a browser's SAVPF offer reaches baresip, the browser gets baresip's final answer, and the gateway
-  still routes the next request.
+- with the breaker off, a browser's SAVPF offer reaches baresip, the browser gets baresip's final
+  answer, and the gateway still routes the next request.
 """
 
 from __future__ import annotations
@@ -164,9 +164,10 @@ def test_browser_savpf_offer_to_baresip_gets_final_response(
     make_baresip: Callable[..., Baresip],
     start_capture: Callable[..., Capture],
 ) -> None:
-    """No media breaker yet: a browser's UDP/TLS/RTP/SAVPF offer goes to baresip as is. Whatever
-    baresip answers, the browser must get baresip's final response, and the gateway keeps working."""
-    gw = make_gateway()
+    """With the breaker off (`breaker = "never"`, the proxy alone), a browser's UDP/TLS/RTP/SAVPF offer
+    goes to baresip as is. Whatever baresip answers, the browser must get baresip's final response, and
+    the gateway keeps working."""
+    gw = make_gateway(gateway_options={"breaker": "never"})
     capture = start_capture(capture_filter=f"port {gw.sip_port} or port {gw.ws_port}")
     alice = make_browser("alice", tone_hz=ALICE_HZ)
     assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200

@@ -1,7 +1,8 @@
 """The gateway in-process, driven by hand-written SIP over real loopback sockets.
 
 These check the proxy's routing rules message by message (what headers it adds, where it sends);
-the end-to-end tests under tests/e2e prove the same paths with real browsers and phones.
+the end-to-end tests under tests/e2e prove the same paths with real browsers and phones. The RTCWeb
+Breaker is off here (`breaker = "never"`): these fake browsers speak no DTLS.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class UdpPhone:
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     settings = Settings(
         listeners=(Listener("udp", "127.0.0.1", 0), Listener("tcp", "127.0.0.1", 0), Listener("ws", "127.0.0.1", 0)),
-        gateway=GatewayOptions(data_dir=tmp_path),
+        gateway=GatewayOptions(data_dir=tmp_path, breaker="never"),
     )
     gw = Gateway(settings)
     await gw.start()
@@ -317,7 +318,7 @@ async def test_tls_and_wss_listeners(tmp_path: Path) -> None:
     key, cert = _self_signed(tmp_path)
     settings = Settings(
         listeners=(Listener("udp", "127.0.0.1", 0), Listener("tls", "127.0.0.1", 0), Listener("wss", "127.0.0.1", 0)),
-        gateway=GatewayOptions(data_dir=tmp_path / "data"),
+        gateway=GatewayOptions(data_dir=tmp_path / "data", breaker="never"),
         webrtc2sip=Webrtc2sipSettings(ssl_certificates=SslCertificates(key, cert, None, False)),
     )
     gw = Gateway(settings)
@@ -456,7 +457,7 @@ async def test_browser_register_to_foreign_registrar_gets_path(tmp_path: Path) -
     upstream = UdpPhone()
     settings = Settings(
         listeners=(Listener("udp", "127.0.0.1", 0), Listener("ws", "127.0.0.1", 0)),
-        gateway=GatewayOptions(data_dir=tmp_path, upstream_proxy=f"sip:127.0.0.1:{upstream.port}"),
+        gateway=GatewayOptions(data_dir=tmp_path, upstream_proxy=f"sip:127.0.0.1:{upstream.port}", breaker="never"),
     )
     gw = Gateway(settings)
     await gw.start()
@@ -497,7 +498,9 @@ async def test_rfc3263_srv_fail_over_on_503(tmp_path: Path) -> None:
         ("b.pbx.test", "A"): (60, ["127.0.0.1"]),
     }
     _, dns_port, dns_tr = await start_server(zone)
-    settings = Settings(listeners=(Listener("udp", "127.0.0.1", 0),), gateway=GatewayOptions(data_dir=tmp_path))
+    settings = Settings(
+        listeners=(Listener("udp", "127.0.0.1", 0),), gateway=GatewayOptions(data_dir=tmp_path, breaker="never")
+    )
     settings = replace(settings, webrtc2sip=replace(settings.webrtc2sip, nameservers=(f"127.0.0.1:{dns_port}",)))
     gw = Gateway(settings)
     await gw.start()
@@ -528,7 +531,7 @@ async def test_connections_per_source_are_limited(tmp_path: Path) -> None:
 
     settings = Settings(
         listeners=(Listener("udp", "127.0.0.1", 0), Listener("tcp", "127.0.0.1", 0)),
-        gateway=GatewayOptions(data_dir=tmp_path),
+        gateway=GatewayOptions(data_dir=tmp_path, breaker="never"),
         limits=Limits(max_connections_per_source=2),
     )
     gw = Gateway(settings)

@@ -49,7 +49,7 @@ AUTH_MODES = ("auto", "on", "off")
 LOG_FORMATS = ("text", "json")
 # How the RTCWeb breaker is engaged. webrtc2sip engages it when the browser's REGISTER/INVITE asks
 # with "rtcweb-breaker=yes" (technical guide, "RTCWeb Breaker"); that is "client".
-BREAKER_POLICIES = ("client", "never", "always")
+BREAKER_POLICIES = ("auto", "client", "never", "always")
 _TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip")
 # RFC 3261 §25.1 user-part characters, less ';' and escapes, which would be ambiguous as a key
 _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,?/]+$")
@@ -74,7 +74,9 @@ class GatewayOptions:
     upstream_proxy: str | None = None
     auth: str = "auto"
     open_relay: bool = False
-    breaker: str = "client"
+    # auto: break every call that crosses WebRTC <-> legacy (rtcweb-breaker=yes|no still decides);
+    # client: webrtc2sip's rule, only when the client asks; never; always
+    breaker: str = "auto"
     # offered in this order (RFC 8760 §2.4). MD5 alone by default: deployed phones fail on a SHA-256
     # challenge instead of skipping it (baresip 1.0 refuses the whole 401, sipp 3.6 stops), so
     # SHA-256 is opt-in: digest_algorithms = ["SHA-256", "MD5"]
