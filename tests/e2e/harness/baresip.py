@@ -20,6 +20,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import wave
@@ -178,7 +179,16 @@ class Baresip:
         self.sip_trace = sip_trace
         self.binary = shutil.which(binary) or binary
         self.confdir = artifacts.subdir(name)
-        self.recdir = artifacts.subdir(name, "recordings")
+        # baresip's sndfile cuts file paths at 128 bytes and then writes files without ".wav": record
+        # under a short directory and link it from the artifacts (a CI clone may live anywhere)
+        self.recdir = Path(tempfile.mkdtemp(prefix=f"rtc2sip-{name[:12]}-"))
+        link = self.confdir / "recordings"
+        if link.is_symlink() or link.exists():
+            if link.is_dir() and not link.is_symlink():
+                shutil.rmtree(link)
+            else:
+                link.unlink()
+        link.symlink_to(self.recdir)
         self.log_path = self.confdir / "baresip.log"
         self.sip_port = free_port(2)  # TLS takes the next one
         self.ctrl_port = free_port()
