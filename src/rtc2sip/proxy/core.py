@@ -238,6 +238,8 @@ def decrement_max_forwards(req: Request) -> int:
 def looped(req: Request, own_sent_by: Callable[[str, int | None], bool], limit: int = 3) -> bool:
     """§16.3 step 4 (simplified): the request already went through us more often than a spiral can
     explain. Counting our own Via entries catches loops that change the Request-URI on each turn."""
+    if len(req.values("Via")) < limit:
+        return False  # the usual case, decided without parsing a single Via
     n = 0
     for via in req.vias:
         if own_sent_by(via.host, via.port):

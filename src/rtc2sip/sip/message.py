@@ -567,8 +567,9 @@ def _validate(msg: Request | Response) -> None:
     # the header being parsed, to say which one is wrong in the reason phrase
     part = "Via"
     try:
-        if not msg.vias:
-            raise SipParseError(400, "no value")
+        # the top Via is what every element acts on (§8.2, §17, §18.2.2); the others are only read
+        # when a response is relayed, and a bad one is caught there (a proxy need not parse them all)
+        _ = msg.top_via
         part = "CSeq"
         cseq = msg.cseq
         if isinstance(msg, Request):
