@@ -555,3 +555,32 @@ async def test_connections_per_source_are_limited(tmp_path: Path) -> None:
         for _, w in conns:
             w.close()
         await gw.stop()
+
+
+async def test_ha1_never_leaves_the_gateway(gateway: Gateway) -> None:
+    """webrtc2sip's browsers put their digest HA1 in the Contact for the breaker; when the proxy relays
+    such a request, the secret is stripped from the Contact and from the flow token's copy of it."""
+    import base64
+
+    udp, ws_port = port_of(gateway, "udp"), port_of(gateway, "ws")
+    bob = UdpPhone()
+    try:
+        bob.send(register("bob", bob), udp)
+        await bob.expect("200")
+        async with connect(f"ws://127.0.0.1:{ws_port}", subprotocols=["sip"]) as ws:  # type: ignore[list-item]
+            await ws.send(
+                "MESSAGE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/WS k1.invalid;branch=z9hG4bKha1\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:carol@127.0.0.1>;tag=h1\r\nTo: <sip:bob@127.0.0.1>\r\n"
+                "Call-ID: ha1-test\r\nCSeq: 1 MESSAGE\r\n"
+                "Contact: <sip:c@k1.invalid;transport=ws;ha1=0123456789abcdef;impi=carol>;ha1=fedcba9876543210\r\n"
+                "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+            )
+            msg = await bob.expect("MESSAGE")
+            raw = msg.to_bytes().decode()
+            assert "ha1=" not in raw and "0123456789abcdef" not in raw and "fedcba9876543210" not in raw
+            token = msg.addresses("Contact")[0].uri.param("r2sflow") or ""  # type: ignore[union-attr]
+            b64 = token.partition("~")[2]
+            original = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).decode()
+            assert "0123456789abcdef" not in original and "impi=carol" in original
+    finally:
+        bob.close()

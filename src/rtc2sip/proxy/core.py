@@ -123,9 +123,13 @@ def ruri_flow(req: Request, is_local: IsLocal) -> tuple[str, str | None] | None:
     return decode_flow(token)
 
 
-def rewrite_contacts(msg: Request | Response, host: str, port: int, transport: str, flow_id: str) -> None:
-    """Replace a browser's Contact URIs by addresses of ours that carry the flow (RFC 7118 §5.4 makes
-    them unroutable), so that requests sent to them later reach the browser's WebSocket."""
+# Contact parameters that carry a browser's secret toward the gateway (webrtc2sip's ha1) and must
+# never leave it, whether in a parameter or inside the flow token's copy of the original URI
+SECRET_PARAMS = ("ha1",)
+
+
+def _map_contacts(msg: Request | Response, change: Callable[[NameAddr], str | None]) -> None:
+    """Rewrite each Contact value with ``change`` (None keeps it as it was); unparsable ones stay."""
     if not msg.has("Contact"):
         return
     out: list[str] = []
@@ -136,10 +140,26 @@ def rewrite_contacts(msg: Request | Response, host: str, port: int, transport: s
         except SipParseError:
             out.append(value)
             continue
+        new = change(na)
+        out.append(value if new is None else new)
+        changed = changed or new is not None
+    if changed:
+        msg.remove("Contact")
+        for v in out:
+            msg.add("Contact", v)
+
+
+def rewrite_contacts(msg: Request | Response, host: str, port: int, transport: str, flow_id: str) -> None:
+    """Replace a browser's Contact URIs by addresses of ours that carry the flow (RFC 7118 §5.4 makes
+    them unroutable), so that requests sent to them later reach the browser's WebSocket."""
+
+    def change(na: NameAddr) -> str | None:
         uri = na.uri
         if na.star or not isinstance(uri, SipUri) or uri.has(FLOW_PARAM):
-            out.append(value)
-            continue
+            return None
+        for secret in SECRET_PARAMS:
+            del_param(uri.params, secret)
+            del_param(na.params, secret)
         token = encode_flow(flow_id, str(uri))
         new = SipUri("sip", uri.user, None, _uri_host(host), port, [], "")
         set_param(new.params, "transport", transport)
@@ -147,44 +167,29 @@ def rewrite_contacts(msg: Request | Response, host: str, port: int, transport: s
             set_param(new.params, "ob", None)
         set_param(new.params, FLOW_PARAM, token)
         na.uri = new
-        out.append(str(na))
-        changed = True
-    if changed:
-        msg.remove("Contact")
-        for v in out:
-            msg.add("Contact", v)
+        return str(na)
+
+    _map_contacts(msg, change)
 
 
 def restore_contacts(msg: Request | Response, is_local: IsLocal) -> None:
     """Undo :func:`rewrite_contacts` on messages going down to the browser, so it sees its own URIs."""
-    if not msg.has("Contact"):
-        return
-    out: list[str] = []
-    changed = False
-    for value in msg.values("Contact"):
-        try:
-            na = parse_name_addr(value)
-        except SipParseError:
-            out.append(value)
-            continue
+
+    def change(na: NameAddr) -> str | None:
         uri = na.uri
         token = uri.param(FLOW_PARAM) if isinstance(uri, SipUri) else None
-        if token and isinstance(uri, SipUri) and is_local(uri.host, uri.port):
-            _, original = decode_flow(token)
-            if original:
-                try:
-                    na.uri = parse_uri(original)
-                except SipParseError:
-                    out.append(value)
-                    continue
-                out.append(str(na))
-                changed = True
-                continue
-        out.append(value)
-    if changed:
-        msg.remove("Contact")
-        for v in out:
-            msg.add("Contact", v)
+        if not token or not isinstance(uri, SipUri) or not is_local(uri.host, uri.port):
+            return None
+        original = decode_flow(token)[1]
+        if not original:
+            return None
+        try:
+            na.uri = parse_uri(original)
+        except SipParseError:
+            return None
+        return str(na)
+
+    _map_contacts(msg, change)
 
 
 def _uri_host(host: str) -> str:
@@ -245,22 +250,3 @@ def looped(req: Request, own_sent_by: Callable[[str, int | None], bool], limit: 
         if own_sent_by(via.host, via.port):
             n += 1
     return n >= limit
-
-
-def strip_for_forwarding(resp: Response) -> None:
-    """Remove our top Via from a response before it goes upstream (§16.7 step 3)."""
-    resp.pop_first_value("Via")
-
-
-def contact_addresses(msg: Request | Response) -> list[NameAddr]:
-    out = []
-    for v in msg.values("Contact"):
-        try:
-            out.append(parse_name_addr(v))
-        except SipParseError:
-            continue
-    return out
-
-
-def del_flow_param(uri: SipUri) -> None:
-    del_param(uri.params, FLOW_PARAM)
