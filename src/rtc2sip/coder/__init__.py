@@ -1,0 +1,20 @@
+"""The Media Coder (webrtc2sip's ``enable-media-coder``): transcoding when the legs share no codec.
+
+``audio``: Opus ⇄ G.711/G.722 per direction, sans I/O; ``worker``: runs transcoders off the event
+loop with a bound on concurrent sessions.
+"""
+
+from .audio import CODECS, AudioTranscoder, CoderError, DtmfMapper, OutPacket, TranscoderStats
+from .worker import CoderBusy, CoderPool, CoderSession
+
+__all__ = [
+    "CODECS",
+    "AudioTranscoder",
+    "CoderBusy",
+    "CoderError",
+    "CoderPool",
+    "CoderSession",
+    "DtmfMapper",
+    "OutPacket",
+    "TranscoderStats",
+]
