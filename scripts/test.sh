@@ -6,7 +6,9 @@
 # 1. Installs what the tests need, idempotently (each step is skipped when already done): Debian
 #    packages (chromium baresip sip-tester kamailio ... ; apt-get update once, only if something is
 #    missing), a venv in .venv with `pip install -e '.[test]'`, the node modules of tests/e2e/js
-#    (npm ci) and the browser bundle of JsSIP (tests/e2e/js/dist/jssip.js).
+#    (npm ci) and the browser bundle of JsSIP (tests/e2e/js/dist/jssip.js); rebuilds the web phone's
+#    committed bundle from webphone/ (webphone/build.sh: npm ci + esbuild, deterministic, so an
+#    unchanged source leaves src/rtc2sip/web/static/phone.js unchanged).
 # 2. ruff check, mypy (pyproject's config, plus the e2e harness).
 # 3. pytest over tests/ inside a private network namespace that has only `lo` (Chromium would
 #    otherwise pick another interface for ICE, and every port stays private to the run), and a PID
@@ -26,7 +28,7 @@ JS_DIR=tests/e2e/js
 VENV="$ROOT/.venv"
 DEB_PACKAGES=(
   chromium baresip sip-tester kamailio kamailio-websocket-modules kamailio-tls-modules
-  rtpengine-daemon tshark ffmpeg sngrep iproute2 python3 python3-venv
+  rtpengine-daemon coturn tshark ffmpeg sngrep iproute2 python3 python3-venv
 )
 MIN_NODE_MAJOR=20 # playwright-core 1.65
 
@@ -52,7 +54,7 @@ install_debian_packages() {
   fi
   step "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  # Packaged daemons (kamailio, rtpengine) must not start on the host: tests start their own.
+  # Packaged daemons (kamailio, rtpengine, coturn) must not start on the host: tests start their own.
   local policy=/usr/sbin/policy-rc.d added_policy=0
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
@@ -122,10 +124,20 @@ install_js() {
   fi
 }
 
+build_webphone() {
+  if ! command -v node >/dev/null; then
+    warn "node is missing: the committed web phone bundle is served as it is"
+    return
+  fi
+  step "building the web phone (webphone/build.sh)"
+  webphone/build.sh
+}
+
 if [ "${RTC2SIP_SKIP_INSTALL:-0}" = 0 ]; then
   install_debian_packages
   install_python
   install_js
+  build_webphone
 fi
 
 lint_rc=0

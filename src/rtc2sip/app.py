@@ -20,6 +20,7 @@ from .proxy.registrar import Registrar
 from .proxy.server import Policy, Proxy
 from .sip.uri import parse_sip_uri
 from .transport.layer import Limits, ListenAddress, TransportLayer
+from .web import Monitor, WebRouter
 
 log = logging.getLogger("rtc2sip")
 
@@ -46,6 +47,8 @@ class Gateway:
     proxy: Proxy | None = None
     store: LocationStore | None = None
     media: MediaPlane | None = None
+    monitor: Monitor | None = None
+    web: WebRouter | None = None
     listening: list[ListenAddress] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -98,14 +101,32 @@ class Gateway:
             self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host())
             self.proxy.breaker = B2bua(
                 ProxyHost(self.proxy), self.media,
-                BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel),
+                BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel,
+                              dtmf_type=s.webrtc2sip.dtmf_type),
             )
+        # the web phone, the live view, /api and /metrics on the WS/WSS ports (rtc2sip.web)
+        self.monitor = Monitor(self.proxy.breaker, self.media)
+        self.monitor.start()
+        self.web = WebRouter(s, self.proxy, self.monitor, self.media, self.transports)
+        self.transports.http_handler = self.web.handle
         tls = server_ssl_context(s)
         for lst in s.active_listeners():
             if lst.transport not in ("udp", "tcp", "tls", "ws", "wss"):
                 continue
             await self.transports.listen(lst.transport, lst.host, lst.port, tls if lst.secure else None)
         self.listening = list(self.transports.listening)
+
+    def state_summary(self) -> dict[str, int]:
+        """Live sizes of what calls hold (logged on SIGUSR1): media sessions and ports, the breaker's
+        tables, asyncio tasks. Everything but ``tasks`` is 0 when no call is up."""
+        out: dict[str, int] = {}
+        if self.media is not None:
+            out["media_sessions"] = len(self.media.sessions)
+            out["media_ports"] = self.media.ports.in_use
+        if self.proxy is not None and self.proxy.breaker is not None:
+            out |= self.proxy.breaker.table_sizes()
+        out["tasks"] = len(asyncio.all_tasks())
+        return out
 
     def _media_host(self) -> str:
         """The address media sockets bind to and SDP announces: the first SIP listener's, or the
@@ -116,7 +137,19 @@ class Gateway:
                 return host
         return TransportLayer._advertised("0.0.0.0", False)
 
+    def web_urls(self) -> list[str]:
+        """The web phone's address on each WS/WSS listener (http/https on the same port)."""
+        urls = []
+        for la in self.listening:
+            if la.transport in ("ws", "wss"):
+                host = TransportLayer._advertised(la.host, ":" in la.host)
+                host = f"[{host}]" if ":" in host else host
+                urls.append(f"{'https' if la.transport == 'wss' else 'http'}://{host}:{la.port}/")
+        return urls
+
     async def stop(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.close()
         if self.media is not None:
             await self.media.close()
         if self.proxy is not None:
@@ -157,6 +190,10 @@ async def run(settings: Settings, banner: bool = True) -> None:
     if banner:
         for line in settings.banner_lines():
             log.info("%s", line)
+        for url in gw.web_urls():
+            log.info("Web phone on %s (live view %scalls, metrics %smetrics)", url, url, url)
+        if not settings.loopback_only() and settings.gateway.admin_token is None:
+            log.warning("Admin pages (/calls data, /api, /metrics) are off: set [gateway] admin_token")
         log.info("rtc2sip ready: built-in registrar for %s; data in %s", ", ".join(settings.gateway.domains),
                  settings.gateway.data_dir)
     stop = asyncio.Event()
@@ -168,6 +205,14 @@ async def run(settings: Settings, banner: bool = True) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+
+    def log_state() -> None:
+        log.info("rtc2sip state: %s", " ".join(f"{k}={v}" for k, v in gw.state_summary().items()))
+
+    try:
+        loop.add_signal_handler(signal.SIGUSR1, log_state)
+    except (NotImplementedError, RuntimeError, AttributeError):
+        pass
     try:
         await stop.wait()
     finally:

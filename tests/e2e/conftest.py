@@ -30,6 +30,7 @@ from harness import (
     Browser,
     BrowserDriver,
     Capture,
+    Coturn,
     Gateway,
     Kamailio,
     Sipp,
@@ -184,6 +185,21 @@ def make_browser(browser_driver: BrowserDriver) -> Callable[..., Browser]:
         return browser_driver.open(name, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def make_coturn(artifacts: Artifacts) -> Iterator[Callable[..., Coturn]]:
+    """make_coturn(username="turnuser", password="turnpass", name="coturn") -> a started TURN server on
+    127.0.0.1 (UDP, loopback peers allowed); `.ice_server` is the RTCIceServer for a browser's pcConfig."""
+    require_binaries("turnserver")
+    started = _Started()
+
+    def make(**kwargs: Any) -> Coturn:
+        t: Coturn = started.add(Coturn(artifacts, **kwargs))
+        return t.start()
+
+    yield make
+    started.stop_all()
 
 
 @pytest.fixture

@@ -584,3 +584,29 @@ async def test_ha1_never_leaves_the_gateway(gateway: Gateway) -> None:
             assert "0123456789abcdef" not in original and "impi=carol" in original
     finally:
         bob.close()
+
+
+async def test_websocket_origin_allow_list(tmp_path: Path) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    from rtc2sip.config import Limits
+
+    settings = Settings(
+        listeners=(Listener("udp", "127.0.0.1", 0), Listener("ws", "127.0.0.1", 0)),
+        gateway=GatewayOptions(data_dir=tmp_path, breaker="never"),
+        limits=Limits(ws_origins=("https://phone.example.com",)),
+    )
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        url = f"ws://127.0.0.1:{port_of(gw, 'ws')}"
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, subprotocols=["sip"], origin="https://evil.example.net"):  # type: ignore[list-item,arg-type]
+                pass
+        assert refused.value.response.status_code == 403
+        async with connect(url, subprotocols=["sip"], origin="https://phone.example.com") as ws:  # type: ignore[list-item,arg-type]
+            await ws.send(JSSIP_REGISTER.format(branch="orig1", call_id=uuid.uuid4().hex))
+            ok = parse_message(str(await asyncio.wait_for(ws.recv(), 3)).encode())
+            assert isinstance(ok, Response) and ok.status == 200
+    finally:
+        await gw.stop()

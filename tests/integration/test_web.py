@@ -279,6 +279,7 @@ def test_end_causes_are_a_bounded_label_set() -> None:
     assert cause_label("media: ICE did not connect within 30 s") == "media_ice"
     assert cause_label("media: ice consent lost: no check from the browser for 30 s (RFC 7675)") == "media_ice"
     assert cause_label("media: no media for 60 s") == "media_timeout"
+    assert cause_label("media: dtls closed by the browser") == "media_closed"
     assert cause_label("something new") == "other"
     assert failure_kind("internal error: boom") == "other"
 

@@ -98,6 +98,10 @@ class FakeMedia:
     def on_failure(self, callback: Callable[[str, str], None]) -> None:
         self.failure = callback
 
+    async def send_dtmf(self, session: str, digit: str, duration_ms: int = 100) -> bool:
+        self.calls.append(("send_dtmf", digit))
+        return False  # no telephone-event on the legacy leg: INFO is relayed
+
 
 def _dir(s: SessionDescription) -> str:
     return s.media[0].direction if s.media else "sendrecv"

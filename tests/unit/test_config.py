@@ -802,3 +802,17 @@ def test_digest_algorithms_default_and_order(tmp_path: Path) -> None:
     f.write_text('[gateway]\ndigest_algorithms = ["SHA-1"]\n')
     with pytest.raises(ConfigError, match="digest_algorithms"):
         load_settings(options_toml=f)
+
+
+def test_admin_token(tmp_path: Path) -> None:
+    assert load_settings().gateway.admin_token is None
+    f = tmp_path / "o.toml"
+    f.write_text('[gateway]\nadmin_token = "s3cret-Token_0123456789"\n')
+    g = load_settings(options_toml=f).gateway
+    assert g.admin_token == "s3cret-Token_0123456789"
+    assert "s3cret" not in repr(g)  # never in a log line or a traceback
+    for bad, message in (('"short"', "too short"), ('"has space in it 0123456789"', "only letters"),
+                         ("1234567890123456", "expected a string")):
+        f.write_text(f"[gateway]\nadmin_token = {bad}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_settings(options_toml=f)

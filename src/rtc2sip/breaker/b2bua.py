@@ -96,6 +96,9 @@ class MediaPlane(Protocol):
     async def delete(self, session: str) -> None: ...
     def stats(self, session: str) -> dict[str, object]: ...
     def on_failure(self, callback: Callable[[str, str], None]) -> None: ...
+    async def send_dtmf(self, session: str, digit: str, duration_ms: int = 100) -> bool:
+        """RFC 4733 events toward the legacy side; False when it negotiated no telephone-event."""
+        ...
 
 
 class Cancellable(Protocol):
@@ -135,6 +138,7 @@ class BreakerConfig:
     mode: Mode = Mode.AUTO
     enable_100rel: bool = False  # webrtc2sip's enable-100rel: Supported: 100rel on the legacy leg
     max_calls: int = 10_000  # each costs two dialogs, two SDPs and a media session (~10 KB here)
+    dtmf_type: str = "rfc4733"  # webrtc2sip's dtmf-type: a browser's INFO digits become RFC 4733 unless "info"
 
 
 # ---- calls and legs ----------------------------------------------------------------------------------
@@ -170,6 +174,7 @@ class Leg:
     hop: tuple[str, list[Target]] | None = None  # cached resolution of the dialog's next hop
     reinvite_st: ServerTransaction | None = None  # a re-INVITE/UPDATE with an offer from this leg
     reinvite_out: bool = False  # our re-INVITE/UPDATE toward this leg awaits its answer
+    refer_ids: dict[int, int] = field(default_factory=dict)  # CSeq of a REFER we sent here -> the original's
 
     @property
     def call_id(self) -> str:
@@ -237,6 +242,9 @@ class B2bua:
         self.call_ids: dict[str, int] = {}  # Call-IDs of live legs: the cheap first test in on_request
         self.by_flow: dict[str, set[Call]] = {}
         self.by_session: dict[str, Call] = {}
+        # called as observer(call, reason) when a call ends, before its media session is deleted
+        # (the live view's history and /metrics, rtc2sip.web.monitor); exceptions are logged
+        self.observers: list[Callable[[Call, str], None]] = []
         media.on_failure(self._media_failed)
 
     def table_sizes(self) -> dict[str, int]:
@@ -689,7 +697,36 @@ class B2bua:
         if other.dialog.state is not State.CONFIRMED and not (other.dialog.state is State.EARLY and method == "UPDATE"):
             self._respond(st, leg.dialog.response(req, 491 if method == "INVITE" else 481))
             return
+        if method == "INFO" and leg.webrtc and self.config.dtmf_type != "info" and await self._info_dtmf(leg, req, st):
+            return
         self._relay_request(leg, req, st)
+
+    async def _info_dtmf(self, leg: Leg, req: Request, st: ServerTransaction) -> bool:
+        """A browser's INFO ``application/dtmf-relay`` (``Signal=5``, ``Duration=160``) played toward the
+        legacy side as RFC 4733 events (``dtmf-type`` rfc4733/rfc2833) and answered 200 here. False
+        (relay the INFO as it is) for other INFOs, or when the legacy leg has no telephone-event."""
+        call = leg.call
+        if req.content_type != "application/dtmf-relay" or call.session is None:
+            return False
+        fields = {}
+        for line in req.body.decode("utf-8", "replace").splitlines():
+            name, sep, value = line.partition("=")
+            if sep:
+                fields[name.strip().lower()] = value.strip()
+        digit = fields.get("signal", "")
+        duration = fields.get("duration", "")
+        if len(digit) != 1 or digit.upper() not in "0123456789*#ABCD":
+            return False
+        try:
+            sent = await self.media.send_dtmf(call.session, digit, int(duration) if duration.isdigit() else 100)
+        except Exception as e:  # the session went away meanwhile: relay, the peer may take INFO
+            log.info("%s DTMF %s not played: %s", call.ids(), digit, e)
+            return False
+        if not sent:
+            return False
+        self._respond(st, leg.dialog.response(req, 200))
+        log.info("%s INFO DTMF %s from %s -> RFC 4733 toward %s", call.ids(), digit, leg.name, call.other(leg).name)
+        return True
 
     async def _offer_in_dialog(self, leg: Leg, req: Request, st: ServerTransaction) -> None:
         """re-INVITE or UPDATE with an offer (hold, unhold, ICE restart): through the media plane's
@@ -778,7 +815,13 @@ class B2bua:
             except SipParseError:
                 self._respond(st, leg.dialog.response(req, 400, "Bad Refer-To"))
                 return
+        if req.method == "NOTIFY" and leg.refer_ids:
+            headers = [(n, _refer_event(v, leg.refer_ids) if n == "Event" else v) for n, v in headers]
         out = other.dialog.request(req.method, req.body, req.get("Content-Type"), headers)
+        if req.method == "REFER":
+            # RFC 3515 §2.4.6: the NOTIFYs name the subscription by the REFER's CSeq (Event: refer;id=N),
+            # which differs on each leg
+            other.refer_ids[out.cseq.number] = req.cseq.number
         self._send_in_dialog(other, out, TxnContext(call, other, "relay", st, out))
         log.info("%s %s %s -> %s", call.ids(), req.method, leg.name, other.name)
 
@@ -821,6 +864,11 @@ class B2bua:
         if call.ended:
             return
         call.ended = True
+        for observer in self.observers:
+            try:
+                observer(call, reason)
+            except Exception:
+                log.exception("%s call observer failed", call.ids())
         for leg in call.legs:
             if leg is by:
                 continue
@@ -1092,6 +1140,21 @@ def _credentials(req: Request | None) -> list[tuple[str, str]]:
     if req is None:
         return []
     return [(h, v) for h in CREDENTIAL_HEADERS for v in req.get_all(h)]
+
+
+def _refer_event(value: str, ids: dict[int, int]) -> str:
+    """``Event: refer;id=N`` of a NOTIFY with N, our REFER's CSeq on this leg, turned into the CSeq of
+    the REFER it relays (RFC 3515 §2.4.6); other Event values pass unchanged."""
+    event, *params = [p.strip() for p in value.split(";")]
+    if event.lower() != "refer":
+        return value
+    out = [event]
+    for param in params:
+        name, sep, number = param.partition("=")
+        if name.strip().lower() == "id" and sep and number.strip().isdigit() and int(number) in ids:
+            param = f"id={ids[int(number)]}"
+        out.append(param)
+    return ";".join(out)
 
 
 def _direction(body: bytes) -> str:

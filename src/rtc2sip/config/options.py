@@ -81,6 +81,9 @@ class GatewayOptions:
     # challenge instead of skipping it (baresip 1.0 refuses the whole 401, sipp 3.6 stops), so
     # SHA-256 is opt-in: digest_algorithms = ["SHA-256", "MD5"]
     digest_algorithms: tuple[str, ...] = ("MD5",)
+    # bearer token of the admin pages and APIs (/calls data, /api/..., /metrics) when some listener is
+    # beyond loopback; on loopback they are open. None there: they answer 403 (rtc2sip.web.http)
+    admin_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,10 +274,25 @@ def _gateway(t: _Table, base_dir: Path) -> GatewayOptions:
         open_relay=t.bool_("open_relay", d.open_relay),
         breaker=t.choice("breaker", d.breaker, BREAKER_POLICIES),
         digest_algorithms=_digest_algorithms(t, d.digest_algorithms),
+        admin_token=_admin_token(t) if t.has("admin_token") else None,
     )
     t.finish(("data_dir", "domains", "log_format", "upstream_proxy", "auth", "open_relay", "breaker",
-              "digest_algorithms"))
+              "digest_algorithms", "admin_token"))
     return g
+
+
+ADMIN_TOKEN_MIN_LENGTH = 16
+_ADMIN_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")  # RFC 6750 §2.1 b64token
+
+
+def _admin_token(t: _Table) -> str:
+    """A bearer token (RFC 6750 §2.1 syntax), long enough not to be guessed."""
+    token = t.str_("admin_token", "")
+    if not _ADMIN_TOKEN.match(token):
+        raise t.error("admin_token", "only letters, digits and -._~+/ (then optional '=') are allowed")
+    if len(token) < ADMIN_TOKEN_MIN_LENGTH:
+        raise t.error("admin_token", f"too short: at least {ADMIN_TOKEN_MIN_LENGTH} characters")
+    return token
 
 
 DIGEST_ALGORITHMS = ("MD5", "SHA-256", "SHA-512-256")

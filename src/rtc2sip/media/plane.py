@@ -52,12 +52,14 @@ from .dtls import DtlsRole
 from .ports import PortAllocator
 from .relay import MediaSession, StreamConfig
 
-__all__ = ["InvalidState", "MediaPlane", "MediaPlaneError", "UnknownSession"]
+__all__ = ["DTMF_EVENTS", "InvalidState", "MediaPlane", "MediaPlaneError", "UnknownSession"]
 
 log = logging.getLogger("rtc2sip.media")
 
 MEDIA_KINDS = ("audio", "video")
 _AUXILIARY = frozenset({"telephone-event", "cn", "red", "rtx", "ulpfec", "flexfec-03"})
+# RFC 4733 §3.2: DTMF named events.
+DTMF_EVENTS = {d: i for i, d in enumerate("0123456789*#ABCD")}
 
 
 class MediaPlaneError(Exception):
@@ -221,6 +223,18 @@ class MediaPlane:
         call.mapping, call.pending, call.offer = mapping, _Pending.LEGACY_OFFER, offer
         return browser_offer
 
+    # -- DTMF ---------------------------------------------------------------------------------------
+
+    async def send_dtmf(self, session: str, digit: str, duration_ms: int = 100) -> bool:
+        """Play one DTMF digit (0-9 * # A-D) toward the legacy side as RFC 4733 events (a SIP INFO
+        converted per ``dtmf-type``). Returns once the event has ended; False when the legacy leg
+        negotiated no telephone-event (the caller may fall back to relaying the INFO)."""
+        call = self._get(session)
+        event = DTMF_EVENTS.get(digit.upper())
+        if event is None:
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        return await call.media.send_dtmf("audio", event, max(40, min(duration_ms, 8000)))
+
     # -- end, observation ---------------------------------------------------------------------------
 
     async def delete(self, session: str) -> None:
@@ -331,8 +345,13 @@ def _stream_configs(mapping: Mapping, legacy_sdp: SessionDescription) -> list[St
             continue
         seen.add(mm.kind)
         media = legacy_sdp.media[mm.legacy_index] if mm.legacy_index < len(legacy_sdp.media) else None
-        configs.append(StreamConfig(mm.kind, dict(mm.to_legacy), dict(mm.to_webrtc), _clock_rate(media, mm),
-                                    mm.legacy_peer))
+        clock_rate = _clock_rate(media, mm)
+        dtmf = mm.legacy_dtmf_pt
+        codec = media.codec(dtmf) if media is not None and dtmf is not None else None
+        if codec is None or codec.clock_rate != clock_rate:
+            dtmf = None  # events are timed on the stream's clock: only at the codec's rate
+        configs.append(StreamConfig(mm.kind, dict(mm.to_legacy), dict(mm.to_webrtc), clock_rate,
+                                    mm.legacy_peer, dtmf))
     return configs
 
 

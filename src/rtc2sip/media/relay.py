@@ -96,6 +96,7 @@ class StreamConfig:
     to_webrtc: dict[int, int]
     clock_rate: int
     legacy_peer: LegacyPeer | None
+    legacy_dtmf_pt: int | None = None  # telephone-event toward the legacy peer, at ``clock_rate``
 
 
 def _set_receive_size(transport: asyncio.BaseTransport) -> None:
@@ -128,6 +129,7 @@ class _Stream(asyncio.DatagramProtocol):
         "latched_last",
         "legacy",
         "legacy_dest",
+        "legacy_dtmf_pt",
         "legacy_mux",
         "legacy_peer_crypto",
         "legacy_port",
@@ -174,6 +176,7 @@ class _Stream(asyncio.DatagramProtocol):
         self.legacy_rtp: asyncio.DatagramTransport | None = None
         self.legacy_rtcp: asyncio.DatagramTransport | None = None
         self.legacy_dest: Address | None = None
+        self.legacy_dtmf_pt: int | None = None
         self.sdp_dest: Address | None = None
         self.legacy_rtcp_dest: Address | None = None
         self.legacy_mux = False
@@ -198,6 +201,7 @@ class _Stream(asyncio.DatagramProtocol):
 
     def configure(self, config: StreamConfig) -> None:
         self.clock_rate = config.clock_rate
+        self.legacy_dtmf_pt = config.legacy_dtmf_pt
         if self.to_legacy is None or self.to_webrtc is None:
             self.to_legacy = RtpRewriter(self.legacy_ssrc, config.clock_rate, config.to_legacy, secrets.randbits(16))
             self.to_webrtc = RtpRewriter(self.webrtc_ssrc, config.clock_rate, config.to_webrtc, secrets.randbits(16))
@@ -268,6 +272,26 @@ class _Stream(asyncio.DatagramProtocol):
         out = self.legacy
         out.packets_out += 1
         out.bytes_out += len(buf)
+
+    def send_legacy_event(self, event: int, duration: int, end: bool, start: int | None, now: float) -> int | None:
+        """One RFC 4733 packet of the gateway's own toward the legacy peer (§2.3: volume 10, i.e.
+        -10 dBm0), in the relayed stream's sequence; ``start`` is the event's timestamp (None for
+        its first packet, which gets the marker bit). Returns the timestamp, None if not sent."""
+        rewriter, dest, transport, pt = self.to_legacy, self.legacy_dest, self.legacy_rtp, self.legacy_dtmf_pt
+        if rewriter is None or dest is None or transport is None or pt is None:
+            return None
+        seq, ts = rewriter.take(now)
+        first = start is None
+        start = ts if start is None else start
+        buf = bytearray(RTP_HEADER.pack(0x80, pt | (0x80 if first else 0), seq, start, self.legacy_ssrc))
+        buf += bytes((event & 0xFF, (0x80 if end else 0) | 10)) + (min(duration, 0xFFFF)).to_bytes(2, "big")
+        tx = self.legacy_tx_srtp
+        transport.sendto(buf if tx is None else tx.protect(bytes(buf)), dest)
+        self.last_legacy_out = buf
+        self.last_legacy_out_time = now
+        self.legacy.packets_out += 1
+        self.legacy.bytes_out += len(buf)
+        return start
 
     # -- phone -> browser (asyncio.DatagramProtocol of the legacy RTP socket) ----------------------
 
@@ -545,6 +569,7 @@ class MediaSession:
         self._all_closed: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._dtmf_lock: asyncio.Lock | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------
 
@@ -650,6 +675,33 @@ class MediaSession:
         self.streams_by_pt = table
         if self.answered is None:
             self.answered = monotonic()
+
+    async def send_dtmf(self, kind: str, event: int, duration_ms: int, interval: float = 0.05) -> bool:
+        """An RFC 4733 event of the gateway's own toward the legacy peer (RFC 4733 §2.5.1): updates
+        every ``interval`` with the duration so far, the end packet sent three times (§2.5.1.4). Events
+        go one after the other. False when the legacy leg has no telephone-event (nothing sent)."""
+        stream = self.streams.get(kind)
+        if stream is None or stream.legacy_dtmf_pt is None or stream.to_legacy is None or self._closed:
+            return False
+        if self._dtmf_lock is None:
+            self._dtmf_lock = asyncio.Lock()
+        async with self._dtmf_lock:
+            units = max(1, stream.clock_rate * duration_ms // 1000)
+            step = max(1, round(stream.clock_rate * interval))
+            start: int | None = None
+            done = 0
+            while True:
+                done = min(units, done + step)
+                end = done >= units
+                for _ in range(3 if end else 1):
+                    start = stream.send_legacy_event(event, done, end, start, monotonic())
+                    if start is None:
+                        return False
+                    if end:
+                        await asyncio.sleep(interval / 2.5)
+                if end:
+                    return True
+                await asyncio.sleep(interval)
 
     def set_remote_transport(self, ufrag: str, pwd: str, fingerprints: list[str], role: DtlsRole) -> None:
         """The browser's ICE credentials and fingerprints, and our DTLS role (RFC 5763 §5)."""

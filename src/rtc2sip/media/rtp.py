@@ -152,6 +152,17 @@ class RtpRewriter:
         _SEQ_TS_SSRC.pack_into(buf, 2, out_seq, out_ts, self.ssrc)
         return True
 
+    def take(self, arrival: float) -> tuple[int, int]:
+        """The next sequence number and the timestamp of ``arrival`` on this stream, for a packet of
+        the gateway's own (an RFC 4733 event); the next relayed packet continues after it, at +1 and
+        with the timestamp advanced by the wall-clock gap, as after a change of source."""
+        gap = round((arrival - self._last_arrival) * self.clock_rate) if self._source is not None else 0
+        self._last_seq = (self._last_seq + 1) & 0xFFFF
+        self._last_ts = (self._last_ts + max(0, gap)) & 0xFFFFFFFF
+        self._last_arrival = arrival
+        self._source = -1  # no SSRC: the next relayed packet recomputes the offsets
+        return self._last_seq, self._last_ts
+
 
 def parse_extensions(profile: int, data: bytes) -> dict[int, bytes]:
     """RFC 8285 header extension elements by ID (one-byte §4.2 and two-byte §4.3 forms)."""

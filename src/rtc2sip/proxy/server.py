@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("rtc2sip.proxy")
 
 SUPPORTED_TRANSPORTS = frozenset({"udp", "tcp", "tls", "ws", "wss"})
+# Methods counted by name in Proxy.requests_in/requests_out; any other is "other", so that the label
+# set of /metrics stays bounded whatever the wire carries.
+COUNTED_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "PRACK", "SUBSCRIBE",
+                             "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"})
+
+
+def method_label(method: str) -> str:
+    return method if method in COUNTED_METHODS else "other"
 
 
 @dataclass(slots=True)
@@ -144,6 +153,12 @@ class Proxy:
             algorithms=policy.digest_algorithms,
         )
         self.stats: dict[str, int] = {"requests": 0, "responses": 0, "bad": 0, "dropped": 0}
+        # parsed messages received, and messages sent through transactions (retransmissions
+        # included), by method (method_label) and by status code: /metrics
+        self.requests_in: Counter[str] = Counter()
+        self.responses_in: Counter[int] = Counter()
+        self.requests_out: Counter[str] = Counter()
+        self.responses_out: Counter[int] = Counter()
 
     # ---- entry points ------------------------------------------------------------------------------
 
@@ -158,9 +173,11 @@ class Proxy:
         try:
             if isinstance(msg, Request):
                 self.stats["requests"] += 1
+                self.requests_in[method_label(msg.method)] += 1
                 self.on_request(msg, source)
             else:
                 self.stats["responses"] += 1
+                self.responses_in[msg.status] += 1
                 self.on_response(msg, source)
         except (SipParseError, ValueError) as e:
             self.stats["bad"] += 1
@@ -763,6 +780,11 @@ class Proxy:
     def _act(self, a: Any) -> None:
         t = type(a)
         if t is Transmit:
+            msg = a.message
+            if isinstance(msg, Response):
+                self.responses_out[msg.status] += 1
+            else:
+                self.requests_out[method_label(msg.method)] += 1
             self._transmit(a.payload(), a.peer, a.txn)
         elif t is Timeout or t is TransportError:
             txn = a.txn

@@ -30,6 +30,8 @@ log = logging.getLogger("rtc2sip.transport")
 
 DataHandler = Callable[[bytes, Source], None]
 FlowClosedHandler = Callable[[str], None]
+# Answers an HTTP request that is not a WebSocket upgrade on a WS/WSS port (rtc2sip.web.http).
+HttpHandler = Callable[[WsRequest], WsResponse]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +204,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 UDP_BUFFER = 4 * 1024 * 1024
 
 
+def _is_upgrade(request: WsRequest) -> bool:
+    """Whether a request asks for a WebSocket (RFC 6455 §4.2.1); anything else is plain HTTP."""
+    upgrade = ",".join(request.headers.get_all("Upgrade"))
+    return "websocket" in (token.strip().lower() for token in upgrade.split(","))
+
+
 def _grow_buffers(sock: Any) -> None:
     """A burst of datagrams (or a pause of the event loop) must queue in the kernel, not be dropped:
     the default 208 KiB receive buffer holds under a second of a busy proxy's traffic."""
@@ -234,6 +242,7 @@ class TransportLayer:
         self.connecting: dict[tuple[str, str, int], asyncio.Future[Flow]] = {}
         self.client_ssl: ssl.SSLContext | None = None
         self.listening: list[ListenAddress] = []
+        self.http_handler: HttpHandler | None = None  # plain HTTP on the WS ports: the web pages
 
     # ---- listening ---------------------------------------------------------------------------------
 
@@ -360,6 +369,8 @@ class TransportLayer:
         return flow_id in self.flows
 
     async def _ws_process_request(self, conn: ServerConnection, request: WsRequest) -> WsResponse | None:
+        if self.http_handler is not None and not _is_upgrade(request):
+            return self.http_handler(request)
         origins = self.limits.ws_origins
         if origins:
             origin = request.headers.get("Origin")

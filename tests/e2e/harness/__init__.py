@@ -5,6 +5,7 @@ from .artifacts import REPO_ROOT, Artifacts
 from .baresip import Baresip
 from .browser import Browser, BrowserDriver, js_ready, non_loopback_interfaces
 from .capture import Capture, port_filter
+from .coturn import Coturn
 from .gateway import Gateway
 from .kamailio import Kamailio
 from .procs import HarnessError, Proc, free_port, wait_for
@@ -18,6 +19,7 @@ __all__ = [
     "Browser",
     "BrowserDriver",
     "Capture",
+    "Coturn",
     "Gateway",
     "HarnessError",
     "Kamailio",

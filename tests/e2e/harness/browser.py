@@ -227,7 +227,9 @@ class Browser:
     ) -> dict[str, Any]:
         """Connect to `ws_url` and REGISTER `uri`; returns once registered (or connected, with
         register=False). `codecs` restricts the SDP of every call of this phone (e.g. ["PCMU"]);
-        `extra` goes to the page as is (displayName, authorizationUser, registerHeaders, ...)."""
+        `extra` goes to the page as is (displayName, authorizationUser, registerHeaders, contactUri
+        (the Contact of every request, even once the registrar gave a GRUU), acceptRefer (follow a
+        REFER received in a call: the new call becomes the current one), ...)."""
         opts: dict[str, Any] = {
             "wsUrl": ws_url,
             "uri": uri,
@@ -272,8 +274,22 @@ class Browser:
     def hangup(self, status_code: int | None = None) -> bool:
         return bool(self.rtc("hangup", {"statusCode": status_code} if status_code else {}))
 
-    def send_dtmf(self, tones: str) -> None:
-        self.rtc("sendDTMF", tones)
+    def send_dtmf(self, tones: str, transport_type: str = "RFC2833", **options: Any) -> None:
+        """JsSIP sendDTMF: RFC 4733 events in the audio stream ("RFC2833") or SIP INFO ("INFO");
+        `options` go as is (duration, interToneGap in ms)."""
+        self.rtc("sendDTMF", tones, {"transportType": transport_type, **options})
+
+    def hold(self, use_update: bool = False, timeout: float = 15.0) -> None:
+        """Put the current call on hold (sendonly offer); returns once the peer answered."""
+        self.rtc("hold", {"useUpdate": use_update}, timeout=timeout)
+
+    def unhold(self, use_update: bool = False, timeout: float = 15.0) -> None:
+        self.rtc("unhold", {"useUpdate": use_update}, timeout=timeout)
+
+    def refer(self, target_uri: str) -> None:
+        """Blind transfer of the current call's peer to `target_uri` (REFER); follow it with
+        wait_event("referRequestSucceeded") / ("referAccepted")."""
+        self.rtc("refer", target_uri)
 
     def send_message(
         self, uri: str, text: str, content_type: str = "text/plain", timeout: float = 15.0

@@ -20,6 +20,8 @@ class Kamailio:
 
     `users` (name -> plain-text password) turns on digest authentication: REGISTER, and INVITE,
     MESSAGE and SUBSCRIBE from the domain, are challenged. Without it anyone may register.
+    `auth_foreign` (with `users`) challenges INVITE, MESSAGE and SUBSCRIBE whatever the From domain
+    (the From user must be one of `users`): a gateway's callers holding accounts here.
     `use_path` (default on) stores the Path of a REGISTER relayed by an edge proxy (RFC 3327) and
     routes requests for that binding through it; off, kamailio ignores Path and sends requests
     straight to the registered Contact.
@@ -33,6 +35,7 @@ class Kamailio:
         users: Mapping[str, str] | None = None,
         websocket: bool = False,
         use_path: bool = True,
+        auth_foreign: bool = False,
         name: str = "kamailio",
         binary: str = "kamailio",
     ) -> None:
@@ -41,6 +44,7 @@ class Kamailio:
         self.users = dict(users or {})
         self.websocket = websocket
         self.use_path = use_path
+        self.auth_foreign = auth_foreign
         self.name = name
         self.binary = shutil.which(binary) or binary
         self.sip_port = free_port()
@@ -72,6 +76,8 @@ class Kamailio:
         defines = []
         if self.users:
             defines.append("#!define WITH_AUTH")
+            if self.auth_foreign:
+                defines.append("#!define WITH_AUTH_FOREIGN")
         if self.websocket:
             defines.append("#!define WITH_WS")
         if self.use_path:

@@ -14,6 +14,7 @@
     remoteStream: null,
     codecs: null,
     autoAnswer: null,
+    acceptRefer: null,
   };
 
   function now() { return Date.now(); }
@@ -122,6 +123,15 @@
     session.on('newDTMF', (e) => record('dtmf', { originator: e.originator, tone: e.dtmf.tone }));
     session.on('newInfo', (e) => record('info', { originator: e.originator, contentType: e.info.contentType, body: e.info.body }));
     session.on('reinvite', () => record('reinvite', {}));
+    session.on('hold', (e) => record('hold', { originator: e.originator }));
+    session.on('unhold', (e) => record('unhold', { originator: e.originator }));
+    session.on('refer', (e) => {
+      const target = e.request.refer_to ? e.request.refer_to.uri.toString() : null;
+      record('refer', { target, referredBy: e.request.getHeader('Referred-By') || null });
+      if (!state.acceptRefer) { e.reject(); return; }
+      // The new call becomes the page's current call (stats, tone, hangup apply to it).
+      e.accept((s) => watchSession(s, 'outgoing', undefined), answerOptions(state.acceptRefer));
+    });
     record('session', { direction, remote: session.remote_identity ? session.remote_identity.uri.toString() : null });
   }
 
@@ -145,12 +155,16 @@
       if (opts.debug !== false) JsSIP.debug.enable('JsSIP:*');
       state.codecs = opts.codecs || null;
       state.autoAnswer = opts.autoAnswer ? opts : null;
+      state.acceptRefer = opts.acceptRefer ? opts : null;
       const socket = new JsSIP.WebSocketInterface(opts.wsUrl);
       const config = {
         sockets: [socket],
         uri: opts.uri,
         password: opts.password || undefined,
         authorization_user: opts.authorizationUser || undefined,
+        // A Contact URI of our own (every request's Contact, not only REGISTER's): webrtc2sip clients put
+        // impi/ha1 there for the gateway.
+        contact_uri: opts.contactUri || undefined,
         display_name: opts.displayName || undefined,
         register: opts.register !== false,
         register_expires: opts.registerExpires || 600,
@@ -162,6 +176,17 @@
       const ua = new JsSIP.UA(config);
       state.ua = ua;
       if (opts.contactParams) ua.registrator().setExtraContactParams(opts.contactParams);
+      if (opts.contactUri) {
+        // The registrar's pub-gruu would replace our Contact (and its parameters) in every dialog:
+        // keep the URI we were given, as a webrtc2sip client (sipML5) does.
+        const contact = ua.contact;
+        const plain = contact.toString;
+        contact.toString = function (o) {
+          const gruu = this.pub_gruu;
+          this.pub_gruu = null;
+          try { return plain.call(this, o); } finally { this.pub_gruu = gruu; }
+        };
+      }
       if (opts.registerHeaders) ua.registrator().setExtraHeaders(opts.registerHeaders);
       ua.on('connecting', () => record('connecting', {}));
       ua.on('connected', () => record('connected', {}));
@@ -248,6 +273,36 @@
       const s = state.session;
       if (!s || s.isEnded()) return false;
       s.terminate(opts.statusCode ? { status_code: opts.statusCode } : undefined);
+      return true;
+    },
+
+    // Hold / unhold the current call (re-INVITE, or UPDATE with {useUpdate: true}); resolves once the
+    // peer answered the offer.
+    hold(opts) {
+      return new Promise((resolve, reject) => {
+        if (!state.session.hold(opts || {}, () => resolve(true))) reject(new Error('hold() refused'));
+      });
+    },
+
+    unhold(opts) {
+      return new Promise((resolve, reject) => {
+        if (!state.session.unhold(opts || {}, () => resolve(true))) reject(new Error('unhold() refused'));
+      });
+    },
+
+    isOnHold() { return state.session.isOnHold(); },
+
+    // Blind transfer: REFER the peer of the current call to target. Progress is reported as events
+    // referRequestSucceeded/referRequestFailed (the 202), referProgress/referAccepted/referFailed (NOTIFYs).
+    refer(target, opts) {
+      const sub = state.session.refer(target, Object.assign({}, opts || {}));
+      if (!sub) throw new Error('refer() refused');
+      sub.on('requestSucceeded', (e) => record('referRequestSucceeded', { status: e.response.status_code }));
+      sub.on('requestFailed', (e) => record('referRequestFailed', { status: e.response ? e.response.status_code : null, cause: e.cause }));
+      sub.on('trying', (e) => record('referProgress', { status: e.status_line ? e.status_line.status_code : null }));
+      sub.on('progress', (e) => record('referProgress', { status: e.status_line ? e.status_line.status_code : null }));
+      sub.on('accepted', (e) => record('referAccepted', { status: e.status_line ? e.status_line.status_code : null }));
+      sub.on('failed', (e) => record('referFailed', { status: e.status_line ? e.status_line.status_code : null }));
       return true;
     },
 

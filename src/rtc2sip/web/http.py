@@ -1,0 +1,197 @@
+"""Plain HTTP on the gateway's WebSocket ports: the routes, the admin gate, the static files.
+
+The transport layer hands over every request that is not a WebSocket upgrade
+(``TransportLayer.http_handler``); websockets has parsed it already and accepts only GET, one request
+per connection (the answer carries ``Connection: close``). :meth:`WebRouter.route` is the whole
+behaviour, with no I/O: (path, headers) in, :class:`HttpResponse` out; :meth:`WebRouter.handle` adapts
+it to websockets' types.
+
+Routes::
+
+    /               the web phone (static/index.html + phone.js, JsSIP bundled)   public
+    /calls          the live view's page (a shell: its data comes from /api)     public
+    /openapi.json   the API's description                                       public
+    /api/config     what the web phone needs (domain, version)                  public
+    /api/calls, /api/calls/{id}, /api/registrations                             admin
+    /metrics        Prometheus text format 0.0.4                                admin
+
+Admin routes are open when every listener is on loopback. Otherwise they need
+``Authorization: Bearer <[gateway] admin_token>`` (RFC 6750 §2.1); with no token configured they are
+refused (403), never open by default.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request as WsRequest
+from websockets.http11 import Response as WsResponse
+
+from . import api, metrics
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..media.plane import MediaPlane
+    from ..proxy.server import Proxy
+    from ..transport.layer import TransportLayer
+    from .monitor import Monitor
+
+log = logging.getLogger("rtc2sip.web")
+
+HTML = "text/html; charset=utf-8"
+JS = "text/javascript; charset=utf-8"
+CSS = "text/css; charset=utf-8"
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+# path -> (file in static/, content type)
+STATIC: dict[str, tuple[str, str]] = {
+    "/": ("index.html", HTML),
+    "/index.html": ("index.html", HTML),
+    "/phone.js": ("phone.js", JS),
+    "/calls": ("calls.html", HTML),
+    "/calls.js": ("calls.js", JS),
+    "/style.css": ("style.css", CSS),
+    "/openapi.json": ("openapi.json", JSON),
+}
+ADMIN_PATHS = ("/api/calls", "/api/registrations", "/metrics")
+
+# The pages load only their own scripts and talk only to this gateway (or, typed in by the user,
+# another one's WebSocket).
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Content-Security-Policy",
+     "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; "
+     "img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    body: bytes = b""
+    content_type: str = TEXT
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def text(cls, status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
+        return cls(status, (text + "\n").encode(), TEXT, headers)
+
+    @classmethod
+    def json(cls, obj: Any, status: int = 200) -> HttpResponse:
+        body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        return cls(status, body, JSON, (("Cache-Control", "no-store"),))
+
+
+_REASONS = {200: "OK", 204: "No Content", 304: "Not Modified", 401: "Unauthorized", 403: "Forbidden",
+            404: "Not Found", 500: "Internal Server Error"}
+
+
+class WebRouter:
+    """Every HTTP route of one gateway (see the module docstring)."""
+
+    def __init__(self, settings: Settings, proxy: Proxy, monitor: Monitor, media: MediaPlane | None = None,
+                 transports: TransportLayer | None = None) -> None:
+        self.settings = settings
+        self.proxy = proxy
+        self.monitor = monitor
+        self.media = media
+        self.transports = transports
+        self.admin_open = settings.loopback_only()
+        self.admin_token = settings.gateway.admin_token
+        self._static: dict[str, tuple[bytes, str]] = {}  # file -> (content, ETag)
+
+    # ---- the adapter -----------------------------------------------------------------------------
+
+    def handle(self, request: WsRequest) -> WsResponse:
+        """websockets' request in, websockets' response out (TransportLayer.http_handler)."""
+        try:
+            r = self.route(request.path, request.headers)
+        except Exception:
+            log.exception("http: GET %s failed", request.path[:200])
+            r = HttpResponse.text(500, "Internal error: see the gateway's log")
+        headers = Headers([
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Length", str(len(r.body))),
+            ("Content-Type", r.content_type),
+            *SECURITY_HEADERS,
+            *r.headers,
+        ])
+        return WsResponse(r.status, _REASONS.get(r.status, "Error"), headers, r.body)
+
+    # ---- routing ---------------------------------------------------------------------------------
+
+    def route(self, target: str, headers: Headers | dict[str, str]) -> HttpResponse:
+        """One GET: ``target`` is the request target (path and query), ``headers`` the request's."""
+        path = target.split("?", 1)[0].split("#", 1)[0]
+        if len(path) > 1:
+            path = path.rstrip("/") or "/"
+        entry = STATIC.get(path)
+        if entry is not None:
+            return self._static_file(entry[0], entry[1], headers.get("If-None-Match"))
+        if path == "/favicon.ico":
+            return HttpResponse(204)
+        if path == "/api/config":
+            return HttpResponse.json(api.config_view(self.settings, self.admin_open))
+        if path in ADMIN_PATHS or path.startswith("/api/calls/"):
+            refused = self._gate(headers.get("Authorization"))
+            if refused is not None:
+                return refused
+            return self._admin(path)
+        return HttpResponse.text(404, f"Not found: {path[:200]} (the web phone is at /)")
+
+    def _admin(self, path: str) -> HttpResponse:
+        if path == "/metrics":
+            text = metrics.render(self.proxy, self.transports, self.monitor)
+            return HttpResponse(200, text.encode(), metrics.CONTENT_TYPE, (("Cache-Control", "no-store"),))
+        if path == "/api/registrations":
+            return HttpResponse.json(api.registrations_view(self.proxy.store))
+        view = api.calls_view(self.proxy.breaker, self.media, self.monitor)
+        if path == "/api/calls":
+            return HttpResponse.json(view)
+        call = api.find_call(view, path[len("/api/calls/"):])
+        if call is None:
+            return HttpResponse.json({"error": "no such call (in progress or in the recent history)"}, 404)
+        return HttpResponse.json(call)
+
+    def _gate(self, authorization: str | None) -> HttpResponse | None:
+        """None when the admin routes may be used; otherwise the refusal (RFC 6750 §3)."""
+        if self.admin_open:
+            return None
+        if self.admin_token is None:
+            return HttpResponse.text(
+                403, "Admin pages are off: rtc2sip listens beyond loopback and [gateway] admin_token is not set")
+        challenge = (("WWW-Authenticate", 'Bearer realm="rtc2sip"'),)
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return HttpResponse.text(401, "A bearer token is required ([gateway] admin_token)", challenge)
+        if not hmac.compare_digest(token.strip().encode(), self.admin_token.encode()):
+            return HttpResponse.text(401, "Wrong token", (("WWW-Authenticate", 'Bearer realm="rtc2sip", '
+                                                            'error="invalid_token"'),))
+        return None
+
+    def _static_file(self, name: str, content_type: str, if_none_match: str | None) -> HttpResponse:
+        cached = self._static.get(name)
+        if cached is None:
+            try:
+                content = resources.files(__package__).joinpath("static", name).read_bytes()
+            except OSError:
+                log.error("http: static/%s is missing from the installed package", name)
+                return HttpResponse.text(404, f"{name} is missing from this installation (see webphone/README.md)")
+            cached = (content, '"' + hashlib.sha256(content).hexdigest()[:20] + '"')
+            self._static[name] = cached
+        content, etag = cached
+        headers = (("ETag", etag), ("Cache-Control", "no-cache"))
+        if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+            return HttpResponse(304, b"", content_type, headers)
+        return HttpResponse(200, content, content_type, headers)

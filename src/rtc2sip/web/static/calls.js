@@ -1,0 +1,145 @@
+// rtc2sip's live view (/calls): registrations, calls in progress with both legs, ended calls.
+// Reads /api/calls and /api/registrations every second (described by /openapi.json). Everything from
+// the wire (URIs, user agents) is written as text, never as HTML.
+'use strict';
+
+(function () {
+  const TOKEN = 'rtc2sip.adminToken';
+  const $ = (id) => document.getElementById(id);
+  const live = { last: null, registrations: null, updates: 0, error: null };
+  window.rtc2sipLiveView = live;
+
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null) continue;
+      if (k === 'class') e.className = v;
+      else if (k.startsWith('data-')) e.setAttribute(k, v);
+      else e[k] = v;
+    }
+    for (const c of children) e.append(c === null || c === undefined ? '' : c);
+    return e;
+  }
+
+  const num = (v, digits) => (v === null || v === undefined ? '–' : Number(v).toFixed(digits || 0));
+  const bytes = (v) => (v >= 1e6 ? `${(v / 1e6).toFixed(1)} MB` : v >= 1e3 ? `${(v / 1e3).toFixed(1)} kB` : `${v} B`);
+  const duration = (s) => {
+    const t = Math.round(s);
+    return `${Math.floor(t / 60)}:${String(t % 60).padStart(2, '0')}`;
+  };
+  const td = (field, text, cls) => el('td', { 'data-field': field, class: cls }, text);
+
+  async function get(path) {
+    const headers = {};
+    const token = sessionStorage.getItem(TOKEN);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const res = await fetch(path, { headers, cache: 'no-store' });
+    if (res.status === 401 || res.status === 403) {
+      const text = await res.text();
+      const err = new Error(text.trim());
+      err.status = res.status;
+      throw err;
+    }
+    if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+    return res.json();
+  }
+
+  function legRow(leg) {
+    const m = leg.media || {};
+    let path = '–';
+    let security = '–';
+    if (leg.webrtc && m.ice) {
+      path = `${m.ice.local || '?'} ⇄ ${m.ice.remote || '(no pair yet)'}`;
+      security = m.dtls ? `DTLS ${m.dtls.state}${m.dtls.srtp_profile ? `, ${m.dtls.srtp_profile}` : ''}` : '–';
+    } else if (!leg.webrtc && leg.media) {
+      path = `→ ${m.remote || '?'}${m.latched ? ' (latched)' : ''}`;
+      security = m.srtp ? 'SRTP (SDES)' : 'RTP';
+    }
+    return el('tr', { 'data-leg': leg.name, 'data-role': leg.role },
+      el('th', { scope: 'row' }, `${leg.name} (${leg.role})`),
+      td('peer', leg.peer_uri),
+      td('address', `${leg.transport || '?'} ${leg.address || ''}`),
+      td('dialog', leg.dialog),
+      td('codec', leg.codec || '–'),
+      td('packets_in', num(m.packets_in), 'num'),
+      td('packets_out', num(m.packets_out), 'num'),
+      td('bytes', leg.media ? `${bytes(m.bytes_in)} / ${bytes(m.bytes_out)}` : '–', 'num'),
+      td('lost', num(m.lost), 'num'),
+      td('jitter_ms', leg.media ? `${num(m.jitter_ms, 1)} ms` : '–', 'num'),
+      td('rtt_ms', m.rtt_ms === null || m.rtt_ms === undefined ? '–' : `${num(m.rtt_ms, 1)} ms`, 'num'),
+      td('path', path),
+      td('security', security));
+  }
+
+  function callBlock(call) {
+    const head = el('h3', {},
+      `${call.id}: ${call.from || '?'} → ${call.to || '?'} `,
+      el('span', { class: `badge ${call.state}` }, call.state), ' ',
+      el('span', { class: 'small' }, duration(call.duration_s)));
+    const table = el('table', {},
+      el('thead', {}, el('tr', {}, ...['Leg', 'Peer', 'Transport', 'Dialog', 'Codec', 'Packets in', 'Packets out',
+        'Bytes in / out', 'Lost', 'Jitter', 'RTT', 'ICE pair / RTP path', 'Security']
+        .map((h, i) => el('th', { scope: 'col', class: i >= 5 && i <= 10 ? 'num' : undefined }, h)))),
+      el('tbody', {}, ...call.legs.map(legRow)));
+    const failed = call.media_failed ? el('p', { class: 'status error' }, `Media failed: ${call.media_failed}`) : '';
+    return el('div', { class: 'call', 'data-call-id': call.id, 'data-state': call.state }, head, el('div', { class: 'scroll' }, table), failed);
+  }
+
+  function quality(call) {
+    return call.legs.map((l) => {
+      const m = l.media;
+      if (!m) return `${l.name}: no media`;
+      return `${l.name}: ${m.packets_in}/${m.packets_out}, lost ${m.lost}, ${num(m.jitter_ms, 1)} ms`
+        + (m.rtt_ms !== null && m.rtt_ms !== undefined ? `, RTT ${num(m.rtt_ms, 1)} ms` : '');
+    }).join('; ');
+  }
+
+  function render(calls, regs) {
+    const box = $('calls');
+    box.replaceChildren(...(calls.active.length ? calls.active.map(callBlock) : [el('p', { class: 'small' }, 'No call.')]));
+    $('calls-count').textContent = String(calls.active.length);
+    const rows = regs.registrations.map((r) => el('tr', {},
+      el('td', {}, r.aor), el('td', {}, r.contact), el('td', {}, r.transport), el('td', {}, r.source || ''),
+      el('td', { class: 'num' }, `${r.expires_in} s`), el('td', {}, r.user_agent || '')));
+    $('registrations').tBodies[0].replaceChildren(...rows);
+    $('regs-count').textContent = String(regs.registrations.length);
+    const ended = calls.ended.map((c) => el('tr', { 'data-call-id': c.id },
+      el('td', {}, c.id), el('td', {}, c.from || ''), el('td', {}, c.to || ''),
+      el('td', {}, new Date(c.started_at * 1000).toLocaleTimeString()),
+      el('td', { class: 'num' }, duration(c.duration_s)),
+      el('td', {}, c.answered ? 'yes' : 'no'),
+      el('td', {}, el('span', { class: `badge ${c.answered ? 'answered' : 'failed'}` }, c.cause)),
+      el('td', { class: 'small' }, quality(c))));
+    $('ended').tBodies[0].replaceChildren(...ended);
+  }
+
+  async function refresh() {
+    try {
+      const [calls, regs] = await Promise.all([get('/api/calls'), get('/api/registrations')]);
+      live.last = calls;
+      live.registrations = regs;
+      live.updates += 1;
+      live.error = null;
+      render(calls, regs);
+      $('token-form').hidden = true;
+      $('view').hidden = false;
+      $('updated').textContent = `Updated ${new Date().toLocaleTimeString()}`;
+    } catch (e) {
+      live.error = String(e.message || e);
+      if (e.status === 401 || e.status === 403) {
+        $('view').hidden = true;
+        $('token-form').hidden = false;
+        $('token-error').textContent = sessionStorage.getItem(TOKEN) || e.status === 403 ? e.message : '';
+      }
+      $('updated').textContent = `Not updated: ${live.error}`;
+    }
+  }
+
+  $('token-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(TOKEN, $('token').value.trim());
+    refresh();
+  });
+  refresh();
+  setInterval(refresh, 1000);
+})();
