@@ -382,10 +382,22 @@ class B2bua:
             dead = next((leg for leg in call.legs if leg.flow and leg.flow.flow_id == flow_id), None)
             self._end(call, "connection closed", by=dead)
 
+    # A browser that hangs up closes DTLS (close_notify over UDP) and sends BYE (over its WebSocket):
+    # the close often arrives first. Give the BYE this long to end the call with its true cause.
+    CLOSE_GRACE = 2.0
+
     def _media_failed(self, session: str, reason: str) -> None:
         call = self.by_session.get(session)
-        if call is not None:
-            self._end(call, f"media: {reason}", by=None)
+        if call is None:
+            return
+        if reason.startswith("dtls closed"):
+            def later() -> None:
+                if not call.ended:
+                    self._end(call, f"media: {reason}", by=None)
+
+            self.host.call_later(self.CLOSE_GRACE, later)
+            return
+        self._end(call, f"media: {reason}", by=None)
 
     # ---- call set-up -----------------------------------------------------------------------------
 
