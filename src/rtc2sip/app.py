@@ -8,6 +8,7 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .breaker.b2bua import B2bua, BreakerConfig, ProxyHost
 from .breaker.policy import Mode
@@ -21,6 +22,9 @@ from .proxy.server import Policy, Proxy
 from .sip.uri import parse_sip_uri
 from .transport.layer import Limits, ListenAddress, TransportLayer
 from .web import Monitor, WebRouter
+
+if TYPE_CHECKING:
+    from .coder import CoderPool
 
 log = logging.getLogger("rtc2sip")
 
@@ -47,6 +51,7 @@ class Gateway:
     proxy: Proxy | None = None
     store: LocationStore | None = None
     media: MediaPlane | None = None
+    coder: CoderPool | None = None
     monitor: Monitor | None = None
     web: WebRouter | None = None
     listening: list[ListenAddress] = field(default_factory=list)
@@ -98,7 +103,12 @@ class Gateway:
                            max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime))
         proxy_ref.append(self.proxy)
         if s.gateway.breaker != "never":
-            self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host())
+            if s.webrtc2sip.enable_media_coder:
+                from .coder import CoderPool  # PyAV: loaded only when transcoding is on
+
+                # 0 in [limits] means unlimited, as for the other counts
+                self.coder = CoderPool(lim.max_transcoded_calls or 1_000_000)
+            self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host(), coder=self.coder)
             self.proxy.breaker = B2bua(
                 ProxyHost(self.proxy), self.media,
                 BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel,
@@ -123,6 +133,8 @@ class Gateway:
         if self.media is not None:
             out["media_sessions"] = len(self.media.sessions)
             out["media_ports"] = self.media.ports.in_use
+        if self.coder is not None:
+            out["transcoded_calls"] = self.coder.active
         if self.proxy is not None and self.proxy.breaker is not None:
             out |= self.proxy.breaker.table_sizes()
         out["tasks"] = len(asyncio.all_tasks())
@@ -152,6 +164,8 @@ class Gateway:
             await self.monitor.close()
         if self.media is not None:
             await self.media.close()
+        if self.coder is not None:
+            await self.coder.shutdown()
         if self.proxy is not None:
             await self.proxy.close()
         if self.transports is not None:

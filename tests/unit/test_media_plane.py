@@ -584,3 +584,167 @@ async def test_sdes_srtp_on_the_legacy_leg(plane: MediaPlane) -> None:
     finally:
         browser.close()
         phone.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Transcoding (the Media Coder): an Opus-only browser, a PCMU-only phone
+
+
+def _tone(rate: int, hz: float, samples: int, start: int) -> bytes:
+    import math
+    import struct
+
+    return struct.pack(f"<{samples}h", *(int(12000 * math.sin(2 * math.pi * hz * (start + i) / rate))
+                                          for i in range(samples)))
+
+
+def _encoder(name: str, rate: int, frame: int) -> Any:
+    import av
+
+    ctx = av.CodecContext.create(name, "w")
+    ctx.sample_rate, ctx.format, ctx.layout = rate, "s16", "mono"
+    ctx.options = {"frame_size": str(frame)} if name != "libopus" else {"frame_duration": "20"}
+    if name == "libopus":
+        ctx.bit_rate = 32000
+    ctx.open()
+    return ctx
+
+
+def _encode(ctx: Any, pcm: bytes, rate: int, pts: int) -> list[bytes]:
+    import av
+
+    frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
+    frame.planes[0].update(pcm)
+    frame.sample_rate, frame.pts = rate, pts
+    return [bytes(p) for p in ctx.encode(frame)]
+
+
+def _decode(name: str, rate: int, payloads: list[bytes]) -> list[int]:
+    import array
+
+    import av
+
+    ctx = av.CodecContext.create(name, "r")
+    ctx.sample_rate, ctx.layout = rate, "mono"
+    ctx.open()
+    out = array.array("h")
+    for payload in payloads:
+        for frame in ctx.decode(av.Packet(payload)):
+            for f in av.AudioResampler(format="s16", layout="mono", rate=rate).resample(frame):
+                out.frombytes(bytes(f.planes[0])[: 2 * f.samples])
+    return list(out)
+
+
+def _frequency(samples: list[int], rate: int) -> float:
+    """Zero crossings of the steady second half: good to a few Hz for a pure tone."""
+    half = samples[len(samples) // 2 :]
+    crossings = sum(1 for a, b in itertools.pairwise(half) if (a < 0) != (b < 0))
+    return crossings * rate / (2 * len(half))
+
+
+def _opus_offer(browser: FakeBrowser) -> SessionDescription:
+    return SessionDescription.parse(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+        f"m=audio {browser.port} UDP/TLS/RTP/SAVPF 111 110\r\n" + browser._transport_sdp("actpass")
+        + "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n"
+        "a=rtpmap:110 telephone-event/48000\r\na=ssrc:1111 cname:fake\r\n"
+    )
+
+
+@pytest.fixture
+async def coder_plane() -> Any:
+    import dataclasses
+
+    from rtc2sip.coder import CoderPool
+
+    settings = Settings()
+    settings = dataclasses.replace(settings, webrtc2sip=dataclasses.replace(settings.webrtc2sip,
+                                                                            enable_media_coder=True))
+    pool = CoderPool(1, workers=1)
+    p = MediaPlane(settings, GW_CERT, port_range=(42000, 42999), coder=pool)
+    yield p
+    await p.close()
+    await pool.shutdown()
+
+
+async def test_transcoded_call_opus_browser_pcmu_phone(coder_plane: MediaPlane) -> None:
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, legacy_offer = await coder_plane.offer_from_webrtc("call-xc", _opus_offer(browser))
+        offered = {c.name for c in legacy_offer.media[0].codecs}
+        assert {"opus", "PCMU"} <= offered  # the coder's codecs added for the phone to choose
+        answer = await coder_plane.answer_from_legacy(session, phone.sdp())
+        assert [c.name for c in answer.media[0].codecs] == ["opus", "telephone-event"]
+        # Announced SSRC = the one the browser will receive under (TESTING.md, transcoding traps).
+        stream: Any = coder_plane.stats(session)["streams"]["audio"]  # type: ignore[index]
+        assert f"a=ssrc:{stream['webrtc_ssrc']} " in str(answer)
+        await browser.connect(answer)
+        await until(lambda: browser.tx is not None, what="DTLS")
+
+        opus = _encoder("libopus", 48000, 960)
+        for i in range(25):  # 500 ms of a 1 kHz tone, Opus 20 ms frames
+            for payload in _encode(opus, _tone(48000, 1000, 960, i * 960), 48000, i * 960):
+                assert browser.tx is not None and browser.transport is not None and browser.gateway is not None
+                browser.transport.sendto(browser.tx.protect(build_rtp(111, 300 + i, 5000 + i * 960, 1111, payload)),
+                                         browser.gateway)
+        await until(lambda: len(phone.received) >= 24, what="PCMU at the phone")
+        pcmu = _encoder("pcm_mulaw", 8000, 160)
+        gw_legacy = legacy_address(legacy_offer)
+        for i in range(25):  # 500 ms of 440 Hz from the phone
+            for payload in _encode(pcmu, _tone(8000, 440, 160, i * 160), 8000, i * 160):
+                phone.send_rtp(gw_legacy, 0, 700 + i, payload)
+        await until(lambda: len(browser.received) >= 24, what="Opus at the browser")
+
+        st: Any = coder_plane.stats(session)
+        stream = st["streams"]["audio"]
+        assert st["transcoded"] and stream["transcoding"]["codecs"].startswith("opus/111")
+        # Browser -> phone: PCMU under the gateway's legacy SSRC, one numbering, 160 per 20 ms.
+        assert {p.payload_type for p in phone.received} == {0}
+        assert {p.ssrc for p in phone.received} == {stream["legacy_ssrc"]}
+        assert all(len(p.payload) == 160 for p in phone.received)
+        seqs = [p.sequence_number for p in phone.received]
+        assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+        assert all((b.timestamp - a.timestamp) & 0xFFFFFFFF == 160 for a, b in itertools.pairwise(phone.received))
+        heard = _frequency(_decode("pcm_mulaw", 8000, [p.payload for p in phone.received]), 8000)
+        assert abs(heard - 1000) < 25, heard
+        # Phone -> browser: Opus PT 111 under the announced SSRC, 960 per 20 ms at 48 kHz.
+        assert {p.payload_type for p in browser.received} == {111}
+        assert {p.ssrc for p in browser.received} == {stream["webrtc_ssrc"]}
+        assert all((b.timestamp - a.timestamp) & 0xFFFFFFFF == 960 for a, b in itertools.pairwise(browser.received))
+        heard = _frequency(_decode("libopus", 48000, [p.payload for p in browser.received]), 48000)
+        assert abs(heard - 440) < 25, heard
+        assert stream["transcoding"]["to_legacy"]["packets_out"] == len(phone.received)
+        assert stream["webrtc"]["packets_in"] == 25 and stream["legacy"]["packets_in"] == 25
+    finally:
+        browser.close()
+        phone.close()
+
+
+async def test_call_over_the_transcoding_limit_is_refused(coder_plane: MediaPlane) -> None:
+    """The pool has one slot. A second call offered while it was free but answered after the first
+    took it is refused with 488 (NoCommonCodec); a third is offered without the coder's codecs."""
+    from rtc2sip.sdp.translate import NoCommonCodec
+
+    browsers = [await FakeBrowser().start() for _ in range(3)]
+    phone = await Phone().start()
+    try:
+        first, _ = await coder_plane.offer_from_webrtc("call-a", _opus_offer(browsers[0]))
+        second, _ = await coder_plane.offer_from_webrtc("call-b", _opus_offer(browsers[1]))
+        await coder_plane.answer_from_legacy(first, phone.sdp())
+        assert coder_plane.coder is not None and coder_plane.coder.active == 1
+        with pytest.raises(NoCommonCodec) as info:
+            await coder_plane.answer_from_legacy(second, phone.sdp())
+        assert info.value.status == 488 and "busy" in str(info.value)
+        await coder_plane.delete(second)
+        third, legacy_offer = await coder_plane.offer_from_webrtc("call-c", _opus_offer(browsers[2]))
+        assert [c.name for c in legacy_offer.media[0].codecs] == ["opus", "telephone-event"]
+        with pytest.raises(NoCommonCodec):
+            await coder_plane.answer_from_legacy(third, phone.sdp())
+        await coder_plane.delete(third)
+        # The slot comes back when the transcoded call ends.
+        await coder_plane.delete(first)
+        assert coder_plane.coder.active == 0
+    finally:
+        for b in browsers:
+            b.close()
+        phone.close()

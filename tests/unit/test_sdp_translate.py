@@ -445,17 +445,85 @@ def test_no_common_codec_in_answer() -> None:
         legacy_answer_to_webrtc(g729, offer, WEB, mapping)
 
 
+def only(name: str, pts: set[str]) -> SessionDescription:
+    """A sample with its audio section reduced to ``pts`` (a browser restricted to some codecs)."""
+    out = []
+    for line in (SAMPLES / name).read_text().splitlines():
+        if line.startswith("m=audio"):
+            f = line.split()
+            line = " ".join(f[:3] + [p for p in f[3:] if p in pts])
+        elif line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")) and line.split(":")[1].split()[0] not in pts:
+            continue
+        out.append(line)
+    return SessionDescription.parse("\r\n".join(out) + "\r\n")
+
+
+XC = BreakerPolicy(CodecPolicy(("opus", "g729", "pcmu", "g722"), transcoding=True))
+
+
 def test_transcoding_offers_more_and_bridges() -> None:
-    policy = BreakerPolicy(CodecPolicy(("opus", "g729"), transcoding=True))
-    offer = sample("chrome_audio_offer.sdp")
-    legacy, mapping = webrtc_offer_to_legacy(offer, LEG, policy)
-    g729 = legacy.media[0].codec(18)
-    assert g729 is not None and g729.fmtp == "annexb=no"  # added for the coder
-    browser, mapping = legacy_answer_to_webrtc(legacy_answer([("audio", 10012, ["18 G729/8000"])]), offer, WEB,
-                                               mapping)
+    offer = only("chrome_audio_offer.sdp", {"111", "110"})  # an Opus-only browser
+    legacy, mapping = webrtc_offer_to_legacy(offer, LEG, XC)
+    lm = legacy.media[0]
+    # The coder's codecs in the policy's order (G.729 it cannot do), telephone-event at 8000 added.
+    assert [(c.pt, c.name, c.clock_rate) for c in lm.codecs] == [
+        (111, "opus", 48000), (110, "telephone-event", 48000), (0, "PCMU", 8000), (9, "G722", 8000),
+        (101, "telephone-event", 8000)]
+    assert not mapping.media[0].transcode  # the legacy peer may still take Opus
+    browser, mapping = legacy_answer_to_webrtc(
+        legacy_answer([("audio", 10012, ["0 PCMU/8000", "101 telephone-event/8000"])]), offer, WEB, mapping)
     assert browser.media[0].payload_types == [111, 110]  # opus and its telephone-event
     mm = mapping.media[0]
-    assert mm.transcode and mm.to_legacy == {111: 18}
+    assert mm.transcode and mm.to_legacy == {111: 0}
+
+
+def test_transcoding_needs_a_codec_the_coder_knows() -> None:
+    offer = only("chrome_audio_offer.sdp", {"111", "110"})
+    _, mapping = webrtc_offer_to_legacy(offer, LEG, XC)
+    with pytest.raises(NoCommonCodec):
+        legacy_answer_to_webrtc(legacy_answer([("audio", 10012, ["18 G729/8000"])]), offer, WEB, mapping)
+
+
+def test_no_transcoding_when_a_codec_is_common() -> None:
+    offer = sample("chrome_audio_offer.sdp")
+    _, mapping = webrtc_offer_to_legacy(offer, LEG, XC)
+    _, mapping = legacy_answer_to_webrtc(legacy_answer([("audio", 10012, ["0 PCMU/8000"])]), offer, WEB, mapping)
+    assert not mapping.media[0].transcode and mapping.media[0].to_legacy[0] == 0
+
+
+def test_reinvite_with_a_common_codec_stops_transcoding() -> None:
+    offer = only("chrome_audio_offer.sdp", {"111", "110"})
+    _, mapping = webrtc_offer_to_legacy(offer, LEG, XC)
+    answer = legacy_answer([("audio", 10012, ["0 PCMU/8000"])])
+    _, mapping = legacy_answer_to_webrtc(answer, offer, WEB, mapping)
+    assert mapping.media[0].transcode
+    # The browser now offers PCMU too: PT 0 stays PCMU's (not Opus's, which was mapped to 0).
+    reoffer = sample("chrome_audio_offer.sdp")
+    legacy, mapping = webrtc_offer_to_legacy(reoffer, LEG, XC, previous=mapping)
+    assert legacy.media[0].codec(0).name == "PCMU"  # type: ignore[union-attr]
+    assert legacy.media[0].codec(111).name == "opus"  # type: ignore[union-attr]
+    _, mapping = legacy_answer_to_webrtc(answer, reoffer, WEB, mapping)
+    assert not mapping.media[0].transcode and mapping.media[0].to_legacy == {0: 0}
+    # ...and starts again when a later offer has none in common.
+    legacy, mapping = webrtc_offer_to_legacy(offer, LEG, XC, previous=mapping)
+    _, mapping = legacy_answer_to_webrtc(answer, offer, WEB, mapping)
+    assert mapping.media[0].transcode and mapping.media[0].to_legacy == {111: 0}
+
+
+def test_transcoding_when_the_legacy_side_calls() -> None:
+    offer = only("polycom_offer.sdp", {"0", "101"})  # PCMU only
+    browser_offer, mapping = legacy_offer_to_webrtc(offer, WEB, XC)
+    names = [c.name for c in browser_offer.media[0].codecs]
+    assert names[:2] == ["PCMU", "telephone-event"] and "opus" in names and "G729" not in names
+    opus = next(c.pt for c in browser_offer.media[0].codecs if c.name == "opus")
+    legacy, mapping = webrtc_answer_to_legacy(chrome_answer(browser_offer, {"0": [opus]}), offer, LEG, mapping)
+    assert legacy.media[0].payload_types == [0, 101]
+    mm = mapping.media[0]
+    assert mm.transcode and mm.to_webrtc == {0: opus}
+    # Chrome taking PCMU: relayed as is.
+    _, mapping = legacy_offer_to_webrtc(offer, WEB, XC)
+    _, mapping = webrtc_answer_to_legacy(chrome_answer(browser_offer, {"0": [0]}), offer, LEG, mapping)
+    assert not mapping.media[0].transcode
 
 
 def test_codec_keys() -> None:

@@ -100,6 +100,8 @@ class Limits:
     min_expires: int = 60
     default_expires: int = 3600
     max_expires: int = 86400
+    # calls transcoded at once by the Media Coder (enable-media-coder); the next one gets 488
+    max_transcoded_calls: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +352,7 @@ def _limits(t: _Table) -> Limits:
         min_expires=t.int_("min_expires", d.min_expires, 1, _UINT32_MAX),
         default_expires=t.int_("default_expires", d.default_expires, 1, _UINT32_MAX),
         max_expires=t.int_("max_expires", d.max_expires, 1, _UINT32_MAX),
+        max_transcoded_calls=t.int_("max_transcoded_calls", d.max_transcoded_calls, 0, 1_000_000),
     )
     if lim.min_expires > lim.max_expires:
         raise t.error("min_expires", f"{lim.min_expires} is greater than max_expires {lim.max_expires}")

@@ -31,6 +31,8 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from time import monotonic
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..sdp.model import Candidate, Crypto, Media, SdpError, SessionDescription
@@ -40,17 +42,22 @@ from ..sdp.translate import (
     LegacyEndpoint,
     Mapping,
     MediaMap,
+    NoCommonCodec,
     SsrcAnnouncement,
     WebRtcEndpoint,
     legacy_answer_to_webrtc,
     legacy_offer_to_webrtc,
+    transcodable,
     webrtc_answer_to_legacy,
     webrtc_offer_to_legacy,
 )
 from .certificate import Certificate
 from .dtls import DtlsRole
 from .ports import PortAllocator
-from .relay import MediaSession, StreamConfig
+from .relay import CoderLink, MediaSession, StreamConfig
+
+if TYPE_CHECKING:  # PyAV is loaded only where transcoding is enabled
+    from ..coder import CoderPool
 
 __all__ = ["DTMF_EVENTS", "InvalidState", "MediaPlane", "MediaPlaneError", "UnknownSession"]
 
@@ -101,6 +108,11 @@ class MediaPlane:
     port and RTCP + 1 per legacy stream, one port per WebRTC leg). ``media_timeout`` (0: never)
     fails a session with no packet on either leg for that long; ``connect_timeout`` one whose ICE or
     DTLS has not connected that long after the answer.
+
+    ``coder`` is the Media Coder's pool (``enable-media-coder``): a stream whose legs end up with no
+    common codec is transcoded through it (:attr:`MediaMap.transcode`), one pool session per call.
+    Offers propose the coder's codecs only while the pool has a free slot; an answer that needs a
+    slot when none is left is refused (:class:`NoCommonCodec`, 488).
     """
 
     def __init__(
@@ -112,8 +124,10 @@ class MediaPlane:
         port_range: tuple[int, int] = (20000, 29999),
         media_timeout: float = 60.0,
         connect_timeout: float = 30.0,
+        coder: CoderPool | None = None,
     ) -> None:
         self.settings = settings
+        self.coder = coder
         self.certificate = certificate
         self.host = host
         self.policy = BreakerPolicy.from_settings(settings.webrtc2sip)
@@ -135,7 +149,7 @@ class MediaPlane:
             raise SdpError("the browser's offer has no audio or video RTP section")
         call = await self._new_call(call_id, kinds)
         try:
-            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), self.policy)
+            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), self._offer_policy())
         except BaseException:
             await self._drop(call)
             raise
@@ -155,8 +169,9 @@ class MediaPlane:
         setup = next((m.setup for m in browser_answer.media if not m.rejected and m.setup), "passive")
         # RFC 5763 §5: a=setup:passive in our answer makes us the DTLS server, active the client.
         role = DtlsRole.SERVER if setup == "passive" else DtlsRole.CLIENT
+        links = await self._open_coders(call, mapping, answer, call.offer)
         call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role)
-        call.media.configure_streams(_stream_configs(mapping, answer))
+        await self._configure(call, _stream_configs(mapping, answer, call.offer), links)
         call.mapping, call.pending, call.offer, call.restart_ice = mapping, _Pending.NONE, None, False
         return browser_answer
 
@@ -169,7 +184,7 @@ class MediaPlane:
             raise SdpError("the legacy offer has no audio or video RTP section")
         call = await self._new_call(call_id, kinds)
         try:
-            browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), self.policy)
+            browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), self._offer_policy())
         except BaseException:
             await self._drop(call)
             raise
@@ -190,8 +205,9 @@ class MediaPlane:
             raise SdpError("the browser's answer has no ICE/DTLS transport")
         # The browser chose (RFC 8842 §5.3): active makes it the client, passive makes us the client.
         role = DtlsRole.SERVER if peer.setup == "active" else DtlsRole.CLIENT
+        links = await self._open_coders(call, mapping, call.offer, answer)
         call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role)
-        call.media.configure_streams(_stream_configs(mapping, call.offer))
+        await self._configure(call, _stream_configs(mapping, call.offer, answer), links)
         call.mapping, call.pending, call.offer, call.restart_ice = mapping, _Pending.NONE, None, False
         return legacy_answer
 
@@ -216,10 +232,12 @@ class MediaPlane:
                     and (transport.ice_ufrag, transport.ice_pwd) != (ice.remote_ufrag, ice.remote_pwd)):
                 # RFC 8839 §4.4.1.1.1: new remote credentials are an ICE restart; ours change as well.
                 ice.restart()
-            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), self.policy, call.mapping)
+            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), self._offer_policy(call),
+                                                           call.mapping)
             call.mapping, call.pending, call.offer = mapping, _Pending.WEBRTC_OFFER, offer
             return legacy_offer
-        browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), self.policy, call.mapping)
+        browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), self._offer_policy(call),
+                                                        call.mapping)
         call.mapping, call.pending, call.offer = mapping, _Pending.LEGACY_OFFER, offer
         return browser_offer
 
@@ -266,6 +284,88 @@ class MediaPlane:
     @property
     def sessions(self) -> list[str]:
         return list(self._sessions)
+
+    # -- transcoding --------------------------------------------------------------------------------
+
+    def _offer_policy(self, call: _Call | None = None) -> BreakerPolicy:
+        """The policy for a new offer: the coder's codecs only while a slot is free (or the call
+        holds one already), so that a call over the limit is refused rather than left silent."""
+        policy = self.policy
+        if not policy.codecs.transcoding:
+            return policy
+        pool = self.coder
+        holds = call is not None and any(s.coder is not None for s in call.media.streams.values())
+        if pool is not None and (holds or pool.active < pool.max_sessions):
+            return policy
+        return dataclasses.replace(policy, codecs=dataclasses.replace(policy.codecs, transcoding=False))
+
+    async def _open_coders(self, call: _Call, mapping: Mapping, legacy_sdp: SessionDescription,
+                           webrtc_sdp: SessionDescription) -> dict[str, CoderLink | None]:
+        """A pool session per stream that needs one and has none yet (None: stop transcoding it).
+        Raises NoCommonCodec (488) when the pool is full or the codecs are not the coder's."""
+        links: dict[str, CoderLink | None] = {}
+        kinds: set[str] = set()
+        try:
+            for mm in mapping.active:
+                if mm.webrtc_index is None or mm.legacy_index is None or mm.kind in kinds:
+                    continue
+                kinds.add(mm.kind)
+                stream = call.media.streams.get(mm.kind)
+                if stream is None:
+                    continue
+                if not mm.transcode:
+                    if stream.coder is not None:
+                        links[mm.kind] = None
+                    continue
+                plan = _TranscodePlan.of(mm, legacy_sdp.media[mm.legacy_index], webrtc_sdp.media[mm.webrtc_index])
+                if stream.coder is not None and stream.coder.description == plan.description:
+                    continue  # same codecs after a re-INVITE: keep the coder and its state
+                links[mm.kind] = await self._open_link(call, mm.kind, plan)
+        except BaseException:
+            for link in links.values():
+                if link is not None:
+                    await link.pool.close(link.session)
+            raise
+        return links
+
+    async def _open_link(self, call: _Call, kind: str, plan: _TranscodePlan) -> CoderLink:
+        from ..coder import AudioTranscoder, CoderBusy
+
+        pool = self.coder
+        if pool is None:
+            raise NoCommonCodec("the legs share no codec and the media coder is off")
+        stream = call.media.streams[kind]
+        now = monotonic()
+        to_legacy_ts, to_webrtc_ts = stream.next_timestamp(True, now), stream.next_timestamp(False, now)
+        playback, capture = self.settings.webrtc2sip.codec_opus_maxrates
+        p = plan
+
+        def to_legacy() -> AudioTranscoder:
+            return AudioTranscoder(p.webrtc_codec, p.legacy_codec, src_pt=p.webrtc_pt, dst_pt=p.legacy_pt,
+                                   dst_ptime_ms=p.legacy_ptime, opus_maxrate=playback, src_cn_pt=p.webrtc_cn,
+                                   dst_cn_pt=p.legacy_cn, src_dtmf_pt=p.webrtc_dtmf, dst_dtmf_pt=p.legacy_dtmf,
+                                   dst_timestamp=to_legacy_ts)
+
+        def to_webrtc() -> AudioTranscoder:
+            return AudioTranscoder(p.legacy_codec, p.webrtc_codec, src_pt=p.legacy_pt, dst_pt=p.webrtc_pt,
+                                   dst_ptime_ms=p.webrtc_ptime, opus_maxrate=min(capture, p.webrtc_maxrate),
+                                   src_cn_pt=p.legacy_cn, dst_cn_pt=p.webrtc_cn, src_dtmf_pt=p.legacy_dtmf,
+                                   dst_dtmf_pt=p.webrtc_dtmf, dst_timestamp=to_webrtc_ts)
+
+        try:
+            session = await pool.open(to_legacy=to_legacy, to_webrtc=to_webrtc)
+        except CoderBusy as exc:
+            log.info("media session %s: %s needs transcoding, refused: %s", call.id, kind, exc)
+            raise NoCommonCodec(f"no common codec and {exc}") from exc
+        return CoderLink(pool, session, plan.from_webrtc, plan.from_legacy, plan.description)
+
+    async def _configure(self, call: _Call, configs: list[StreamConfig], links: dict[str, CoderLink | None]) -> None:
+        """New stream parameters and coders at once (no packet in between sees one without the other)."""
+        call.media.configure_streams(configs)
+        old = [call.media.set_coder(kind, link) for kind, link in links.items()]
+        for link in old:
+            if link is not None:
+                await link.pool.close(link.session)
 
     # -- internals ----------------------------------------------------------------------------------
 
@@ -335,15 +435,23 @@ def _kinds(sdp: SessionDescription) -> list[str]:
     return kinds
 
 
-def _stream_configs(mapping: Mapping, legacy_sdp: SessionDescription) -> list[StreamConfig]:
+def _stream_configs(mapping: Mapping, legacy_sdp: SessionDescription,
+                    webrtc_sdp: SessionDescription | None = None) -> list[StreamConfig]:
     """One config per relayed stream; ``legacy_sdp`` is whichever SDP numbers the legacy leg's
-    payload types (its answer, or its offer), for the codec's clock rate."""
+    payload types (its answer, or its offer), for the codec's clock rate, ``webrtc_sdp`` the same
+    for the browser leg (needed for transcoded streams only)."""
     configs: list[StreamConfig] = []
     seen: set[str] = set()
     for mm in mapping.active:
         if mm.webrtc_index is None or mm.legacy_index is None or mm.kind in seen:
             continue
         seen.add(mm.kind)
+        if mm.transcode and webrtc_sdp is not None:
+            plan = _TranscodePlan.of(mm, legacy_sdp.media[mm.legacy_index], webrtc_sdp.media[mm.webrtc_index])
+            to_legacy = plan.pt_map()
+            configs.append(StreamConfig(mm.kind, to_legacy, {v: k for k, v in to_legacy.items()},
+                                        plan.legacy_clock, mm.legacy_peer, plan.legacy_dtmf, plan.webrtc_clock))
+            continue
         media = legacy_sdp.media[mm.legacy_index] if mm.legacy_index < len(legacy_sdp.media) else None
         clock_rate = _clock_rate(media, mm)
         dtmf = mm.legacy_dtmf_pt
@@ -353,6 +461,79 @@ def _stream_configs(mapping: Mapping, legacy_sdp: SessionDescription) -> list[St
         configs.append(StreamConfig(mm.kind, dict(mm.to_legacy), dict(mm.to_webrtc), clock_rate,
                                     mm.legacy_peer, dtmf))
     return configs
+
+
+@dataclass(frozen=True, slots=True)
+class _TranscodePlan:
+    """What a transcoded stream's coder needs, read from both legs' SDP: codecs (coder names), payload
+    types of the codec, CN (RFC 3389) and telephone-event (RFC 4733) at the codec's clock, ptimes."""
+
+    webrtc_codec: str
+    webrtc_pt: int
+    webrtc_clock: int
+    webrtc_cn: int | None
+    webrtc_dtmf: int | None
+    webrtc_ptime: int
+    webrtc_maxrate: int
+    legacy_codec: str
+    legacy_pt: int
+    legacy_clock: int
+    legacy_cn: int | None
+    legacy_dtmf: int | None
+    legacy_ptime: int
+
+    @classmethod
+    def of(cls, mm: MediaMap, legacy: Media, webrtc: Media) -> _TranscodePlan:
+        if len(mm.to_legacy) != 1:
+            raise NoCommonCodec(f"transcoded {mm.kind} needs one codec per leg, not {dict(mm.to_legacy)}")
+        ((wpt, lpt),) = mm.to_legacy.items()
+        wc, lc = webrtc.codec(wpt), legacy.codec(lpt)
+        wname = transcodable(wc) if wc is not None else None
+        lname = transcodable(lc) if lc is not None else None
+        if wc is None or lc is None or wname is None or lname is None:
+            raise NoCommonCodec(f"the media coder cannot transcode {wc} to {lc}")
+        maxrate = 48000
+        if wname == "opus":  # RFC 7587 §6.1: the browser's maxplaybackrate caps what we encode
+            fmtp = wc.params.get("maxplaybackrate", "")
+            maxrate = int(fmtp) if fmtp.isdigit() and int(fmtp) >= 8000 else 48000
+        return cls(wname, wpt, wc.clock_rate, _aux(webrtc, "cn", wc.clock_rate),
+                   _aux(webrtc, "telephone-event", wc.clock_rate), 20, maxrate,
+                   lname, lpt, lc.clock_rate, _aux(legacy, "cn", lc.clock_rate),
+                   _aux(legacy, "telephone-event", lc.clock_rate), _ptime(legacy.ptime, lname))
+
+    @property
+    def description(self) -> str:
+        return (f"{self.webrtc_codec}/{self.webrtc_pt} ({self.webrtc_ptime} ms) <-> "
+                f"{self.legacy_codec}/{self.legacy_pt} ({self.legacy_ptime} ms)")
+
+    def pt_map(self) -> dict[int, int]:
+        """Browser PT -> legacy PT for codec, CN and events (what routes packets to the stream)."""
+        out = {self.webrtc_pt: self.legacy_pt}
+        for w, lg in ((self.webrtc_cn, self.legacy_cn), (self.webrtc_dtmf, self.legacy_dtmf)):
+            if w is not None and lg is not None:
+                out[w] = lg
+        return out
+
+    @property
+    def from_webrtc(self) -> frozenset[int]:
+        return frozenset(pt for pt in (self.webrtc_pt, self.webrtc_cn, self.webrtc_dtmf) if pt is not None)
+
+    @property
+    def from_legacy(self) -> frozenset[int]:
+        return frozenset(pt for pt in (self.legacy_pt, self.legacy_cn, self.legacy_dtmf) if pt is not None)
+
+
+def _aux(media: Media, name: str, clock_rate: int) -> int | None:
+    return next((c.pt for c in media.codecs if c.name.lower() == name and c.clock_rate == clock_rate), None)
+
+
+def _ptime(ptime: int | None, codec: str) -> int:
+    """The legacy peer's a=ptime (RFC 4566 §6) within what the coder packetizes (10-60 ms)."""
+    if ptime is None or ptime <= 0:
+        return 20
+    if codec == "opus":
+        return min((10, 20, 40, 60), key=lambda p: abs(p - ptime))
+    return max(10, min(60, ptime))
 
 
 def _clock_rate(media: Media | None, mm: MediaMap) -> int:

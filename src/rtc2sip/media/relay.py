@@ -29,10 +29,11 @@ import logging
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from time import monotonic
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ..sdp.translate import LegacyPeer
 from .certificate import Certificate
@@ -51,10 +52,13 @@ from .rtcp import (
     round_trip_time,
     serialize_compound,
 )
-from .rtp import RTP_HEADER, RtpRewriter
+from .rtp import RTP_HEADER, RtpRewriter, build_rtp
 from .srtp import AES128_CM_SHA1_80, SdesCrypto, SrtpError, SrtpSession
 
-__all__ = ["Address", "LegStats", "MediaSession", "StreamConfig"]
+if TYPE_CHECKING:  # the coder imports PyAV: only a plane that transcodes loads it
+    from ..coder import CoderPool, CoderSession, OutPacket
+
+__all__ = ["Address", "CoderLink", "LegStats", "MediaSession", "StreamConfig"]
 
 log = logging.getLogger("rtc2sip.media")
 
@@ -97,6 +101,20 @@ class StreamConfig:
     clock_rate: int
     legacy_peer: LegacyPeer | None
     legacy_dtmf_pt: int | None = None  # telephone-event toward the legacy peer, at ``clock_rate``
+    webrtc_clock_rate: int | None = None  # the browser leg's clock when it differs (transcoding)
+
+
+@dataclass(frozen=True, slots=True)
+class CoderLink:
+    """A transcoded stream (the Media Coder, :mod:`rtc2sip.coder`): the pool session whose
+    ``to_legacy``/``to_webrtc`` directions take the packets, and the payload types each leg may send
+    into it (codec, CN, telephone-event); others are dropped."""
+
+    pool: CoderPool
+    session: CoderSession
+    from_webrtc: frozenset[int]
+    from_legacy: frozenset[int]
+    description: str
 
 
 def _set_receive_size(transport: asyncio.BaseTransport) -> None:
@@ -120,6 +138,9 @@ class _Stream(asyncio.DatagramProtocol):
 
     __slots__ = (
         "clock_rate",
+        "coded_to_legacy",
+        "coded_to_webrtc",
+        "coder",
         "kind",
         "last_legacy_out",
         "last_legacy_out_time",
@@ -151,6 +172,7 @@ class _Stream(asyncio.DatagramProtocol):
         "to_legacy",
         "to_webrtc",
         "webrtc",
+        "webrtc_clock_rate",
         "webrtc_remote_report",
         "webrtc_rtt",
         "webrtc_rx",
@@ -169,6 +191,11 @@ class _Stream(asyncio.DatagramProtocol):
         self.webrtc_ssrc = secrets.randbits(32)
         self.legacy_ssrc = secrets.randbits(32)
         self.clock_rate = 8000
+        self.webrtc_clock_rate = 8000
+        # Transcoding: packets go through the coder's worker; results leave in submission order.
+        self.coder: CoderLink | None = None
+        self.coded_to_legacy: deque[asyncio.Future[list[OutPacket]]] = deque()
+        self.coded_to_webrtc: deque[asyncio.Future[list[OutPacket]]] = deque()
         self.to_legacy: RtpRewriter | None = None
         self.to_webrtc: RtpRewriter | None = None
         self.webrtc_rx: ReceiveStatistics | None = None
@@ -201,14 +228,15 @@ class _Stream(asyncio.DatagramProtocol):
 
     def configure(self, config: StreamConfig) -> None:
         self.clock_rate = config.clock_rate
+        self.webrtc_clock_rate = webrtc_clock = config.webrtc_clock_rate or config.clock_rate
         self.legacy_dtmf_pt = config.legacy_dtmf_pt
         if self.to_legacy is None or self.to_webrtc is None:
             self.to_legacy = RtpRewriter(self.legacy_ssrc, config.clock_rate, config.to_legacy, secrets.randbits(16))
-            self.to_webrtc = RtpRewriter(self.webrtc_ssrc, config.clock_rate, config.to_webrtc, secrets.randbits(16))
+            self.to_webrtc = RtpRewriter(self.webrtc_ssrc, webrtc_clock, config.to_webrtc, secrets.randbits(16))
         else:
             # A re-INVITE may renumber payload types; the rewriters keep sequence and timestamp running.
             _remap(self.to_legacy, config.to_legacy, config.clock_rate)
-            _remap(self.to_webrtc, config.to_webrtc, config.clock_rate)
+            _remap(self.to_webrtc, config.to_webrtc, webrtc_clock)
         peer = config.legacy_peer
         if peer is None:
             return
@@ -250,8 +278,11 @@ class _Stream(asyncio.DatagramProtocol):
         rx = self.webrtc_rx
         if rx is None or rx.ssrc != ssrc:
             # SRTP already authenticated the source: no probation (RFC 3550 A.1).
-            rx = self.webrtc_rx = ReceiveStatistics(ssrc, self.clock_rate, min_sequential=0)
+            rx = self.webrtc_rx = ReceiveStatistics(ssrc, self.webrtc_clock_rate, min_sequential=0)
         rx.update(seq, ts, now)
+        if self.coder is not None:
+            self._to_coder(plain, now, True)
+            return
         rewriter = self.to_legacy
         dest = self.legacy_dest
         transport = self.legacy_rtp
@@ -329,6 +360,9 @@ class _Stream(asyncio.DatagramProtocol):
         if rx is None or rx.ssrc != ssrc:
             rx = self.legacy_rx = ReceiveStatistics(ssrc, self.clock_rate)
         rx.update(seq, ts, now)
+        if self.coder is not None:
+            self._to_coder(data, now, False)
+            return
         session = self.session
         rewriter = self.to_webrtc
         tx = session.srtp_tx
@@ -348,6 +382,97 @@ class _Stream(asyncio.DatagramProtocol):
         out = self.webrtc
         out.packets_out += 1
         out.bytes_out += len(packet)
+
+    # -- transcoding (the Media Coder) ----------------------------------------------------------------
+
+    def _to_coder(self, plain: bytes, now: float, from_webrtc: bool) -> None:
+        """Submit one received packet's payload to the coder (off the loop, in order per direction);
+        :meth:`_drain` sends what comes back under this leg's own SSRC and sequence."""
+        link = self.coder
+        assert link is not None
+        stats = self.webrtc if from_webrtc else self.legacy
+        b0, b1, seq, ts, _ = RTP_HEADER.unpack_from(plain)
+        pt = b1 & 0x7F
+        start = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10 and len(plain) >= start + 4:  # RFC 3550 §5.3.1 header extension
+            start += 4 + 4 * int.from_bytes(plain[start + 2 : start + 4], "big")
+        end = len(plain) - (plain[-1] if b0 & 0x20 else 0)  # §5.1 padding
+        if pt not in (link.from_webrtc if from_webrtc else link.from_legacy) or end <= start:
+            stats.dropped += 1
+            return
+        direction = "to_legacy" if from_webrtc else "to_webrtc"
+        future = link.pool.submit(link.session, direction, plain[start:end], ts, seq, bool(b1 & 0x80), now, pt)
+        queue = self.coded_to_legacy if from_webrtc else self.coded_to_webrtc
+        queue.append(future)
+        future.add_done_callback(self._drain_to_legacy if from_webrtc else self._drain_to_webrtc)
+
+    def _drain_to_legacy(self, _: object) -> None:
+        self._drain(self.coded_to_legacy, True)
+
+    def _drain_to_webrtc(self, _: object) -> None:
+        self._drain(self.coded_to_webrtc, False)
+
+    def _drain(self, queue: deque[asyncio.Future[list[OutPacket]]], to_legacy: bool) -> None:
+        now = monotonic()
+        while queue and queue[0].done():
+            future = queue.popleft()
+            if future.cancelled() or future.exception() is not None:
+                (self.webrtc if to_legacy else self.legacy).dropped += 1
+                if not future.cancelled():
+                    log.debug("media session %s: coder refused a packet: %s", self.session.id, future.exception())
+                continue
+            for packet in future.result():
+                if to_legacy:
+                    self._send_coded_legacy(packet, now)
+                else:
+                    self._send_coded_webrtc(packet, now)
+
+    def _send_coded_legacy(self, packet: OutPacket, now: float) -> None:
+        rewriter, dest, transport = self.to_legacy, self.legacy_dest, self.legacy_rtp
+        if rewriter is None or dest is None or transport is None:
+            self.webrtc.dropped += 1
+            return
+        buf = bytearray(build_rtp(packet.payload_type, _advance(rewriter, packet.timestamp, now), packet.timestamp,
+                                  self.legacy_ssrc, packet.payload, packet.marker))
+        tx = self.legacy_tx_srtp
+        transport.sendto(buf if tx is None else tx.protect(bytes(buf)), dest)
+        self.last_legacy_out = buf
+        self.last_legacy_out_time = now
+        self.legacy.packets_out += 1
+        self.legacy.bytes_out += len(buf)
+
+    def _send_coded_webrtc(self, packet: OutPacket, now: float) -> None:
+        session = self.session
+        rewriter, tx, dest, transport = self.to_webrtc, session.srtp_tx, session.ice.selected, session.transport
+        if rewriter is None or tx is None or dest is None or transport is None:
+            self.legacy.dropped += 1
+            return
+        buf = bytearray(build_rtp(packet.payload_type, _advance(rewriter, packet.timestamp, now), packet.timestamp,
+                                  self.webrtc_ssrc, packet.payload, packet.marker))
+        protected = tx.protect(bytes(buf))
+        transport.sendto(protected, dest)
+        self.last_webrtc_out = buf
+        self.last_webrtc_out_time = now
+        self.webrtc.packets_out += 1
+        self.webrtc.bytes_out += len(protected)
+
+    def next_timestamp(self, to_legacy: bool, now: float) -> int | None:
+        """Where the stream sent toward a leg would be now (None before its first packet): a coder
+        started in mid-call continues the timeline instead of jumping (RFC 3550 §5.1)."""
+        rewriter = self.to_legacy if to_legacy else self.to_webrtc
+        if rewriter is None or rewriter._source is None:
+            return None
+        gap = max(1, round((now - rewriter._last_arrival) * rewriter.clock_rate))
+        return (rewriter._last_ts + gap) & 0xFFFFFFFF
+
+    def coder_stats(self) -> dict[str, object] | None:
+        link = self.coder
+        if link is None:
+            return None
+        out: dict[str, object] = {"codecs": link.description, "dropped": link.session.dropped}
+        for direction in link.session.directions:
+            out[direction] = asdict(cast(Any, link.session.coder(direction)).stats)
+        return out
 
     def _accept_source(self, addr: Address, now: float) -> bool:
         """Symmetric RTP (webrtc2sip ``enable-rtp-symetric``): send where the peer really sends from."""
@@ -427,14 +552,16 @@ class _Stream(asyncio.DatagramProtocol):
         if leg == "webrtc":
             ssrc, rx, sent, last, last_time = (self.webrtc_ssrc, self.webrtc_rx, self.webrtc,
                                                self.last_webrtc_out, self.last_webrtc_out_time)
+            clock = self.webrtc_clock_rate
         else:
             ssrc, rx, sent, last, last_time = (self.legacy_ssrc, self.legacy_rx, self.legacy,
                                                self.last_legacy_out, self.last_legacy_out_time)
+            clock = self.clock_rate
         blocks = [rx.report_block(now)] if rx is not None and rx.received else []
         packets: list[Any] = []
         if last is not None:
             # The RTP timestamp of "now" on the stream we send (RFC 3550 §6.4.1), from the last packet.
-            rtp_ts = (int.from_bytes(last[4:8], "big") + int((now - last_time) * self.clock_rate)) & 0xFFFFFFFF
+            rtp_ts = (int.from_bytes(last[4:8], "big") + int((now - last_time) * clock)) & 0xFFFFFFFF
             packets.append(SenderReport(ssrc, ntp_from_unix(time.time()), rtp_ts, sent.packets_out,
                                         max(0, sent.bytes_out - 12 * sent.packets_out), blocks))
         else:
@@ -443,6 +570,18 @@ class _Stream(asyncio.DatagramProtocol):
         if bye:
             packets.append(Bye([ssrc]))
         return serialize_compound(packets)
+
+
+def _advance(rewriter: RtpRewriter, timestamp: int, now: float) -> int:
+    """The next sequence number of the rewriter's stream for a packet the gateway made (transcoded
+    audio, CN, events): one numbering for everything sent on the leg (RFC 4733 §2.1). The next
+    relayed packet continues after it, as after :meth:`RtpRewriter.take`."""
+    seq = (rewriter._last_seq + 1) & 0xFFFF
+    rewriter._last_seq = seq
+    rewriter._last_ts = timestamp & 0xFFFFFFFF
+    rewriter._last_arrival = now
+    rewriter._source = -1
+    return seq
 
 
 def _remap(rewriter: RtpRewriter, payload_types: dict[int, int], clock_rate: int) -> None:
@@ -632,6 +771,14 @@ class MediaSession:
         if self.dtls is not None and self.dtls.state is DtlsState.CONNECTED:
             self.dtls.close()
             self._flush_dtls(None)
+        for kind, stream in self.streams.items():
+            if stream.coder is not None:
+                log.info("media session %s: %s transcoding ended: %s", self.id, kind, stream.coder_stats())
+            link, stream.coder = stream.coder, None
+            stream.coded_to_legacy.clear()
+            stream.coded_to_webrtc.clear()
+            if link is not None:
+                await link.pool.close(link.session)
         transports: list[asyncio.BaseTransport | None] = [self.transport]
         for stream in self.streams.values():
             transports += [stream.legacy_rtp, stream.legacy_rtcp]
@@ -675,6 +822,17 @@ class MediaSession:
         self.streams_by_pt = table
         if self.answered is None:
             self.answered = monotonic()
+
+    def set_coder(self, kind: str, link: CoderLink | None) -> CoderLink | None:
+        """Transcode the ``kind`` stream through ``link`` from now on (None: relay it as is again);
+        returns the previous link, for the caller to close in its pool."""
+        stream = self.streams[kind]
+        old, stream.coder = stream.coder, link
+        if link is not None and old is None:
+            log.info("media session %s: %s transcoded, %s", self.id, kind, link.description)
+        elif link is None and old is not None:
+            log.info("media session %s: %s relayed without transcoding again", self.id, kind)
+        return old
 
     async def send_dtmf(self, kind: str, event: int, duration_ms: int, interval: float = 0.05) -> bool:
         """An RFC 4733 event of the gateway's own toward the legacy peer (RFC 4733 §2.5.1): updates
@@ -877,10 +1035,12 @@ class MediaSession:
                 "legacy": _receive_summary(s.legacy, s.legacy_rx, s.legacy_rtt, s.legacy_remote_report)
                 | {"remote": _fmt(s.legacy_dest), "latched": s.latched is not None,
                    "srtp": s.legacy_tx_srtp is not None},
+                "transcoding": s.coder_stats(),
             }
         dtls = self.dtls
         return {
             "failed": self.failed,
+            "transcoded": any(s.coder is not None for s in self.streams.values()),
             "webrtc": {
                 **_counters(webrtc),
                 "dropped": webrtc.dropped + self.dropped,

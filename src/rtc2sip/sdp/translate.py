@@ -53,6 +53,7 @@ __all__ = [
     "SETUP_ANSWER",
     "TO_LEGACY",
     "TO_WEBRTC",
+    "TRANSCODABLE",
     "BreakerPolicy",
     "CodecPolicy",
     "CodecSpec",
@@ -69,6 +70,7 @@ __all__ = [
     "legacy_answer_to_webrtc",
     "legacy_offer_to_webrtc",
     "missing_for_browser",
+    "transcodable",
     "webrtc_answer_to_legacy",
     "webrtc_offer_to_legacy",
 ]
@@ -660,11 +662,26 @@ def _spec_codec(spec: CodecSpec, pt: int) -> Codec:
     return Codec(pt, spec.encoding, spec.clock_rate, spec.channels, spec.fmtp)
 
 
+# What the Media Coder (rtc2sip.coder) can transcode, as CODEC_SPECS names: audio only so far.
+TRANSCODABLE: frozenset[str] = frozenset({"opus", "pcmu", "pcma", "g722"})
+
+
+def transcodable(codec: Codec) -> str | None:
+    """The :data:`TRANSCODABLE` name of ``codec``, None when the coder cannot handle it."""
+    return next((n for n in TRANSCODABLE if _spec_matches(CODEC_SPECS[n], codec)), None)
+
+
 def _transcoder_codecs(kind: str, policy: CodecPolicy, have: Sequence[Codec], used: set[int]) -> list[Codec]:
-    """Codecs a transcoder could produce that are not offered already, with fresh payload types."""
+    """Codecs a transcoder could produce that are not offered already, with fresh payload types, in
+    the order of the ``codecs`` list; only when ``have`` holds a codec the transcoder can decode."""
+    if not any(transcodable(c) for c in have):
+        return []
     keys = {codec_key(c) for c in have}
     out: list[Codec] = []
-    for spec in policy.specs(kind):
+    for name in policy.codecs:
+        spec = CODEC_SPECS[name]
+        if spec.kind != kind or name not in TRANSCODABLE:
+            continue
         probe = _spec_codec(spec, 0)
         if codec_key(probe) in keys:
             continue
@@ -672,10 +689,13 @@ def _transcoder_codecs(kind: str, policy: CodecPolicy, have: Sequence[Codec], us
         used.add(pt)
         out.append(dataclasses.replace(probe, pt=pt))
         keys.add(codec_key(probe))
-    if kind == "audio" and out and not any(c.name.lower() == "telephone-event" for c in have):
-        pt = _pt_for(101, {}, used)
-        used.add(pt)
-        out.append(Codec(pt, "telephone-event", 8000, 1, "0-16"))
+    # RFC 4733 §7.1.1: events at each added codec's clock rate (the coder carries them across).
+    events = {c.clock_rate for c in have if c.name.lower() == "telephone-event"}
+    for rate in dict.fromkeys(c.clock_rate for c in out if kind == "audio"):
+        if rate not in events:
+            pt = _pt_for(101, {}, used)
+            used.add(pt)
+            out.append(Codec(pt, "telephone-event", rate, 1, "0-16"))
     return out
 
 
@@ -743,8 +763,8 @@ def _answer_codecs(
     chosen = _negotiate(answered, offered)
     if any(_is_aux(o) is None for _, o in chosen):
         return [(o.pt, o) for _, o in chosen], {o.pt: a.pt for a, o in chosen}, False
-    theirs = next((c for c in answered if _is_aux(c) is None), None)
-    mine = next((c for c in offered if _is_aux(c) is None), None)
+    theirs = next((c for c in answered if _is_aux(c) is None and transcodable(c)), None)
+    mine = next((c for c in offered if _is_aux(c) is None and transcodable(c)), None)
     if not transcoding or theirs is None or mine is None:
         return None
     aux = [(c.pt, c) for c in offered if _is_aux(c) is Aux.KEEP and c.clock_rate == mine.clock_rate]
@@ -825,7 +845,9 @@ def webrtc_offer_to_legacy(
         if li is None or media.rejected:
             maps.append(dataclasses.replace(base, rejected=True))
             continue
-        pairs, to_legacy, transcode = _offer_codecs(media, policy.codecs, old.to_legacy if old else {})
+        # A transcoded stream's map pairs different codecs: its numbers are no promise to keep.
+        pairs, to_legacy, transcode = _offer_codecs(media, policy.codecs,
+                                                    old.to_legacy if old and not old.transcode else {})
         if not pairs:
             maps.append(dataclasses.replace(base, rejected=True))
             continue
@@ -1011,8 +1033,8 @@ def legacy_offer_to_webrtc(
             legacy_proto=lm.proto, legacy_format=lm.formats[0] if lm.formats else "0", rejected=False,
         )
         usable = not lm.rejected and lm.is_rtp and lm.kind in MEDIA_KINDS
-        pairs, to_webrtc, transcode = _offer_codecs(lm, policy.codecs, old.to_webrtc if old else {}) if usable \
-            else ([], {}, False)
+        preferred = old.to_webrtc if old and not old.transcode else {}
+        pairs, to_webrtc, transcode = _offer_codecs(lm, policy.codecs, preferred) if usable else ([], {}, False)
         if not pairs:
             maps.append(dataclasses.replace(base, rejected=True))
             continue

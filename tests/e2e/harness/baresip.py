@@ -207,8 +207,10 @@ class Baresip:
         return f"sip:{self.user}@127.0.0.1:{self.sip_port};transport={self.transport}"
 
     def _write_config(self) -> None:
-        tone = write_tone_wav(self.confdir / "tone.wav", self.tone_hz, rate=8000, seconds=60)
-        modules = ["g711", "aufile", "aubridge", "sndfile"]
+        # aufile plays the WAV at its own rate: the first codec's (G.722 carries 16 kHz audio)
+        rate = 16000 if self.audio_codecs.upper().startswith("G722") else 8000
+        tone = write_tone_wav(self.confdir / "tone.wav", self.tone_hz, rate=rate, seconds=60)
+        modules = ["g711", "g722", "aufile", "aubridge", "sndfile"]
         lines = [
             "poll_method epoll",
             f"sip_listen 127.0.0.1:{self.sip_port}",

@@ -1,0 +1,686 @@
+#!/usr/bin/env python3
+"""Load generator of bench/relay.py: bridged G.711 calls, a browser and a phone per call.
+
+Run by bench/relay.py (one or more processes pinned to the core the gateway does not use); it reads
+JSON commands on stdin and answers one JSON line each on stdout. Per call it plays:
+
+- the browser: a WebRTC offer (ICE, DTLS actpass, rtcp-mux, BUNDLE), a STUN check with USE-CANDIDATE
+  toward the gateway's candidate, answers to the gateway's own checks (rtpengine is a full ICE agent),
+  a DTLS client (rtc2sip.media.dtls), then SRTP (AES_CM_128_HMAC_SHA1_80, every WebRTC stack has it)
+  and a consent check every 5 s (RFC 7675);
+- the phone: a plain RTP/AVP answer.
+
+Signalling goes straight to the gateway's control socket: rtpengine's NG protocol (bencoded dicts over
+UDP), or the tiny JSON control server bench/relay.py runs around rtc2sip's MediaPlane. Both take the
+same SDPs and the same offer/answer/delete moves.
+
+Media: 172-byte PCMU packets (12-byte header, 160 bytes of payload) every 20 ms each way; the payload
+carries the call, a sequence number and the send time (CLOCK_MONOTONIC, shared by every process of the
+machine), so the receiving side measures one-way latency and counts, per direction, the packets whose
+send time falls in the measurement window: loss = 1 - received / sent over exactly those packets.
+
+All browsers of a process share one UDP socket and all phones another (the gateway tells calls apart
+by its own ports), so the generator drains two sockets instead of polling thousands, and stays
+cheaper per packet than the relay it loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import select
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aioice import stun
+
+from rtc2sip.media.certificate import Certificate
+from rtc2sip.media.dtls import DtlsEndpoint, DtlsRole, DtlsState
+from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpError, SrtpSession
+
+Address = tuple[str, int]
+
+PTIME_NS = 20_000_000
+SLOTS = 20  # calls spread over 20 one-millisecond slots of each 20 ms period
+SLOT_NS = PTIME_NS // SLOTS
+PAYLOAD_SIZE = 160  # 20 ms of PCMU at 8 kHz
+RTP = struct.Struct("!BBHII")
+MARK = struct.Struct("!IIq")  # call index, sequence, send time (ns)
+BIN_NS = 10_000  # latency histogram: 10 µs bins
+BINS = 100_000  # up to 1 s
+CONSENT_PERIOD = 5.0
+PUMP_SLICE_NS = 5_000_000  # media loop slice between two turns of asyncio
+SOCKET_BUFFER = 8 * 1024 * 1024
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # Linux; the socket module does not export them
+SETUP_TIMEOUT = 20.0
+CONTROL_TIMEOUT = 10.0
+
+CERT = Certificate.generate("loadgen-browser")
+
+
+# -- signalling ------------------------------------------------------------------------------------
+
+
+def bencode(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return b"%d:%s" % (len(value), value)
+    if isinstance(value, str):
+        return bencode(value.encode())
+    if isinstance(value, bool):
+        return b"i%de" % int(value)
+    if isinstance(value, int):
+        return b"i%de" % value
+    if isinstance(value, list | tuple):
+        return b"l" + b"".join(bencode(v) for v in value) + b"e"
+    if isinstance(value, dict):
+        return b"d" + b"".join(bencode(k) + bencode(value[k]) for k in sorted(value)) + b"e"
+    raise TypeError(f"cannot bencode {type(value).__name__}")
+
+
+def bdecode(data: bytes) -> Any:
+    def parse(i: int) -> tuple[Any, int]:
+        c = data[i : i + 1]
+        if c == b"i":
+            end = data.index(b"e", i)
+            return int(data[i + 1 : end]), end + 1
+        if c in (b"l", b"d"):
+            items: list[Any] = []
+            i += 1
+            while data[i : i + 1] != b"e":
+                item, i = parse(i)
+                items.append(item)
+            if c == b"l":
+                return items, i + 1
+            return {items[k].decode(): items[k + 1] for k in range(0, len(items), 2)}, i + 1
+        colon = data.index(b":", i)
+        size = int(data[i:colon])
+        return data[colon + 1 : colon + 1 + size], colon + 1 + size
+
+    return parse(0)[0]
+
+
+class _Control(asyncio.DatagramProtocol):
+    """Request/response over UDP, matched by a cookie; no retries (a repeated offer would be a new call)."""
+
+    def __init__(self, address: Address, encode: Callable[[str, dict[str, Any]], bytes],
+                 decode: Callable[[bytes], tuple[str, dict[str, Any]]]) -> None:
+        self.address = address
+        self.encode, self.decode = encode, decode
+        self.transport: asyncio.DatagramTransport | None = None
+        self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.counter = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        cookie, reply = self.decode(data)
+        future = self.waiting.pop(cookie, None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.transport is not None
+        self.counter += 1
+        cookie = f"{os.getpid()}-{self.counter}"
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[cookie] = future
+        self.transport.sendto(self.encode(cookie, message), self.address)
+        try:
+            return await asyncio.wait_for(future, CONTROL_TIMEOUT)
+        finally:
+            self.waiting.pop(cookie, None)
+
+
+class Rtc2sipControl:
+    """The JSON control server bench/relay.py wraps around rtc2sip's MediaPlane."""
+
+    def __init__(self, protocol: _Control) -> None:
+        self.p = protocol
+
+    @staticmethod
+    def make(address: Address) -> _Control:
+        def encode(cookie: str, message: dict[str, Any]) -> bytes:
+            return json.dumps({"id": cookie, **message}).encode()
+
+        def decode(data: bytes) -> tuple[str, dict[str, Any]]:
+            reply = json.loads(data)
+            return reply.pop("id"), reply
+
+        return _Control(address, encode, decode)
+
+    async def _call(self, message: dict[str, Any]) -> dict[str, Any]:
+        reply = await self.p.request(message)
+        if not reply.get("ok"):
+            raise RuntimeError(f"rtc2sip {message['op']}: {reply.get('error')}")
+        return reply
+
+    async def offer(self, call: Call, sdp: str) -> str:
+        reply = await self._call({"op": "offer", "call_id": call.call_id, "sdp": sdp})
+        call.session = reply["session"]
+        return str(reply["sdp"])
+
+    async def answer(self, call: Call, sdp: str) -> str:
+        return str((await self._call({"op": "answer", "session": call.session, "sdp": sdp}))["sdp"])
+
+    async def delete(self, call: Call) -> None:
+        if call.session is not None:
+            await self._call({"op": "delete", "session": call.session})
+
+
+class RtpengineControl:
+    """rtpengine's NG protocol: the offer goes to the phone as plain RTP/AVP without ICE and with
+    RTCP demultiplexed; the answer goes back to the browser with ICE forced, rtpengine as the DTLS
+    server (a=setup:passive, as rtc2sip answers) and rtcp-mux required (Kamailio's usual WebRTC flags)."""
+
+    def __init__(self, protocol: _Control) -> None:
+        self.p = protocol
+
+    @staticmethod
+    def make(address: Address) -> _Control:
+        def encode(cookie: str, message: dict[str, Any]) -> bytes:
+            return cookie.encode() + b" " + bencode(message)
+
+        def decode(data: bytes) -> tuple[str, dict[str, Any]]:
+            cookie, _, body = data.partition(b" ")
+            return cookie.decode(), bdecode(body)
+
+        return _Control(address, encode, decode)
+
+    async def _call(self, message: dict[str, Any]) -> dict[str, Any]:
+        reply = await self.p.request(message)
+        if reply.get("result") != b"ok":
+            raise RuntimeError(f"rtpengine {message['command']}: {reply}")
+        return reply
+
+    async def offer(self, call: Call, sdp: str) -> str:
+        reply = await self._call({
+            "command": "offer", "call-id": call.call_id, "from-tag": f"b{call.index}", "sdp": sdp,
+            "transport-protocol": "RTP/AVP", "ICE": "remove", "DTLS": "off", "rtcp-mux": ["demux"],
+            "SDES": ["off"], "replace": ["origin", "session-connection"],
+        })
+        return bytes(reply["sdp"]).decode()
+
+    async def answer(self, call: Call, sdp: str) -> str:
+        reply = await self._call({
+            "command": "answer", "call-id": call.call_id, "from-tag": f"b{call.index}",
+            "to-tag": f"p{call.index}", "sdp": sdp, "transport-protocol": "UDP/TLS/RTP/SAVPF",
+            "ICE": "force", "DTLS": "passive", "rtcp-mux": ["require"],
+            "replace": ["origin", "session-connection"],
+        })
+        return bytes(reply["sdp"]).decode()
+
+    async def delete(self, call: Call) -> None:
+        await self._call({"command": "delete", "call-id": call.call_id, "from-tag": f"b{call.index}"})
+
+
+# -- calls ---------------------------------------------------------------------------------------------
+
+
+class Call:
+    __slots__ = (
+        "b_seq", "b_ssrc", "call_id", "connected", "dtls", "gw_browser", "gw_phone", "gw_pwd",
+        "gw_ufrag", "index", "p_seq", "p_ssrc", "pwd", "rx", "session", "tx", "ufrag",
+    )
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.call_id = f"bench-{os.getpid()}-{index}-{secrets.token_hex(4)}"
+        self.ufrag = f"b{os.getpid() % 10000}x{index}"
+        self.pwd = secrets.token_hex(12)
+        self.b_ssrc = secrets.randbits(32)
+        self.p_ssrc = secrets.randbits(32)
+        self.b_seq = secrets.randbits(15)
+        self.p_seq = secrets.randbits(15)
+        self.session: str | None = None
+        self.gw_browser: Address | None = None
+        self.gw_phone: Address | None = None
+        self.gw_ufrag = ""
+        self.gw_pwd = ""
+        self.dtls: DtlsEndpoint | None = None
+        self.tx: SrtpSession | None = None
+        self.rx: SrtpSession | None = None
+        self.connected: asyncio.Future[None] | None = None
+
+
+def browser_offer(call: Call, port: int) -> str:
+    return (
+        f"v=0\r\no=- {call.b_ssrc} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+        "a=msid-semantic: WMS *\r\n"
+        f"m=audio {port} UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.1\r\na=rtcp:{port} IN IP4 127.0.0.1\r\n"
+        f"a=candidate:1 1 udp 2113937151 127.0.0.1 {port} typ host\r\n"
+        f"a=ice-ufrag:{call.ufrag}\r\na=ice-pwd:{call.pwd}\r\n"
+        f"a=fingerprint:{CERT.sdp_fingerprint}\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n"
+        f"a=rtpmap:0 PCMU/8000\r\na=ssrc:{call.b_ssrc} cname:loadgen{call.index}\r\n"
+    )
+
+
+def phone_answer(call: Call, port: int) -> str:
+    return (
+        f"v=0\r\no=- {call.p_ssrc} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+
+
+def _media_address(sdp: str) -> Address:
+    m = re.search(r"^m=audio (\d+) ", sdp, re.M)
+    c = re.findall(r"^c=IN IP[46] (\S+)", sdp, re.M)
+    if m is None or not c:
+        raise ValueError(f"no audio address in SDP:\n{sdp}")
+    return c[-1], int(m.group(1))
+
+
+def _attribute(sdp: str, name: str) -> str:
+    m = re.search(rf"^a={name}:(.+?)\r?$", sdp, re.M)
+    if m is None:
+        raise ValueError(f"no a={name} in SDP:\n{sdp}")
+    return m.group(1).strip()
+
+
+def _candidate(sdp: str) -> Address:
+    for m in re.finditer(r"^a=candidate:\S+ 1 (?:udp|UDP) \d+ (\S+) (\d+) typ host", sdp, re.M):
+        if ":" not in m.group(1):
+            return m.group(1), int(m.group(2))
+    return _media_address(sdp)
+
+
+# -- the generator -------------------------------------------------------------------------------------
+
+
+class Direction:
+    """Counters of one direction over the measurement window."""
+
+    __slots__ = ("hist", "received", "sent")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+        self.hist = [0] * BINS
+
+    def report(self) -> dict[str, Any]:
+        return {"sent": self.sent, "received": self.received,
+                "hist": {i: n for i, n in enumerate(self.hist) if n}}
+
+
+class Generator:
+    def __init__(self, control: Rtc2sipControl | RtpengineControl, concurrency: int) -> None:
+        self.control = control
+        self.concurrency = concurrency
+        self.loop = asyncio.get_running_loop()
+        self.browser = self._socket()
+        self.phone = self._socket()
+        self.browser_port = self.browser.getsockname()[1]
+        self.phone_port = self.phone.getsockname()[1]
+        self.calls: list[Call] = []
+        self.by_gateway: dict[Address, Call] = {}
+        self.by_ufrag: dict[str, Call] = {}
+        self.slots: list[list[Call]] = [[] for _ in range(SLOTS)]
+        self.stun_waiting: dict[bytes, asyncio.Future[stun.Message]] = {}
+        self.window = (0, 0)
+        self.b2p = Direction()
+        self.p2b = Direction()
+        self.srtp_errors = 0
+        self.send_errors = 0
+        self.late_slots = 0
+        self.max_late_ns = 0
+        self.failed = 0
+        self.next_index = 0
+        self.running = True
+        self.tasks = [self.loop.create_task(self._pump()), self.loop.create_task(self._consent())]
+
+    @staticmethod
+    def _socket() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for force, option in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)  # past net.core.*mem_max (root)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        return sock
+
+    # -- receive paths (drain the socket on each wakeup) ---------------------------------------------
+
+    def _browser_readable(self) -> None:
+        recv = self.browser.recvfrom
+        by_gateway = self.by_gateway
+        unpack = MARK.unpack_from
+        clock = time.monotonic_ns
+        ws, we = self.window
+        d = self.p2b
+        hist = d.hist
+        while True:
+            try:
+                data, addr = recv(2048)
+            except BlockingIOError:
+                return
+            b0 = data[0]
+            if 127 < b0 < 192:
+                if 191 < data[1] < 224:
+                    continue  # the gateway's RTCP
+                call = by_gateway.get(addr)
+                if call is None or call.rx is None:
+                    continue
+                try:
+                    plain = call.rx.unprotect(data)
+                except SrtpError:
+                    self.srtp_errors += 1
+                    continue
+                _, _, sent = unpack(plain, 12)
+                if ws <= sent < we:
+                    d.received += 1
+                    hist[min((clock() - sent) // BIN_NS, BINS - 1)] += 1
+            elif b0 < 4:
+                self._stun(data, addr)
+            elif 19 < b0 < 64:
+                call = by_gateway.get(addr)
+                if call is not None and call.dtls is not None:
+                    call.dtls.feed(data)
+                    self._flush_dtls(call)
+
+    def _phone_readable(self) -> None:
+        recv = self.phone.recv
+        unpack = MARK.unpack_from
+        clock = time.monotonic_ns
+        ws, we = self.window
+        d = self.b2p
+        hist = d.hist
+        while True:
+            try:
+                data = recv(2048)
+            except BlockingIOError:
+                return
+            if len(data) < 28 or 191 < data[1] < 224:
+                continue
+            _, _, sent = unpack(data, 12)
+            if ws <= sent < we:
+                d.received += 1
+                hist[min((clock() - sent) // BIN_NS, BINS - 1)] += 1
+
+    # -- send path ---------------------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        """The media loop: sends each 1 ms slot's packets on time and drains both sockets, in slices
+        of :data:`PUMP_SLICE` between which asyncio runs the setup and command tasks. Its own epoll
+        rather than a timer and reader callbacks per wakeup: uvloop's per-iteration work was 40 % of
+        the generator's CPU, more than the relay's under test."""
+        poller = select.epoll()
+        browser_fd, phone_fd = self.browser.fileno(), self.phone.fileno()
+        poller.register(browser_fd, select.EPOLLIN)
+        poller.register(phone_fd, select.EPOLLIN)
+        buf = bytearray(12 + PAYLOAD_SIZE)
+        buf[12:] = b"\xff" * PAYLOAD_SIZE  # PCMU silence
+        rtp_pack = RTP.pack_into
+        mark_pack = MARK.pack_into
+        clock = time.monotonic_ns
+        bsend = self.browser.sendto
+        psend = self.phone.sendto
+        browser_readable, phone_readable = self._browser_readable, self._phone_readable
+        slots = self.slots
+        due = clock()
+        k = 0
+        try:
+            while self.running:
+                now = clock()
+                slice_end = now + PUMP_SLICE_NS
+                while now < slice_end:
+                    if due <= now:
+                        late = now - due
+                        if late > SLOT_NS:
+                            self.late_slots += 1
+                            if late > self.max_late_ns:
+                                self.max_late_ns = late
+                        ws, we = self.window
+                        b2p, p2b = self.b2p, self.p2b
+                        for call in slots[k % SLOTS]:
+                            tx = call.tx
+                            if tx is None or call.gw_browser is None or call.gw_phone is None:
+                                continue
+                            t = clock()  # one send time for both packets, the receivers' window test
+                            seq = call.b_seq = (call.b_seq + 1) & 0xFFFF
+                            rtp_pack(buf, 0, 0x80, 0, seq, seq * 160, call.b_ssrc)
+                            mark_pack(buf, 12, call.index, seq, t)
+                            try:
+                                bsend(tx.protect(bytes(buf)), call.gw_browser)
+                            except BlockingIOError:
+                                self.send_errors += 1  # counted as sent, hence lost: shown in the notes
+                            seq = call.p_seq = (call.p_seq + 1) & 0xFFFF
+                            rtp_pack(buf, 0, 0x80, 0, seq, seq * 160, call.p_ssrc)
+                            mark_pack(buf, 12, call.index, seq, t)
+                            try:
+                                psend(buf, call.gw_phone)
+                            except BlockingIOError:
+                                self.send_errors += 1
+                            if ws <= t < we:
+                                b2p.sent += 1
+                                p2b.sent += 1
+                        k += 1
+                        due += SLOT_NS
+                    else:
+                        for fd, _ in poller.poll((min(due, slice_end) - now) / 1e9):
+                            if fd == browser_fd:
+                                browser_readable()
+                            else:
+                                phone_readable()
+                    now = clock()
+                await asyncio.sleep(0)
+        finally:
+            poller.close()
+
+    async def _consent(self) -> None:
+        """RFC 7675: a check every 5 s per call, spread over the period."""
+        part = 0
+        while self.running:
+            await asyncio.sleep(CONSENT_PERIOD / 5)
+            for call in self.calls[part::5]:
+                if call.tx is not None and call.gw_browser is not None:
+                    self.browser.sendto(self._check(call, use_candidate=False), call.gw_browser)
+            part = (part + 1) % 5
+
+    # -- ICE ---------------------------------------------------------------------------------------------
+
+    def _check(self, call: Call, use_candidate: bool) -> bytes:
+        request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        request.attributes["USERNAME"] = f"{call.gw_ufrag}:{call.ufrag}"
+        request.attributes["PRIORITY"] = 2113937151
+        request.attributes["ICE-CONTROLLING"] = 0x1234567890ABCDEF
+        if use_candidate:
+            request.attributes["USE-CANDIDATE"] = None
+        request.add_message_integrity(call.gw_pwd.encode())
+        if use_candidate:
+            self.stun_waiting[request.transaction_id] = self.loop.create_future()
+        return bytes(request)
+
+    def _stun(self, data: bytes, addr: Address) -> None:
+        try:
+            message = stun.parse_message(data)
+        except ValueError:
+            return
+        if message.message_class == stun.Class.REQUEST and message.message_method == stun.Method.BINDING:
+            # The gateway's own check (rtpengine is a full ICE agent): answer as the browser would.
+            username = str(message.attributes.get("USERNAME", ""))
+            call = self.by_ufrag.get(username.partition(":")[0])
+            if call is None:
+                return
+            response = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE,
+                                    transaction_id=message.transaction_id,
+                                    attributes={"XOR-MAPPED-ADDRESS": addr})
+            response.add_message_integrity(call.pwd.encode())
+            self.browser.sendto(bytes(response), addr)
+            return
+        future = self.stun_waiting.pop(message.transaction_id, None)
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    # -- DTLS ----------------------------------------------------------------------------------------------
+
+    def _flush_dtls(self, call: Call) -> None:
+        dtls = call.dtls
+        assert dtls is not None and call.gw_browser is not None
+        for datagram in dtls.datagrams_to_send():
+            self.browser.sendto(datagram, call.gw_browser)
+        if dtls.state is DtlsState.CONNECTED and call.tx is None and dtls.srtp_keys is not None:
+            call.tx = dtls.srtp_keys.tx_session()
+            call.rx = dtls.srtp_keys.rx_session()
+            if call.connected is not None and not call.connected.done():
+                call.connected.set_result(None)
+        elif dtls.state is DtlsState.FAILED and call.connected is not None and not call.connected.done():
+            call.connected.set_exception(RuntimeError(f"DTLS failed: {dtls.error}"))
+
+    # -- call setup ------------------------------------------------------------------------------------
+
+    async def _setup(self, call: Call) -> None:
+        legacy_offer = await self.control.offer(call, browser_offer(call, self.browser_port))
+        call.gw_phone = _media_address(legacy_offer)
+        answer = await self.control.answer(call, phone_answer(call, self.phone_port))
+        call.gw_browser = _candidate(answer)
+        call.gw_ufrag, call.gw_pwd = _attribute(answer, "ice-ufrag"), _attribute(answer, "ice-pwd")
+        fingerprint = _attribute(answer, "fingerprint")
+        if _attribute(answer, "setup") != "passive":
+            raise RuntimeError("the gateway did not answer a=setup:passive")
+        self.by_gateway[call.gw_browser] = call
+        self.by_ufrag[call.ufrag] = call
+        deadline = self.loop.time() + SETUP_TIMEOUT
+        # ICE: the browser (controlling) checks with USE-CANDIDATE until a response comes back.
+        while True:
+            request = self._check(call, use_candidate=True)
+            txid = request[8:20]
+            self.browser.sendto(request, call.gw_browser)
+            try:
+                response = await asyncio.wait_for(self.stun_waiting[txid], 0.2)
+            except TimeoutError:
+                self.stun_waiting.pop(txid, None)
+                if self.loop.time() > deadline:
+                    raise RuntimeError("no answer to the ICE check") from None
+                continue
+            if response.message_class != stun.Class.RESPONSE:
+                raise RuntimeError(f"ICE check refused: {response.attributes.get('ERROR-CODE')}")
+            break
+        # DTLS client (the gateway answered passive), retransmitting on OpenSSL's timer.
+        call.connected = self.loop.create_future()
+        call.dtls = DtlsEndpoint(CERT, DtlsRole.CLIENT, [fingerprint], srtp_profiles=(AES128_CM_SHA1_80,))
+        call.dtls.start()
+        self._flush_dtls(call)
+        while not call.connected.done():
+            now = time.monotonic()
+            due = call.dtls.next_timeout(now)
+            wait = 0.05 if due is None else min(0.25, max(0.01, due - now))
+            try:
+                await asyncio.wait_for(asyncio.shield(call.connected), wait)
+            except TimeoutError:
+                if self.loop.time() > deadline:
+                    raise RuntimeError("DTLS did not connect") from None
+                call.dtls.handle_timeout(time.monotonic())
+                self._flush_dtls(call)
+        await call.connected
+        call.dtls = None  # no more DTLS after the handshake: its memory goes with it
+        # Join the sending slot with the fewest calls so the 20 slots stay even.
+        min(self.slots, key=len).append(call)
+
+    async def grow(self, target: int) -> dict[str, Any]:
+        started = time.monotonic()
+        semaphore = asyncio.Semaphore(self.concurrency)
+        errors: list[str] = []
+
+        async def one() -> None:
+            async with semaphore:
+                call = Call(self.next_index)
+                self.next_index += 1
+                try:
+                    await self._setup(call)
+                except Exception as exc:
+                    self.failed += 1
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    self.by_gateway.pop(call.gw_browser, None)  # type: ignore[arg-type]
+                    self.by_ufrag.pop(call.ufrag, None)
+                    try:
+                        await self.control.delete(call)
+                    except Exception:
+                        pass
+                    return
+                self.calls.append(call)
+
+        await asyncio.gather(*(one() for _ in range(max(0, target - len(self.calls)))))
+        return {"calls": len(self.calls), "failed": self.failed, "setup_s": time.monotonic() - started,
+                "errors": errors[:3]}
+
+    def start_window(self, start_ns: int, end_ns: int) -> None:
+        self.b2p, self.p2b = Direction(), Direction()
+        self.late_slots = 0
+        self.max_late_ns = 0
+        self.srtp_errors = 0
+        self.send_errors = 0
+        self.window = (start_ns, end_ns)
+
+    def report(self) -> dict[str, Any]:
+        return {"b2p": self.b2p.report(), "p2b": self.p2b.report(), "late_slots": self.late_slots,
+                "max_late_ms": self.max_late_ns / 1e6, "srtp_errors": self.srtp_errors,
+                "send_errors": self.send_errors, "calls": len(self.calls)}
+
+    async def stop(self) -> dict[str, Any]:
+        self.running = False
+        for task in self.tasks:
+            task.cancel()
+        deleted = 0
+        for start in range(0, len(self.calls), 50):
+            results = await asyncio.gather(*(self.control.delete(c) for c in self.calls[start:start + 50]),
+                                           return_exceptions=True)
+            deleted += sum(1 for r in results if not isinstance(r, BaseException))
+        self.browser.close()
+        self.phone.close()
+        return {"deleted": deleted}
+
+
+async def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gateway", choices=("rtc2sip", "rtpengine"), required=True)
+    parser.add_argument("--control", required=True, help="host:port of the gateway's control socket")
+    parser.add_argument("--concurrency", type=int, default=20, help="call setups in flight")
+    args = parser.parse_args()
+    host, _, port = args.control.rpartition(":")
+    loop = asyncio.get_running_loop()
+    kind = Rtc2sipControl if args.gateway == "rtc2sip" else RtpengineControl
+    _, protocol = await loop.create_datagram_endpoint(lambda: kind.make((host, int(port))),
+                                                      local_addr=("127.0.0.1", 0))
+    generator = Generator(kind(protocol), args.concurrency)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    reply({"ready": True})
+    while True:
+        line = await reader.readline()
+        if not line:
+            await generator.stop()
+            return
+        command = json.loads(line)
+        op = command["cmd"]
+        if op == "grow":
+            reply(await generator.grow(int(command["calls"])))
+        elif op == "window":
+            generator.start_window(int(command["start_ns"]), int(command["end_ns"]))
+            reply({"ok": True})
+        elif op == "report":
+            reply(generator.report())
+        elif op == "stop":
+            reply(await generator.stop())
+            return
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(main())

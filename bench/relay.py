@@ -1,0 +1,502 @@
+#!/usr/bin/env python3
+"""Bridged G.711 calls per core: rtc2sip's media plane against rtpengine (userspace), same run.
+
+Not a test: it prints figures. Each call has a browser leg (ICE, DTLS-SRTP, rtcp-mux) and a legacy leg
+(plain RTP/AVP), 172-byte PCMU packets every 20 ms each way, i.e. 100 packets/s through the relay.
+For each gateway in turn it steps the number of concurrent calls up and, per step, measures over a
+fixed window:
+
+- loss per direction (packets sent in the window that never arrived, send time in the payload);
+- one-way latency through the relay, p50 and p99 (send to receive, generator to generator);
+- the relay's CPU time per relayed packet, summed over all its threads from /proc/PID/task/*/schedstat
+  (the figure least disturbed by a noisy machine), and its share of the core;
+- its resident memory per call: (RSS now - RSS idle) / calls;
+- the generator's own CPU share, so that a step where the generator and not the relay ran out of
+  core is visible.
+
+A gateway "carries" a step when both directions lose under --max-loss (0.5 %) and every call was set
+up; its capacity is the highest step it carried. Stepping stops after --fail-steps failed steps in a
+row. The ratio printed at the end is rtc2sip's capacity over rtpengine's.
+
+The relay runs pinned to one core (``taskset -c 1``): rtc2sip as a child process that owns a
+MediaPlane, driven by a JSON-over-UDP control server of a few lines (below, ``--worker``), so what is
+measured is the media path, not SIP; rtpengine 10.5 in userspace mode (``--table=-1``) with one worker
+thread, driven by its NG protocol. The generator (bench/loadgen.py) runs pinned to the other core.
+
+    python bench/relay.py                                  # both gateways, default steps
+    python bench/relay.py --steps 200,400,800 --seconds 10 --gateways rtc2sip
+
+Needs rtpengine (Debian rtpengine-daemon) and util-linux's taskset; everything runs on 127.0.0.1 and
+every process it starts is killed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+BIN_US = 10  # loadgen histogram bins
+NOFILE = 65536
+
+
+# -- the rtc2sip side: a MediaPlane behind a JSON control socket ---------------------------------------
+
+
+async def run_worker(control_port: int, port_range: tuple[int, int]) -> None:
+    """One MediaPlane in this process; requests {"id", "op": offer|answer|delete, ...} over UDP."""
+    from rtc2sip.config import Settings
+    from rtc2sip.media.certificate import Certificate
+    from rtc2sip.media.plane import MediaPlane
+    from rtc2sip.sdp import SessionDescription
+
+    plane = MediaPlane(Settings(), Certificate.generate(), host="127.0.0.1", port_range=port_range)
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    tasks: set[asyncio.Task[None]] = set()
+
+    class Server(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            task = loop.create_task(self.handle(json.loads(data), addr))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        async def handle(self, request: dict[str, Any], addr: tuple[str, int]) -> None:
+            reply: dict[str, Any] = {"id": request["id"], "ok": True}
+            try:
+                op = request["op"]
+                if op == "offer":
+                    session, legacy = await plane.offer_from_webrtc(
+                        request["call_id"], SessionDescription.parse(request["sdp"]))
+                    reply |= {"session": session, "sdp": str(legacy)}
+                elif op == "answer":
+                    answer = await plane.answer_from_legacy(request["session"],
+                                                            SessionDescription.parse(request["sdp"]))
+                    reply["sdp"] = str(answer)
+                elif op == "delete":
+                    await plane.delete(request["session"])
+                elif op == "stats":
+                    reply["sessions"] = len(plane.sessions)
+                else:
+                    raise ValueError(f"unknown op {op!r}")
+            except Exception as exc:
+                reply = {"id": request["id"], "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            self.transport.sendto(json.dumps(reply).encode(), addr)
+
+    transport, _ = await loop.create_datagram_endpoint(Server, local_addr=("127.0.0.1", control_port))
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_signal_handler(signal.SIGTERM, finish)
+    def stdin_readable() -> None:
+        if not sys.stdin.read(1):  # EOF: the bench is done
+            finish()
+
+    loop.add_reader(sys.stdin.fileno(), stdin_readable)
+    print("ready", flush=True)
+    await done
+    transport.close()
+    await plane.close()
+
+
+# -- processes and /proc -----------------------------------------------------------------------------------
+
+
+NICE = -10  # set by --nice
+PR_SET_PDEATHSIG = 1
+
+
+def _prepare_child() -> None:
+    """Run in each child before exec.
+
+    - Three sockets per call in rtc2sip, four in rtpengine: the soft fd limit goes up to the hard one.
+    - The child dies with the bench (PR_SET_PDEATHSIG), whatever kills the bench.
+    - Its own session, hence its own scheduler autogroup, with a higher weight (``--nice``): with
+      autogroups a task's nice value only counts inside its session, so on a shared machine the
+      other sessions' programs would otherwise take the measured cores as often as the bench does.
+      The same weight for relay and generator of both gateways; root only, ignored otherwise.
+    """
+    import ctypes
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = NOFILE if hard == resource.RLIM_INFINITY else min(NOFILE, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.setsid()
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(NICE))
+        os.setpriority(os.PRIO_PROCESS, 0, NICE)
+    except OSError:
+        pass
+
+
+def cpu_ns(pid: int) -> tuple[int, int]:
+    """On-CPU and runnable-but-waiting time of every thread of ``pid`` (schedstat, ns: finer than
+    utime/stime ticks; the wait shows how much other programs of a shared machine took the core)."""
+    run = wait = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                fields = f.read().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended between listdir and open
+        run += int(fields[0])
+        wait += int(fields[1])
+    return run, wait
+
+
+def _cpu(pids: list[int]) -> tuple[int, int]:
+    pairs = [cpu_ns(p) for p in pids]
+    return sum(r for r, _ in pairs), sum(w for _, w in pairs)
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gateway:
+    name = ""
+
+    def __init__(self, core: int) -> None:
+        self.core = core
+        self.control_port = _free_udp_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class Rtc2sipGateway(Gateway):
+    name = "rtc2sip"
+    port_range = (20000, 29999)
+
+    def start(self) -> None:
+        cmd = ["taskset", "-c", str(self.core), sys.executable, str(Path(__file__).resolve()), "--worker",
+               "--control-port", str(self.control_port), "--port-range", f"{self.port_range[0]}-{self.port_range[1]}"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_prepare_child)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"rtc2sip worker did not start: {line!r}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()  # EOF: the worker closes its plane and exits
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        super().stop()
+
+
+class RtpengineGateway(Gateway):
+    name = "rtpengine"
+    port_range = (10000, 19999)
+
+    def start(self) -> None:
+        exe = shutil.which("rtpengine")
+        if exe is None:
+            raise RuntimeError("rtpengine not found (Debian: rtpengine-daemon)")
+        cmd = ["taskset", "-c", str(self.core), exe, "--config-file=none", "--foreground", "--log-stderr",
+               "--log-level=4", "--table=-1", "--interface=127.0.0.1",
+               f"--listen-ng=127.0.0.1:{self.control_port}", f"--port-min={self.port_range[0]}",
+               f"--port-max={self.port_range[1]}", "--num-threads=1", "--media-num-threads=1",
+               "--timeout=60", "--delete-delay=0"]
+        self.log = open(os.environ.get("RTPENGINE_LOG", "/tmp/bench-rtpengine.log"), "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_prepare_child)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
+            for _ in range(50):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"rtpengine exited ({self.proc.returncode}), see {self.log.name}")
+                s.sendto(b"0 d7:command4:pinge", ("127.0.0.1", self.control_port))
+                try:
+                    if b"pong" in s.recv(1000):
+                        return
+                except TimeoutError:
+                    pass
+        raise RuntimeError(f"rtpengine did not answer ping, see {self.log.name}")
+
+
+class Loadgen:
+    def __init__(self, gateway: Gateway, core: str, concurrency: int) -> None:
+        cmd = ["taskset", "-c", str(core), sys.executable, str(HERE / "loadgen.py"), "--gateway", gateway.name,
+               "--control", f"127.0.0.1:{gateway.control_port}", "--concurrency", str(concurrency)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_prepare_child)
+        if not self.read().get("ready"):
+            raise RuntimeError("load generator did not start")
+
+    def send(self, command: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"load generator exited ({self.proc.poll()})")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send({"cmd": "stop"})
+                self.read()
+                self.proc.wait(15)
+            except (OSError, RuntimeError, subprocess.TimeoutExpired):
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def all_do(loadgens: list[Loadgen], commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for lg, command in zip(loadgens, commands, strict=True):
+        lg.send(command)
+    return [lg.read() for lg in loadgens]
+
+
+# -- measurement ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    calls: int
+    failed_setups: int
+    loss_b2p: float
+    loss_p2b: float
+    p50_ms: float
+    p99_ms: float
+    us_per_packet: float
+    relay_cpu: float
+    loadgen_cpu: float
+    rss_mb: float
+    kb_per_call: float
+    packets: int
+    late_slots: int
+    notes: list[str] = field(default_factory=list)
+
+    def carried(self, max_loss: float) -> bool:
+        return self.failed_setups == 0 and max(self.loss_b2p, self.loss_p2b) < max_loss
+
+
+def percentile(hist: dict[int, int], q: float) -> float:
+    total = sum(hist.values())
+    if not total:
+        return float("nan")
+    need = q * total
+    seen = 0
+    for b in sorted(hist):
+        seen += hist[b]
+        if seen >= need:
+            return (b + 0.5) * BIN_US / 1000
+    return float("nan")
+
+
+def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
+    steps: list[Step] = []
+    loadgens: list[Loadgen] = []
+    try:
+        gateway.start()
+        time.sleep(1.0)
+        base_rss = rss_kb(gateway.pid)
+        loadgens = [Loadgen(gateway, args.loadgen_core, args.concurrency) for _ in range(args.loadgens)]
+        lg_pids = [lg.proc.pid for lg in loadgens]
+        failed_before = 0
+        misses = 0
+        print(f"\n## {gateway.name} (pid {gateway.pid}, core {args.relay_core}; idle RSS {base_rss / 1024:.1f} MB)")
+        print("| calls | loss b→p % | loss p→b % | p50 ms | p99 ms | µs/pkt | relay CPU % | gen CPU % "
+              "| RSS MB | KB/call | carried |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+        for calls in args.steps:
+            share = [calls // len(loadgens) + (1 if i < calls % len(loadgens) else 0) for i in range(len(loadgens))]
+            grown = all_do(loadgens, [{"cmd": "grow", "calls": n} for n in share])
+            failed = sum(g["failed"] for g in grown)
+            new_failures = failed - failed_before
+            failed_before = failed
+            established = sum(g["calls"] for g in grown)
+            errors = [e for g in grown for e in g["errors"]]
+            time.sleep(args.warmup)
+            start = time.monotonic_ns() + 1_000_000_000  # the command must arrive first
+            end = start + int(args.seconds * 1e9)
+            all_do(loadgens, [{"cmd": "window", "start_ns": start, "end_ns": end}] * len(loadgens))
+            time.sleep(max(0.0, (start - time.monotonic_ns()) / 1e9))
+            (cpu0, wait0), (lg0, lgw0), t0 = cpu_ns(gateway.pid), _cpu(lg_pids), time.monotonic_ns()
+            time.sleep(max(0.0, (end - time.monotonic_ns()) / 1e9))
+            (cpu1, wait1), (lg1, lgw1), t1 = cpu_ns(gateway.pid), _cpu(lg_pids), time.monotonic_ns()
+            rss = rss_kb(gateway.pid)
+            time.sleep(args.grace)
+            reports = all_do(loadgens, [{"cmd": "report"}] * len(loadgens))
+            sent = {d: sum(r[d]["sent"] for r in reports) for d in ("b2p", "p2b")}
+            received = {d: sum(r[d]["received"] for r in reports) for d in ("b2p", "p2b")}
+            hist: dict[int, int] = {}
+            for r in reports:
+                for d in ("b2p", "p2b"):
+                    for b, n in r[d]["hist"].items():
+                        hist[int(b)] = hist.get(int(b), 0) + n
+            packets = sent["b2p"] + sent["p2b"]
+            loss = {d: 100.0 * (1 - received[d] / sent[d]) if sent[d] else 100.0 for d in sent}
+            step = Step(
+                calls=established, failed_setups=new_failures, loss_b2p=loss["b2p"], loss_p2b=loss["p2b"],
+                p50_ms=percentile(hist, 0.50), p99_ms=percentile(hist, 0.99),
+                us_per_packet=(cpu1 - cpu0) / 1000 / packets if packets else float("nan"),
+                relay_cpu=100.0 * (cpu1 - cpu0) / (t1 - t0), loadgen_cpu=100.0 * (lg1 - lg0) / (t1 - t0),
+                rss_mb=rss / 1024, kb_per_call=(rss - base_rss) / established if established else float("nan"),
+                packets=packets, late_slots=sum(r["late_slots"] for r in reports),
+            )
+            if new_failures:
+                step.notes.append(f"{new_failures} setups failed: {errors[:2]}")
+            waits = (100.0 * (wait1 - wait0) / (t1 - t0), 100.0 * (lgw1 - lgw0) / (t1 - t0))
+            if max(waits) > 5:
+                step.notes.append(f"waited for CPU: relay {waits[0]:.0f} %, generator {waits[1]:.0f} %")
+            if step.late_slots:
+                late_ms = max(r["max_late_ms"] for r in reports)
+                step.notes.append(f"generator late {step.late_slots}x, up to {late_ms:.0f} ms")
+            if step.loadgen_cpu > 90:
+                step.notes.append("generator near saturation")
+            send_errors = sum(r["send_errors"] for r in reports)
+            if send_errors:
+                step.notes.append(f"{send_errors} generator send errors")
+            steps.append(step)
+            ok = step.carried(args.max_loss)
+            print(f"| {step.calls} | {step.loss_b2p:.3f} | {step.loss_p2b:.3f} | {step.p50_ms:.2f} | "
+                  f"{step.p99_ms:.2f} | {step.us_per_packet:.1f} | {step.relay_cpu:.0f} | {step.loadgen_cpu:.0f} | "
+                  f"{step.rss_mb:.0f} | {step.kb_per_call:.0f} | {'yes' if ok else 'no'} |"
+                  + (f" {'; '.join(step.notes)}" if step.notes else ""), flush=True)
+            misses = 0 if ok else misses + 1
+            if (misses >= args.fail_steps or max(step.loss_b2p, step.loss_p2b) > 20 or established < calls * 0.9
+                    or (not ok and step.loadgen_cpu > 95)):
+                break
+    finally:
+        for lg in loadgens:
+            lg.stop()
+        gateway.stop()
+        log = getattr(gateway, "log", None)
+        if log is not None:
+            log.close()
+    return steps
+
+
+def capacity(steps: list[Step], max_loss: float) -> Step | None:
+    carried = [s for s in steps if s.carried(max_loss)]
+    return max(carried, key=lambda s: s.calls) if carried else None
+
+
+def main() -> None:
+    global NICE
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", default="100,200,300,400,500,600,700,800,900,1000,1200",
+                        type=lambda s: [int(x) for x in s.split(",")], help="concurrent calls per step")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per step")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds between setup and window")
+    parser.add_argument("--grace", type=float, default=1.0, help="seconds after the window for late packets")
+    parser.add_argument("--gateways", default="rtc2sip,rtpengine")
+    parser.add_argument("--relay-core", type=int, default=1)
+    parser.add_argument("--loadgen-core", default="0", help="taskset CPU list of the generators, e.g. 0 or 0,2,3")
+    parser.add_argument("--loadgens", type=int, default=1, help="generator processes (all on --loadgen-core)")
+    parser.add_argument("--concurrency", type=int, default=20, help="call setups in flight per generator")
+    parser.add_argument("--nice", type=int, default=NICE, help="nice value of relay and generators (root)")
+    parser.add_argument("--max-loss", type=float, default=0.5, help="percent, per direction")
+    parser.add_argument("--fail-steps", type=int, default=2, help="stop after this many failed steps in a row")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--control-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--port-range", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    NICE = args.nice
+
+    if args.worker:
+        import uvloop  # as rtc2sip's CLI runs it
+
+        low, high = (int(x) for x in args.port_range.split("-"))
+        uvloop.run(run_worker(args.control_port, (low, high)))
+        return
+
+    if shutil.which("taskset") is None:
+        sys.exit("taskset (util-linux) is needed to pin the processes")
+    print(f"# bench/relay.py: {' '.join(sys.argv[1:]) or '(defaults)'}")
+    print(f"steps {args.steps}, {args.seconds:g} s window, {args.warmup:g} s warm-up, loss limit "
+          f"{args.max_loss:g} % per direction; relay on core {args.relay_core}, generator on core "
+          f"{args.loadgen_core}; {os.cpu_count()} CPUs; nice {args.nice}; load average before: "
+          f"{Path('/proc/loadavg').read_text().split()[0]}")
+    kinds = {"rtc2sip": Rtc2sipGateway, "rtpengine": RtpengineGateway}
+    results: dict[str, list[Step]] = {}
+    for name in args.gateways.split(","):
+        results[name] = run_gateway(kinds[name](args.relay_core), args)
+
+    print("\n## summary")
+    best: dict[str, Step | None] = {}
+    per_core: dict[str, float] = {}
+    for name, steps in results.items():
+        best[name] = step = capacity(steps, args.max_loss)
+        busiest = max(steps, key=lambda s: s.relay_cpu) if steps else None
+        if busiest is not None and busiest.us_per_packet == busiest.us_per_packet:  # not NaN
+            # PERFORMANCE.md's yardstick: calls per core at 100 % CPU from the cost per packet under load.
+            per_core[name] = 1e6 / (busiest.us_per_packet * 100)
+        if step is None:
+            print(f"- {name}: carried no step")
+            continue
+        after = next((s for s in steps if s.calls > step.calls), None)
+        bound = ""
+        if after is not None and (after.loadgen_cpu > 90 or after.loadgen_cpu > after.relay_cpu):
+            bound = " (the generator, not the relay, ran out of core first: a lower bound)"
+        print(f"- {name}: {step.calls} calls with < {args.max_loss:g} % loss{bound}; p99 {step.p99_ms:.2f} ms, "
+              f"{step.us_per_packet:.1f} µs CPU/packet, {step.kb_per_call:.0f} KB/call, relay CPU "
+              f"{step.relay_cpu:.0f} %")
+        if busiest is not None and name in per_core:
+            print(f"  at {busiest.calls} calls ({busiest.relay_cpu:.0f} % of its core): {busiest.us_per_packet:.1f} "
+                  f"µs/packet, i.e. ~{per_core[name]:.0f} calls per core at 100 % CPU")
+    a, b = best.get("rtc2sip"), best.get("rtpengine")
+    if a is not None and b is not None:
+        print(f"- ratio rtc2sip / rtpengine, calls carried with < {args.max_loss:g} % loss: {a.calls / b.calls:.2f}x")
+    if "rtc2sip" in per_core and "rtpengine" in per_core:
+        print(f"- ratio rtc2sip / rtpengine, calls per core from CPU per packet: "
+              f"{per_core['rtc2sip'] / per_core['rtpengine']:.2f}x (target: 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
