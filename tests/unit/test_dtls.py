@@ -225,6 +225,23 @@ def test_close_notify() -> None:
     assert server.error is None
 
 
+def test_release_keeps_keys_and_still_hears_the_close() -> None:
+    """A released endpoint frees OpenSSL but keeps its SRTP keys; the peer's close_notify (an alert
+    record) still closes it, and other records are dropped."""
+    client, server = pair()
+    run(client, server)
+    server.release()
+    assert server.released and state_of(server) is DtlsState.CONNECTED
+    assert_srtp_works(client, server)
+    server.feed(bytes([23, 0xFE, 0xFD]) + bytes(20))  # application data: ignored
+    assert state_of(server) is DtlsState.CONNECTED and server.datagrams_to_send() == []
+    client.close()
+    for datagram in client.datagrams_to_send():
+        server.feed(datagram)
+    assert state_of(server) is DtlsState.CLOSED
+    server.close()  # no connection left to send close_notify on: a no-op, not an error
+
+
 def test_endpoint_freed_without_cyclic_gc() -> None:
     """No reference cycle keeps the SSL object alive after a call (issue 3: no leaks)."""
     import gc

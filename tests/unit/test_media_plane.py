@@ -276,6 +276,31 @@ async def test_browser_calls_phone_media_flows_both_ways(plane: MediaPlane) -> N
         phone.close()
 
 
+async def test_dtls_connection_is_released_after_the_handshake(
+    plane: MediaPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once connected, a session frees its OpenSSL connection (~65 KB) after DTLS_LINGER and keeps
+    relaying with the SRTP keys it holds."""
+    from rtc2sip.media import relay
+
+    monkeypatch.setattr(relay, "DTLS_LINGER", 0.0)
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, legacy_offer = await browser_calls_phone(plane, browser, phone)
+        browser.send_rtp(0, 100, b"x" * 160)
+        await until(lambda: len(phone.received) == 1, what="first packet")
+        media = plane._sessions[session].media
+        await until(lambda: media.dtls is not None and media.dtls.released, what="the DTLS release")
+        browser.send_rtp(0, 101, b"y" * 160)
+        phone.send_rtp(legacy_address(legacy_offer), 0, 500, b"z" * 160)
+        await until(lambda: len(phone.received) == 2 and len(browser.received) == 1, what="media after release")
+        st: Any = plane.stats(session)
+        assert st["webrtc"]["dtls"]["state"] == "connected"
+    finally:
+        browser.close()
+        phone.close()
+
+
 async def test_symmetric_rtp_latches_on_the_real_source(plane: MediaPlane) -> None:
     browser, phone, elsewhere = await FakeBrowser().start(), await Phone().start(), await Phone().start()
     try:

@@ -141,6 +141,9 @@ def split_keying_material(material: bytes, profile: SrtpProfile, role: DtlsRole)
     return SrtpKeys(profile, server, client)
 
 
+SSL_MODE_RELEASE_BUFFERS = 0x00000010  # openssl/ssl.h; pyOpenSSL does not name it
+
+
 @functools.lru_cache(maxsize=8)
 def _context(certificate: Certificate, profiles: tuple[SrtpProfile, ...]) -> SSL.Context:
     # Shared by every endpoint with this certificate: building a context (loading key and certificate)
@@ -155,6 +158,9 @@ def _context(certificate: Certificate, profiles: tuple[SrtpProfile, ...]) -> SSL
     # handshake), and the ticket would only fatten the server's last flight.
     # NO_QUERY_MTU: a memory BIO has no path MTU to ask; SSL_set_mtu supplies it per connection.
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_QUERY_MTU | SSL.OP_NO_COMPRESSION)
+    # SSL_MODE_RELEASE_BUFFERS: an idle connection gives back its ~34 KB of record buffers. Once the
+    # handshake is over a media session's DTLS only wakes for a rare alert, and calls are many.
+    ctx.set_mode(SSL_MODE_RELEASE_BUFFERS)
     ctx.set_cipher_list(CIPHERS)
     ctx.use_certificate(certificate.x509)
     ctx.use_privatekey(certificate.private_key)
@@ -233,7 +239,7 @@ class DtlsEndpoint:
             ssl.set_connect_state()
         else:
             ssl.set_accept_state()
-        self._ssl = ssl
+        self._ssl: SSL.Connection | None = ssl
 
     # -- caller API ---------------------------------------------------------------------------------
 
@@ -250,12 +256,18 @@ class DtlsEndpoint:
         """One received datagram, already demultiplexed as DTLS (RFC 7983: first byte 20..63)."""
         if self.state in (DtlsState.CLOSED, DtlsState.FAILED) or not datagram:
             return
+        if self._ssl is None:
+            # released (see release()): only the record type is readable; an alert (21, RFC 6347
+            # §4.1) after the handshake is the peer closing or failing the association
+            if datagram[0] == 21:
+                self._set_state(DtlsState.CLOSED)
+            return
         if self.state is DtlsState.NEW:
             if self.role is DtlsRole.CLIENT:
                 # A server does not speak first (RFC 6347 §4.2.1); a client that has not started drops it.
                 return
             self._set_state(DtlsState.CONNECTING)
-        self._ssl.bio_write(datagram)
+        self._conn.bio_write(datagram)
         if not self._handshake_done:
             self._handshake()
         if self._handshake_done:
@@ -271,7 +283,7 @@ class DtlsEndpoint:
         """When (in the caller's clock) :meth:`handle_timeout` is due, or None when no flight is pending."""
         if self.state is not DtlsState.CONNECTING:
             return None
-        remaining = self._ssl.DTLSv1_get_timeout()
+        remaining = self._conn.DTLSv1_get_timeout()
         return None if remaining is None else now + remaining
 
     def handle_timeout(self, now: float) -> None:
@@ -280,7 +292,7 @@ class DtlsEndpoint:
         if self.state is not DtlsState.CONNECTING:
             return
         try:
-            retransmitted = self._ssl.DTLSv1_handle_timeout()
+            retransmitted = self._conn.DTLSv1_handle_timeout()
         except SSL.Error as exc:
             self._fail(DtlsTimeoutError(f"handshake timed out: {exc}"))
             self._collect()
@@ -300,9 +312,35 @@ class DtlsEndpoint:
             self._complete()
             self._collect()
 
+    def release(self) -> None:
+        """Free the OpenSSL connection of an established association: ~65 KB of native memory per
+        call that a media session no longer needs once it holds its SRTP keys.
+
+        The caller keeps the connection a while after the handshake (a peer that missed our last
+        flight retransmits its own and must get ours again, RFC 6347 §4.2.4), then releases it. After
+        that no close_notify can be sent, and of what the peer sends only an alert record means
+        something (:meth:`feed`)."""
+        if self.state is DtlsState.CONNECTED:
+            self._ssl = None
+            self._pending.clear()
+
+    @property
+    def released(self) -> bool:
+        return self._ssl is None
+
+    @property
+    def _conn(self) -> SSL.Connection:
+        ssl = self._ssl
+        if ssl is None:
+            raise DtlsError("the DTLS connection was released")
+        return ssl
+
     def close(self) -> None:
         """Send close_notify (RFC 5246 §7.2.1) and stop; SRTP keys stay usable by whoever holds them."""
         if self.state in (DtlsState.CLOSED, DtlsState.FAILED):
+            return
+        if self._ssl is None:
+            self._set_state(DtlsState.CLOSED)
             return
         if self.state is not DtlsState.NEW:
             self._shutdown()
@@ -341,7 +379,7 @@ class DtlsEndpoint:
 
     def _handshake(self) -> None:
         try:
-            self._ssl.do_handshake()
+            self._conn.do_handshake()
         except SSL.WantReadError:
             return
         except SSL.Error as exc:
@@ -361,17 +399,17 @@ class DtlsEndpoint:
         """Handshake finished: pin the certificate, then derive keys (RFC 5764 §4.2)."""
         if not self._remote_fingerprints:
             return  # stay connecting until set_remote_fingerprints()
-        peer = self._ssl.get_peer_certificate(as_cryptography=True)
+        peer = self._conn.get_peer_certificate(as_cryptography=True)
         if peer is None or not verify_fingerprint(peer.public_bytes(Encoding.DER), self._remote_fingerprints):
             self._shutdown()
             self._fail(FingerprintMismatchError("peer certificate matches none of the SDP fingerprints"))
             return
-        profile = PROFILES_BY_DTLS_NAME.get(self._ssl.get_selected_srtp_profile())
+        profile = PROFILES_BY_DTLS_NAME.get(self._conn.get_selected_srtp_profile())
         if profile is None:
             self._shutdown()
             self._fail(DtlsHandshakeError("no SRTP profile negotiated (use_srtp, RFC 5764 §4.1.1)"))
             return
-        material = self._ssl.export_keying_material(EXTRACTOR_LABEL, 2 * profile.master_length)
+        material = self._conn.export_keying_material(EXTRACTOR_LABEL, 2 * profile.master_length)
         self.srtp_keys = split_keying_material(material, profile, self.role)
         self._set_state(DtlsState.CONNECTED)
 
@@ -380,7 +418,7 @@ class DtlsEndpoint:
         # and answer it, and surfaces close_notify and alerts. No data channel here: bytes are dropped.
         while True:
             try:
-                data = self._ssl.recv(_APP_READ_SIZE)
+                data = self._conn.recv(_APP_READ_SIZE)
             except SSL.WantReadError:
                 return
             except SSL.ZeroReturnError:
@@ -397,7 +435,7 @@ class DtlsEndpoint:
 
     def _shutdown(self) -> None:
         try:
-            self._ssl.shutdown()
+            self._conn.shutdown()
         except SSL.Error:
             pass  # a broken association cannot say goodbye; nothing to do
         self._collect()
@@ -407,7 +445,7 @@ class DtlsEndpoint:
         chunks = []
         while True:
             try:
-                chunks.append(self._ssl.bio_read(_APP_READ_SIZE))
+                chunks.append(self._conn.bio_read(_APP_READ_SIZE))
             except SSL.WantReadError:
                 break
         if not chunks:

@@ -662,6 +662,11 @@ class _WebRtcProtocol(asyncio.DatagramProtocol):
         self.session.closed_one()
 
 
+# How long an established DTLS association keeps its OpenSSL connection: long enough for a peer that
+# lost our last flight to retransmit its own (1 s doubling, RFC 6347 §4.2.4), short against a call.
+DTLS_LINGER = 20.0
+
+
 class MediaSession:
     """The transport side of one call; :class:`rtc2sip.media.plane.MediaPlane` drives it from SDP."""
 
@@ -689,6 +694,7 @@ class MediaSession:
         self.ice = IceLiteAgent()
         self.dtls: DtlsEndpoint | None = None
         self.dtls_role: DtlsRole | None = None
+        self._dtls_connected_at: float | None = None
         # We offered actpass and the answer is not in yet: a ClientHello may outrun it (the browser
         # answered active, as Chrome does), so the first DTLS packet makes us the server.
         self.accept_early_dtls = False
@@ -925,6 +931,7 @@ class MediaSession:
         if dtls.state is DtlsState.CONNECTED and self.srtp_rx is None and dtls.srtp_keys is not None:
             self.srtp_tx = dtls.srtp_keys.tx_session()
             self.srtp_rx = dtls.srtp_keys.rx_session()
+            self._dtls_connected_at = monotonic()
             log.debug("media session %s: DTLS connected, %s", self.id, dtls.srtp_profile)
         elif dtls.state is DtlsState.FAILED:
             if isinstance(dtls.error, FingerprintMismatchError):
@@ -978,6 +985,10 @@ class MediaSession:
             self._check_dtls()
             if self.failed is not None:
                 return
+        done = self._dtls_connected_at
+        if done is not None and now - done > DTLS_LINGER and dtls is not None and dtls.state is DtlsState.CONNECTED:
+            dtls.release()
+            self._dtls_connected_at = None
         if self.ice.consent_expired(now):
             self.fail("ice consent lost: no check from the browser for 30 s (RFC 7675)")
             return
