@@ -175,32 +175,42 @@ class Gateway:
 
 
 def tune_gc() -> None:
-    """Keep the cyclic GC's full passes off the hot path.
+    """Keep the cyclic GC off the hot path.
 
-    A busy proxy holds ~100,000 live transactions (RFC 6026 keeps an answered INVITE's for 32 s),
-    millions of small objects; a full collection walks all of them and stalls the event loop long
-    enough to overflow socket buffers. The proxy breaks its own reference cycles when transactions
-    end, so full passes are left to :func:`collect_now` at quiet times.
+    A busy proxy holds ~100,000 live transactions (RFC 6026 keeps an answered INVITE's for 32 s):
+    millions of small objects. Measured at 1,400 calls/s, each generation-1 pass walked them for
+    ~50 ms, three times a second, and found nothing: the proxy breaks its own reference cycles when
+    transactions end, and reference counting frees the rest. So :func:`manage_gc` moves everything
+    older than a second out of the collector's sight (``gc.freeze``, an O(1) list splice), young
+    collections stay small, and a full pass over everything runs only every 15 minutes.
     """
     gc.collect()
     gc.freeze()  # what start-up built lives forever: never scan it again
-    gc.set_threshold(20_000, 50, 1_000_000)
+    gc.set_threshold(20_000, 10, 1_000_000)
 
 
-async def collect_periodically(interval: float = 300.0) -> None:
-    """A full collection now and then, for cycles nobody broke (exceptions, asyncio internals)."""
+async def manage_gc(freeze_every: float = 1.0, full_every: float = 900.0) -> None:
+    """See :func:`tune_gc`. The full pass catches cycles nobody broke (exceptions, asyncio internals)."""
+    loop = asyncio.get_running_loop()
+    next_full = loop.time() + full_every
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(freeze_every)
+        if loop.time() < next_full:
+            gc.freeze()
+            continue
+        next_full = loop.time() + full_every
         started = time.perf_counter()
+        gc.unfreeze()
         found = gc.collect()
-        log.debug("gc: full collection freed %d objects in %.1f ms", found, (time.perf_counter() - started) * 1e3)
+        gc.freeze()
+        log.info("gc: full collection freed %d objects in %.1f ms", found, (time.perf_counter() - started) * 1e3)
 
 
 async def run(settings: Settings, banner: bool = True) -> None:
     gw = Gateway(settings)
     await gw.start()
     tune_gc()
-    collector = asyncio.get_running_loop().create_task(collect_periodically())
+    collector = asyncio.get_running_loop().create_task(manage_gc())
     if banner:
         for line in settings.banner_lines():
             log.info("%s", line)
