@@ -19,6 +19,7 @@ from .proxy.locate import Resolver
 from .proxy.location import LocationStore
 from .proxy.registrar import Registrar
 from .proxy.server import Policy, Proxy
+from .services import Services, breaker_inspector
 from .sip.uri import parse_sip_uri
 from .transport.layer import Limits, ListenAddress, TransportLayer
 from .web import Monitor, WebRouter
@@ -54,6 +55,7 @@ class Gateway:
     coder: CoderPool | None = None
     monitor: Monitor | None = None
     web: WebRouter | None = None
+    services: Services | None = None
     listening: list[ListenAddress] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -125,6 +127,15 @@ class Gateway:
                 continue
             await self.transports.listen(lst.transport, lst.host, lst.port, tls if lst.secure else None)
         self.listening = list(self.transports.listening)
+        if s.gateway.services and self.transports.local_address("udp") is not None:
+            # sip:echo@ and sip:diag@ of every local domain: a UAS on loopback the proxy routes to
+            self.services = Services(media_host=self._media_host(),
+                                     ports=self.media.ports if self.media is not None else None,
+                                     diag_duration=float(s.gateway.diag_duration),
+                                     on_verdict=self.monitor.diagnostics.appendleft,
+                                     inspect=breaker_inspector(self.proxy.breaker, self.media))
+            await self.services.start()
+            self.proxy.services = self.services
 
     def state_summary(self) -> dict[str, int]:
         """Live sizes of what calls hold (logged on SIGUSR1): media sessions and ports, the breaker's
@@ -160,6 +171,8 @@ class Gateway:
         return urls
 
     async def stop(self) -> None:
+        if self.services is not None:
+            await self.services.close()
         if self.monitor is not None:
             await self.monitor.close()
         if self.media is not None:

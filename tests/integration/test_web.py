@@ -224,7 +224,7 @@ async def test_registrations_calls_and_metrics_move_with_sip(gateway: Gateway) -
     assert alice["user_agent"] == "web-test" and 0 < alice["expires_in"] <= 600
 
     calls = (await get(gateway, "/api/calls")).json()
-    assert calls == {"active": [], "ended": []}
+    assert calls == {"active": [], "ended": [], "diagnostics": []}
     assert (await get(gateway, "/api/calls/b1")).status == 404
 
 

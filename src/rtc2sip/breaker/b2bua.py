@@ -1274,6 +1274,10 @@ class ProxyHost:
         from ..proxy.location import reachable, targets_for
         from ..proxy.server import _usable_flow
 
+        services = self.p.services
+        service = services.contact(uri.user) if services is not None else None
+        if service is not None:
+            return service, None, []  # a built-in service (rtc2sip.services): a plain SIP UAS on loopback
         for b in self.p.store.lookup(uri, time.time()):
             if reachable(b, self.p.tp.flow_alive):
                 contact, flow, path = targets_for(b, self.p.tp.flow_alive)

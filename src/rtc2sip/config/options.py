@@ -84,6 +84,10 @@ class GatewayOptions:
     # bearer token of the admin pages and APIs (/calls data, /api/..., /metrics) when some listener is
     # beyond loopback; on loopback they are open. None there: they answer 403 (rtc2sip.web.http)
     admin_token: str | None = field(default=None, repr=False)
+    # the built-in test services sip:echo@DOMAIN and sip:diag@DOMAIN (rtc2sip.services); diag listens
+    # to the caller's RTP this many seconds before its verdict
+    services: bool = True
+    diag_duration: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +281,11 @@ def _gateway(t: _Table, base_dir: Path) -> GatewayOptions:
         breaker=t.choice("breaker", d.breaker, BREAKER_POLICIES),
         digest_algorithms=_digest_algorithms(t, d.digest_algorithms),
         admin_token=_admin_token(t) if t.has("admin_token") else None,
+        services=t.bool_("services", d.services),
+        diag_duration=t.int_("diag_duration", d.diag_duration, 1, 60),
     )
     t.finish(("data_dir", "domains", "log_format", "upstream_proxy", "auth", "open_relay", "breaker",
-              "digest_algorithms", "admin_token"))
+              "digest_algorithms", "admin_token", "services", "diag_duration"))
     return g
 
 

@@ -1045,7 +1045,10 @@ class MediaSession:
                 "webrtc": _receive_summary(s.webrtc, s.webrtc_rx, s.webrtc_rtt, s.webrtc_remote_report),
                 "legacy": _receive_summary(s.legacy, s.legacy_rx, s.legacy_rtt, s.legacy_remote_report)
                 | {"remote": _fmt(s.legacy_dest), "latched": s.latched is not None,
-                   "srtp": s.legacy_tx_srtp is not None},
+                   "srtp": s.legacy_tx_srtp is not None,
+                   # RTP diagnostics (issue 5 item 4): the SDP's address against the source latched on
+                   "announced": _fmt(s.sdp_dest),
+                   "nat": s.latched is not None and s.sdp_dest is not None and s.latched != s.sdp_dest},
                 "transcoding": s.coder_stats(),
             }
         dtls = self.dtls

@@ -46,6 +46,7 @@ from .registrar import Registrar
 
 if TYPE_CHECKING:
     from ..breaker.b2bua import B2bua
+    from ..services import Services
 
 log = logging.getLogger("rtc2sip.proxy")
 
@@ -147,6 +148,7 @@ class Proxy:
         self._timer_at = 0.0
         self._salt = os.urandom(8).hex()
         self.breaker: B2bua | None = None  # the RTCWeb Breaker (issue 3), set by the app when enabled
+        self.services: Services | None = None  # sip:echo@ / sip:diag@ (rtc2sip.services), set by the app
         self._tasks: set[asyncio.Task[Any]] = set()
         self.digest = DigestServer(
             next(iter(sorted(policy.domains)), "rtc2sip"), os.urandom(32), nonce_lifetime=nonce_lifetime,
@@ -353,8 +355,8 @@ class Proxy:
         p = self.policy
         if p.trusted or p.open_relay:
             return True
-        if req.method == "ACK":
-            return True
+        if req.method == "ACK" or (self.services is not None and self.services.is_source(source.host, source.port)):
+            return True  # our own services' in-dialog MESSAGE and BYE
         try:
             aor = req.from_.uri
         except SipParseError:
@@ -412,6 +414,14 @@ class Proxy:
                                               ("Accept", "application/sdp")])
             else:
                 self._respond(st, 404, "Not Found")
+            return
+        service = self.services.contact(uri.user) if self.services is not None else None
+        if service is not None:
+            # a built-in service (rtc2sip.services): its UAS on loopback, reached like a Contact
+            service_uri = parse_uri(service)
+            assert isinstance(service_uri, SipUri)
+            req.uri = service_uri
+            self._forward(req, source, st, self._numeric_targets(service_uri) or [])
             return
         now = time.time()
         bindings = self.store.lookup(uri, now)

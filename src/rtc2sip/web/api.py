@@ -66,7 +66,8 @@ def calls_view(breaker: B2bua | None, media: MediaPlane | None, monitor: Monitor
     if breaker is not None:
         for call in sorted(breaker.calls.values(), key=lambda c: c.started, reverse=True):
             active.append(call_view(call, session_stats(media, call.session), media))
-    return {"active": active, "ended": list(monitor.history) if monitor is not None else []}
+    return {"active": active, "ended": list(monitor.history) if monitor is not None else [],
+            "diagnostics": list(monitor.diagnostics) if monitor is not None else []}
 
 
 def find_call(view: dict[str, Any], call_id: str) -> dict[str, Any] | None:
@@ -166,6 +167,7 @@ def media_view(stats: dict[str, Any], side: str, media: MediaPlane | None) -> di
         out["remote"] = rx.get("remote")
         out["latched"] = rx.get("latched")
         out["srtp"] = rx.get("srtp")
+        out["announced"], out["nat"] = rx.get("announced"), rx.get("nat")  # the SDP's address; True: NAT
         out["ports"] = part.get("ports")
     return out
 

@@ -104,6 +104,8 @@ class Monitor:
         self.lag = 0.0
         self._lags: deque[float] = deque(maxlen=LAG_WINDOW)
         self._probe: asyncio.Task[None] | None = None
+        # verdicts of sip:diag@ calls, newest first (rtc2sip.services.diag: on_verdict)
+        self.diagnostics: deque[dict[str, Any]] = deque(maxlen=history)
         if breaker is not None:
             breaker.observers.append(self.call_ended)
         if media is not None:
