@@ -26,6 +26,8 @@ from .web import Monitor, WebRouter
 
 if TYPE_CHECKING:
     from .coder import CoderPool
+    from .media.forward import Forwarder
+    from .media.recording import Recorder
 
 log = logging.getLogger("rtc2sip")
 
@@ -56,6 +58,8 @@ class Gateway:
     monitor: Monitor | None = None
     web: WebRouter | None = None
     services: Services | None = None
+    recorder: Recorder | None = None
+    forwarder: Forwarder | None = None
     listening: list[ListenAddress] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -116,6 +120,8 @@ class Gateway:
                 BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel,
                               dtmf_type=s.webrtc2sip.dtmf_type),
             )
+        if self.media is not None:
+            self._start_taps()
         # the web phone, the live view, /api and /metrics on the WS/WSS ports (rtc2sip.web)
         self.monitor = Monitor(self.proxy.breaker, self.media)
         self.monitor.start()
@@ -136,6 +142,29 @@ class Gateway:
                                      inspect=breaker_inspector(self.proxy.breaker, self.media))
             await self.services.start()
             self.proxy.services = self.services
+
+    def _start_taps(self) -> None:
+        """Recording ([recording], issue 5 item 6) and forwarding to players ([forward], item 7): both
+        on the media plane's tap, started by their rules when a call's media starts."""
+        from .media.forward import Forwarder
+        from .media.recording import Recorder, breaker_call_info
+
+        s, media = self.settings, self.media
+        assert media is not None and self.proxy is not None
+        rec_dir = s.recording.dir or s.gateway.data_dir / "recordings"
+        info = breaker_call_info(self.proxy.breaker)
+        self.recorder = Recorder(s.recording, rec_dir, media, info)
+        self.forwarder = Forwarder(s.forward, s.forward.dir or rec_dir, media, info)
+        media.recorder, media.forwarder = self.recorder, self.forwarder
+        if s.recording.enabled:
+            media.on_answered(self.recorder.answered)
+            if self.proxy.breaker is not None:
+                self.proxy.breaker.observers.append(self.recorder.call_ended)
+            log.info("recording calls matching %s to %s (%s)", " ".join(s.recording.rule), rec_dir,
+                     s.recording.format)
+        if s.forward.to is not None:
+            media.on_answered(self.forwarder.answered)
+            log.info("forwarding the audio of calls matching %s to %s:%d", " ".join(s.forward.rule), *s.forward.to)
 
     def state_summary(self) -> dict[str, int]:
         """Live sizes of what calls hold (logged on SIGUSR1): media sessions and ports, the breaker's
@@ -176,7 +205,9 @@ class Gateway:
         if self.monitor is not None:
             await self.monitor.close()
         if self.media is not None:
-            await self.media.close()
+            await self.media.close()  # closes every tap: recordings finalise
+        if self.recorder is not None:
+            await self.recorder.close()
         if self.coder is not None:
             await self.coder.shutdown()
         if self.proxy is not None:

@@ -17,9 +17,12 @@ from .options import (
     AUTH_MODES,
     BREAKER_POLICIES,
     LOG_FORMATS,
+    RECORDING_FORMATS,
+    ForwardOptions,
     GatewayOptions,
     Limits,
     Options,
+    RecordingOptions,
     default_data_dir,
     read_options,
     read_options_text,
@@ -57,6 +60,7 @@ __all__ = [
     "DEFAULT_LISTENERS",
     "DTMF_TYPES",
     "LOG_FORMATS",
+    "RECORDING_FORMATS",
     "SIP_TRANSPORTS",
     "SRTP_MODES",
     "SRTP_TYPES",
@@ -64,12 +68,14 @@ __all__ = [
     "XML_KEYS",
     "ConfigError",
     "Database",
+    "ForwardOptions",
     "GatewayOptions",
     "Limits",
     "Listener",
     "MailAccount",
     "Options",
     "Recaptcha",
+    "RecordingOptions",
     "Settings",
     "SipCallerAccount",
     "SslCertificates",
@@ -117,6 +123,8 @@ class Settings:
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
     limits: Limits = field(default_factory=Limits)
     users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    recording: RecordingOptions = field(default_factory=RecordingOptions)
+    forward: ForwardOptions = field(default_factory=ForwardOptions)
     webrtc2sip: Webrtc2sipSettings = field(default_factory=Webrtc2sipSettings)
     config_xml: Path | None = None
     options_toml: Path | None = None
@@ -245,6 +253,8 @@ def settings_from(
         gateway=opts.gateway,
         limits=opts.limits,
         users=opts.users,
+        recording=opts.recording,
+        forward=opts.forward,
         webrtc2sip=xml.settings,
         config_xml=config_xml,
         options_toml=opts.source,

@@ -37,9 +37,12 @@ __all__ = [
     "AUTH_MODES",
     "BREAKER_POLICIES",
     "LOG_FORMATS",
+    "RECORDING_FORMATS",
+    "ForwardOptions",
     "GatewayOptions",
     "Limits",
     "Options",
+    "RecordingOptions",
     "default_data_dir",
     "read_options",
     "read_options_text",
@@ -50,7 +53,8 @@ LOG_FORMATS = ("text", "json")
 # How the RTCWeb breaker is engaged. webrtc2sip engages it when the browser's REGISTER/INVITE asks
 # with "rtcweb-breaker=yes" (technical guide, "RTCWeb Breaker"); that is "client".
 BREAKER_POLICIES = ("auto", "client", "never", "always")
-_TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip")
+_TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip", "recording", "forward")
+RECORDING_FORMATS = ("wav", "ogg")
 # RFC 3261 §25.1 user-part characters, less ';' and escapes, which would be ambiguous as a key
 _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,?/]+$")
 _UINT32_MAX = 2**32 - 1
@@ -109,11 +113,35 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingOptions:
+    """``[recording]`` (rtc2sip.media.recording): calls whose caller or callee AOR matches one of the
+    ``rule`` globs ("*": every call) are recorded to ``dir`` (None: ``<data_dir>/recordings``)."""
+
+    enabled: bool = False
+    rule: tuple[str, ...] = ("*",)
+    dir: Path | None = None
+    format: str = "wav"
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardOptions:
+    """``[forward]`` (rtc2sip.media.forward): the audio of calls matching ``rule`` is sent as plain RTP
+    to ``to`` ("host:port"; None: off), with a ``.sdp`` for players written to ``dir`` (None: the
+    recordings directory)."""
+
+    to: tuple[str, int] | None = None
+    rule: tuple[str, ...] = ("*",)
+    dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """A parsed options file; ``listen`` is None when it has no ``[[listen]]``."""
 
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
     limits: Limits = field(default_factory=Limits)
+    recording: RecordingOptions = field(default_factory=RecordingOptions)
+    forward: ForwardOptions = field(default_factory=ForwardOptions)
     users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     listen: tuple[Listener, ...] | None = None
     webrtc2sip: tuple[RawEntry, ...] = ()
@@ -230,10 +258,14 @@ def read_options_text(text: str, source: Path | None = None) -> Options:
     users = _users(table("users")) if top.has("users") else {}
     listen = _listen(top.raw("listen"), source) if top.has("listen") else None
     entries = _webrtc2sip(table("webrtc2sip"), base_dir) if top.has("webrtc2sip") else ()
+    recording = _recording(table("recording"), base_dir) if top.has("recording") else RecordingOptions()
+    forward = _forward(table("forward"), base_dir) if top.has("forward") else ForwardOptions()
     top.finish(_TOP_LEVEL)
     return Options(
         gateway=gateway,
         limits=limits,
+        recording=recording,
+        forward=forward,
         users=MappingProxyType(users),
         listen=listen,
         webrtc2sip=entries,
@@ -287,6 +319,51 @@ def _gateway(t: _Table, base_dir: Path) -> GatewayOptions:
     t.finish(("data_dir", "domains", "log_format", "upstream_proxy", "auth", "open_relay", "breaker",
               "digest_algorithms", "admin_token", "services", "diag_duration"))
     return g
+
+
+def _path(t: _Table, k: str, base_dir: Path) -> Path | None:
+    if not t.has(k):
+        return None
+    p = Path(t.str_(k, "")).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+def _rule(t: _Table) -> tuple[str, ...]:
+    """AOR globs (fnmatch, case-insensitive): a string or an array; "all" is "*"."""
+    if t.has("rule") and isinstance(t.raw("rule"), str):
+        rules: tuple[str, ...] = (t.str_("rule", "*"),)
+    else:
+        rules = t.str_list("rule", ("*",))
+    if not rules or not all(rules):
+        raise t.error("rule", "needs at least one non-empty AOR glob (\"*\" or \"all\": every call)")
+    return tuple("*" if r.lower() == "all" else r for r in rules)
+
+
+def _recording(t: _Table, base_dir: Path) -> RecordingOptions:
+    d = RecordingOptions()
+    r = RecordingOptions(
+        enabled=t.bool_("enabled", d.enabled),
+        rule=_rule(t),
+        dir=_path(t, "dir", base_dir),
+        format=t.choice("format", d.format, RECORDING_FORMATS),
+    )
+    t.finish(("enabled", "rule", "dir", "format"))
+    return r
+
+
+def _forward(t: _Table, base_dir: Path) -> ForwardOptions:
+    to: tuple[str, int] | None = None
+    if t.has("to"):
+        text = t.str_("to", "")
+        host, sep, port = text.rpartition(":")
+        host = host.strip("[]")
+        ip = canonical_ip(host) if sep else None
+        if ip is None or not port.isdigit() or not 0 < int(port) <= 65530:
+            raise t.error("to", f"expected an IP address and port like \"127.0.0.1:5004\", got {text!r}")
+        to = (ip, int(port))  # the legacy leg's audio goes to port, the browser's to port + 2
+    f = ForwardOptions(to=to, rule=_rule(t), dir=_path(t, "dir", base_dir))
+    t.finish(("to", "rule", "dir"))
+    return f
 
 
 ADMIN_TOKEN_MIN_LENGTH = 16

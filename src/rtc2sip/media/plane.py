@@ -55,9 +55,12 @@ from .certificate import Certificate
 from .dtls import DtlsRole
 from .ports import PortAllocator
 from .relay import CoderLink, MediaSession, StreamConfig
+from .tap import CodecInfo, LegCodecs, Tap, TapSink
 
 if TYPE_CHECKING:  # PyAV is loaded only where transcoding is enabled
     from ..coder import CoderPool
+    from .forward import Forwarder
+    from .recording import Recorder
 
 __all__ = ["DTMF_EVENTS", "InvalidState", "MediaPlane", "MediaPlaneError", "UnknownSession"]
 
@@ -98,6 +101,8 @@ class _Call:
     pending: _Pending = _Pending.NONE
     offer: SessionDescription | None = None
     restart_ice: bool = False
+    answered: bool = False
+    codecs: LegCodecs = dataclasses.field(default_factory=dict)
 
 
 class MediaPlane:
@@ -137,6 +142,10 @@ class MediaPlane:
         self._symmetric = settings.webrtc2sip.enable_rtp_symetric
         self._sessions: dict[str, _Call] = {}
         self._callbacks: list[Callable[[str, str], None]] = []
+        self._answered: list[Callable[[str, str], None]] = []
+        # recording and forwarding (rtc2sip.media.recording/forward), set by the app when configured
+        self.recorder: Recorder | None = None
+        self.forwarder: Forwarder | None = None
         self._addresses = _announced_addresses(host)
         self._fingerprint = SdpFingerprint("sha-256", certificate.fingerprint("sha-256").hex)
 
@@ -172,7 +181,9 @@ class MediaPlane:
         links = await self._open_coders(call, mapping, answer, call.offer)
         call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role)
         await self._configure(call, _stream_configs(mapping, answer, call.offer), links)
+        self._set_codecs(call, mapping, answer, call.offer)
         call.mapping, call.pending, call.offer, call.restart_ice = mapping, _Pending.NONE, None, False
+        self._fire_answered(call)
         return browser_answer
 
     # -- phone calls browser ------------------------------------------------------------------------
@@ -208,7 +219,9 @@ class MediaPlane:
         links = await self._open_coders(call, mapping, call.offer, answer)
         call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role)
         await self._configure(call, _stream_configs(mapping, call.offer, answer), links)
+        self._set_codecs(call, mapping, call.offer, answer)
         call.mapping, call.pending, call.offer, call.restart_ice = mapping, _Pending.NONE, None, False
+        self._fire_answered(call)
         return legacy_answer
 
     # -- re-INVITE ----------------------------------------------------------------------------------
@@ -259,6 +272,9 @@ class MediaPlane:
         """Release every port, socket and task of the session, whatever its state; unknown ids are ignored."""
         call = self._sessions.pop(session, None)
         if call is not None:
+            tap, call.media.tap = call.media.tap, None
+            if tap is not None:
+                tap.close()  # recordings finalise, forwarded streams stop
             await call.media.close()
 
     def stats(self, session: str) -> dict[str, object]:
@@ -268,6 +284,9 @@ class MediaPlane:
         out["session"] = call.id
         out["call_id"] = call.call_id
         out["pending"] = call.pending.value
+        tap = call.media.tap
+        if tap is not None:
+            out["taps"] = [sink.describe() for sink in tap.sinks]
         return out
 
     def on_failure(self, callback: Callable[[str, str], None]) -> None:
@@ -275,6 +294,72 @@ class MediaPlane:
         ICE consent lost (RFC 7675), nothing connected or no media for the configured time. The
         session keeps its resources until :meth:`delete`."""
         self._callbacks.append(callback)
+
+    # -- taps: recording, forwarding -----------------------------------------------------------------
+
+    def on_answered(self, callback: Callable[[str, str], None]) -> None:
+        """``callback(session, call_id)`` once per session, when its first answer starts relaying
+        (the recording and forwarding rules hook here); exceptions are logged."""
+        self._answered.append(callback)
+
+    def call_id(self, session: str) -> str:
+        return self._get(session).call_id
+
+    def attach(self, session: str, sink: TapSink) -> None:
+        """Hand every plain RTP packet the session receives to ``sink`` (rtc2sip.media.tap), from now
+        until :meth:`detach` or the session's end (the sink is closed then)."""
+        call = self._get(session)
+        tap = call.media.tap
+        if tap is None:
+            tap = Tap(session, call.codecs)
+        tap.add(sink)
+        call.media.tap = tap
+
+    def detach(self, session: str, sink: TapSink) -> bool:
+        """Stop feeding and close ``sink``; False when it was not attached."""
+        call = self._sessions.get(session)
+        tap = call.media.tap if call is not None else None
+        if call is None or tap is None:
+            return False
+        found = tap.remove(sink)
+        if not tap.sinks:
+            call.media.tap = None
+        return found
+
+    def start_recording(self, session: str) -> str:
+        """Record this session's call now (whatever the rule); returns the sidecar's path."""
+        if self.recorder is None:
+            raise MediaPlaneError("recording is not configured ([recording])")
+        return str(self.recorder.start(session).sidecar)
+
+    def stop_recording(self, session: str) -> bool:
+        return self.recorder is not None and self.recorder.stop(session)
+
+    def start_forward(self, session: str, host: str, port: int) -> str:
+        """Fork this session's audio as plain RTP to ``host``:``port`` (legacy leg) and ``port`` + 2
+        (browser leg); returns the path of the ``.sdp`` a player opens."""
+        if self.forwarder is None:
+            raise MediaPlaneError("forwarding is not available")
+        return str(self.forwarder.start(session, (host, port)).sdp_path)
+
+    def stop_forward(self, session: str) -> bool:
+        return self.forwarder is not None and self.forwarder.stop(session)
+
+    def _set_codecs(self, call: _Call, mapping: Mapping, legacy_sdp: SessionDescription,
+                    webrtc_sdp: SessionDescription) -> None:
+        call.codecs = _leg_codecs(mapping, legacy_sdp, webrtc_sdp)
+        if call.media.tap is not None:
+            call.media.tap.set_codecs(call.codecs)
+
+    def _fire_answered(self, call: _Call) -> None:
+        if call.answered:
+            return
+        call.answered = True
+        for callback in list(self._answered):
+            try:
+                callback(call.id, call.call_id)
+            except Exception:
+                log.exception("media plane: on_answered callback raised for %s", call.id)
 
     async def close(self) -> None:
         """Delete every session."""
@@ -433,6 +518,24 @@ def _kinds(sdp: SessionDescription) -> list[str]:
         if not m.rejected and m.is_rtp and m.kind in MEDIA_KINDS and m.kind not in kinds:
             kinds.append(m.kind)
     return kinds
+
+
+def _leg_codecs(mapping: Mapping, legacy_sdp: SessionDescription, webrtc_sdp: SessionDescription) -> LegCodecs:
+    """Per kind and leg, the payload types that leg may send us (what is relayed or transcoded), the
+    main codec first: what a tap needs to decode or describe the packets it sees."""
+    out: LegCodecs = {}
+    for mm in mapping.active:
+        if mm.webrtc_index is None or mm.legacy_index is None or mm.kind in out:
+            continue
+        legs: dict[str, dict[int, CodecInfo]] = {}
+        for leg, sdp, index, pts in (("webrtc", webrtc_sdp, mm.webrtc_index, mm.to_legacy),
+                                     ("legacy", legacy_sdp, mm.legacy_index, mm.to_webrtc)):
+            media = sdp.media[index] if index < len(sdp.media) else None
+            codecs = [c for c in media.codecs if not pts or c.pt in pts] if media is not None else []
+            codecs.sort(key=lambda c: c.name.lower() in _AUXILIARY)  # stable: the SDP's order otherwise
+            legs[leg] = {c.pt: CodecInfo(c.name, c.clock_rate, c.channels, c.fmtp or "") for c in codecs}
+        out[mm.kind] = legs
+    return out
 
 
 def _stream_configs(mapping: Mapping, legacy_sdp: SessionDescription,

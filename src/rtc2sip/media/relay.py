@@ -54,6 +54,7 @@ from .rtcp import (
 )
 from .rtp import RTP_HEADER, RtpRewriter, build_rtp
 from .srtp import AES128_CM_SHA1_80, SdesCrypto, SrtpError, SrtpSession
+from .tap import Tap
 
 if TYPE_CHECKING:  # the coder imports PyAV: only a plane that transcodes loads it
     from ..coder import CoderPool, CoderSession, OutPacket
@@ -280,6 +281,9 @@ class _Stream(asyncio.DatagramProtocol):
             # SRTP already authenticated the source: no probation (RFC 3550 A.1).
             rx = self.webrtc_rx = ReceiveStatistics(ssrc, self.webrtc_clock_rate, min_sequential=0)
         rx.update(seq, ts, now)
+        tap = self.session.tap
+        if tap is not None:  # recording, forwarding (rtc2sip.media.tap): never raises
+            tap.packet(self.kind, "webrtc", plain, now)
         if self.coder is not None:
             self._to_coder(plain, now, True)
             return
@@ -360,6 +364,9 @@ class _Stream(asyncio.DatagramProtocol):
         if rx is None or rx.ssrc != ssrc:
             rx = self.legacy_rx = ReceiveStatistics(ssrc, self.clock_rate)
         rx.update(seq, ts, now)
+        tap = self.session.tap
+        if tap is not None:
+            tap.packet(self.kind, "legacy", data, now)
         if self.coder is not None:
             self._to_coder(data, now, False)
             return
@@ -715,6 +722,8 @@ class MediaSession:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._dtmf_lock: asyncio.Lock | None = None
+        # sinks of every plain RTP packet received (rtc2sip.media.tap); None: no sink, no cost
+        self.tap: Tap | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------
 

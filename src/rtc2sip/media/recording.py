@@ -1,0 +1,559 @@
+"""Call recording (issue 5 item 6): both legs of a call's audio to files, with a JSON sidecar.
+
+A :class:`CallRecording` is a :class:`~rtc2sip.media.tap.QueuedSink` on the call's tap: the relay
+hands it every audio RTP packet each leg sends (the original codec, before transcoding), and a
+worker thread decodes it with PyAV (G.711 µ/A-law, G.722, Opus) and writes it. **One mono file per
+leg**: ``<base>-webrtc.<ext>`` is what the browser sent, ``<base>-legacy.<ext>`` what the phone sent;
+both start at the recording's start (leading silence) and follow the RTP timestamps, with silence
+for gaps (loss, DTX, comfort noise, hold), so they stay aligned and can be mixed or put side by side
+(``ffmpeg -i a.wav -i b.wav -filter_complex amerge out.wav``). ``format = "wav"`` writes 16-bit PCM at
+the codec's rate (8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus); ``"ogg"`` writes Ogg/Opus.
+
+``<base>.json`` (the sidecar) is written when the recording starts and rewritten when it ends: the
+parties, both legs' Call-IDs, start and end times, codecs, packet counts, files and any error.
+
+A disk error (full disk, permission, anything the file system raises) ends that recording with one
+log line and an ``error`` in the sidecar when it can still be written; the call goes on. Files are
+finalised (WAV sizes patched, Ogg trailer written) when the call's media session is deleted,
+whatever ended the call, and when the gateway stops (:meth:`Recorder.close`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import os
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from .rtp import RTP_HEADER
+from .tap import LEGS, CodecInfo, LegCodecs, QueuedSink, TapWorker
+
+if TYPE_CHECKING:
+
+    from ..breaker.b2bua import B2bua
+    from ..config.options import RecordingOptions
+    from .plane import MediaPlane
+
+__all__ = ["CallInfo", "CallRecording", "Recorder", "breaker_call_info", "matches_rule"]
+
+log = logging.getLogger("rtc2sip.media")
+
+# SDP name (lower case) -> FFmpeg decoder, PCM rate the decoder gives
+_DECODERS = {"pcmu": ("pcm_mulaw", 8000), "pcma": ("pcm_alaw", 8000), "g722": ("g722", 16000),
+             "opus": ("libopus", 48000)}
+_MAX_GAP_S = 60.0  # a longer silence (a timestamp jump, a long hold) is written as this much
+_OGG_RATE = 48000
+_OGG_FRAME = 960  # 20 ms at 48 kHz
+
+
+@dataclass(slots=True)
+class CallInfo:
+    """What the signalling knows of a call (the media plane sees no SIP): for the rule and sidecar."""
+
+    call_id: str  # the B2BUA's call id (MediaPlane's call_id)
+    caller: str | None = None  # AOR, "sip:alice@example.org"
+    callee: str | None = None
+    caller_call_id: str | None = None  # SIP Call-ID of each leg
+    callee_call_id: str | None = None
+    caller_leg: str | None = None  # "webrtc" or "legacy": which leg the caller is on
+    end_reason: str | None = None
+
+    def parties(self) -> list[str]:
+        return [p for p in (self.caller, self.callee) if p]
+
+
+def matches_rule(rule: tuple[str, ...], parties: list[str]) -> bool:
+    """Whether an AOR glob of ``rule`` matches a party ("*" matches every call, even one without
+    known parties). A glob is tried against ``sip:user@host`` and ``user@host``, case-insensitive."""
+    if "*" in rule:
+        return True
+    for party in parties:
+        low = party.lower()
+        bare = low.split(":", 1)[1] if low.startswith(("sip:", "sips:")) else low
+        if any(fnmatch.fnmatchcase(low, g.lower()) or fnmatch.fnmatchcase(bare, g.lower()) for g in rule):
+            return True
+    return False
+
+
+def _aor(uri: Any) -> str:
+    return f"{uri.scheme}:{uri.user}@{uri.host}" if uri.user else f"{uri.scheme}:{uri.host}"
+
+
+def breaker_call_info(breaker: B2bua | None) -> Callable[[str], CallInfo]:
+    """A lookup of :class:`CallInfo` by the plane's call_id from the B2BUA's live calls."""
+
+    def lookup(call_id: str) -> CallInfo:
+        info = CallInfo(call_id)
+        call = breaker.calls.get(call_id) if breaker is not None else None
+        if call is None:
+            return info
+        a, b = call.caller, call.callee
+        if a is not None:
+            info.caller, info.callee = _aor(a.dialog.remote.uri), _aor(a.dialog.local.uri)
+            info.caller_call_id = a.call_id
+            info.caller_leg = "webrtc" if a.webrtc else "legacy"
+        if b is not None:
+            info.callee_call_id = b.call_id
+        return info
+
+    return lookup
+
+
+def _now_iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+# ---- decoding and writing (worker threads) ----------------------------------------------------------
+
+
+class _Decoder:
+    """One codec's payloads → mono s16 PCM at ``out_rate`` (PyAV decoder + resampler)."""
+
+    def __init__(self, codec: CodecInfo, out_rate: int) -> None:
+        import av
+        import av.audio.resampler
+
+        name, self.pcm_rate = _DECODERS[codec.name.lower()]
+        if name == "libopus" and "libopus" not in av.codecs_available:
+            name = "opus"
+        ctx = av.CodecContext.create(name, "r")
+        assert isinstance(ctx, av.audio.codeccontext.AudioCodecContext)
+        ctx.sample_rate = self.pcm_rate
+        ctx.layout = "mono"
+        self._ctx = ctx
+        self._resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=out_rate)
+        self._av = av
+        self.clock_rate = codec.clock_rate
+
+    def decode(self, payload: bytes) -> tuple[bytes, int]:
+        """PCM at the output rate, and the payload's duration in RTP clock units."""
+        av = self._av
+        try:
+            frames = self._ctx.decode(av.Packet(payload))
+        except (av.error.FFmpegError, ValueError):
+            return b"", 0
+        native = sum(f.samples for f in frames)
+        out = bytearray()
+        for frame in frames:
+            frame.pts = None
+            for res in self._resampler.resample(frame):
+                out += bytes(res.planes[0])[: 2 * res.samples]
+        return bytes(out), native * self.clock_rate // self.pcm_rate
+
+
+class _Writer(Protocol):
+    rate: int
+
+    def write(self, pcm: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class _WavWriter:
+    def __init__(self, path: Path, rate: int, opener: Callable[[Path], IO[bytes]]) -> None:
+        self.rate = rate
+        self._file = opener(path)
+        try:
+            w = wave.open(self._file, "wb")  # noqa: SIM115 - closed in close()
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(rate)
+        except BaseException:
+            self._file.close()
+            raise
+        self._wav: wave.Wave_write | None = w
+
+    def write(self, pcm: bytes) -> None:
+        if self._wav is not None:
+            self._wav.writeframesraw(pcm)
+
+    def close(self) -> None:
+        wav, self._wav = self._wav, None
+        try:
+            if wav is not None:
+                wav.close()  # patches the RIFF and data sizes
+        finally:
+            self._file.close()
+
+
+class _OggWriter:
+    """Ogg/Opus (RFC 7845) through PyAV's libopus encoder, 20 ms frames."""
+
+    rate = _OGG_RATE
+
+    def __init__(self, path: Path, rate: int, opener: Callable[[Path], IO[bytes]]) -> None:
+        import av
+
+        self._av = av
+        self._file = opener(path)
+        try:
+            self._out = av.open(self._file, "w", format="ogg")
+            self._stream = self._out.add_stream("libopus", rate=_OGG_RATE)
+            self._stream.layout = "mono"
+            self._stream.bit_rate = 32000
+        except BaseException:
+            self._file.close()
+            raise
+        self._fifo = av.AudioFifo()
+        self._pts = 0
+        self._closed = False
+
+    def write(self, pcm: bytes) -> None:
+        av = self._av
+        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
+        frame.planes[0].update(pcm)
+        frame.sample_rate = _OGG_RATE
+        frame.pts = None
+        self._fifo.write(frame)
+        self._drain(False)
+
+    def _drain(self, last: bool) -> None:
+        while self._fifo.samples >= _OGG_FRAME or (last and self._fifo.samples):
+            frame = self._fifo.read(_OGG_FRAME, partial=last)
+            if frame is None:
+                break
+            frame.pts = self._pts
+            self._pts += frame.samples
+            for packet in self._stream.encode(frame):
+                self._out.mux(packet)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._drain(True)
+            for packet in self._stream.encode(None):
+                self._out.mux(packet)
+            self._out.close()
+        finally:
+            self._file.close()
+
+
+@dataclass(slots=True)
+class _LegState:
+    """One leg's file and timeline."""
+
+    path: Path
+    writer: _Writer | None = None
+    decoders: dict[int, _Decoder | None] = field(default_factory=dict)
+    ssrc: int | None = None
+    next_ts: int = 0  # RTP timestamp where the next packet should start
+    clock_rate: int = 8000
+    last_arrival: float = 0.0
+    samples: int = 0  # written, at the writer's rate
+    packets: int = 0  # received
+    decoded: int = 0
+    skipped: int = 0  # not audio (telephone-event, CN), or a codec the recorder does not decode
+    late: int = 0  # reordered or duplicated: already covered by silence
+    codecs: set[str] = field(default_factory=set)
+
+
+def _default_opener(path: Path) -> IO[bytes]:
+    return open(path, "wb")
+
+
+class CallRecording(QueuedSink):
+    """The recording of one call; see the module docstring. ``opener`` opens each file for writing
+    (tests inject failing file objects)."""
+
+    def __init__(self, worker: TapWorker, directory: Path, base: str, info: CallInfo, session: str, *,
+                 fmt: str = "wav", opener: Callable[[Path], IO[bytes]] = _default_opener,
+                 max_queue: int = 1000) -> None:
+        super().__init__(worker, max_queue)
+        self.directory = directory
+        self.base = base
+        self.info = info
+        self.session = session
+        self.format = fmt
+        self._opener = opener
+        self._codecs: LegCodecs = {}
+        ext = "ogg" if fmt == "ogg" else "wav"
+        self.legs = {leg: _LegState(directory / f"{base}-{leg}.{ext}") for leg in LEGS}
+        self.sidecar = directory / f"{base}.json"
+        self.started = time.time()
+        self._started_mono: float | None = None
+        self.ended: float | None = None
+        self.error: str | None = None
+        self.put(("start",))
+
+    # -- event loop side ---------------------------------------------------------------------------
+
+    def packet(self, kind: str, leg: str, data: bytes, now: float) -> None:
+        if kind == "audio" and self.error is None:
+            self.put((leg, data, now))
+
+    def codecs_changed(self, codecs: LegCodecs) -> None:
+        self._codecs = codecs  # read by the worker; a reference swap
+
+    def close(self) -> None:
+        if self.ended is None:
+            self.ended = time.time()
+        super().close()
+
+    def describe(self) -> dict[str, object]:
+        return {"type": "recording", "sidecar": str(self.sidecar), "error": self.error,
+                "queue_dropped": self.queue_dropped}
+
+    # -- worker side -------------------------------------------------------------------------------
+
+    def handle(self, item: object) -> None:
+        assert isinstance(item, tuple)
+        if self.error is not None:
+            return
+        try:
+            if item[0] == "start":
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._write_sidecar()
+                log.info("recording call %s to %s", self.info.call_id, self.sidecar)
+                return
+            leg, data, now = item
+            self._packet(self.legs[leg], data, now)
+        except OSError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            import av.error
+
+            if isinstance(exc, av.error.FFmpegError):
+                self._fail(exc)
+            else:
+                raise
+
+    def _fail(self, exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        self.error = reason
+        log.warning("recording of call %s stopped (the call goes on): %s", self.info.call_id, reason)
+        for state in self.legs.values():
+            writer, state.writer = state.writer, None
+            if writer is not None:
+                try:
+                    writer.close()
+                except Exception:
+                    pass
+
+    def _packet(self, state: _LegState, data: bytes, now: float) -> None:
+        if self._started_mono is None:
+            self._started_mono = now  # the first packet's arrival; its leading silence is the other leg's
+        state.packets += 1
+        b0, b1, _, ts, ssrc = RTP_HEADER.unpack_from(data)
+        pt = b1 & 0x7F
+        decoder = self._decoder(state, pt)
+        if decoder is None:
+            state.skipped += 1
+            return
+        start = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10 and len(data) >= start + 4:  # RFC 3550 §5.3.1 header extension
+            start += 4 + 4 * int.from_bytes(data[start + 2 : start + 4], "big")
+        end = len(data) - (data[-1] if b0 & 0x20 else 0)  # §5.1 padding
+        if end <= start:
+            state.skipped += 1
+            return
+        writer = state.writer
+        if writer is None:
+            writer = state.writer = self._open(state, decoder)
+            self._silence(state, now - self._started_mono)
+        elif ssrc != state.ssrc or decoder.clock_rate != state.clock_rate:
+            # a new source (re-INVITE, transfer) or codec: place it by the arrival time
+            self._silence(state, now - state.last_arrival)
+        else:
+            gap = (ts - state.next_ts) & 0xFFFFFFFF
+            if gap >= 0x80000000:
+                state.late += 1
+                return
+            if gap:
+                self._silence(state, gap / state.clock_rate)
+        pcm, duration = decoder.decode(bytes(data[start:end]))
+        if not pcm:
+            state.skipped += 1
+            return
+        state.ssrc, state.clock_rate = ssrc, decoder.clock_rate
+        state.next_ts = (ts + duration) & 0xFFFFFFFF
+        state.last_arrival = now
+        writer.write(pcm)
+        state.samples += len(pcm) // 2
+        state.decoded += 1
+
+    def _silence(self, state: _LegState, seconds: float) -> None:
+        writer = state.writer
+        if writer is None or seconds <= 0:
+            return
+        n = int(min(seconds, _MAX_GAP_S) * writer.rate)
+        chunk = bytes(2 * min(n, writer.rate))
+        while n > 0:
+            part = chunk[: 2 * min(n, len(chunk) // 2)]
+            writer.write(part)
+            n -= len(part) // 2
+            state.samples += len(part) // 2
+
+    def _decoder(self, state: _LegState, pt: int) -> _Decoder | None:
+        if pt in state.decoders:
+            return state.decoders[pt]
+        codec = self._codecs.get("audio", {}).get(self._leg_name(state), {}).get(pt)
+        decoder = None
+        if codec is not None and codec.name.lower() in _DECODERS:
+            rate = state.writer.rate if state.writer is not None else (
+                _OGG_RATE if self.format == "ogg" else _DECODERS[codec.name.lower()][1])
+            decoder = _Decoder(codec, rate)
+            state.codecs.add(f"{codec.name}/{codec.clock_rate}")
+        state.decoders[pt] = decoder
+        return decoder
+
+    def _leg_name(self, state: _LegState) -> str:
+        return next(name for name, s in self.legs.items() if s is state)
+
+    def _open(self, state: _LegState, decoder: _Decoder) -> _Writer:
+        if self.format == "ogg":
+            return _OggWriter(state.path, _OGG_RATE, self._opener)
+        return _WavWriter(state.path, decoder.pcm_rate, self._opener)
+
+    def finish(self) -> None:
+        if self.error is None:
+            try:
+                for state in self.legs.values():
+                    writer, state.writer = state.writer, None
+                    if writer is not None:
+                        writer.close()
+            except OSError as exc:
+                self._fail(exc)
+            except Exception as exc:
+                import av.error
+
+                if not isinstance(exc, av.error.FFmpegError):
+                    raise
+                self._fail(exc)
+        try:
+            self._write_sidecar()
+        except OSError as exc:
+            if self.error is None:
+                self._fail(exc)
+        if self.error is None:
+            log.info("recording of call %s ended: %s", self.info.call_id,
+                     ", ".join(f"{leg} {s.decoded}/{s.packets} packets" for leg, s in self.legs.items()))
+
+    def summary(self) -> dict[str, Any]:
+        legs: dict[str, Any] = {}
+        codecs = self._codecs.get("audio", {})
+        for name, s in self.legs.items():
+            rate = _OGG_RATE if self.format == "ogg" else next(
+                (d.pcm_rate for d in s.decoders.values() if d is not None), None)
+            legs[name] = {
+                "file": s.path.name if s.samples else None,
+                "party": self._party(name),
+                "sample_rate": rate if s.samples else None,
+                "seconds": round(s.samples / rate, 3) if s.samples and rate else 0.0,
+                "codecs": sorted(s.codecs),
+                "negotiated": {str(pt): f"{c.name}/{c.clock_rate}" for pt, c in codecs.get(name, {}).items()},
+                "packets": s.packets, "decoded": s.decoded, "skipped": s.skipped, "late": s.late,
+            }
+        info = self.info
+        return {
+            "call": info.call_id,
+            "media_session": self.session,
+            "parties": {"caller": info.caller, "callee": info.callee},
+            "call_ids": {"caller": info.caller_call_id, "callee": info.callee_call_id},
+            "caller_leg": info.caller_leg,
+            "started": _now_iso(self.started),
+            "ended": _now_iso(self.ended) if self.ended is not None else None,
+            "duration_s": round(self.ended - self.started, 3) if self.ended is not None else None,
+            "end_reason": info.end_reason,
+            "format": self.format,
+            "layout": "one mono file per leg: webrtc = what the browser sent, legacy = what the phone sent",
+            "legs": legs,
+            "queue_dropped": self.queue_dropped,
+            "error": self.error,
+        }
+
+    def _party(self, leg: str) -> str | None:
+        info = self.info
+        if info.caller_leg is None:
+            return None
+        return info.caller if leg == info.caller_leg else info.callee
+
+    def _write_sidecar(self) -> None:
+        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        with self._opener(tmp) as f:
+            f.write(json.dumps(self.summary(), indent=2).encode() + b"\n")
+        os.replace(tmp, self.sidecar)
+
+
+# ---- the service -------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Records the calls the ``[recording]`` rule picks (automatically, when their media starts),
+    or any call on demand (:meth:`start`); one :class:`CallRecording` per media session."""
+
+    def __init__(self, options: RecordingOptions, directory: Path, plane: MediaPlane,
+                 call_info: Callable[[str], CallInfo], worker: TapWorker | None = None) -> None:
+        self.options = options
+        self.directory = directory
+        self.plane = plane
+        self.call_info = call_info
+        self.worker = worker or TapWorker()
+        self.recordings: dict[str, CallRecording] = {}  # media session -> recording
+        self._by_call: dict[str, CallRecording] = {}
+        self.finished: list[CallRecording] = []
+
+    def answered(self, session: str, call_id: str) -> None:
+        """The plane's on_answered hook: start recording when the rule says so."""
+        if not self.options.enabled or session in self.recordings:
+            return
+        info = self.call_info(call_id)
+        if matches_rule(self.options.rule, info.parties()):
+            self.start(session, info)
+
+    def start(self, session: str, info: CallInfo | None = None) -> CallRecording:
+        """Record the media session ``session`` (raises the plane's UnknownSession)."""
+        existing = self.recordings.get(session)
+        if existing is not None:
+            return existing
+        call_id = self.plane.call_id(session)
+        info = info or self.call_info(call_id)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
+        rec = CallRecording(self.worker, self.directory, f"{stamp}-{session}", info, session,
+                            fmt=self.options.format)
+        self.recordings[session] = rec
+        self._by_call[call_id] = rec
+        loop = asyncio.get_running_loop()
+
+        def finished(_: object) -> None:  # in the worker thread: back to the loop's
+            try:
+                loop.call_soon_threadsafe(self._done, session, call_id, rec)
+            except RuntimeError:  # the loop is gone (process exit)
+                pass
+
+        rec.finished.add_done_callback(finished)
+        self.plane.attach(session, rec)
+        return rec
+
+    def stop(self, session: str) -> bool:
+        rec = self.recordings.get(session)
+        return rec is not None and self.plane.detach(session, rec)
+
+    def call_ended(self, call: Any, reason: str) -> None:
+        """A B2BUA observer: the end cause goes into the sidecar."""
+        rec = self._by_call.get(getattr(call, "id", ""))
+        if rec is not None:
+            rec.info.end_reason = reason
+
+    def _done(self, session: str, call_id: str, rec: CallRecording) -> None:
+        if self.recordings.get(session) is rec:
+            del self.recordings[session]
+        if self._by_call.get(call_id) is rec:
+            del self._by_call[call_id]
+        self.finished = [*self.finished[-99:], rec]
+
+    async def close(self) -> None:
+        """Finalise every recording (the plane closes the sessions) and stop the worker threads."""
+        for rec in list(self.recordings.values()):
+            rec.close()
+        await self.worker.shutdown()
+
+    def describe(self) -> dict[str, object]:
+        return {"options": asdict(self.options) | {"dir": str(self.directory)}, "active": len(self.recordings)}

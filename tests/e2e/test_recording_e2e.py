@@ -1,0 +1,140 @@
+"""Recording and forwarding to players with real peers (issue 5 items 6 and 7).
+
+- Chromium (1000 Hz) calls baresip (440 Hz) through the gateway with ``[recording] enabled``: after the
+  call, the per-leg WAV files hold both tones (webrtc = what the browser sent, legacy = what the phone
+  sent) and the JSON sidecar names the parties, the Call-IDs, the codecs and the end.
+- The same with the browser on Opus only and the Media Coder on: the browser leg is recorded from Opus.
+- The call forwarded with ``[forward] to = "127.0.0.1:PORT"``: ffmpeg opens the ``.sdp`` the gateway
+  wrote and decodes several seconds of audio holding a tone. Note the trap: ffmpeg refuses an SDP file
+  that opens network streams unless given ``-protocol_whitelist file,udp,rtp``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Artifacts, Baresip, Browser, Gateway, analyse_wav, free_port, wait_for
+
+BROWSER_HZ = 1000.0
+PHONE_HZ = 440.0
+CODER_TOML = '[webrtc2sip]\nenable-media-coder = true\ncodecs = ["opus", "pcmu", "pcma", "g722"]\n'
+
+
+def _call(gw: Gateway, make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip],
+          codecs: list[str] | None = None) -> tuple[Browser, Baresip]:
+    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ,
+                       audio_codecs="PCMU/8000/1")
+    alice = make_browser("alice", tone_hz=BROWSER_HZ)
+    kw: dict[str, Any] = {"codecs": codecs} if codecs else {}
+    assert alice.register(gw.ws_url, gw.aor("alice"), **kw)["status"] == 200
+    alice.call(gw.aor("bob"))
+    alice.wait_event("confirmed")
+    stats = alice.wait_media(min_packets=50)
+    assert stats["transport"]["dtlsState"] == "connected"
+    assert abs(alice.wait_tone(PHONE_HZ)["frequency"] - PHONE_HZ) <= 25
+    return alice, bob
+
+
+def _finished_sidecar(directory: Path) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        for path in directory.glob("*.json"):
+            meta: dict[str, Any] = json.loads(path.read_text())
+            if meta.get("ended"):
+                return meta
+        return None
+
+    meta = wait_for(done, 15.0, "the recording's final sidecar")
+    assert isinstance(meta, dict)
+    print(json.dumps(meta, indent=2))
+    return meta
+
+
+def _assert_recorded(directory: Path, meta: dict[str, Any], browser_codec: str) -> None:
+    assert meta["error"] is None
+    assert meta["parties"]["caller"].startswith("sip:alice@") and meta["parties"]["callee"].startswith("sip:bob@")
+    assert meta["call_ids"]["caller"] and meta["call_ids"]["callee"]
+    assert meta["call_ids"]["caller"] != meta["call_ids"]["callee"]
+    assert meta["caller_leg"] == "webrtc"
+    assert meta["end_reason"], meta
+    assert meta["legs"]["webrtc"]["codecs"] == [browser_codec]
+    assert meta["legs"]["legacy"]["codecs"] == ["PCMU/8000"]
+    for leg, hz in (("webrtc", BROWSER_HZ), ("legacy", PHONE_HZ)):
+        info = meta["legs"][leg]
+        assert info["decoded"] >= 100, info  # two seconds and more of 20 ms packets
+        tone = analyse_wav(directory / info["file"])
+        print(f"{leg}: {tone}")
+        assert tone.voiced_seconds >= 2.0, tone
+        assert abs(tone.frequency - hz) <= 10, (leg, tone)
+
+
+@pytest.mark.e2e
+def test_recording_has_both_tones(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
+    make_baresip: Callable[..., Baresip], artifacts: Artifacts,
+) -> None:
+    rec_dir = artifacts.subdir("recordings")
+    gw = make_gateway(extra_toml=f'[recording]\nenabled = true\nrule = "sip:bob@*"\ndir = "{rec_dir}"\n')
+    alice, bob = _call(gw, make_browser, make_baresip)
+    time.sleep(3.0)
+    alice.hangup()
+    bob.wait_event("CALL_CLOSED")
+    meta = _finished_sidecar(rec_dir)
+    _assert_recorded(rec_dir, meta, "PCMU/8000")
+    assert " recording call " in gw.log_text()
+
+
+@pytest.mark.e2e
+def test_recording_of_a_transcoded_call_decodes_opus(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
+    make_baresip: Callable[..., Baresip], artifacts: Artifacts,
+) -> None:
+    rec_dir = artifacts.subdir("recordings")
+    gw = make_gateway(extra_toml=CODER_TOML + f'[recording]\nenabled = true\ndir = "{rec_dir}"\n')
+    alice, bob = _call(gw, make_browser, make_baresip, codecs=["opus", "telephone-event"])
+    time.sleep(3.0)
+    alice.hangup()
+    bob.wait_event("CALL_CLOSED")
+    meta = _finished_sidecar(rec_dir)
+    _assert_recorded(rec_dir, meta, "opus/48000")
+
+
+@pytest.mark.e2e
+def test_forwarded_call_plays_in_ffmpeg(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
+    make_baresip: Callable[..., Baresip], artifacts: Artifacts,
+) -> None:
+    sdp_dir = artifacts.subdir("forward")
+    port = free_port(4)  # legacy leg on port, browser leg on port + 2, RTCP ports ffmpeg binds
+    gw = make_gateway(extra_toml=f'[forward]\nto = "127.0.0.1:{port}"\ndir = "{sdp_dir}"\n')
+    alice, bob = _call(gw, make_browser, make_baresip)
+    sdp = wait_for(lambda: next(iter(sdp_dir.glob("*.sdp")), None), 10.0, "the forwarded stream's .sdp")
+    assert isinstance(sdp, Path)
+    text = sdp.read_text()
+    print(text)
+    assert "c=IN IP4 127.0.0.1" in text and f"m=audio {port} RTP/AVP 0" in text and "a=rtpmap:0 PCMU/8000" in text
+    stream = artifacts.path("stream.sdp")
+    stream.write_text(text)
+    out = artifacts.path("forwarded.wav")
+    log = artifacts.path("ffmpeg.log")
+    artifacts.add_log("ffmpeg", log)
+    # Without -protocol_whitelist, ffmpeg stops at "Protocol 'rtp' not on whitelist 'file,crypto,data'!".
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file,udp,rtp",
+           "-i", str(stream), "-t", "4", "-f", "wav", str(out)]
+    with log.open("wb") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=30, check=False)
+    assert done.returncode == 0, log.read_text()[-2000:]
+    st = alice.wait_media(min_packets=50)  # the call went on meanwhile
+    assert st["inbound"]["packetsReceived"] > 200  # 4 s and more of 20 ms packets
+    alice.hangup()
+    bob.wait_event("CALL_CLOSED")
+    tone = analyse_wav(out)
+    print(f"ffmpeg decoded: {tone}")
+    assert tone.voiced_seconds >= 3.0, tone
+    assert min(abs(tone.frequency - PHONE_HZ), abs(tone.frequency - BROWSER_HZ)) <= 10, tone
+    assert "forwarding call " in gw.log_text()
