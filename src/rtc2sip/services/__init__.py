@@ -1,7 +1,8 @@
-"""rtc2sip's built-in test services: ``sip:echo@DOMAIN`` (the caller hears itself) and
-``sip:diag@DOMAIN`` (RTP diagnostics: announced against real media source, told in a SIP MESSAGE).
+"""rtc2sip's built-in test services: ``sip:echo@DOMAIN`` (the caller hears itself),
+``sip:diag@DOMAIN`` (RTP diagnostics: announced against real media source, told in a SIP MESSAGE) and
+``sip:testpattern@DOMAIN`` (a generated VP8 picture with a running clock, and a tone).
 
-Both are users of one in-process SIP UAS on a loopback UDP port (:mod:`rtc2sip.services.uas`).
+All are users of one in-process SIP UAS on a loopback UDP port (:mod:`rtc2sip.services.uas`).
 The proxy sends a local-domain Request-URI whose user is a service's name to that UAS
 (:meth:`Services.contact`), as it sends a registered user's calls to its Contact; a browser's call
 is broken by the RTCWeb Breaker first, so the UAS is its legacy leg and no second media stack exists.
@@ -15,13 +16,15 @@ from typing import TYPE_CHECKING, Any
 from ..media.ports import PortAllocator
 from .diag import DiagService
 from .echo import EchoService
+from .testpattern import TestPatternService
 from .uas import Service, ServiceCall, ServiceUas
 
 if TYPE_CHECKING:
     from ..breaker.b2bua import B2bua
     from ..media.plane import MediaPlane
 
-__all__ = ["DiagService", "EchoService", "Service", "ServiceCall", "ServiceUas", "Services", "breaker_inspector"]
+__all__ = ["DiagService", "EchoService", "Service", "ServiceCall", "ServiceUas", "Services", "TestPatternService",
+           "breaker_inspector"]
 
 
 class Services:
@@ -33,7 +36,9 @@ class Services:
                  inspect: Callable[[str], str | None] | None = None) -> None:
         self.echo = EchoService()
         self.diag = DiagService(diag_duration, diag_wait, on_verdict, inspect)
-        self.uas = ServiceUas({"echo": self.echo, "diag": self.diag}, media_host=media_host, ports=ports)
+        self.testpattern = TestPatternService()
+        self.uas = ServiceUas({"echo": self.echo, "diag": self.diag, "testpattern": self.testpattern},
+                              media_host=media_host, ports=ports)
         self._contacts: dict[str, str] = {}
 
     async def start(self) -> None:

@@ -90,6 +90,7 @@ class Stream(asyncio.DatagramProtocol):
     first_at: float | None = None  # monotonic time of the first RTP packet
     payload_types: Counter[int] = field(default_factory=Counter)
     on_first: Callable[[Stream], None] | None = None
+    on_rtcp: Callable[[Stream, bytes], None] | None = None  # every RTCP packet (a service's PLI/FIR)
     rtp: asyncio.DatagramTransport | None = None
     rtcp: asyncio.DatagramTransport | None = None
     index: int = 0  # of its m= line in the offer
@@ -100,7 +101,7 @@ class Stream(asyncio.DatagramProtocol):
         if len(data) < 12 or not 127 < data[0] < 192:
             return  # not RTP version 2 (STUN, garbage)
         if 191 < data[1] < 224:  # RFC 5761 §4: RTCP on the RTP port
-            self._rtcp(source)
+            self._rtcp(source, data)
             return
         self.packets += 1
         self.sources[source] += 1
@@ -116,9 +117,11 @@ class Stream(asyncio.DatagramProtocol):
             out[8:12] = bytes(b ^ 0x5A for b in out[8:12])
             self.rtp.sendto(bytes(out), source)
 
-    def _rtcp(self, source: Address) -> None:
+    def _rtcp(self, source: Address, data: bytes) -> None:
         self.rtcp_packets += 1
         self.rtcp_sources[source] += 1
+        if self.on_rtcp is not None:
+            self.on_rtcp(self, data)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP unreachable from a peer that stopped listening: nothing to do
@@ -139,7 +142,7 @@ class _Rtcp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if len(data) >= 8 and 127 < data[0] < 192:
-            self.stream._rtcp((addr[0], addr[1]))
+            self.stream._rtcp((addr[0], addr[1]), data)
 
     def error_received(self, exc: Exception) -> None:
         pass
@@ -339,7 +342,7 @@ class ServiceUas:
         elif method in ("INVITE", "UPDATE") and req.body:
             try:
                 offer = SessionDescription.parse(req.body)
-                call.local_sdp = self._answer(offer, call.streams)
+                call.local_sdp = self._answer(offer, call.streams, call.service)
             except SdpError as e:
                 self._respond(st, call.dialog.response(req, 488, None, headers=[("Warning", f'399 rtc2sip "{e}"')]))
                 return
@@ -394,7 +397,7 @@ class ServiceUas:
                 s.rtp = t
                 t2, _ = await loop.create_datagram_endpoint(lambda s=s: _Rtcp(s), sock=rtcp_sock)  # type: ignore[misc]
                 s.rtcp = t2
-            call.local_sdp = self._answer(call.offer, call.streams)
+            call.local_sdp = self._answer(call.offer, call.streams, call.service)
         except (OSError, SdpError) as e:
             log.warning("call-id=%s %s: cannot answer: %s", call.call_id, call.service.name, e)
             self._respond(st, make_response(req, 500, "Service failed", to_tag=call.dialog.local_tag))
@@ -515,9 +518,11 @@ class ServiceUas:
             raise SdpError("no plain RTP audio or video stream in the offer (SRTP is not served here)")
         return streams
 
-    def _answer(self, offer: SessionDescription, streams: list[Stream]) -> bytes:
+    def _answer(self, offer: SessionDescription, streams: list[Stream], service: Service | None = None) -> bytes:
         """RFC 3264: one m= line per offered one, ours on its socket with the first real codec (and
-        telephone-event at its rate), the rest rejected (port 0)."""
+        telephone-event at its rate), the rest rejected (port 0). A service with a ``choose_codec(kind,
+        codecs)`` method picks the codec itself (None: the m= line is rejected)."""
+        choose = getattr(service, "choose_codec", None)
         family = "IP6" if ":" in self.media_host else "IP4"
         sid = secrets.randbelow(2**31)
         lines = ["v=0", f"o=rtc2sip {sid} {sid} IN {family} {self.media_host}", "s=rtc2sip service",
@@ -530,8 +535,11 @@ class ServiceUas:
             if s is None or m.rejected or not codecs:
                 lines.append(f"m={m.kind} 0 {m.proto} {' '.join(m.formats) or '0'}")
                 continue
+            main = codecs[0] if choose is None else choose(m.kind, codecs)
+            if main is None:
+                lines.append(f"m={m.kind} 0 {m.proto} {' '.join(m.formats) or '0'}")
+                continue
             s.offer = m
-            main = codecs[0]
             events = [c for c in m.codecs if c.name.lower() == "telephone-event" and c.clock_rate == main.clock_rate]
             chosen = [main, *events[:1]]
             lines.append(f"m={m.kind} {s.rtp_port} {m.proto} {' '.join(str(c.pt) for c in chosen)}")

@@ -1,0 +1,107 @@
+"""``sip:testpattern@DOMAIN`` with a real browser (issue 5 item 5: "the test pattern decodes in the
+browser (framesDecoded grows)").
+
+Chromium + JsSIP calls the service with audio and video: the RTCWeb Breaker makes the services' UAS
+the plain-RTP legacy leg, the media plane relays its VP8 and its tone to the browser over ICE and
+DTLS-SRTP (BUNDLE). The page's own call() is audio-only, so the test patches, in the page, JsSIP's
+``UA.prototype.call`` to ask for video (the fake camera) and ``RTCPeerConnection`` to keep a handle on
+the call's peer connection for the video figures of getStats().
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from harness import Browser, Gateway
+from harness.procs import wait_for
+
+BROWSER_HZ = 440.0  # the browser's own microphone: not what it must hear
+SERVICE_HZ = 1000.0
+
+VIDEO_CALLS = """(() => {
+  if (window.__videoPatched) return true;
+  window.__videoPatched = true;
+  window.__pcs = [];
+  const Native = window.RTCPeerConnection;
+  class Kept extends Native {
+    constructor(...args) { super(...args); window.__pcs.push(this); }
+  }
+  window.RTCPeerConnection = Kept;
+  const call = JsSIP.UA.prototype.call;
+  JsSIP.UA.prototype.call = function (target, options) {
+    return call.call(this, target, Object.assign({}, options, {
+      mediaConstraints: { audio: true, video: true },
+      rtcOfferConstraints: { offerToReceiveAudio: true, offerToReceiveVideo: true },
+    }));
+  };
+  return true;
+})()"""
+
+VIDEO_STATS = """(async () => {
+  const pc = window.__pcs[window.__pcs.length - 1];
+  if (!pc) return null;
+  const report = await pc.getStats();
+  let out = null;
+  report.forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') {
+      const codec = r.codecId && report.get(r.codecId);
+      out = {
+        framesDecoded: r.framesDecoded || 0, framesReceived: r.framesReceived || 0,
+        keyFramesDecoded: r.keyFramesDecoded || 0, frameWidth: r.frameWidth || 0,
+        frameHeight: r.frameHeight || 0, framesPerSecond: r.framesPerSecond || 0,
+        packetsReceived: r.packetsReceived || 0, packetsLost: r.packetsLost || 0,
+        pliCount: r.pliCount || 0, firCount: r.firCount || 0, nackCount: r.nackCount || 0,
+        codec: codec ? codec.mimeType : null,
+      };
+    }
+  });
+  return out;
+})()"""
+
+
+def video_stats(browser: Browser) -> dict[str, Any] | None:
+    result = browser.eval(VIDEO_STATS)
+    assert result is None or isinstance(result, dict)
+    return result
+
+
+@pytest.mark.e2e
+def test_browser_decodes_the_test_pattern(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser]
+) -> None:
+    gw = make_gateway()
+    alice = make_browser("alice", tone_hz=BROWSER_HZ)
+    assert alice.eval(VIDEO_CALLS) is True
+    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice.call(gw.aor("testpattern"))
+    alice.wait_event("confirmed")
+    offer = next(e["sdp"] for e in alice.events() if e.get("type") == "sdp" and e.get("originator") == "local")
+    answer = next(e["sdp"] for e in alice.events() if e.get("type") == "sdp" and e.get("originator") == "remote")
+    assert "m=video" in offer, offer
+    assert "VP8/90000" in answer and "m=video 0 " not in answer, answer
+
+    def decoding() -> dict[str, Any] | None:
+        s = video_stats(alice)
+        return s if s and s["framesDecoded"] >= 10 else None
+
+    first = wait_for(decoding, 20.0, "browser alice to decode 10 frames of the test pattern", interval=0.25)
+    assert isinstance(first, dict)
+    time.sleep(2.0)
+    second = video_stats(alice)
+    assert second is not None
+    print(f"test pattern in the browser: {first} then, 2 s later, {second}")
+    assert second["framesDecoded"] - first["framesDecoded"] >= 15, (first, second)  # ~15 fps sent
+    assert (second["frameWidth"], second["frameHeight"]) == (640, 360), second
+    assert second["codec"] == "video/VP8", second
+    assert second["keyFramesDecoded"] >= 1, second
+
+    heard = alice.wait_tone(SERVICE_HZ)
+    print(f"tone heard: {heard}")
+    stats = alice.stats()
+    assert stats is not None and stats["inbound"]["totalAudioEnergy"] > 0
+    assert stats["transport"]["dtlsState"] == "connected"
+    alice.hangup()
+    alice.wait_event("ended")
