@@ -180,6 +180,8 @@ class RtpengineControl:
     RTCP demultiplexed; the answer goes back to the browser with ICE forced, rtpengine as the DTLS
     server (a=setup:passive, as rtc2sip answers) and rtcp-mux required (Kamailio's usual WebRTC flags)."""
 
+    extra_offer: dict[str, Any] = {}  # more NG keys for the offer (bench/coder.py: codec transcode/mask)
+
     def __init__(self, protocol: _Control) -> None:
         self.p = protocol
 
@@ -204,7 +206,7 @@ class RtpengineControl:
         reply = await self._call({
             "command": "offer", "call-id": call.call_id, "from-tag": f"b{call.index}", "sdp": sdp,
             "transport-protocol": "RTP/AVP", "ICE": "remove", "DTLS": "off", "rtcp-mux": ["demux"],
-            "SDES": ["off"], "replace": ["origin", "session-connection"],
+            "SDES": ["off"], "replace": ["origin", "session-connection"], **self.extra_offer,
         })
         return bytes(reply["sdp"]).decode()
 
@@ -310,6 +312,11 @@ class Direction:
 
 
 class Generator:
+    """The media of every call of one process. bench/coder.py subclasses it (other SDPs and payloads)
+    through :attr:`call_factory`, :meth:`browser_offer` and :meth:`phone_answer`."""
+
+    call_factory: Callable[[int], Call] = Call
+
     def __init__(self, control: Rtc2sipControl | RtpengineControl, concurrency: int) -> None:
         self.control = control
         self.concurrency = concurrency
@@ -537,10 +544,16 @@ class Generator:
 
     # -- call setup ------------------------------------------------------------------------------------
 
+    def browser_offer(self, call: Call) -> str:
+        return browser_offer(call, self.browser_port)
+
+    def phone_answer(self, call: Call, legacy_offer: str) -> str:
+        return phone_answer(call, self.phone_port)
+
     async def _setup(self, call: Call) -> None:
-        legacy_offer = await self.control.offer(call, browser_offer(call, self.browser_port))
+        legacy_offer = await self.control.offer(call, self.browser_offer(call))
         call.gw_phone = _media_address(legacy_offer)
-        answer = await self.control.answer(call, phone_answer(call, self.phone_port))
+        answer = await self.control.answer(call, self.phone_answer(call, legacy_offer))
         call.gw_browser = _candidate(answer)
         call.gw_ufrag, call.gw_pwd = _attribute(answer, "ice-ufrag"), _attribute(answer, "ice-pwd")
         fingerprint = _attribute(answer, "fingerprint")
@@ -592,7 +605,7 @@ class Generator:
 
         async def one() -> None:
             async with semaphore:
-                call = Call(self.next_index)
+                call = self.call_factory(self.next_index)
                 self.next_index += 1
                 try:
                     await self._setup(call)
@@ -639,20 +652,22 @@ class Generator:
         return {"deleted": deleted}
 
 
-async def main() -> None:
+async def main(argv: list[str] | None = None, generator_class: type[Generator] = Generator,
+               rtpengine_control: type[RtpengineControl] = RtpengineControl) -> None:
+    """The command loop on stdin/stdout; bench/coder.py runs it with its own generator and NG flags."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gateway", choices=("rtc2sip", "rtpengine"), required=True)
     parser.add_argument("--control", required=True, help="host:port of the gateway's control socket")
     parser.add_argument("--concurrency", type=int, default=20, help="call setups in flight")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     host, _, port = args.control.rpartition(":")
     loop = asyncio.get_running_loop()
-    kind = Rtc2sipControl if args.gateway == "rtc2sip" else RtpengineControl
+    kind: type[Rtc2sipControl | RtpengineControl] = Rtc2sipControl if args.gateway == "rtc2sip" else rtpengine_control
     _, protocol = await loop.create_datagram_endpoint(lambda: kind.make((host, int(port))),
                                                       local_addr=("127.0.0.1", 0))
-    generator = Generator(kind(protocol), args.concurrency)
+    generator = generator_class(kind(protocol), args.concurrency)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 

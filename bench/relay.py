@@ -55,14 +55,26 @@ NOFILE = 65536
 # -- the rtc2sip side: a MediaPlane behind a JSON control socket ---------------------------------------
 
 
-async def run_worker(control_port: int, port_range: tuple[int, int]) -> None:
-    """One MediaPlane in this process; requests {"id", "op": offer|answer|delete, ...} over UDP."""
+async def run_worker(control_port: int, port_range: tuple[int, int], coder: bool = False) -> None:
+    """One MediaPlane in this process; requests {"id", "op": offer|answer|delete, ...} over UDP.
+    ``coder``: ``enable-media-coder`` on, with a CoderPool as rtc2sip.app builds it and no limit on
+    transcoded calls (``[limits] max_transcoded_calls = 0``), for bench/coder.py."""
+    import dataclasses
+
     from rtc2sip.config import Settings
     from rtc2sip.media.certificate import Certificate
     from rtc2sip.media.plane import MediaPlane
     from rtc2sip.sdp import SessionDescription
 
-    plane = MediaPlane(Settings(), Certificate.generate(), host="127.0.0.1", port_range=port_range)
+    settings = Settings()
+    pool = None
+    if coder:
+        from rtc2sip.coder import CoderPool
+
+        settings = dataclasses.replace(settings, webrtc2sip=dataclasses.replace(settings.webrtc2sip,
+                                                                                enable_media_coder=True))
+        pool = CoderPool(1_000_000)
+    plane = MediaPlane(settings, Certificate.generate(), host="127.0.0.1", port_range=port_range, coder=pool)
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     tasks: set[asyncio.Task[None]] = set()
@@ -113,6 +125,8 @@ async def run_worker(control_port: int, port_range: tuple[int, int]) -> None:
     await done
     transport.close()
     await plane.close()
+    if pool is not None:
+        await pool.shutdown()
 
 
 # -- processes and /proc -----------------------------------------------------------------------------------
@@ -183,6 +197,7 @@ def _free_udp_port() -> int:
 
 class Gateway:
     name = ""
+    loadgen_cmd: tuple[str, ...] = (str(HERE / "loadgen.py"),)  # bench/coder.py runs its own generator
 
     def __init__(self, core: int) -> None:
         self.core = core
@@ -212,10 +227,12 @@ class Gateway:
 class Rtc2sipGateway(Gateway):
     name = "rtc2sip"
     port_range = (20000, 29999)
+    worker_args: tuple[str, ...] = ()  # ("--coder",): the Media Coder on (bench/coder.py)
 
     def start(self) -> None:
         cmd = ["taskset", "-c", str(self.core), sys.executable, str(Path(__file__).resolve()), "--worker",
-               "--control-port", str(self.control_port), "--port-range", f"{self.port_range[0]}-{self.port_range[1]}"]
+               "--control-port", str(self.control_port), "--port-range", f"{self.port_range[0]}-{self.port_range[1]}",
+               *self.worker_args]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_prepare_child)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -263,7 +280,7 @@ class RtpengineGateway(Gateway):
 
 class Loadgen:
     def __init__(self, gateway: Gateway, core: str, concurrency: int) -> None:
-        cmd = ["taskset", "-c", str(core), sys.executable, str(HERE / "loadgen.py"), "--gateway", gateway.name,
+        cmd = ["taskset", "-c", str(core), sys.executable, *gateway.loadgen_cmd, "--gateway", gateway.name,
                "--control", f"127.0.0.1:{gateway.control_port}", "--concurrency", str(concurrency)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_prepare_child)
         if not self.read().get("ready"):
@@ -446,6 +463,7 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--control-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port-range", help=argparse.SUPPRESS)
+    parser.add_argument("--coder", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     NICE = args.nice
 
@@ -453,7 +471,7 @@ def main() -> None:
         import uvloop  # as rtc2sip's CLI runs it
 
         low, high = (int(x) for x in args.port_range.split("-"))
-        uvloop.run(run_worker(args.control_port, (low, high)))
+        uvloop.run(run_worker(args.control_port, (low, high), args.coder))
         return
 
     if shutil.which("taskset") is None:
