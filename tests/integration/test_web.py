@@ -1,6 +1,8 @@
 """HTTP on the WebSocket port (rtc2sip.web), against a gateway in-process over real loopback sockets:
 the web phone's files, /api/config, /api/registrations, /api/calls, /metrics (parsed, and its counters
 moving with SIP traffic), the admin gate, and SIP over WebSocket still working on the same port.
+The monitor's per-call time series (/api/calls/{id}/history) and ended calls' quality summary are
+driven with a fake breaker and media plane and synthetic media statistics.
 
 Calls with media are proven by tests/e2e/test_webphone_e2e.py (Chromium and baresip).
 """
@@ -9,20 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from websockets.asyncio.client import connect
 
 from rtc2sip.app import Gateway
+from rtc2sip.breaker.b2bua import Call, Leg
+from rtc2sip.breaker.dialog import Dialog
 from rtc2sip.config import GatewayOptions, Listener, Settings
+from rtc2sip.web import monitor as monitor_module
 from rtc2sip.web.http import STATIC, WebRouter
 from rtc2sip.web.metrics import Exposition
-from rtc2sip.web.monitor import Monitor, cause_label, failure_kind
+from rtc2sip.web.monitor import SAMPLES, SERIES, Monitor, cause_label, e_model, failure_kind
 
 TOKEN = "an-admin-token-0123456789"
 
@@ -170,7 +177,11 @@ async def test_web_phone_is_served(gateway: Gateway) -> None:
 async def test_openapi_describes_every_api_route(gateway: Gateway) -> None:
     doc = (await get(gateway, "/openapi.json")).json()
     assert isinstance(doc, dict) and doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/api/config", "/api/registrations", "/api/calls", "/api/calls/{id}", "/metrics"}
+    assert set(doc["paths"]) == {"/api/config", "/api/registrations", "/api/calls", "/api/calls/{id}",
+                                 "/api/calls/{id}/history", "/metrics"}
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["History"]["properties"]["legs"]["items"]["properties"]["samples"]["required"]) == set(SERIES)
+    assert schemas["Call"]["properties"]["quality"] == {"$ref": "#/components/schemas/Quality"}
     assert set(STATIC) >= {"/", "/calls", "/openapi.json"}
 
 
@@ -226,6 +237,8 @@ async def test_registrations_calls_and_metrics_move_with_sip(gateway: Gateway) -
     calls = (await get(gateway, "/api/calls")).json()
     assert calls == {"active": [], "ended": [], "diagnostics": []}
     assert (await get(gateway, "/api/calls/b1")).status == 404
+    missing = await get(gateway, "/api/calls/b1/history")
+    assert missing.status == 404 and "error" in cast(dict[str, Any], missing.json())
 
 
 async def test_admin_routes_need_the_token_beyond_loopback(gateway: Gateway) -> None:
@@ -235,7 +248,7 @@ async def test_admin_routes_need_the_token_beyond_loopback(gateway: Gateway) -> 
     assert web is not None and web.admin_open
     web.admin_open = False
     # no token configured: the admin routes are off, the phone still works
-    for path in ("/api/calls", "/api/registrations", "/metrics", "/api/calls/b1"):
+    for path in ("/api/calls", "/api/registrations", "/metrics", "/api/calls/b1", "/api/calls/b1/history"):
         assert (await get(gateway, path)).status == 403, path
     assert (await get(gateway, "/")).status == 200
     assert (await get(gateway, "/api/config")).status == 200
@@ -292,3 +305,211 @@ def test_exposition_escapes_labels() -> None:
     assert metric(samples, "x_total", a='q\\"\\\\\\n') == 1
     assert metric(samples, "x_total") == 2.5
     assert "y NaN" in e.text()
+
+
+# ---- time series and quality (the monitor, driven with synthetic media statistics) ---------------
+
+
+PCMU_ANSWER = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+               b"m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n")
+
+
+def make_call(call_id: str, session: str | None = None) -> Call:
+    """A real breaker Call: a browser caller, a legacy callee that answered."""
+    call = Call(call_id, session=session or f"s-{call_id}")
+    for name, webrtc, is_caller in (("browser", True, True), ("legacy", False, False)):
+        dialog = Dialog.uac(f"{name}-{call_id}", "<sip:gw@example.test>", f"<sip:{name}@example.test>",
+                            f"sip:{name}@127.0.0.1", "<sip:gw@127.0.0.1>")
+        leg = Leg(call=call, name=name, webrtc=webrtc, is_caller=is_caller, dialog=dialog)
+        if is_caller:
+            leg.local_sdp = PCMU_ANSWER
+            call.caller = leg
+        else:
+            leg.ack = cast(Any, object())  # answered
+            call.callee = leg
+    return call
+
+
+class FakeBreaker:
+    def __init__(self) -> None:
+        self.calls: dict[str, Call] = {}
+        self.observers: list[Any] = []
+
+    def end(self, call: Call, reason: str) -> None:
+        """What B2bua._end does for the observers, then forgets the call."""
+        call.ended = True
+        for observer in self.observers:
+            observer(call, reason)
+        del self.calls[call.id]
+
+
+class FakePlane:
+    """MediaPlane.stats() of synthetic sessions: `figures[session][side]` = (packets in, bytes in,
+    packets out, bytes out, lost, jitter ms, RTT ms or None) of each leg's side."""
+
+    host = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self.figures: dict[str, dict[str, tuple[int, int, int, int, int, float, float | None]]] = {}
+
+    @property
+    def sessions(self) -> list[str]:
+        return list(self.figures)
+
+    def on_failure(self, callback: Any) -> None:
+        pass
+
+    def stats(self, session: str) -> dict[str, Any]:
+        if session not in self.figures:
+            raise KeyError(session)
+        out: dict[str, Any] = {"failed": None, "streams": {"audio": {}}}
+        for side, (p_in, b_in, p_out, b_out, lost, jitter, rtt) in self.figures[session].items():
+            counters = {"packets_in": p_in, "bytes_in": b_in, "packets_out": p_out, "bytes_out": b_out,
+                        "rtcp_in": 0, "rtcp_out": 0, "dropped": 0}
+            out[side] = dict(counters)
+            out["streams"]["audio"][side] = {**counters, "lost": lost, "jitter_ms": jitter, "rtt_ms": rtt,
+                                             "remote_report": None}
+        return out
+
+
+def fixture_monitor() -> tuple[Monitor, FakeBreaker, FakePlane]:
+    breaker, plane = FakeBreaker(), FakePlane()
+    return Monitor(cast(Any, breaker), cast(Any, plane)), breaker, plane
+
+
+def test_history_shape_and_bounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monitor, breaker, plane = fixture_monitor()
+    call = make_call("c1")
+    breaker.calls["c1"] = call
+    t0 = 1_700_000_000.0
+    # 200 s of 50 packets/s of 172 bytes each way; every 10th second 5 packets lost on the legacy side
+    for i in range(201):
+        lost = 5 * (i // 10)
+        rtt = 40.0 if i >= 3 else None  # no RTCP report in the first seconds
+        plane.figures["s-c1"] = {
+            "webrtc": (50 * i, 8600 * i, 50 * i, 8600 * i, 0, 2.0 + (i % 3), rtt),
+            "legacy": (50 * i - lost, 8600 * i - 172 * lost, 50 * i, 8600 * i, lost, 10.0, None),
+        }
+        monitor.sample(now=t0 + i)
+    history = monitor.call_history("c1")
+    assert history is not None and history["id"] == "c1" and history["state"] == "active"
+    assert history["interval_s"] == 1.0 and history["max_samples"] == SAMPLES == 120
+    assert history["series"] == list(SERIES)
+    assert [(leg["name"], leg["role"], leg["side"]) for leg in history["legs"]] == [
+        ("browser", "caller", "webrtc"), ("legacy", "callee", "legacy")]
+    browser, legacy = history["legs"]
+    for leg in (browser, legacy):
+        columns = leg["samples"]
+        assert set(columns) == set(SERIES)
+        assert all(len(v) == SAMPLES for v in columns.values())  # bounded: the last 120 of 200
+        assert columns["t"] == [t0 + i for i in range(81, 201)]
+        assert columns["kbps_out"] == [68.8] * SAMPLES  # 8 * 8600 B/s
+    assert browser["samples"]["kbps_in"] == [68.8] * SAMPLES
+    assert browser["samples"]["packets_in"] == [50.0] * SAMPLES
+    assert browser["samples"]["jitter_ms"] == [2.0 + (i % 3) for i in range(81, 201)]
+    assert browser["samples"]["rtt_ms"] == [40.0] * SAMPLES
+    assert legacy["samples"]["rtt_ms"] == [None] * SAMPLES  # unknown, not 0
+    assert browser["samples"]["lost"] == [0.0] * SAMPLES
+    # legacy: the second after each multiple of 10 counts 5 lost, 45 received: 10 %
+    assert legacy["samples"]["lost"] == [5.0 if i % 10 == 0 else 0.0 for i in range(81, 201)]
+    assert legacy["samples"]["loss_pct"] == [10.0 if i % 10 == 0 else 0.0 for i in range(81, 201)]
+    assert len(json.dumps(history)) < 20_000
+
+    # the route, through the admin gate like every /api/calls path
+    settings = Settings(listeners=(Listener("ws", "127.0.0.1", 0),), gateway=GatewayOptions(data_dir=tmp_path))
+    router = WebRouter(settings, proxy=cast(Any, None), monitor=monitor)
+    r = router.route("/api/calls/c1/history", {})
+    assert r.status == 200 and json.loads(r.body) == history
+    assert router.route("/api/calls/c2/history", {}).status == 404
+    router.admin_open = False
+    assert router.route("/api/calls/c1/history", {}).status == 403
+
+    # bounded in total: calls in progress beyond TRACKED get no series; ended ones, the last ENDED_SERIES
+    monkeypatch.setattr(monitor_module, "TRACKED", 3)
+    monkeypatch.setattr(monitor_module, "ENDED_SERIES", 2)
+    for n in range(2, 6):
+        breaker.calls[f"c{n}"] = make_call(f"c{n}")
+        plane.figures[f"s-c{n}"] = plane.figures["s-c1"]
+    monitor.sample(now=t0 + 201)
+    assert sorted(monitor.series) == ["c1", "c2", "c3"]
+    assert monitor.call_history("c5") is None
+    for n in range(1, 6):
+        breaker.end(breaker.calls[f"c{n}"], "BYE from browser")
+    assert monitor.series == {} and list(monitor.ended_series) == ["c2", "c3"]
+    ended = monitor.call_history("c3")
+    assert ended is not None and ended["state"] == "ended" and ended["quality"]["legs"][0]["name"] == "browser"
+    assert monitor.call_history("c1") is None  # pushed out of the ended series
+
+
+def test_quality_summary_of_an_ended_call() -> None:
+    monitor, breaker, plane = fixture_monitor()
+    call = make_call("q1")
+    breaker.calls["q1"] = call
+    t0 = 1_700_000_000.0
+    jitters = [1.0, 3.0, 5.0, 3.0]
+    for i, jitter in enumerate(jitters):
+        plane.figures["s-q1"] = {
+            # browser leg: clean, RTT 20 then 60 ms
+            "webrtc": (100 * i, 17_200 * i, 100 * i, 17_200 * i, 0, jitter, 20.0 if i < 2 else 60.0),
+            # legacy leg: 5 % loss overall by the end (19 lost for 361 received), jitter 8 ms, no RTT
+            "legacy": (361 * i // 3, 17_200 * i, 100 * i, 17_200 * i, 19 * i // 3, 8.0, None),
+        }
+        monitor.sample(now=t0 + i)
+    breaker.end(call, "BYE from browser")
+    [ended] = monitor.history
+    assert ended["state"] == "ended" and ended["cause"] == "BYE from browser" and ended["answered"]
+    q = ended["quality"]
+    assert set(q) == {"duration_s", "legs", "model"} and "G.107" in q["model"]
+    browser, legacy = q["legs"]
+    # the sample at the end (call_ended samples once more) repeats the last figures: 5 jitter samples
+    assert browser == {
+        "name": "browser", "role": "caller", "media": True, "codec": "PCMU/8000",
+        "packets_in": 300, "packets_out": 300, "lost": 0, "loss_pct": 0.0,
+        "jitter_ms_mean": round((1 + 3 + 5 + 3 + 3) / 5, 2), "jitter_ms_max": 5.0,
+        "rtt_ms_mean": round((20 + 20 + 60 + 60 + 60) / 5, 2),
+        **{k: v for k, v in e_model(0.0, 44.0, 3.0, "PCMU/8000").items() if k in ("delay_ms", "r", "mos")},
+    }
+    assert legacy["packets_in"] == 361 and legacy["lost"] == 19 and legacy["loss_pct"] == 5.0
+    assert legacy["rtt_ms_mean"] is None and legacy["jitter_ms_mean"] == 8.0
+    rating = e_model(5.0, None, 8.0, "PCMU")
+    assert (legacy["delay_ms"], legacy["r"], legacy["mos"]) == (rating["delay_ms"], rating["r"], rating["mos"])
+    assert browser["mos"] > legacy["mos"]
+    # the same summary in /api/calls's ended list and in the call's history
+    history = monitor.call_history("q1")
+    assert history is not None and history["quality"] == q
+    assert len(history["legs"][0]["samples"]["t"]) == 4  # 3 deltas during the call + the one at its end
+
+
+def test_quality_summary_of_a_call_never_sampled() -> None:
+    """A call shorter than a sample interval: its last figures make the summary; a leg with nothing
+    received has no rating."""
+    monitor, breaker, plane = fixture_monitor()
+    call = make_call("short")
+    breaker.calls["short"] = call
+    plane.figures["s-short"] = {"webrtc": (20, 3440, 0, 0, 1, 4.0, 12.0), "legacy": (0, 0, 20, 3440, 0, 0.0, None)}
+    breaker.end(call, "BYE from legacy")
+    browser, legacy = monitor.history[0]["quality"]["legs"]
+    assert browser["jitter_ms_mean"] == browser["jitter_ms_max"] == 4.0 and browser["rtt_ms_mean"] == 12.0
+    assert browser["loss_pct"] == round(100 / 21, 2) and browser["mos"] is not None
+    assert legacy["packets_in"] == 0 and legacy["r"] is None and legacy["mos"] is None
+    assert monitor.call_history("short") is None  # no series: never sampled
+
+
+def test_e_model_simplified() -> None:
+    """Hand-computed points of the simplified E-model (G.107 with default factors, G.113 Appendix I)."""
+    # G.711, no loss, d = 20 ms (packetisation only): Id = 0.48, R = 92.72
+    best = e_model(0.0, 0.0, 0.0, "PCMU/8000")
+    assert best == {"delay_ms": 20.0, "r": 92.7, "mos": 4.4}
+    # 5 % random loss: Ie,eff = 95 * 5 / (5 + 25.1) = 15.78
+    assert e_model(5.0, 0.0, 0.0, "PCMA/8000") == {"delay_ms": 20.0, "r": 76.9, "mos": 3.9}
+    # d = 760 / 2 + 20 = 400 ms, past the 177.3 ms knee: Id = 9.6 + 0.11 * 222.7 = 34.1, R = 59.1
+    assert e_model(0.0, 760.0, 0.0, "PCMU") == {"delay_ms": 400.0, "r": 59.1, "mos": 3.05}
+    # G.729A: Ie 11, d = 25 ms (R = 93.2 - 0.6 - 11); Opus: G.711's impairment with its 26.5 ms delay;
+    # an unknown codec: G.711
+    assert e_model(0.0, 0.0, 0.0, "G729/8000")["r"] == 81.6
+    assert e_model(0.0, 0.0, 0.0, "opus/48000")["delay_ms"] == 26.5
+    assert e_model(0.0, 0.0, 0.0, "L16/8000") == best
+    # jitter counts twice (the buffer); everything lost: R below 0, MOS 1
+    assert e_model(0.0, 0.0, 10.0, "PCMU")["delay_ms"] == 40.0
+    assert e_model(100.0, 2000.0, 50.0, "PCMU")["mos"] == 1.0
+    assert all(not math.isnan(v) for v in best.values())

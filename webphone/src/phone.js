@@ -1,8 +1,13 @@
 // rtc2sip's web phone: the page at / of the gateway (src/rtc2sip/web/static/index.html).
 //
 // One JsSIP user agent, at most one call at a time: register, call, answer, hang up, hold, mute,
-// a DTMF keypad (RFC 4733 through the browser's RTCDTMFSender), SIP MESSAGE chat, and the call's
-// statistics from RTCPeerConnection.getStats() every second. Bundled with JsSIP by build.mjs.
+// video on/off, a DTMF keypad (RFC 4733 through the browser's RTCDTMFSender), SIP MESSAGE chat, and
+// the call's statistics from RTCPeerConnection.getStats() every second. Bundled with JsSIP by build.mjs.
+//
+// Video: the "Video" toggle chooses, before a call, whether it is placed or answered with the camera
+// (getUserMedia video, an m=video line). During a call it turns the camera on and off: a call that
+// sends video stops and restarts its track (track.enabled: black frames, no renegotiation); a call
+// without video gets the camera added and a re-INVITE (JsSIP renegotiate()).
 //
 // window.rtc2sipPhone (state, stats, tone, events, messages) lets a test read what the page sees
 // without scraping it; the page works the same without anyone reading it.
@@ -11,7 +16,7 @@ import JsSIP from 'jssip';
 const $ = (id) => document.getElementById(id);
 const PREFS = 'rtc2sip.phone';
 const PC_CONFIG = { iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
-const MEDIA = { audio: true, video: false };
+const media = () => ({ audio: true, video: state.video });
 
 const state = {
   ua: null,
@@ -26,6 +31,7 @@ const state = {
   statsTimer: null,
   previous: null, // last getStats figures, for bitrates
   stats: null,
+  video: false, // the Video toggle: calls with the camera
 };
 
 function record(type, data) {
@@ -55,7 +61,7 @@ function loadPrefs() {
 
 function savePrefs() {
   const prefs = { user: $('user').value, domain: $('domain').value, displayName: $('display-name').value,
-    server: $('server').value, target: $('target').value };
+    server: $('server').value, target: $('target').value, video: state.video };
   try {
     localStorage.setItem(PREFS, JSON.stringify(prefs));
   } catch (e) { /* private mode: nothing remembered */ }
@@ -156,14 +162,14 @@ function placeCall(ev) {
   let session;
   try {
     session = state.ua.call(target, {
-      mediaConstraints: MEDIA,
+      mediaConstraints: media(),
       pcConfig: PC_CONFIG,
-      rtcOfferConstraints: { offerToReceiveAudio: true, offerToReceiveVideo: false },
+      rtcOfferConstraints: { offerToReceiveAudio: true, offerToReceiveVideo: state.video },
     });
   } catch (e) {
     setStatus('call-status', `Cannot call ${target}: ${e.message || e}`, true);
   }
-  if (session) record('calling', { target });
+  if (session) record('calling', { target, video: state.video });
 }
 
 function onNewSession(e) {
@@ -200,7 +206,7 @@ function answer() {
   state.incoming = null;
   $('incoming').hidden = true;
   adopt(session, 'incoming');
-  session.answer({ mediaConstraints: MEDIA, pcConfig: PC_CONFIG });
+  session.answer({ mediaConstraints: media(), pcConfig: PC_CONFIG });
 }
 
 function decline() {
@@ -228,9 +234,10 @@ function adopt(session, direction) {
     record('progress', { status });
     if (direction === 'outgoing') setStatus('call-status', `Ringing ${state.peer}…`);
   });
-  session.on('accepted', () => record('accepted'));
+  session.on('accepted', () => { record('accepted'); showLocalVideo(session); });
   session.on('confirmed', () => {
     record('confirmed');
+    showLocalVideo(session);
     setStatus('call-status', `In call with ${state.peer}`);
     setInCall(true, true);
   });
@@ -246,6 +253,7 @@ function adopt(session, direction) {
     state.session = null;
     setInCall(false, false);
     stopStats();
+    hideVideo();
   };
   session.on('ended', over('ended'));
   session.on('failed', over('failed'));
@@ -322,6 +330,69 @@ function sendTone(ev) {
   sent.textContent = `Sent: ${sent.dataset.tones}`;
 }
 
+// ---- video ------------------------------------------------------------------------------------
+
+function videoSender(session) {
+  const pc = session && session.connection;
+  if (!pc) return null;
+  return pc.getSenders().find((x) => x.track && x.track.kind === 'video') || null;
+}
+
+function showLocalVideo(session) {
+  const sender = videoSender(session);
+  const v = $('local-video');
+  if (!sender) {
+    v.srcObject = null;
+    return;
+  }
+  if (!v.srcObject || v.srcObject.getVideoTracks()[0] !== sender.track) v.srcObject = new MediaStream([sender.track]);
+  $('videos').hidden = false;
+  v.play().catch(() => {});
+}
+
+function hideVideo() {
+  for (const id of ['local-video', 'remote-video']) {
+    const v = $(id);
+    if (v.srcObject) for (const t of v.srcObject.getTracks()) if (id === 'local-video') t.stop();
+    v.srcObject = null;
+  }
+  $('videos').hidden = true;
+}
+
+function setVideoButton() {
+  $('video').setAttribute('aria-pressed', String(state.video));
+  $('video').textContent = state.video ? 'Video on' : 'Video off';
+}
+
+// Before a call: the choice for the next one. During a call: the camera on or off (see the header).
+async function toggleVideo() {
+  state.video = !state.video;
+  setVideoButton();
+  savePrefs();
+  const session = state.session;
+  if (!session || !session.isEstablished()) return;
+  const sender = videoSender(session);
+  if (sender) {
+    sender.track.enabled = state.video;
+    record('video', { on: state.video, renegotiated: false });
+    return;
+  }
+  if (!state.video) return;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+    const [track] = stream.getVideoTracks();
+    session.connection.addTrack(track, stream);
+    const started = session.renegotiate({ rtcOfferConstraints: { offerToReceiveAudio: true, offerToReceiveVideo: true } },
+      () => { record('video', { on: true, renegotiated: true }); showLocalVideo(session); });
+    if (!started) throw new Error('a renegotiation is already in progress');
+  } catch (e) {
+    record('videoError', { error: String(e) });
+    setStatus('call-status', `Cannot start the camera: ${e.message || e}`, true);
+    state.video = false;
+    setVideoButton();
+  }
+}
+
 // ---- remote audio -----------------------------------------------------------------------------
 
 function watchConnection(pc) {
@@ -329,6 +400,13 @@ function watchConnection(pc) {
   pc.__rtc2sip = true;
   pc.addEventListener('track', (e) => {
     record('track', { kind: e.track.kind });
+    if (e.track.kind === 'video') {
+      const v = $('remote-video');
+      v.srcObject = new MediaStream([e.track]);
+      $('videos').hidden = false;
+      v.play().catch((err) => record('videoElementError', { error: String(err) }));
+      return;
+    }
     if (e.track.kind !== 'audio') return;
     const stream = e.streams && e.streams[0] ? e.streams[0] : new MediaStream([e.track]);
     // Chromium feeds a remote WebRTC track to WebAudio only while a media element plays it.
@@ -405,8 +483,10 @@ async function collectStats() {
   if (!pc) return null;
   const report = await pc.getStats();
   const out = { t: Date.now(), connectionState: pc.connectionState, inbound: null, outbound: null,
-    remoteInbound: null, transport: null, pair: null, codec: null };
+    remoteInbound: null, transport: null, pair: null, codec: null, videoIn: null, videoOut: null };
   report.forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') out.videoIn = r;
+    else if (r.type === 'outbound-rtp' && r.kind === 'video') out.videoOut = r;
     if (r.type === 'inbound-rtp' && r.kind === 'audio') out.inbound = r;
     else if (r.type === 'outbound-rtp' && r.kind === 'audio') out.outbound = r;
     else if (r.type === 'remote-inbound-rtp' && r.kind === 'audio') out.remoteInbound = r;
@@ -440,6 +520,8 @@ async function collectStats() {
     remote: pair ? cand(pair.remoteCandidateId) : null,
     dtlsState: out.transport ? out.transport.dtlsState : null,
     srtpCipher: out.transport ? out.transport.srtpCipher : null,
+    framesDecoded: out.videoIn ? out.videoIn.framesDecoded || 0 : null,
+    framesSent: out.videoOut ? out.videoOut.framesSent || 0 : null,
   };
   const prev = state.previous;
   if (prev && figures.t > prev.t) {
@@ -469,6 +551,8 @@ async function updateStats() {
   $('st-rtt').textContent = `${fmt(f.rttMs, 1)} ms`;
   $('st-ice').textContent = f.local || f.remote ? `${addr(f.local)} ⇄ ${addr(f.remote)}` : '–';
   $('st-dtls').textContent = f.dtlsState ? `${f.dtlsState}${f.srtpCipher ? `, ${f.srtpCipher}` : ''}` : '–';
+  $('st-video').textContent = f.framesSent === null && f.framesDecoded === null ? '–'
+    : `${f.framesSent === null ? '–' : f.framesSent} / ${f.framesDecoded === null ? '–' : f.framesDecoded}`;
 }
 
 // ---- messages ---------------------------------------------------------------------------------
@@ -533,6 +617,8 @@ async function init() {
   $('display-name').value = prefs.displayName || '';
   $('server').value = prefs.server || defaultServer();
   $('target').value = prefs.target || '';
+  state.video = !!prefs.video;
+  setVideoButton();
   try {
     const res = await fetch('/api/config', { cache: 'no-store' });
     const config = await res.json();
@@ -553,6 +639,7 @@ async function init() {
   $('hangup').addEventListener('click', hangup);
   $('hold').addEventListener('click', toggleHold);
   $('mute').addEventListener('click', toggleMute);
+  $('video').addEventListener('click', () => { toggleVideo(); });
   $('keypad').addEventListener('click', sendTone);
   $('chat-form').addEventListener('submit', sendMessage);
   window.addEventListener('beforeunload', () => { hangup(); stopUa(); });
@@ -567,7 +654,9 @@ window.rtc2sipPhone = {
       connected: state.ua ? state.ua.isConnected() : false,
       ringing: !!state.incoming,
       call: s ? { peer: state.peer, established: s.isEstablished(), ended: s.isEnded(),
-        hold: s.isOnHold(), muted: s.isMuted().audio } : null,
+        hold: s.isOnHold(), muted: s.isMuted().audio, video: !!videoSender(s),
+        videoSending: !!(videoSender(s) && videoSender(s).track.enabled) } : null,
+      video: state.video,
     };
   },
   stats: () => collectStats(),

@@ -12,7 +12,7 @@ Routes::
     /calls          the live view's page (a shell: its data comes from /api)     public
     /openapi.json   the API's description                                       public
     /api/config     what the web phone needs (domain, version)                  public
-    /api/calls, /api/calls/{id}, /api/registrations                             admin
+    /api/calls, /api/calls/{id}, /api/calls/{id}/history, /api/registrations    admin
     /metrics        Prometheus text format 0.0.4                                admin
 
 Admin routes are open when every listener is on loopback. Otherwise they need
@@ -156,6 +156,12 @@ class WebRouter:
             return HttpResponse(200, text.encode(), metrics.CONTENT_TYPE, (("Cache-Control", "no-store"),))
         if path == "/api/registrations":
             return HttpResponse.json(api.registrations_view(self.proxy.store))
+        if path.startswith("/api/calls/") and path.endswith("/history"):
+            history = self.monitor.call_history(path[len("/api/calls/"):-len("/history")])
+            if history is None:
+                return HttpResponse.json({"error": "no time series for this call (not in progress, not among the "
+                                                   "last ended ones, or beyond the tracked calls)"}, 404)
+            return HttpResponse.json(history)
         view = api.calls_view(self.proxy.breaker, self.media, self.monitor)
         if path == "/api/calls":
             return HttpResponse.json(view)

@@ -1,12 +1,16 @@
-// rtc2sip's live view (/calls): registrations, calls in progress with both legs, ended calls.
-// Reads /api/calls and /api/registrations every second (described by /openapi.json). Everything from
-// the wire (URIs, user agents) is written as text, never as HTML.
+// rtc2sip's live view (/calls): registrations, calls in progress with both legs and small time plots
+// (inline SVG sparklines of jitter, loss and bitrate per leg), ended calls with their quality summary.
+// Reads /api/calls and /api/registrations every second, and /api/calls/{id}/history of the first
+// PLOTTED calls in progress (described by /openapi.json). Everything from the wire (URIs, user agents)
+// is written as text, never as HTML.
 'use strict';
 
 (function () {
   const TOKEN = 'rtc2sip.adminToken';
   const $ = (id) => document.getElementById(id);
-  const live = { last: null, registrations: null, updates: 0, error: null };
+  const PLOTTED = 10; // calls in progress whose time series are fetched and drawn, each second
+  const SVG = 'http://www.w3.org/2000/svg';
+  const live = { last: null, registrations: null, histories: {}, updates: 0, error: null };
   window.rtc2sipLiveView = live;
 
   function el(tag, attrs, ...children) {
@@ -71,6 +75,71 @@
       td('security', security));
   }
 
+  // ---- sparklines ------------------------------------------------------------------------------
+
+  function svg(tag, attrs, ...children) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+    for (const c of children) e.append(c);
+    return e;
+  }
+
+  // One small plot: a polyline per series (values: numbers or null for unknown), scaled from 0 to the
+  // largest value shown (at least `floor`, so that a flat line of small values stays low).
+  function sparkline(leg, metric, label, unit, lines, floor) {
+    const W = 120;
+    const H = 28;
+    const n = Math.max(0, ...lines.map((l) => l.values.length));
+    const known = lines.flatMap((l) => l.values.filter((v) => v !== null && Number.isFinite(v)));
+    const top = Math.max(floor, ...known);
+    const x = (i) => (n <= 1 ? 0 : (i * W) / (n - 1));
+    const y = (v) => H - 1 - (v / top) * (H - 2);
+    const plot = svg('svg', { class: 'spark', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img',
+      'data-leg': leg, 'data-metric': metric, 'data-samples': n });
+    const last = lines.map((l) => {
+      const v = l.values.length ? l.values[l.values.length - 1] : null;
+      return `${l.name ? `${l.name} ` : ''}${v === null ? '–' : num(v, 1)}`;
+    }).join(', ');
+    const text = `${label} (${unit}), last ${n} s: now ${last}, max ${num(Math.max(0, ...known), 1)}`;
+    plot.append(svg('title', {}, text));
+    plot.setAttribute('aria-label', text);
+    plot.append(svg('line', { class: 'axis', x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5 }));
+    lines.forEach((l, k) => {
+      // a gap where a value is unknown: one polyline per run of known values
+      let run = [];
+      const flush = () => {
+        if (run.length === 1) run.push([run[0][0] + 2, run[0][1]]); // a lone value: a short dash
+        if (run.length) {
+          plot.append(svg('polyline', { class: `series s${k}`,
+            points: run.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(' ') }));
+        }
+        run = [];
+      };
+      l.values.forEach((v, i) => {
+        if (v === null || !Number.isFinite(v)) flush();
+        else run.push([x(i), y(v)]);
+      });
+      flush();
+    });
+    const now = lines.map((l) => (l.values.length ? l.values[l.values.length - 1] : null));
+    return el('figure', { class: 'spark-box' }, plot,
+      el('figcaption', { class: 'small' }, `${label} ${now.map((v) => num(v, 1)).join(' / ')} ${unit}`));
+  }
+
+  function plots(call) {
+    const history = live.histories[call.id];
+    if (!history) return '';
+    return el('div', { class: 'plots', 'data-call-id': call.id }, ...history.legs.map((leg) => {
+      const s = leg.samples;
+      return el('div', { class: 'plot-leg', 'data-leg': leg.name },
+        el('span', { class: 'plot-name' }, `${leg.name} (${leg.role})`),
+        sparkline(leg.name, 'jitter_ms', 'Jitter', 'ms', [{ values: s.jitter_ms }], 5),
+        sparkline(leg.name, 'loss_pct', 'Loss', '%', [{ values: s.loss_pct }], 1),
+        sparkline(leg.name, 'kbps', 'Bitrate in / out', 'kbit/s',
+          [{ name: 'in', values: s.kbps_in }, { name: 'out', values: s.kbps_out }], 10));
+    }));
+  }
+
   function callBlock(call) {
     const head = el('h3', {},
       `${call.id}: ${call.from || '?'} → ${call.to || '?'} `,
@@ -82,10 +151,24 @@
         .map((h, i) => el('th', { scope: 'col', class: i >= 5 && i <= 10 ? 'num' : undefined }, h)))),
       el('tbody', {}, ...call.legs.map(legRow)));
     const failed = call.media_failed ? el('p', { class: 'status error' }, `Media failed: ${call.media_failed}`) : '';
-    return el('div', { class: 'call', 'data-call-id': call.id, 'data-state': call.state }, head, el('div', { class: 'scroll' }, table), failed);
+    return el('div', { class: 'call', 'data-call-id': call.id, 'data-state': call.state }, head,
+      el('div', { class: 'scroll' }, table), plots(call), failed);
   }
 
+  // An ended call's quality: the monitor's summary (MOS from the simplified E-model), else its last figures.
   function quality(call) {
+    const q = call.quality;
+    if (q) {
+      return el('ul', { class: 'quality' }, ...q.legs.map((l) => {
+        if (!l.media) return el('li', { 'data-leg': l.name }, `${l.name}: no media`);
+        const mos = l.mos === null ? 'no MOS (nothing received)' : `MOS ${num(l.mos, 2)} (R ${num(l.r, 0)})`;
+        const rtt = l.rtt_ms_mean === null ? 'RTT –' : `RTT ${num(l.rtt_ms_mean, 1)} ms`;
+        return el('li', { 'data-leg': l.name, 'data-mos': l.mos === null ? '' : String(l.mos) },
+          el('strong', {}, `${l.name}: ${mos}`),
+          ` · ${l.packets_in}/${l.packets_out} packets in/out, lost ${l.lost} (${num(l.loss_pct, 1)} %), `
+          + `jitter ${num(l.jitter_ms_mean, 1)} mean / ${num(l.jitter_ms_max, 1)} max ms, ${rtt}`);
+      }));
+    }
     return call.legs.map((l) => {
       const m = l.media;
       if (!m) return `${l.name}: no media`;
@@ -109,13 +192,18 @@
       el('td', { class: 'num' }, duration(c.duration_s)),
       el('td', {}, c.answered ? 'yes' : 'no'),
       el('td', {}, el('span', { class: `badge ${c.answered ? 'answered' : 'failed'}` }, c.cause)),
-      el('td', { class: 'small' }, quality(c))));
+      el('td', { class: 'small', 'data-field': 'quality', title: c.quality ? c.quality.model : '' }, quality(c))));
     $('ended').tBodies[0].replaceChildren(...ended);
   }
 
   async function refresh() {
     try {
       const [calls, regs] = await Promise.all([get('/api/calls'), get('/api/registrations')]);
+      const plotted = calls.active.slice(0, PLOTTED).map((c) => c.id);
+      const series = await Promise.all(plotted.map((id) => get(`/api/calls/${encodeURIComponent(id)}/history`)
+        .catch(() => null))); // 404: no series (yet, or beyond the gateway's tracked calls)
+      live.histories = {};
+      plotted.forEach((id, i) => { if (series[i]) live.histories[id] = series[i]; });
       live.last = calls;
       live.registrations = regs;
       live.updates += 1;
