@@ -19,6 +19,7 @@ from .proxy.locate import Resolver
 from .proxy.location import LocationStore
 from .proxy.registrar import Registrar
 from .proxy.server import Policy, Proxy
+from .proxy.users import UserStore
 from .services import Services, breaker_inspector
 from .sip.uri import parse_sip_uri
 from .transport.layer import Limits, ListenAddress, TransportLayer
@@ -108,6 +109,7 @@ class Gateway:
         self.proxy = Proxy(self.transports, self.store, registrar, resolver, policy,
                            max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime))
         proxy_ref.append(self.proxy)
+        self.proxy.user_store = UserStore(data_dir / "users.sqlite3")
         if s.gateway.breaker != "never":
             if s.webrtc2sip.enable_media_coder:
                 from .coder import CoderPool  # PyAV: loaded only when transcoding is on
@@ -216,6 +218,8 @@ class Gateway:
             await self.transports.close()
         if self.store is not None:
             self.store.close()
+        if self.proxy is not None and self.proxy.user_store is not None:
+            self.proxy.user_store.close()
 
 
 def tune_gc() -> None:

@@ -610,3 +610,32 @@ async def test_websocket_origin_allow_list(tmp_path: Path) -> None:
             assert isinstance(ok, Response) and ok.status == 200
     finally:
         await gw.stop()
+
+
+async def test_registrar_users_from_sqlite(tmp_path: Path) -> None:
+    """Users added to data_dir/users.sqlite3 (``rtc2sip user add``) authenticate without a restart."""
+    from rtc2sip.cli import manage_users
+    from rtc2sip.sip.digest import answer_challenge
+
+    settings = Settings(
+        listeners=(Listener("udp", "127.0.0.1", 0),),
+        gateway=GatewayOptions(data_dir=tmp_path, breaker="never", auth="on"),
+    )
+    gw = Gateway(settings)
+    await gw.start()
+    phone = UdpPhone()
+    try:
+        udp = port_of(gw, "udp")
+        assert manage_users(tmp_path, "add", "dave", "dave-pw") == 0  # while the gateway runs
+        phone.send(register("dave", phone), udp)
+        challenge = await phone.expect("401")
+        www = challenge.get("WWW-Authenticate")
+        assert www is not None
+        auth = answer_challenge(www, "REGISTER", "sip:127.0.0.1", "dave", password="dave-pw")
+        phone.send(register("dave", phone).replace("Expires: 3600", f"Authorization: {auth}\nExpires: 3600")
+                   .replace("CSeq: 1 REGISTER", "CSeq: 2 REGISTER"), udp)
+        ok = await phone.expect("SIP/2.0 ")
+        assert isinstance(ok, Response) and ok.status == 200, ok
+    finally:
+        phone.close()
+        await gw.stop()

@@ -43,6 +43,7 @@ from . import core
 from .locate import Resolver, locate
 from .location import Binding, LocationStore, reachable, targets_for
 from .registrar import Registrar
+from .users import UserStore
 
 if TYPE_CHECKING:
     from ..breaker.b2bua import B2bua
@@ -147,6 +148,7 @@ class Proxy:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._salt = os.urandom(8).hex()
+        self.user_store: UserStore | None = None  # SQLite users beside the TOML ones (set by the app)
         self.breaker: B2bua | None = None  # the RTCWeb Breaker (issue 3), set by the app when enabled
         self.services: Services | None = None  # sip:echo@ / sip:diag@ (rtc2sip.services), set by the app
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -365,9 +367,10 @@ class Proxy:
             for b in self.store.lookup(aor.aor(), time.time()):
                 if b.flow_id == source.flow_id or b.source.split(";")[0].endswith(f"{source.host}:{source.port}"):
                     return True
-        if p.users and self._authenticated(req, st, "Proxy-Authorization", 407):
+        have_users = bool(p.users) or (self.user_store is not None and len(self.user_store) > 0)
+        if have_users and self._authenticated(req, st, "Proxy-Authorization", 407):
             return True
-        if not p.users:
+        if not have_users:
             self._respond(st, 403, "Relaying Denied")
         return False
 
@@ -392,7 +395,10 @@ class Proxy:
         return False
 
     def _lookup_password(self, username: str, realm: str, algorithm: str) -> str | None:
-        return self.policy.users.get(username)
+        password = self.policy.users.get(username)
+        if password is None and self.user_store is not None:
+            password = self.user_store.password(username)
+        return password
 
     def _local(self, req: Request, source: Source, st: ServerTransaction, uri: SipUri) -> None:
         """A request for one of our domains: the registrar, a registered user, or us."""
