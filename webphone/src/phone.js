@@ -278,9 +278,15 @@ function hangup() {
   if (state.session && !state.session.isEnded()) state.session.terminate();
 }
 
-function toggleHold() {
+function toggleHold(tries = 0) {
   const s = state.session;
-  if (!s) return;
+  if (!s || s.isEnded()) return;
+  // JsSIP refuses a new offer while the previous re-INVITE is unanswered (hold() and unhold() then
+  // return false and do nothing): a quick Resume right after Hold would be lost. Wait for it instead.
+  if (!s.isReadyToReOffer()) {
+    if (tries < 50) setTimeout(() => toggleHold(tries + 1), 100);
+    return;
+  }
   if (s.isOnHold().local) s.unhold();
   else s.hold();
 }
@@ -637,7 +643,7 @@ async function init() {
   $('answer').addEventListener('click', answer);
   $('decline').addEventListener('click', decline);
   $('hangup').addEventListener('click', hangup);
-  $('hold').addEventListener('click', toggleHold);
+  $('hold').addEventListener('click', () => toggleHold());
   $('mute').addEventListener('click', toggleMute);
   $('video').addEventListener('click', () => { toggleVideo(); });
   $('keypad').addEventListener('click', sendTone);
