@@ -39,6 +39,7 @@ from ..sip.transaction import (
 from ..sip.uri import SipUri, TelUri, parse_uri
 from ..transport.base import DEFAULT_PORTS, Source, Target
 from ..transport.layer import TransportLayer
+from ..transport.timers import LayerTimer
 from . import core
 from .locate import Resolver, locate
 from .location import Binding, LocationStore, reachable, targets_for
@@ -145,8 +146,7 @@ class Proxy:
         self.max_message_size = max_message_size
         self.tl = TransactionLayer()
         self.loop = asyncio.get_event_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self.timers = LayerTimer(self.tl, self._act, "proxy")
         self._salt = os.urandom(8).hex()
         self.user_store: UserStore | None = None  # SQLite users beside the TOML ones (set by the app)
         self.breaker: B2bua | None = None  # the RTCWeb Breaker (issue 3), set by the app when enabled
@@ -860,28 +860,10 @@ class Proxy:
     # ---- timers ------------------------------------------------------------------------------------
 
     def _arm_timer(self) -> None:
-        deadline = self.tl.next_timer_deadline()
-        if deadline is None:
-            return
-        if self._timer is not None and self._timer_at <= deadline:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        try:
-            for a in self.tl.tick(self.loop.time()):
-                self._act(a)
-        except Exception:
-            log.exception("internal error in a transaction timer")
-        self._arm_timer()
+        self.timers.arm()
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self.timers.cancel()
         for t in list(self._tasks):
             t.cancel()
 

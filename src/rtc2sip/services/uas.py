@@ -46,6 +46,7 @@ from ..sip.transaction import (
     TransportError,
 )
 from ..sip.uri import SipUri, parse_uri
+from ..transport.timers import LayerTimer
 
 __all__ = ["Service", "ServiceCall", "ServiceUas", "Stream"]
 
@@ -205,8 +206,7 @@ class ServiceUas:
         self.calls: dict[tuple[str, str], ServiceCall] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self.timers = LayerTimer(self.tl, self._act, "services")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -243,8 +243,7 @@ class ServiceUas:
     async def close(self) -> None:
         for call in list(self.calls.values()):
             self.end(call, "shutdown")
-        if self._timer is not None:
-            self._timer.cancel()
+        self.timers.cancel()
         for t in list(self._tasks):
             t.cancel()
         if self.transport is not None:
@@ -590,24 +589,7 @@ class ServiceUas:
         return self._loop.time()
 
     def _arm_timer(self) -> None:
-        deadline = self.tl.next_timer_deadline()
-        if deadline is None or self._loop is None:
-            return
-        if self._timer is not None and self._timer_at <= deadline:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        try:
-            for a in self.tl.tick(self._now()):
-                self._act(a)
-        except Exception:
-            log.exception("services: internal error in a transaction timer")
-        self._arm_timer()
+        self.timers.arm()
 
 
 def _tag() -> str:
