@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
-import socket
 import struct
 import time
-import uuid
 from array import array
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,78 +21,17 @@ import pytest
 
 from rtc2sip.app import Gateway
 from rtc2sip.config import GatewayOptions, Listener, Settings
-from rtc2sip.sdp import SessionDescription
 from rtc2sip.services.testpattern import PatternGenerator, packetize_vp8, parse_vp8_descriptor
-from rtc2sip.sip import Request, Response, parse_message
-
-HOST = "127.0.0.1"
+from sip_phone import HOST, SipPhone, udp_socket
 
 
-class Phone:
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((HOST, 0))
-        self.sock.setblocking(False)
-        self.port = self.sock.getsockname()[1]
-        self.call_id = uuid.uuid4().hex
-        self.route: list[str] = []
-        self.target = ""
-        self.to = ""
-        self.cseq = 1
-
-    def send(self, text: str, port: int) -> None:
-        self.sock.sendto(re.sub(r"(?<!\r)\n", "\r\n", text).encode(), (HOST, port))
-
-    async def expect(self, pred: str, timeout: float = 5.0) -> Request | Response:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while True:
-            data = await asyncio.wait_for(loop.sock_recv(self.sock, 65535), max(0.05, end - loop.time()))
-            m = parse_message(data)
-            if pred in m.start_line():
-                return m
-
-    def invite(self, user: str, audio_port: int, video_port: int, gw: int) -> None:
-        body = (f"v=0\no=- 1 1 IN IP4 {HOST}\ns=-\nc=IN IP4 {HOST}\nt=0 0\n"
-                f"m=audio {audio_port} RTP/AVP 8 0 101\na=rtpmap:8 PCMA/8000\na=rtpmap:0 PCMU/8000\n"
-                "a=rtpmap:101 telephone-event/8000\na=sendrecv\n"
-                f"m=video {video_port} RTP/AVPF 100 96 97\na=rtpmap:100 H264/90000\n"
-                "a=rtpmap:96 VP8/90000\na=rtcp-fb:96 nack pli\na=rtpmap:97 rtx/90000\na=fmtp:97 apt=96\n"
-                "a=rtcp-mux\na=sendrecv\n").replace("\n", "\r\n")
-        self.send(
-            f"INVITE sip:{user}@{HOST} SIP/2.0\n"
-            f"Via: SIP/2.0/UDP {HOST}:{self.port};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport\n"
-            f"Max-Forwards: 70\nFrom: <sip:alice@{HOST}>;tag=a1\nTo: <sip:{user}@{HOST}>\n"
-            f"Call-ID: {self.call_id}\nCSeq: 1 INVITE\nContact: <sip:alice@{HOST}:{self.port}>\n"
-            f"Content-Type: application/sdp\nContent-Length: {len(body)}\n\n{body}", gw)
-
-    async def answered(self) -> SessionDescription:
-        ok = await self.expect("SIP/2.0 200")
-        assert isinstance(ok, Response)
-        self.route = list(reversed(ok.values("Record-Route")))
-        self.target = ok.values("Contact")[0].strip("<>")
-        self.to = ok.get("To") or ""
-        return SessionDescription.parse(ok.body)
-
-    def in_dialog(self, method: str, gw: int) -> None:
-        if method != "ACK":
-            self.cseq += 1
-        routes = "".join(f"Route: {r}\n" for r in self.route)
-        self.send(
-            f"{method} {self.target} SIP/2.0\n"
-            f"Via: SIP/2.0/UDP {HOST}:{self.port};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport\n"
-            f"{routes}Max-Forwards: 70\nFrom: <sip:alice@{HOST}>;tag=a1\nTo: {self.to}\n"
-            f"Call-ID: {self.call_id}\nCSeq: {self.cseq} {method}\nContent-Length: 0\n\n", gw)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def udp_socket() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((HOST, 0))
-    s.setblocking(False)
-    return s
+class Phone(SipPhone):
+    def invite(self, user: str, audio_port: int, video_port: int, gw: int) -> None:  # type: ignore[override]
+        super().invite(user, f"m=audio {audio_port} RTP/AVP 8 0 101\na=rtpmap:8 PCMA/8000\na=rtpmap:0 PCMU/8000\n"
+                       "a=rtpmap:101 telephone-event/8000\na=sendrecv\n"
+                       f"m=video {video_port} RTP/AVPF 100 96 97\na=rtpmap:100 H264/90000\n"
+                       "a=rtpmap:96 VP8/90000\na=rtcp-fb:96 nack pli\na=rtpmap:97 rtx/90000\na=fmtp:97 apt=96\n"
+                       "a=rtcp-mux\na=sendrecv\n", gw)
 
 
 @pytest.fixture
