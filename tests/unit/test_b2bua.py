@@ -765,3 +765,90 @@ async def test_blind_refer_is_relayed() -> None:
     h.response(phone_response(h, refer, 202))
     await h.settle()
     assert h.take("202", BROWSER.flow_id)
+
+
+# ---- attended transfer: INVITE with Replaces (RFC 3891) ---------------------------------------------
+
+
+def replacing_invite(replaces: str, call_id: str = "phone-call-2") -> str:
+    return f"""INVITE sip:alice@192.0.2.1:5060;transport=udp;r2sb SIP/2.0
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKrep1
+        Max-Forwards: 70
+        From: <sip:dave@pbx.example>;tag=davetag
+        To: <sip:alice@pbx.example>
+        Call-ID: {call_id}
+        CSeq: 1 INVITE
+        Contact: <sip:dave@192.0.2.10:5060>
+        Replaces: {replaces}
+        Content-Type: application/sdp"""
+
+
+async def test_invite_replacing_our_legacy_leg_goes_to_the_browser_with_its_dialog() -> None:
+    """A legacy phone's INVITE whose Replaces names our legacy leg (to-tag = our tag): the new call
+    goes to the browser of that call, its Replaces naming the browser's dialog as the browser knows
+    it; the browser's BYE of the old dialog then ends the old call (BYE to the phone)."""
+    h = Harness()
+    inv, tag = await established(h)
+    h.request(replacing_invite(f"{inv.call_id};to-tag={inv.from_.tag};from-tag=phonetag"), source=PHONE_SRC,
+              body=sdp("dave-offer"))
+    await h.settle()
+    out = h.take("INVITE", BROWSER.flow_id)
+    assert isinstance(out, Request)
+    assert out.get("Replaces") == f"browser-call-1;to-tag=atag;from-tag={tag}"
+    assert out.uri_text == "sip:alice@df7jal23ls0d.invalid;transport=ws"  # the browser's own Contact
+    assert out.get("To") == '"Alice" <sip:alice@pbx.example>'
+    assert b"s=browser-offer" in out.body
+    resp = make_response(out, 200, to_tag="newtag")
+    resp.add("Contact", "<sip:alice@df7jal23ls0d.invalid;transport=ws>")
+    resp.add("Content-Type", "application/sdp")
+    resp.body = sdp("browser-answer", "UDP/TLS/RTP/SAVPF").encode()
+    h.response(resp)
+    await h.settle()
+    h.take("ACK", BROWSER.flow_id)
+    assert h.take("200 OK", PHONE_SRC).call_id == "phone-call-2"
+    # JsSIP ends the replaced session: the old call ends, the phone's old dialog with it
+    h.request(in_dialog("BYE", 2, tag))
+    await h.settle()
+    h.take("200 OK", BROWSER.flow_id)
+    bye = h.take("BYE", PHONE)
+    assert bye.call_id == inv.call_id
+    h.response(phone_response(h, bye, 200))
+    assert len(h.b2b.calls) == 1  # the new call stays up
+    h.b2b.on_flow_closed(BROWSER.flow_id)
+    await h.settle()
+    h.take("BYE", PHONE_SRC.flow_id)
+    h.assert_clean()
+
+
+async def test_invite_replacing_an_unknown_dialog_of_ours_is_481() -> None:
+    h = Harness()
+    inv, _tag = await established(h)
+    h.request(replacing_invite(f"{inv.call_id};to-tag=wrong;from-tag=phonetag"), source=PHONE_SRC,
+              body=sdp("dave-offer"))
+    await h.settle()
+    assert h.take("481", PHONE_SRC)
+    h.none("INVITE")
+    assert len(h.b2b.calls) == 1
+
+
+async def test_invite_replacing_a_dialog_as_our_peer_knows_it_passes() -> None:
+    """After a REFER we rewrote, the transferee's INVITE names the dialog from the far end's side
+    (to-tag = the peer's tag): it is for that peer, not for us, and is not taken."""
+    h = Harness()
+    inv, _tag = await established(h)
+    raw = parse_message(_wire(replacing_invite(f"{inv.call_id};to-tag=phonetag;from-tag={inv.from_.tag}"),
+                              sdp("dave-offer")))
+    assert isinstance(raw, Request)
+    assert h.b2b._replaces(raw) is None
+    assert h.b2b.on_request(raw, PHONE_SRC, None) is False
+    other = parse_message(_wire(replacing_invite("elsewhere@x;to-tag=a;from-tag=b"), sdp("dave-offer")))
+    assert isinstance(other, Request) and h.b2b._replaces(other) is None
+
+
+async def test_refer_with_replaces_toward_a_browser_names_its_address_of_record() -> None:
+    """A browser's Contact (….invalid;transport=ws) routes nowhere: the rewritten Refer-To points at the
+    address of record of the browser leg instead."""
+    h = Harness()
+    inv, tag = await established(h)
+    found = h.b2b._replaced_dialog(inv.call_id, inv.from_.tag or "", "phonetag")
+    assert found == ("browser-call-1", "atag", tag, "sip:alice@pbx.example")

@@ -258,6 +258,14 @@ class B2bua:
         try:
             if req.method != "INVITE" or req.to.tag is not None:
                 return Decision(False, "not a new INVITE")
+            replaced = self._replaces(req) if req.has("Replaces") else None
+            if isinstance(replaced, Leg):
+                # RFC 3891: the INVITE asks us to replace one of our legs; the new call goes to the peer
+                # of the other leg, with Replaces naming that leg (_setup)
+                source_webrtc = source.websocket or offer_is_webrtc(req.body, req.content_type)
+                if source_webrtc != replaced.call.other(replaced).webrtc:
+                    return Decision(True, "Replaces names a dialog of a broken call")
+                return Decision(False, "Replaces names a broken call's dialog, toward the same kind of endpoint")
             target = self.host.target_is_webrtc(req)
         except (SipParseError, ValueError) as e:
             return Decision(False, f"unparsable: {e}")
@@ -294,6 +302,11 @@ class B2bua:
             return True
         to_tag = req.to.tag
         if to_tag is None:
+            if method == "INVITE" and st is not None and req.has("Replaces"):
+                found = self._replaces(req)
+                if found is False:
+                    self._respond(st, make_response(req, 481, "Replaced dialog does not exist", to_tag=_tag()))
+                    return True
             return False
         leg = self.dialogs.get((call_id, to_tag)) if call_id in self.call_ids else None
         if leg is None or not leg.dialog.matches(req):
@@ -423,12 +436,36 @@ class B2bua:
             return
         call.session = session
         self.by_session[session] = call
-        draft = self._draft_invite(req)
-        try:
-            targets = await self.host.route_initial(draft)
-        except Exception as e:  # a routing failure fails this call only
-            log.info("%s no route: %s", call.ids(), e)
-            targets = []
+        to = str(_strip_na(req.to))
+        headers = _carried(req, REQUEST_HEADERS)
+        replaced = self._replaces(req) if req.has("Replaces") else None
+        if isinstance(replaced, Leg):
+            # RFC 3891 through the B2BUA: the new call goes to the peer of the replaced leg's other leg,
+            # asking it to replace the dialog it has with us; its BYE of that dialog then ends the old call
+            peer = replaced.call.other(replaced)
+            d = peer.dialog
+            draft = Request("INVITE", parse_uri(d.remote_target), [["Route", r] for r in d.route_set])
+            hop = await self._hop(peer)
+            targets = [hop] if hop is not None else []
+            to = str(d.remote)
+            value = f"{d.call_id};to-tag={d.remote_tag or ''};from-tag={d.local_tag}"
+            if "early-only" in _parse_replaces(req.get("Replaces") or "")[1]:
+                value += ";early-only"
+            headers.append(("Replaces", value))
+            log.info("%s INVITE replaces %s of %s -> %s of the same call", call.ids(), replaced.name,
+                     replaced.call.id, peer.name)
+        elif replaced is False:
+            self._fail(call, 481, "Replaced dialog does not exist")
+            return
+        else:
+            if req.has("Replaces"):
+                headers.append(("Replaces", req.get("Replaces") or ""))  # a dialog beyond us: as it is
+            draft = self._draft_invite(req)
+            try:
+                targets = await self.host.route_initial(draft)
+            except Exception as e:  # a routing failure fails this call only
+                log.info("%s no route: %s", call.ids(), e)
+                targets = []
         if call.ended:
             return
         if not targets:
@@ -439,7 +476,6 @@ class B2bua:
         host = self.host.local_address(target.transport, ":" in target.host) or self.host.local_address("udp")
         contact = self._contact(req.from_.uri, target.transport, host)
         from_ = str(_strip_na(req.from_))
-        to = str(_strip_na(req.to))
         call_id, tag = self._derived_ids(req)
         dialog = Dialog.uac(call_id, from_, to, draft.uri_text, contact, cseq=req.cseq.number,
                             route_set=draft.values("Route"), local_tag=tag)
@@ -455,7 +491,6 @@ class B2bua:
         self._watch_flow(call, b)
         body = str(out).encode()
         b.local_sdp = body
-        headers = _carried(req, REQUEST_HEADERS)
         headers.append(("Allow", ALLOW))
         headers.append(("Supported", "100rel, replaces" if self.config.enable_100rel else "replaces"))
         headers += b.relay_auth
@@ -857,7 +892,31 @@ class B2bua:
             return None
         other = leg.call.other(leg)
         d = other.dialog
-        return d.call_id, d.remote_tag or "", d.local_tag, d.remote_target
+        # a browser's Contact (…@….invalid;transport=ws) routes nowhere: its address of record does
+        target = str(d.remote.uri) if other.webrtc else d.remote_target
+        return d.call_id, d.remote_tag or "", d.local_tag, target
+
+    def _replaces(self, req: Request) -> Leg | bool | None:
+        """The leg an INVITE's ``Replaces`` (RFC 3891 §3) asks *us* to replace: its to-tag is our local
+        tag. None when it names no dialog of ours, or names one as our peer knows it (to-tag = the
+        peer's tag: the INVITE is for that peer and passes, e.g. after a REFER we rewrote); False when
+        it names one of our Call-IDs but no live dialog (481, §6.1)."""
+        value = req.get("Replaces")
+        if value is None:
+            return None
+        call_id, params = _parse_replaces(value)
+        if call_id not in self.call_ids:
+            return None
+        to_tag, from_tag = params.get("to-tag", ""), params.get("from-tag", "")
+        leg = self.dialogs.get((call_id, to_tag))
+        if leg is not None and leg.dialog.remote_tag == from_tag and not leg.call.ended:
+            if "early-only" in params and leg.dialog.state is State.CONFIRMED:
+                return False  # §6.1: early-only and already confirmed (RFC 3891 says 486; 481 is as safe)
+            return leg
+        peer = self.dialogs.get((call_id, from_tag))
+        if peer is not None and peer.dialog.remote_tag == to_tag:
+            return None
+        return False
 
     # ---- CANCEL and the end of a call ------------------------------------------------------------
 
@@ -1167,6 +1226,12 @@ def _refer_event(value: str, ids: dict[int, int]) -> str:
             param = f"id={ids[int(number)]}"
         out.append(param)
     return ";".join(out)
+
+
+def _parse_replaces(value: str) -> tuple[str, dict[str, str]]:
+    """``Replaces: call-id;to-tag=…;from-tag=…[;early-only]`` (RFC 3891 §6.1)."""
+    call_id, *params = value.split(";")
+    return call_id.strip(), {k.strip().lower(): v.strip() for k, _, v in (x.partition("=") for x in params)}
 
 
 def _direction(body: bytes) -> str:
