@@ -132,6 +132,12 @@
       // The new call becomes the page's current call (stats, tone, hangup apply to it).
       e.accept((s) => watchSession(s, 'outgoing', undefined), answerOptions(state.acceptRefer));
     });
+    // An INVITE with Replaces naming this session (RFC 3891, attended transfer): JsSIP asks first;
+    // accepting starts a new incoming session (answered like any other) that ends this one once confirmed.
+    session.on('replaces', (e) => {
+      record('replaces', { replaces: e.request.getHeader('Replaces'), from: e.request.from.uri.toString() });
+      e.accept();
+    });
     record('session', { direction, remote: session.remote_identity ? session.remote_identity.uri.toString() : null });
   }
 

@@ -1,0 +1,86 @@
+"""The RTCWeb Breaker's less common signalling with real peers (issue 3 item 2): attended transfer
+(REFER with Replaces rewritten to the other leg's dialog, RFC 3891/5589), reliable provisional responses
+(RFC 3262) and UPDATE (RFC 3311). Chromium + JsSIP on the WebRTC side; on the legacy side sipp where
+baresip 1.0 cannot (it has no Replaces, no 100rel), baresip elsewhere. Every test checks media, not just
+signalling.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from urllib.parse import unquote
+
+import pytest
+from harness import Browser, Gateway, Sipp, wait_for
+
+ALICE_HZ = 1000.0
+CAROL_HZ = 660.0
+PHONE_HZ = 440.0
+
+
+def _assert_hears(b: Browser, hz: float, min_packets: int = 50) -> None:
+    stats = b.wait_media(min_packets=min_packets)
+    assert stats["inbound"]["totalAudioEnergy"] > 0
+    assert abs(b.wait_tone(hz)["frequency"] - hz) <= 25
+
+
+def _events(b: Browser, type_: str) -> list[dict[str, object]]:
+    return [e for e in b.events() if e.get("type") == type_]
+
+
+# ---- 1. attended transfer --------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_legacy_phone_transfers_browser_to_browser_with_replaces(
+    make_gateway: Callable[..., Gateway],
+    make_browser: Callable[..., Browser],
+    make_sipp: Callable[..., Sipp],
+) -> None:
+    """A legacy phone (sipp, scenarios/attended_transferor.xml) calls alice and carol, two browsers:
+    two broken calls. It then REFERs alice to carol with Replaces naming *its* dialog of the second
+    call, i.e. the gateway's legacy leg. The breaker rewrites the Replaces to carol's own dialog with the
+    gateway (and the Refer-To URI to carol's address of record), so that alice's INVITE with Replaces
+    is recognised by carol's JsSIP (which answers 481 to a dialog it does not know): carol accepts, ends
+    the replaced session (BYE through the breaker to the phone), and alice and carol talk, each hearing
+    the other's tone. The phone then hangs up its call with alice."""
+    gw = make_gateway()
+    alice = make_browser("alice", tone_hz=ALICE_HZ)
+    carol = make_browser("carol", tone_hz=CAROL_HZ)
+    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True, acceptRefer=True)["status"] == 200
+    assert carol.register(gw.ws_url, gw.aor("carol"), auto_answer=True)["status"] == 200
+    phone = make_sipp(
+        "transferor", "attended_transferor.xml", remote=gw.sip_address, calls=1, timeout_s=90,
+        keys={"alice": gw.aor("alice"), "carol": gw.aor("carol")},
+        extra_args=["-rtp_echo", "-cid_str", "%u-%p-xfer"], trace_msg=True,
+    )
+    phone.start()
+    alice.wait_event("confirmed", timeout=20)
+    carol.wait_event("confirmed", timeout=20)
+    refer = alice.wait_event("refer", timeout=30)
+    target = str(refer["target"])
+    replaces = carol.wait_event("replaces", timeout=20)
+    # what carol's JsSIP was asked to replace: its own dialog with the gateway, not the phone's
+    assert str(replaces["replaces"]).split(";")[0] in unquote(target), (replaces, target)
+    assert target.startswith(gw.aor("carol")), target
+    wait_for(lambda: len(_events(alice, "confirmed")) >= 2, 20, "alice's call to carol to be confirmed")
+    wait_for(lambda: len(_events(carol, "confirmed")) >= 2, 20, "carol's replacing call to be confirmed")
+    wait_for(lambda: len(_events(carol, "ended")) >= 1, 20, "carol's replaced session to end")
+    # alice and carol talk (browser to browser now: the proxy, not the breaker, carries this call)
+    _assert_hears(alice, CAROL_HZ)
+    _assert_hears(carol, ALICE_HZ)
+    result = phone.wait(60)
+    assert result.returncode == 0, result.summary()
+    wait_for(lambda: len(_events(alice, "ended")) >= 1, 20, "the phone's BYE to end alice's first call")
+    alice.hangup()
+    carol.wait_event("ended", timeout=20)
+    log = gw.log_text()
+    assert "REFER legacy -> browser" in log, log[-3000:]
+    assert "NOTIFY browser -> legacy" in log, log[-3000:]
+    assert re.search(r"ended: BYE from browser", log), log[-3000:]  # carol ended the replaced call
+    # the phone's Replaces (its own tag as from-tag) never reached a browser
+    messages = (phone.dir / "messages.log").read_text(errors="replace")
+    x2 = re.search(r"from-tag%3D(\S+?X2\d+)>", messages)
+    assert x2 is not None, messages[-3000:]
+    assert x2.group(1) not in target
