@@ -852,3 +852,116 @@ async def test_refer_with_replaces_toward_a_browser_names_its_address_of_record(
     inv, tag = await established(h)
     found = h.b2b._replaced_dialog(inv.call_id, inv.from_.tag or "", "phonetag")
     assert found == ("browser-call-1", "atag", tag, "sip:alice@pbx.example")
+
+
+# ---- reliable provisional responses (RFC 3262) --------------------------------------------------------
+
+REL = (("Require", "100rel"), ("RSeq", "7"))
+
+
+async def test_reliable_183_is_acknowledged_by_the_b2bua_when_the_browser_has_no_100rel() -> None:
+    """JsSIP never supports 100rel: the B2BUA PRACKs the phone's reliable 183 itself and gives the
+    browser an ordinary 183 with the translated early SDP."""
+    h = Harness()
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    inv = h.take("INVITE", PHONE)
+    assert "100rel" not in (inv.get("Supported") or "")
+    h.response(phone_response(h, inv, 183, sdp("phone-early"), REL))
+    await h.settle()
+    prack = h.take("PRACK", PHONE)
+    assert prack.get("RAck") == "7 1 INVITE" and prack.call_id == inv.call_id
+    early = h.take("183", BROWSER.flow_id)
+    assert early.get("Require") is None and early.get("RSeq") is None and b"s=browser-answer" in early.body
+    h.response(phone_response(h, prack, 200))
+    h.response(phone_response(h, inv, 183, sdp("phone-early"), REL))  # a retransmission: no new PRACK
+    await h.settle()
+    h.none("PRACK")
+    h.b2b.on_flow_closed(BROWSER.flow_id)
+    await h.settle()
+    h.assert_clean()
+
+
+async def test_reliable_183_relayed_end_to_end_and_the_prack_mapped() -> None:
+    h = Harness(BreakerConfig(enable_100rel=True))
+    h.request(browser_invite(extra="Supported: 100rel, ice"), body=BROWSER_OFFER)
+    await h.settle()
+    inv = h.take("INVITE", PHONE)
+    assert "100rel" in (inv.get("Supported") or "")
+    h.response(phone_response(h, inv, 183, sdp("phone-early"), REL))
+    await h.settle()
+    h.none("PRACK")  # the browser's PRACK will be the one
+    early = h.take("183", BROWSER.flow_id)
+    assert isinstance(early, Response)
+    assert early.get("Require") == "100rel" and b"s=browser-answer" in early.body
+    rseq = early.get("RSeq")
+    assert rseq is not None and rseq.isdigit()
+    tag = early.to.tag
+    assert tag is not None
+    # a PRACK that matches nothing
+    h.request(in_dialog("PRACK", 2, tag, f"RAck: {int(rseq) + 1} 1 INVITE", branch="z9hG4bKpr0"))
+    await h.settle()
+    assert h.take("481", BROWSER.flow_id)
+    h.request(in_dialog("PRACK", 3, tag, f"RAck: {rseq} 1 INVITE", branch="z9hG4bKpr1"))
+    await h.settle()
+    prack = h.take("PRACK", PHONE)
+    assert prack.get("RAck") == "7 1 INVITE" and prack.call_id == inv.call_id
+    h.response(phone_response(h, prack, 200))
+    await h.settle()
+    ok = h.take("200 OK", BROWSER.flow_id)
+    assert ok.cseq.method == "PRACK"
+    h.response(phone_response(h, inv, 200, sdp("phone-early")))
+    await h.settle()
+    h.take("ACK", PHONE)
+    assert h.take("200 OK", BROWSER.flow_id).cseq.method == "INVITE"
+    h.request(in_dialog("ACK", 1, tag, branch="z9hG4bKack1"))
+    h.request(in_dialog("BYE", 4, tag))
+    await h.settle()
+    h.take("BYE", PHONE)
+    h.assert_clean()
+
+
+async def test_caller_requiring_100rel_gets_reliable_provisionals_retransmitted_until_prack() -> None:
+    """A phone that requires 100rel calls a browser (whose 180 is unreliable): the B2BUA sends it a
+    reliable 180, retransmits it (T1, doubling) until the PRACK, and answers the PRACK itself."""
+    h = Harness()
+    h.targets = [Target("ws", "127.0.0.1", 50000, BROWSER.flow_id)]
+    h.request("""INVITE sip:alice@pbx.example SIP/2.0
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKph1
+        Max-Forwards: 70
+        From: <sip:bob@pbx.example>;tag=phonetag
+        To: <sip:alice@pbx.example>
+        Call-ID: phone-call-1
+        CSeq: 10 INVITE
+        Require: 100rel
+        Contact: <sip:bob@192.0.2.10:5060>
+        Content-Type: application/sdp""", source=PHONE_SRC, body=sdp("phone-offer"))
+    await h.settle()
+    out = h.take("INVITE", BROWSER.flow_id)
+    assert isinstance(out, Request) and "100rel" in (out.get("Supported") or "")
+    h.response(make_response(out, 180, to_tag="btag"))
+    await h.settle()
+    ringing = h.take("180", PHONE_SRC)
+    assert isinstance(ringing, Response)
+    assert ringing.get("Require") == "100rel"
+    rseq = ringing.get("RSeq")
+    await asyncio.sleep(0.6)  # T1 = 0.5 s
+    again = h.take("180", PHONE_SRC)
+    assert again.get("RSeq") == rseq
+    ours = ringing.to.tag
+    h.request(f"""PRACK sip:alice@192.0.2.1:5060;transport=udp;r2sb SIP/2.0
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKprack
+        Max-Forwards: 70
+        From: <sip:bob@pbx.example>;tag=phonetag
+        To: <sip:alice@pbx.example>;tag={ours}
+        Call-ID: phone-call-1
+        CSeq: 11 PRACK
+        RAck: {rseq} 10 INVITE""", source=PHONE_SRC)
+    await h.settle()
+    assert h.take("200 OK", PHONE_SRC).cseq.method == "PRACK"
+    await asyncio.sleep(0.6)
+    h.none("180")  # acknowledged: no more retransmissions
+    h.none("PRACK")  # nothing toward the browser
+    h.b2b.on_flow_closed(BROWSER.flow_id)
+    await h.settle()
+    h.assert_clean()

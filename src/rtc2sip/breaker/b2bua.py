@@ -171,6 +171,14 @@ class Leg:
     auth_tries: int = 0
     nonce_counts: dict[str, int] = field(default_factory=dict)
     last_rseq: int = 0
+    # RFC 3262 toward the caller: what its INVITE said, and our reliable provisionals to it
+    rel_supported: bool = False  # 100rel in its Supported or Require
+    rel_required: bool = False  # 100rel in its Require: every 1xx we send it must be reliable
+    rseq_out: int = 0
+    rel_pending: tuple[int, Response, Response | None] | None = None  # (RSeq, our 1xx, the callee's to PRACK)
+    rel_queue: deque[tuple[Response, Response | None]] = field(default_factory=deque)  # §3: one at a time
+    rel_timer: Cancellable | None = None
+    rel_interval: float = 0.0
     hop: tuple[str, list[Target]] | None = None  # cached resolution of the dialog's next hop
     reinvite_st: ServerTransaction | None = None  # a re-INVITE/UPDATE with an offer from this leg
     reinvite_out: bool = False  # our re-INVITE/UPDATE toward this leg awaits its answer
@@ -352,6 +360,8 @@ class B2bua:
         leg.flow = Target(source.transport, source.host, source.port, source.flow_id)
         if webrtc:
             leg.creds = params if params.ha1 else None
+        leg.rel_required = "100rel" in req.option_tags("Require")
+        leg.rel_supported = leg.rel_required or "100rel" in req.option_tags("Supported")
         call.caller = leg
         st.context = call
         self.calls[call.id] = call
@@ -492,7 +502,10 @@ class B2bua:
         body = str(out).encode()
         b.local_sdp = body
         headers.append(("Allow", ALLOW))
-        headers.append(("Supported", "100rel, replaces" if self.config.enable_100rel else "replaces"))
+        # 100rel when configured, or when the caller takes reliable provisionals: they are then relayed
+        # end to end (the caller's PRACK becomes ours), else the B2BUA acknowledges them itself
+        rel = self.config.enable_100rel or a.rel_supported
+        headers.append(("Supported", "100rel, replaces" if rel else "replaces"))
         headers += b.relay_auth
         invite = dialog.request("INVITE", body, "application/sdp", headers, cseq=req.cseq.number)
         dialog.local_seq = req.cseq.number
@@ -574,16 +587,21 @@ class B2bua:
         self._end(call, f"{status} from {b.name}", by=b)
 
     async def _provisional(self, b: Leg, resp: Response) -> None:
-        """1xx from the callee: PRACK when reliable (RFC 3262 §4), SDP through the media plane, then
-        relayed unreliably to the caller (no 100rel toward it: the B2BUA acknowledges on its own)."""
+        """1xx from the callee: SDP through the media plane, then relayed to the caller. A reliable 1xx
+        (RFC 3262) is relayed reliably when the caller supports 100rel, and its PRACK becomes ours on the
+        callee leg; otherwise the B2BUA PRACKs the callee itself (JsSIP has no 100rel). Toward a caller
+        that requires 100rel every 1xx is reliable."""
         call = b.call
         a = call.other(b)
         rseq_text = (resp.get("RSeq") or "").strip()
-        if "100rel" in resp.option_tags("Require") and rseq_text.isdigit():
+        reliable_in = "100rel" in resp.option_tags("Require") and rseq_text.isdigit()
+        if reliable_in:
             rseq = int(rseq_text)
             if rseq <= b.last_rseq:
-                return  # a retransmission: acknowledged already (RFC 3262 §4)
+                return  # a retransmission: acknowledged already, or its PRACK is the caller's (§4)
             b.last_rseq = rseq
+        relayed = reliable_in and a.rel_supported and a.invite_st is not None and not a.final_sent
+        if reliable_in and not relayed:
             self._send_in_dialog(b, b.dialog.prack(resp), TxnContext(call, b, "prack"))
         body = b""
         if resp.body and resp.content_type == "application/sdp" and not b.early_answer:
@@ -603,8 +621,76 @@ class B2bua:
             return
         out = a.dialog.response(a.invite_st.request, resp.status, resp.reason, body,
                                 headers=[("Allow", ALLOW), *_carried(resp, RESPONSE_HEADERS)])
+        if relayed or a.rel_required or (a.rel_supported and self.config.enable_100rel and body):
+            self._send_reliable(a, out, resp if relayed else None)
+        else:
+            self._respond(a.invite_st, out)
+        log.info("%s %s %s%s%s -> %s", call.ids(), resp.status, resp.reason, " with SDP" if body else "",
+                 " (100rel relayed)" if relayed else "", a.name)
+
+    # ---- reliable provisional responses toward the caller (RFC 3262 §3) -------------------------
+
+    def _send_reliable(self, a: Leg, out: Response, callee_resp: Response | None) -> None:
+        """Send ``out`` to the caller as a reliable 1xx, after the one still unacknowledged (§3);
+        ``callee_resp`` is the callee's reliable 1xx that the caller's PRACK acknowledges."""
+        if a.rel_pending is not None:
+            a.rel_queue.append((out, callee_resp))
+            return
+        a.rseq_out = a.rseq_out + 1 if a.rseq_out else int.from_bytes(os.urandom(2), "big") + 1
+        out.set("Require", "100rel")
+        out.set("RSeq", str(a.rseq_out))
+        a.rel_pending = (a.rseq_out, out, callee_resp)
+        a.rel_interval = T1
+        assert a.invite_st is not None
         self._respond(a.invite_st, out)
-        log.info("%s %s %s%s -> %s", call.ids(), resp.status, resp.reason, " with SDP" if body else "", a.name)
+        self._arm_reliable(a)
+
+    def _arm_reliable(self, a: Leg) -> None:
+        def fire() -> None:
+            a.rel_timer = None
+            pending = a.rel_pending
+            if pending is None or a.call.ended or a.final_sent or a.invite_st is None:
+                return
+            if a.rel_interval >= 32 * T1:  # 64*T1 in all without a PRACK: §3 says reject with a 5xx
+                log.info("%s no PRACK from %s for RSeq %d", a.call.ids(), a.name, pending[0])
+                self._fail(a.call, 504, "No PRACK")
+                return
+            a.rel_interval *= 2
+            self._respond(a.invite_st, pending[1])
+            self._arm_reliable(a)
+
+        a.rel_timer = self.host.call_later(a.rel_interval, fire)
+
+    def _stop_reliable(self, a: Leg) -> None:
+        if a.rel_timer is not None:
+            a.rel_timer.cancel()
+            a.rel_timer = None
+        a.rel_pending = None
+
+    def _on_prack(self, leg: Leg, req: Request, st: ServerTransaction) -> None:
+        """The caller's PRACK (§4): it matches our outstanding reliable 1xx by ``RAck``, else 481. When
+        that 1xx relayed a reliable one of the callee, the PRACK goes on as ours on the callee leg and
+        its answer comes back; otherwise we answer it."""
+        call = leg.call
+        pending = leg.rel_pending
+        rack = (req.get("RAck") or "").split()
+        invite_cseq = leg.invite_st.request.cseq.number if leg.invite_st is not None else -1
+        if (pending is None or len(rack) != 3 or not rack[0].isdigit() or int(rack[0]) != pending[0]
+                or rack[1] != str(invite_cseq) or rack[2].upper() != "INVITE"):
+            self._respond(st, leg.dialog.response(req, 481, "No matching reliable provisional response"))
+            return
+        self._stop_reliable(leg)
+        callee_resp = pending[2]
+        other = call.other(leg)
+        if callee_resp is not None and other.dialog.state is not State.TERMINATED:
+            prack = other.dialog.prack(callee_resp)
+            self._send_in_dialog(other, prack, TxnContext(call, other, "relay", st, prack))
+            log.info("%s PRACK %s -> %s (RSeq %s)", call.ids(), leg.name, other.name, prack.get("RAck"))
+        else:
+            self._respond(st, leg.dialog.response(req, 200))
+        if leg.rel_queue and not leg.final_sent and leg.invite_st is not None:
+            out, resp = leg.rel_queue.popleft()
+            self._send_reliable(leg, out, resp)
 
     async def _invite_success(self, b: Leg, resp: Response) -> None:
         """2xx: ACK at once (the offer was in our INVITE, the ACK carries nothing, §13.2.2.4), then the
@@ -735,7 +821,7 @@ class B2bua:
             self._end(call, f"BYE from {leg.name}", by=leg)
             return
         if method == "PRACK":
-            self._respond(st, leg.dialog.response(req, 200))  # we never send reliable 1xx: nothing to match
+            self._on_prack(leg, req, st)
             return
         other = call.other(leg)
         if method in ("INVITE", "UPDATE") and (req.body or method == "INVITE"):
@@ -1015,6 +1101,8 @@ class B2bua:
         call.ended = True
         self.calls.pop(call.id, None)
         for leg in call.legs:
+            self._stop_reliable(leg)
+            leg.rel_queue.clear()
             key = leg.dialog.key
             if self.dialogs.get(key) is leg:
                 del self.dialogs[key]
