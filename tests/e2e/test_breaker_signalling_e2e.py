@@ -84,3 +84,83 @@ def test_legacy_phone_transfers_browser_to_browser_with_replaces(
     x2 = re.search(r"from-tag%3D(\S+?X2\d+)>", messages)
     assert x2 is not None, messages[-3000:]
     assert x2.group(1) not in target
+
+
+# ---- 2. reliable provisional responses (RFC 3262) ----------------------------------------------------
+
+RELIABLE_TOML = "[webrtc2sip]\nenable-100rel = true\n"
+
+
+def _ulaw(sample: int) -> int:
+    """G.711 mu-law of one 16-bit sample."""
+    sign = 0x80 if sample < 0 else 0
+    magnitude = min(-sample if sample < 0 else sample, 32635) + 0x84
+    exponent = max(0, min(7, magnitude.bit_length() - 8))
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+def _write_tone(sipp: Sipp, hz: float, seconds: float = 4.0) -> None:
+    """tone.ulaw in sipp's working directory, for the scenarios' rtp_stream (raw PCMU, 8 kHz)."""
+    import math
+
+    n = int(8000 * seconds)
+    data = bytes(_ulaw(int(12000 * math.sin(2 * math.pi * hz * i / 8000))) for i in range(n))
+    (sipp.dir / "tone.ulaw").write_bytes(data)
+
+
+@pytest.mark.e2e
+def test_reliable_183_with_early_media_to_a_browser(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_sipp: Callable[..., Sipp]
+) -> None:
+    """The browser calls a legacy UAS (sipp) that answers 183 with Require: 100rel and SDP and plays a
+    tone, and answers 200 only after its PRACK. JsSIP does not support 100rel, so the breaker PRACKs the
+    183 itself and gives the browser an ordinary 183 with the translated SDP: the browser hears the
+    early media before the call is answered, then the call goes on."""
+    gw = make_gateway(extra_toml=RELIABLE_TOML)
+    phone = make_sipp("uas", "uas_100rel_early_media.xml", calls=1, timeout_s=60, trace_msg=True)
+    _write_tone(phone, PHONE_HZ)
+    phone.start()
+    alice = make_browser("alice", tone_hz=ALICE_HZ)
+    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice.call(f"sip:bob@{phone.address}")
+    assert alice.wait_event("progress", timeout=20)["status"] == 183
+    # early media: the tone arrives while the call is still unanswered
+    _assert_hears(alice, PHONE_HZ, min_packets=25)
+    assert not _events(alice, "confirmed") and not _events(alice, "accepted")
+    alice.wait_event("confirmed", timeout=20)
+    _assert_hears(alice, PHONE_HZ)
+    alice.hangup()
+    result = phone.wait(30)
+    assert result.returncode == 0, result.summary()
+    messages = (phone.dir / "messages.log").read_text(errors="replace")
+    invite = messages[messages.index("INVITE sip:"):]
+    assert "100rel" in invite.split("\n\n", 1)[0], invite[:1500]  # enable-100rel: Supported: 100rel
+    assert re.search(r"PRACK sip:\S+ SIP/2.0", messages), messages[-3000:]
+    browser_log = (alice.driver.dir / "alice-console.log").read_text(errors="replace")
+    assert "SIP/2.0 183" in browser_log and "RSeq:" not in browser_log  # not reliable toward JsSIP
+    assert "183 Session Progress with SDP -> browser" in gw.log_text()
+
+
+@pytest.mark.e2e
+def test_legacy_caller_requiring_100rel_calls_a_browser(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_sipp: Callable[..., Sipp]
+) -> None:
+    """A legacy UAC (sipp) that requires 100rel calls the browser: JsSIP's 180 is unreliable, the breaker
+    turns it into a reliable one (Require: 100rel, RSeq; sipp checks both and PRACKs it) and answers the
+    PRACK; then 200, ACK, and the phone's tone reaches the browser."""
+    gw = make_gateway()
+    alice = make_browser("alice", tone_hz=ALICE_HZ)
+    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True)["status"] == 200
+    phone = make_sipp("uac", "uac_requires_100rel.xml", remote=gw.sip_address, calls=1, timeout_s=60,
+                      keys={"callee": gw.aor("alice")}, trace_msg=True)
+    _write_tone(phone, PHONE_HZ)
+    phone.start()
+    alice.wait_event("confirmed", timeout=20)
+    _assert_hears(alice, PHONE_HZ)
+    result = phone.wait(30)
+    assert result.returncode == 0, result.summary()
+    alice.wait_event("ended", timeout=10)
+    messages = (phone.dir / "messages.log").read_text(errors="replace")
+    assert re.search(r"SIP/2.0 180 Ringing", messages), messages[-3000:]
+    assert re.search(r"RSeq: \d+", messages)
