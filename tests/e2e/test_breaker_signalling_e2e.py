@@ -164,3 +164,48 @@ def test_legacy_caller_requiring_100rel_calls_a_browser(
     messages = (phone.dir / "messages.log").read_text(errors="replace")
     assert re.search(r"SIP/2.0 180 Ringing", messages), messages[-3000:]
     assert re.search(r"RSeq: \d+", messages)
+
+
+# ---- 3. UPDATE (RFC 3311) ------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_update_with_and_without_sdp_both_ways(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_sipp: Callable[..., Sipp]
+) -> None:
+    """UPDATE mapped between the legs (sipp as the legacy UAS: baresip 1.0 has no UPDATE). The browser
+    holds and resumes with UPDATE (JsSIP `useUpdate`): each offer goes through the media plane's
+    update() to an UPDATE on the legacy leg (sipp checks the a=sendonly). Then the phone sends an
+    UPDATE without SDP (relayed as it is), and holds and resumes the browser with UPDATEs carrying
+    offers (JsSIP reports hold/unhold by the remote side; sipp checks the recvonly answer). The
+    phone's tone is heard by the browser before, in between and after."""
+    gw = make_gateway()
+    phone = make_sipp("uas", "uas_update.xml", calls=1, timeout_s=90, trace_msg=True)
+    _write_tone(phone, PHONE_HZ)
+    phone.start()
+    alice = make_browser("alice", tone_hz=ALICE_HZ)
+    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice.call(f"sip:bob@{phone.address}")
+    alice.wait_event("confirmed", timeout=20)
+    _assert_hears(alice, PHONE_HZ)
+    alice.hold(use_update=True)
+    alice.unhold(use_update=True)
+    _assert_hears(alice, PHONE_HZ)
+    alice.wait_event("hold", timeout=20, originator="remote")
+    alice.wait_event("unhold", timeout=20, originator="remote")
+    _assert_hears(alice, PHONE_HZ)
+    assert _stats_ok(alice)
+    alice.hangup()
+    result = phone.wait(30)
+    assert result.returncode == 0, result.summary()
+    log = gw.log_text()
+    assert "UPDATE with offer browser -> legacy (sendonly)" in log, log[-3000:]
+    assert "UPDATE with offer browser -> legacy (sendrecv)" in log, log[-3000:]
+    assert "UPDATE legacy -> browser" in log, log[-3000:]  # the one without SDP
+    assert "UPDATE with offer legacy -> browser (sendonly)" in log, log[-3000:]
+    assert "UPDATE with offer legacy -> browser (sendrecv)" in log, log[-3000:]
+
+
+def _stats_ok(b: Browser) -> bool:
+    stats = b.stats() or {}
+    return (stats.get("transport") or {}).get("dtlsState") == "connected"

@@ -965,3 +965,67 @@ async def test_caller_requiring_100rel_gets_reliable_provisionals_retransmitted_
     h.b2b.on_flow_closed(BROWSER.flow_id)
     await h.settle()
     h.assert_clean()
+
+
+# ---- UPDATE (RFC 3311) --------------------------------------------------------------------------------
+
+
+async def test_update_with_sdp_from_the_phone_goes_through_the_media_plane_without_ack() -> None:
+    h = Harness()
+    inv, _tag = await established(h)
+    h.request(phone_request("UPDATE", inv, 5), source=PHONE_SRC, body=sdp("phone-hold", direction="sendonly"))
+    await h.settle()
+    assert ("update", False) in h.media.calls
+    out = h.take("UPDATE", BROWSER.flow_id)
+    assert isinstance(out, Request) and b"s=updated-offer" in out.body and b"a=sendonly" in out.body
+    assert out.call_id == "browser-call-1" and out.get("Contact") is not None
+    resp = make_response(out, 200, to_tag="atag")
+    resp.add("Contact", "<sip:alice@df7jal23ls0d.invalid;transport=ws>")
+    resp.add("Content-Type", "application/sdp")
+    resp.body = sdp("browser-held", "UDP/TLS/RTP/SAVPF", "recvonly").encode()
+    h.response(resp)
+    await h.settle()
+    h.none("ACK")  # an UPDATE has no ACK
+    ok = h.take("200 OK", PHONE_SRC)
+    assert ok.cseq.method == "UPDATE" and b"s=legacy-answer" in ok.body
+
+
+async def test_update_with_sdp_from_the_browser_and_its_failure_mapped() -> None:
+    h = Harness()
+    _, tag = await established(h)
+    h.request(in_dialog("UPDATE", 2, tag, "Content-Type: application/sdp"),
+              body=sdp("browser-hold", "UDP/TLS/RTP/SAVPF", "sendonly"))
+    await h.settle()
+    assert ("update", True) in h.media.calls
+    out = h.take("UPDATE", PHONE)
+    assert b"a=sendonly" in out.body
+    h.response(phone_response(h, out, 488))
+    await h.settle()
+    assert h.take("488", BROWSER.flow_id).cseq.method == "UPDATE"
+    # the leg is free for the next offer
+    h.request(in_dialog("UPDATE", 3, tag, "Content-Type: application/sdp", branch="z9hG4bKup2"),
+              body=sdp("browser-resume", "UDP/TLS/RTP/SAVPF"))
+    await h.settle()
+    assert h.take("UPDATE", PHONE)
+
+
+async def test_update_without_sdp_is_relayed_in_an_early_dialog() -> None:
+    h = Harness()
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    inv = h.take("INVITE", PHONE)
+    h.response(phone_response(h, inv, 180))
+    await h.settle()
+    ringing = h.take("180", BROWSER.flow_id)
+    tag = ringing.to.tag
+    assert tag is not None
+    h.request(in_dialog("UPDATE", 2, tag, "Contact: <sip:alice@df7jal23ls0d.invalid;transport=ws>"))
+    await h.settle()
+    up = h.take("UPDATE", PHONE)
+    assert up.body == b"" and up.call_id == inv.call_id and up.to.tag == "phonetag"
+    h.response(phone_response(h, up, 200))
+    await h.settle()
+    assert h.take("200 OK", BROWSER.flow_id).cseq.method == "UPDATE"
+    h.b2b.on_flow_closed(BROWSER.flow_id)
+    await h.settle()
+    h.assert_clean()
