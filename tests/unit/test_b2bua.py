@@ -1029,3 +1029,74 @@ async def test_update_without_sdp_is_relayed_in_an_early_dialog() -> None:
     h.b2b.on_flow_closed(BROWSER.flow_id)
     await h.settle()
     h.assert_clean()
+
+
+# ---- RFC 4733 from the phone -> SIP INFO toward the browser (dtmf-type info) ---------------------------
+
+
+def _event(pt: int, event: int, end: bool, duration: int, ts: int = 1000, seq: int = 1) -> bytes:
+    header = bytes([0x80, pt]) + seq.to_bytes(2, "big") + ts.to_bytes(4, "big") + (42).to_bytes(4, "big")
+    return header + bytes([event, (0x80 if end else 0) | 10]) + duration.to_bytes(2, "big")
+
+
+def test_dtmf_sink_reports_each_event_once_at_its_end() -> None:
+    from rtc2sip.breaker.dtmf import DtmfSink
+    from rtc2sip.media.tap import CodecInfo
+
+    got: list[tuple[str, int]] = []
+    sink = DtmfSink(lambda d, ms: got.append((d, ms)))
+    sink.codecs_changed({"audio": {"legacy": {0: CodecInfo("PCMU", 8000), 101: CodecInfo("telephone-event", 8000)},
+                                   "webrtc": {126: CodecInfo("telephone-event", 48000)}}})
+    sink.packet("audio", "legacy", _event(101, 5, False, 160), 0.0)
+    sink.packet("audio", "legacy", _event(101, 5, True, 800, seq=2), 0.0)
+    sink.packet("audio", "legacy", _event(101, 5, True, 800, seq=3), 0.0)  # the end, retransmitted
+    sink.packet("audio", "webrtc", _event(126, 1, True, 800), 0.0)  # the browser's: not ours to report
+    sink.packet("audio", "legacy", _event(0, 7, True, 800, ts=5000), 0.0)  # PCMU, not an event
+    sink.packet("audio", "legacy", _event(101, 11, True, 400, ts=9000), 0.0)
+    sink.packet("audio", "legacy", _event(101, 16, True, 400, ts=9999), 0.0)  # flash: no DTMF digit
+    sink.packet("audio", "legacy", b"\x80\x65\x00\x01", 0.0)  # short: ignored
+    assert got == [("5", 100), ("#", 50)]
+    sink.close()
+    sink.packet("audio", "legacy", _event(101, 1, True, 400, ts=12000), 0.0)
+    assert got == [("5", 100), ("#", 50)]
+
+
+class TapMedia(FakeMedia):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sinks: dict[str, list[Any]] = {}
+
+    def attach(self, session: str, sink: Any) -> None:
+        self.sinks.setdefault(session, []).append(sink)
+
+    async def delete(self, session: str) -> None:
+        for sink in self.sinks.pop(session, []):
+            sink.close()
+        await super().delete(session)
+
+
+async def test_phone_rfc4733_becomes_info_toward_the_browser_with_dtmf_type_info() -> None:
+    from rtc2sip.media.tap import CodecInfo
+
+    h = Harness(BreakerConfig(dtmf_type="info"))
+    h.media = TapMedia()
+    h.b2b = B2bua(h, h.media, BreakerConfig(dtmf_type="info"))
+    inv, tag = await established(h)
+    [sink] = h.media.sinks[next(iter(h.media.sessions))]
+    sink.codecs_changed({"audio": {"legacy": {101: CodecInfo("telephone-event", 8000)}}})
+    sink.packet("audio", "legacy", _event(101, 10, True, 1280), 0.0)
+    await h.settle()
+    info = h.take("INFO", BROWSER.flow_id)
+    assert info.get("Content-Type") == "application/dtmf-relay"
+    assert info.body == b"Signal=*\r\nDuration=160\r\n" and info.call_id == "browser-call-1"
+    h.response(make_response(info, 200, to_tag="atag"))
+    # and the browser's own INFO digits stay INFO toward the phone (no RFC 4733 conversion)
+    h.request(in_dialog("INFO", 2, tag, "Content-Type: application/dtmf-relay"), body="Signal=5\r\nDuration=160\r\n")
+    await h.settle()
+    assert h.take("INFO", PHONE).body == b"Signal=5\r\nDuration=160\r\n"
+    assert ("send_dtmf", "5") not in h.media.calls
+    h.request(in_dialog("BYE", 3, tag))
+    await h.settle()
+    h.take("BYE", PHONE)
+    h.assert_clean()
+    assert h.media.sinks == {}

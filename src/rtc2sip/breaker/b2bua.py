@@ -49,6 +49,7 @@ from ..sip.transaction import (
 from ..sip.uri import SipUri, del_param, parse_uri, set_param
 from ..transport.base import Source, Target
 from .dialog import Dialog, DialogError, State
+from .dtmf import DtmfSink, dtmf_relay_body
 from .policy import CLIENT_PARAMS, ClientParams, Decision, Facts, Mode, client_params, decide, offer_is_webrtc
 
 if TYPE_CHECKING:
@@ -138,7 +139,9 @@ class BreakerConfig:
     mode: Mode = Mode.AUTO
     enable_100rel: bool = False  # webrtc2sip's enable-100rel: Supported: 100rel on the legacy leg
     max_calls: int = 10_000  # each costs two dialogs, two SDPs and a media session (~10 KB here)
-    dtmf_type: str = "rfc4733"  # webrtc2sip's dtmf-type: a browser's INFO digits become RFC 4733 unless "info"
+    # webrtc2sip's dtmf-type: rfc4733 turns a browser's INFO digits into RFC 4733; "info" (or webrtc2sip's
+    # "rfc2833") keeps them INFO and turns the legacy side's RFC 4733 events into INFO toward the browser
+    dtmf_type: str = "rfc4733"
 
 
 # ---- calls and legs ----------------------------------------------------------------------------------
@@ -446,6 +449,8 @@ class B2bua:
             return
         call.session = session
         self.by_session[session] = call
+        if self._dtmf_as_info:
+            self._watch_dtmf(call, session)
         to = str(_strip_na(req.to))
         headers = _carried(req, REQUEST_HEADERS)
         replaced = self._replaces(req) if req.has("Replaces") else None
@@ -830,9 +835,39 @@ class B2bua:
         if other.dialog.state is not State.CONFIRMED and not (other.dialog.state is State.EARLY and method == "UPDATE"):
             self._respond(st, leg.dialog.response(req, 491 if method == "INVITE" else 481))
             return
-        if method == "INFO" and leg.webrtc and self.config.dtmf_type != "info" and await self._info_dtmf(leg, req, st):
+        if method == "INFO" and leg.webrtc and not self._dtmf_as_info and await self._info_dtmf(leg, req, st):
             return
         self._relay_request(leg, req, st)
+
+    @property
+    def _dtmf_as_info(self) -> bool:
+        """``dtmf-type`` info, or webrtc2sip's rfc2833 (which it relayed as SIP INFO): digits stay
+        SIP INFO toward the legacy side, and the legacy side's RFC 4733 events reach the browser as INFO."""
+        return self.config.dtmf_type in ("info", "rfc2833")
+
+    def _watch_dtmf(self, call: Call, session: str) -> None:
+        """RFC 4733 events from the legacy leg, seen on the media plane's tap (the sink is closed with
+        the session), become INFO toward the browser. A plane without taps (unit tests' fake): none."""
+        attach = getattr(self.media, "attach", None)
+        if attach is None:
+            return
+
+        def digit(d: str, duration_ms: int) -> None:
+            self._post(call, lambda: self._send_info_dtmf(call, d, duration_ms))
+
+        try:
+            attach(session, DtmfSink(digit))
+        except Exception as e:  # the session is gone already: the call is ending
+            log.info("%s no DTMF watch: %s", call.ids(), e)
+
+    async def _send_info_dtmf(self, call: Call, digit: str, duration_ms: int) -> None:
+        leg = call.browser
+        if leg is None or leg.dialog.state is not State.CONFIRMED:
+            return
+        req = leg.dialog.request("INFO", dtmf_relay_body(digit, duration_ms), "application/dtmf-relay")
+        self._send_in_dialog(leg, req, TxnContext(call, leg, "info", request=req))
+        log.info("%s RFC 4733 DTMF %s (%d ms) from %s -> INFO toward %s", call.ids(), digit, duration_ms,
+                 call.other(leg).name, leg.name)
 
     async def _info_dtmf(self, leg: Leg, req: Request, st: ServerTransaction) -> bool:
         """A browser's INFO ``application/dtmf-relay`` (``Signal=5``, ``Duration=160``) played toward the
