@@ -12,7 +12,7 @@ from collections.abc import Callable
 from urllib.parse import unquote
 
 import pytest
-from harness import Browser, Gateway, Sipp, wait_for
+from harness import Baresip, Browser, Gateway, Sipp, wait_for
 
 ALICE_HZ = 1000.0
 CAROL_HZ = 660.0
@@ -209,3 +209,37 @@ def test_update_with_and_without_sdp_both_ways(
 def _stats_ok(b: Browser) -> bool:
     stats = b.stats() or {}
     return (stats.get("transport") or {}).get("dtlsState") == "connected"
+
+
+# ---- 4. DTMF from the phone as SIP INFO toward the browser -------------------------------------------
+
+
+def _info_digits(b: Browser) -> str:
+    """Digits JsSIP got by INFO: it turns an INFO application/dtmf-relay into newDTMF (not newInfo)."""
+    return "".join(str(e.get("tone")) for e in _events(b, "dtmf") if e.get("originator") == "remote")
+
+
+@pytest.mark.e2e
+def test_phone_dtmf_reaches_browser_as_info(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+) -> None:
+    """`dtmf-type` info: digits keyed on baresip go as RFC 4733 events in its RTP; the breaker sees them
+    on the media plane's tap and sends each to the browser as SIP INFO application/dtmf-relay, which
+    JsSIP reports as newDTMF from the remote side (a browser application never sees RFC 4733 packets;
+    without the INFO the page would get nothing). Audio keeps flowing."""
+    gw = make_gateway(extra_toml='[webrtc2sip]\ndtmf-type = "info"\n')
+    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
+    alice = make_browser("alice", tone_hz=ALICE_HZ)
+    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice.call(gw.aor("bob"))
+    alice.wait_event("confirmed", timeout=20)
+    _assert_hears(alice, PHONE_HZ)
+    for digit in "19#":
+        bob.command("sndcode", digit)
+        wait_for(lambda d=digit: _info_digits(alice).endswith(d), 10,
+                 f"the browser to get INFO {digit} (got {_info_digits(alice)!r})")
+    assert _info_digits(alice) == "19#"
+    _assert_hears(alice, PHONE_HZ)
+    alice.hangup()
+    bob.wait_event("CALL_CLOSED")
+    assert "RFC 4733 DTMF 9" in gw.log_text()

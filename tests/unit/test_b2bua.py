@@ -1081,7 +1081,7 @@ async def test_phone_rfc4733_becomes_info_toward_the_browser_with_dtmf_type_info
     h = Harness(BreakerConfig(dtmf_type="info"))
     h.media = TapMedia()
     h.b2b = B2bua(h, h.media, BreakerConfig(dtmf_type="info"))
-    inv, tag = await established(h)
+    _inv, tag = await established(h)
     [sink] = h.media.sinks[next(iter(h.media.sessions))]
     sink.codecs_changed({"audio": {"legacy": {101: CodecInfo("telephone-event", 8000)}}})
     sink.packet("audio", "legacy", _event(101, 10, True, 1280), 0.0)

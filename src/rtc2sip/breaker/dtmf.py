@@ -1,8 +1,8 @@
 """RFC 4733 events from the legacy side, seen on the media plane's tap, as digits for SIP INFO.
 
 With ``dtmf-type`` info (webrtc2sip's rfc2833), a browser gets the digits a phone keys as SIP INFO
-``application/dtmf-relay`` (JsSIP's ``newInfo``): a browser application never sees RFC 4733 packets,
-WebRTC plays or drops them. :class:`DtmfSink` is a tap sink (:mod:`rtc2sip.media.tap`): it looks only at
+``application/dtmf-relay`` (JsSIP reports it as ``newDTMF``): a browser application never sees RFC 4733
+packets, WebRTC plays or drops them. :class:`DtmfSink` is a tap sink (:mod:`rtc2sip.media.tap`): it looks only at
 packets from the legacy leg whose payload type is that leg's telephone-event, and reports each event
 once, at its end (the E bit, RFC 4733 §2.5.1.4, sent three times with the same timestamp), with its
 duration. Events without an end packet (all three lost) are not reported.
