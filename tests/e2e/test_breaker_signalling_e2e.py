@@ -86,6 +86,39 @@ def test_legacy_phone_transfers_browser_to_browser_with_replaces(
     assert x2.group(1) not in target
 
 
+@pytest.mark.e2e
+def test_invite_with_replaces_naming_the_legacy_leg_reaches_the_browser_mapped(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_sipp: Callable[..., Sipp]
+) -> None:
+    """RFC 3891 on the legacy leg: a phone (sipp, scenarios/replacing_caller.xml) in a broken call with
+    carol sends a new INVITE whose Replaces names its dialog with the gateway (the legacy leg). The
+    breaker sends the new call to carol with Replaces naming carol's own dialog (JsSIP answers 481 to
+    any other): carol's JsSIP accepts it, ends the old session (the breaker's BYE reaches the phone on
+    the replaced dialog) and hears the phone's tone on the new call."""
+    gw = make_gateway()
+    carol = make_browser("carol", tone_hz=CAROL_HZ)
+    assert carol.register(gw.ws_url, gw.aor("carol"), auto_answer=True)["status"] == 200
+    phone = make_sipp("phone", "replacing_caller.xml", remote=gw.sip_address, calls=1, timeout_s=60,
+                      keys={"callee": gw.aor("carol")}, trace_msg=True)
+    _write_tone(phone, PHONE_HZ)
+    phone.start()
+    carol.wait_event("confirmed", timeout=20)
+    replaces = carol.wait_event("replaces", timeout=20)
+    wait_for(lambda: len(_events(carol, "confirmed")) >= 2, 20, "carol's replacing call to be confirmed")
+    wait_for(lambda: len(_events(carol, "ended")) >= 1, 20, "carol's replaced session to end")
+    _assert_hears(carol, PHONE_HZ)
+    result = phone.wait(40)
+    assert result.returncode == 0, result.summary()
+    carol.wait_event("ended", timeout=10)
+    log = gw.log_text()
+    assert "INVITE replaces legacy of b1 -> browser of the same call" in log, log[-3000:]
+    # what reached carol names a dialog carol has, never the phone's own one
+    messages = (phone.dir / "messages.log").read_text(errors="replace")
+    phone_replaces = re.search(r"Replaces: (\S+)", messages)
+    assert phone_replaces is not None
+    assert str(replaces["replaces"]).split(";")[0] != phone_replaces.group(1).split(";")[0]
+
+
 # ---- 2. reliable provisional responses (RFC 3262) ----------------------------------------------------
 
 RELIABLE_TOML = "[webrtc2sip]\nenable-100rel = true\n"
