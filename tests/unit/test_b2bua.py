@@ -1100,3 +1100,66 @@ async def test_phone_rfc4733_becomes_info_toward_the_browser_with_dtmf_type_info
     h.take("BYE", PHONE)
     h.assert_clean()
     assert h.media.sinks == {}
+
+
+async def test_browser_invite_replacing_its_own_dialog_goes_to_the_phone_with_the_legacy_dialog() -> None:
+    """The other leg (RFC 3891 from the browser side): a browser's new INVITE whose Replaces names its
+    dialog with us goes to the phone, with Replaces naming the legacy dialog as the phone knows it."""
+    h = Harness()
+    inv, tag = await established(h)
+    replaces = f"browser-call-1;to-tag={tag};from-tag=atag"
+    text = browser_invite(cseq=1).replace("Call-ID: browser-call-1", "Call-ID: browser-call-2")
+    h.request(text.replace("z9hG4bKbr1", "z9hG4bKbr9") + f"\nReplaces: {replaces}", body=BROWSER_OFFER)
+    await h.settle()
+    out = h.take("INVITE", PHONE)
+    assert out.get("Replaces") == f"{inv.call_id};to-tag=phonetag;from-tag={inv.from_.tag}"
+    assert out.uri_text == "sip:bob@192.0.2.10:5060" and out.call_id not in (inv.call_id, "browser-call-2")
+    h.b2b.on_flow_closed(BROWSER.flow_id)
+    await h.settle()
+    h.assert_clean()
+
+
+async def test_200_waits_for_the_prack_of_a_reliable_183_with_sdp() -> None:
+    """RFC 3262 §3: toward a phone that requires 100rel, the browser's 183 with SDP goes reliably and
+    the browser's 200 is held until the phone PRACKs that 183."""
+    h = Harness()
+    h.targets = [Target("ws", "127.0.0.1", 50000, BROWSER.flow_id)]
+    h.request("""INVITE sip:alice@pbx.example SIP/2.0
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKph1
+        Max-Forwards: 70
+        From: <sip:bob@pbx.example>;tag=phonetag
+        To: <sip:alice@pbx.example>
+        Call-ID: phone-call-1
+        CSeq: 10 INVITE
+        Require: 100rel
+        Contact: <sip:bob@192.0.2.10:5060>
+        Content-Type: application/sdp""", source=PHONE_SRC, body=sdp("phone-offer"))
+    await h.settle()
+    out = h.take("INVITE", BROWSER.flow_id)
+    assert isinstance(out, Request)
+    for status in (183, 200):
+        resp = make_response(out, status, to_tag="btag")
+        resp.add("Contact", "<sip:alice@x.invalid;transport=ws>")
+        resp.add("Content-Type", "application/sdp")
+        resp.body = sdp("browser-answer", "UDP/TLS/RTP/SAVPF").encode()
+        h.response(resp)
+        await h.settle()
+    h.take("ACK", BROWSER.flow_id)
+    early = h.take("183", PHONE_SRC)
+    assert isinstance(early, Response) and early.get("Require") == "100rel" and early.body
+    h.none("200 OK")  # held
+    h.request(f"""PRACK sip:alice@192.0.2.1:5060;transport=udp;r2sb SIP/2.0
+        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKprack
+        Max-Forwards: 70
+        From: <sip:bob@pbx.example>;tag=phonetag
+        To: <sip:alice@pbx.example>;tag={early.to.tag}
+        Call-ID: phone-call-1
+        CSeq: 11 PRACK
+        RAck: {early.get("RSeq")} 10 INVITE""", source=PHONE_SRC)
+    await h.settle()
+    assert h.take("200 OK", PHONE_SRC).cseq.method == "PRACK"
+    ok = h.take("200 OK", PHONE_SRC)
+    assert ok.cseq.method == "INVITE" and b"s=legacy-answer" in ok.body
+    h.b2b.on_flow_closed(BROWSER.flow_id)
+    await h.settle()
+    h.assert_clean()

@@ -182,6 +182,7 @@ class Leg:
     rel_queue: deque[tuple[Response, Response | None]] = field(default_factory=deque)  # §3: one at a time
     rel_timer: Cancellable | None = None
     rel_interval: float = 0.0
+    held_final: Response | None = None  # our 2xx, waiting for the PRACK of a reliable 1xx with SDP
     hop: tuple[str, list[Target]] | None = None  # cached resolution of the dialog's next hop
     reinvite_st: ServerTransaction | None = None  # a re-INVITE/UPDATE with an offer from this leg
     reinvite_out: bool = False  # our re-INVITE/UPDATE toward this leg awaits its answer
@@ -654,10 +655,12 @@ class B2bua:
         def fire() -> None:
             a.rel_timer = None
             pending = a.rel_pending
-            if pending is None or a.call.ended or a.final_sent or a.invite_st is None:
+            if pending is None or a.call.ended or (a.final_sent and a.held_final is None) or a.invite_st is None:
                 return
             if a.rel_interval >= 32 * T1:  # 64*T1 in all without a PRACK: §3 says reject with a 5xx
                 log.info("%s no PRACK from %s for RSeq %d", a.call.ids(), a.name, pending[0])
+                if a.held_final is not None:
+                    a.held_final, a.final_sent = None, False
                 self._fail(a.call, 504, "No PRACK")
                 return
             a.rel_interval *= 2
@@ -693,7 +696,12 @@ class B2bua:
             log.info("%s PRACK %s -> %s (RSeq %s)", call.ids(), leg.name, other.name, prack.get("RAck"))
         else:
             self._respond(st, leg.dialog.response(req, 200))
-        if leg.rel_queue and not leg.final_sent and leg.invite_st is not None:
+        if leg.held_final is not None and leg.invite_st is not None:
+            final, leg.held_final = leg.held_final, None
+            leg.rel_queue.clear()
+            self._respond(leg.invite_st, final)
+            log.info("%s 200 OK -> %s: call up", call.ids(), leg.name)
+        elif leg.rel_queue and not leg.final_sent and leg.invite_st is not None:
             out, resp = leg.rel_queue.popleft()
             self._send_reliable(leg, out, resp)
 
@@ -740,6 +748,11 @@ class B2bua:
         out = a.dialog.response(a.invite_st.request, 200, None, body,
                                 headers=[("Allow", ALLOW), *_carried(resp, RESPONSE_HEADERS)])
         a.final_sent = True
+        if a.rel_pending is not None and a.rel_pending[1].body:
+            # RFC 3262 §3: no 2xx before the PRACK of a reliable 1xx that carried SDP
+            a.held_final = out
+            log.info("%s 200 OK for %s held until its PRACK", call.ids(), a.name)
+            return
         self._respond(a.invite_st, out)
         log.info("%s 200 OK -> %s: call up", call.ids(), a.name)
 
