@@ -1163,3 +1163,40 @@ async def test_200_waits_for_the_prack_of_a_reliable_183_with_sdp() -> None:
     h.b2b.on_flow_closed(BROWSER.flow_id)
     await h.settle()
     h.assert_clean()
+
+
+async def test_update_with_sdp_in_an_early_dialog_after_the_early_answer() -> None:
+    """RFC 3311 §5.1: once the phone's 183 gave the early answer, its UPDATE with a new offer goes to the
+    browser (in the still early dialog) through the media plane; before that it is 491."""
+    h = Harness()
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    inv = h.take("INVITE", PHONE)
+    assert isinstance(inv, Request)
+    h.response(phone_response(h, inv, 180))
+    await h.settle()
+    h.take("180", BROWSER.flow_id)
+    h.request(phone_request("UPDATE", inv, 2, branch="z9hG4bKu0"), source=PHONE_SRC,
+              body=sdp("phone-early-hold", direction="sendonly"))
+    await h.settle()
+    assert h.take("491", PHONE_SRC)  # no offer/answer done yet
+    h.response(phone_response(h, inv, 183, sdp("phone-early")))
+    await h.settle()
+    early = h.take("183", BROWSER.flow_id)
+    h.request(phone_request("UPDATE", inv, 3, branch="z9hG4bKu1"), source=PHONE_SRC,
+              body=sdp("phone-early-hold", direction="sendonly"))
+    await h.settle()
+    up = h.take("UPDATE", BROWSER.flow_id)
+    assert isinstance(up, Request) and b"a=sendonly" in up.body and up.to.tag == "atag"
+    assert up.from_.tag == early.to.tag
+    resp = make_response(up, 200, to_tag="atag")
+    resp.add("Contact", "<sip:alice@df7jal23ls0d.invalid;transport=ws>")
+    resp.add("Content-Type", "application/sdp")
+    resp.body = sdp("browser-held", "UDP/TLS/RTP/SAVPF", "recvonly").encode()
+    h.response(resp)
+    await h.settle()
+    ok = h.take("200 OK", PHONE_SRC)
+    assert ok.cseq.method == "UPDATE" and b"s=legacy-answer" in ok.body
+    h.b2b.on_flow_closed(BROWSER.flow_id)
+    await h.settle()
+    h.assert_clean()

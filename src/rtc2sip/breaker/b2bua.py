@@ -921,7 +921,11 @@ class B2bua:
             # an offerless re-INVITE (a session refresh): our last SDP is the offer (RFC 3264 §8)
             self._respond(st, leg.dialog.response(req, 200, None, leg.local_sdp, headers=[("Allow", ALLOW)]))
             return
-        if call.session is None or other.dialog.state is not State.CONFIRMED:
+        # RFC 3311 §5.1: an UPDATE may make a new offer in an early dialog once the first offer/answer
+        # is done (the callee's early SDP answer); a re-INVITE only in a confirmed one
+        early_ok = (req.method == "UPDATE" and other.dialog.state is State.EARLY and call.callee is not None
+                    and bool(call.callee.early_answer))
+        if call.session is None or (other.dialog.state is not State.CONFIRMED and not early_ok):
             self._respond(st, leg.dialog.response(req, 491))
             return
         try:
