@@ -4,6 +4,8 @@
   call, the per-leg WAV files hold both tones (webrtc = what the browser sent, legacy = what the phone
   sent) and the JSON sidecar names the parties, the Call-IDs, the codecs and the end.
 - The same with the browser on Opus only and the Media Coder on: the browser leg is recorded from Opus.
+- Chromium with its fake camera calls ``sip:testpattern@DOMAIN`` with recording on: each leg's VP8
+  (the browser's camera, the service's pattern) is in a WebM file that ffmpeg decodes into frames.
 - The call forwarded with ``[forward] to = "127.0.0.1:PORT"``: ffmpeg opens the ``.sdp`` the gateway
   wrote and decodes several seconds of audio holding a tone. Note the trap: ffmpeg refuses an SDP file
   that opens network streams unless given ``-protocol_whitelist file,udp,rtp``.
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 from harness import Artifacts, Baresip, Browser, Gateway, analyse_wav, free_port, wait_for
+from harness.video import VIDEO_CALLS, video_stats
 
 BROWSER_HZ = 1000.0
 PHONE_HZ = 440.0
@@ -102,6 +105,58 @@ def test_recording_of_a_transcoded_call_decodes_opus(
     bob.wait_event("CALL_CLOSED")
     meta = _finished_sidecar(rec_dir)
     _assert_recorded(rec_dir, meta, "opus/48000")
+
+
+def _ffprobe_frames(path: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=codec_name,width,height,nb_read_frames", "-of", "json", str(path)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    streams = json.loads(done.stdout)["streams"]
+    assert len(streams) == 1, streams
+    return dict(streams[0])
+
+
+@pytest.mark.e2e
+def test_video_call_recorded_to_webm(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], artifacts: Artifacts,
+) -> None:
+    rec_dir = artifacts.subdir("recordings")
+    gw = make_gateway(extra_toml=f'[recording]\nenabled = true\ndir = "{rec_dir}"\n')
+    alice = make_browser("alice", tone_hz=PHONE_HZ)
+    assert alice.eval(VIDEO_CALLS) is True
+    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice.call(gw.aor("testpattern"))
+    alice.wait_event("confirmed")
+    wait_for(lambda: (s := video_stats(alice)) is not None and s["framesDecoded"] >= 10, 20.0,
+             "the browser to decode the test pattern", interval=0.25)
+    time.sleep(3.0)
+    alice.hangup()
+    alice.wait_event("ended")
+    meta = _finished_sidecar(rec_dir)
+    assert meta["error"] is None
+    assert meta["parties"]["callee"].startswith("sip:testpattern@")
+    for leg, size in (("webrtc", None), ("legacy", (640, 360))):
+        video = meta["legs"][leg]["video"]
+        assert video is not None and video["file"] and video["codecs"] == ["VP8/90000"], (leg, video)
+        assert video["keyframes"] >= 1 and video["frames"] >= 30, (leg, video)  # 3 s and more
+        probe = _ffprobe_frames(rec_dir / video["file"])
+        print(f"{leg}: {probe}")
+        assert probe["codec_name"] == "vp8"
+        assert int(probe["nb_read_frames"]) >= 30, probe
+        assert (probe["width"], probe["height"]) == (video["width"], video["height"])
+        if size is not None:
+            assert (probe["width"], probe["height"]) == size
+        # and ffmpeg decodes it whole, with no error
+        done = subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(rec_dir / video["file"]),
+                               "-f", "null", "-"], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0 and not done.stderr.strip(), done.stderr[-2000:]
+    # the audio beside it: the browser's tone on one leg, the service's on the other
+    for leg, hz in (("webrtc", PHONE_HZ), ("legacy", BROWSER_HZ)):
+        tone = analyse_wav(rec_dir / meta["legs"][leg]["file"])
+        print(f"{leg} audio: {tone}")
+        assert abs(tone.frequency - hz) <= 10, (leg, tone)
 
 
 @pytest.mark.e2e
