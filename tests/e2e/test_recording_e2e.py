@@ -9,6 +9,9 @@
 - The call forwarded with ``[forward] to = "127.0.0.1:PORT"``: ffmpeg opens the ``.sdp`` the gateway
   wrote and decodes several seconds of audio holding a tone. Note the trap: ffmpeg refuses an SDP file
   that opens network streams unless given ``-protocol_whitelist file,udp,rtp``.
+- The same call with nothing configured, driven through the API: ``/api/calls/{id}/forward/start``
+  (ffmpeg decodes the stream), ``…/forward/stop``, ``…/recording/start`` and ``…/recording/stop``
+  (the files hold both tones).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -193,3 +197,70 @@ def test_forwarded_call_plays_in_ffmpeg(
     assert tone.voiced_seconds >= 3.0, tone
     assert min(abs(tone.frequency - PHONE_HZ), abs(tone.frequency - BROWSER_HZ)) <= 10, tone
     assert "forwarding call " in gw.log_text()
+
+
+def _ffmpeg_sdp(artifacts: Artifacts, sdp_text: str, seconds: int, name: str) -> Path:
+    stream = artifacts.path(f"{name}.sdp")
+    stream.write_text(sdp_text)
+    out = artifacts.path(f"{name}.wav")
+    log = artifacts.path(f"{name}-ffmpeg.log")
+    artifacts.add_log(f"ffmpeg-{name}", log)
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file,udp,rtp",
+           "-i", str(stream), "-t", str(seconds), "-f", "wav", str(out)]
+    with log.open("wb") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=30, check=False)
+    assert done.returncode == 0, log.read_text()[-2000:]
+    return out
+
+
+def _api(gw: Gateway, path: str) -> dict[str, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{gw.ws_port}{path}", headers={"X-Rtc2sip-Action": "1"})
+    with urllib.request.urlopen(request, timeout=5) as r:
+        body: dict[str, Any] = json.loads(r.read())
+    print(f"{path}: {body}")
+    return body
+
+
+@pytest.mark.e2e
+def test_forwarding_and_recording_through_the_api(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
+    make_baresip: Callable[..., Baresip], artifacts: Artifacts,
+) -> None:
+    rec_dir = artifacts.subdir("recordings")
+    gw = make_gateway(extra_toml=f'[recording]\ndir = "{rec_dir}"\n')  # where files go; no rule: not enabled
+    alice, bob = _call(gw, make_browser, make_baresip)
+    calls = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{gw.ws_port}/api/calls", timeout=5).read())
+    assert len(calls["active"]) == 1
+    call_id = calls["active"][0]["id"]
+    assert not list(rec_dir.glob("*")), "nothing is recorded or forwarded before it is asked for"
+
+    port = free_port(4)
+    started = _api(gw, f"/api/calls/{call_id}/forward/start?host=127.0.0.1&port={port}")
+    assert started["forwarding"] is True and started["to"] == {"host": "127.0.0.1", "port": port}
+    text = Path(started["sdp"]).read_text()
+    assert f"m=audio {port} RTP/AVP 0" in text, text
+    tone = analyse_wav(_ffmpeg_sdp(artifacts, text, 3, "forwarded"))
+    print(f"ffmpeg decoded: {tone}")
+    assert tone.voiced_seconds >= 2.0, tone
+    assert min(abs(tone.frequency - PHONE_HZ), abs(tone.frequency - BROWSER_HZ)) <= 10, tone
+    assert _api(gw, f"/api/calls/{call_id}/forward/stop")["stopped"] is True
+    assert _api(gw, f"/api/calls/{call_id}/forward/stop")["stopped"] is False  # already stopped
+
+    rec = _api(gw, f"/api/calls/{call_id}/recording/start")
+    assert rec["recording"] is True and rec["sidecar"].endswith(".json")
+    time.sleep(3.0)
+    assert _api(gw, f"/api/calls/{call_id}/recording/stop")["stopped"] is True
+    meta = _finished_sidecar(rec_dir)  # stopped: finalised while the call goes on
+    st = alice.wait_media(min_packets=50)
+    assert st["inbound"]["packetsReceived"] > 200
+    alice.hangup()
+    bob.wait_event("CALL_CLOSED")
+    assert meta["error"] is None and meta["parties"]["callee"].startswith("sip:bob@")
+    for leg, hz in (("webrtc", BROWSER_HZ), ("legacy", PHONE_HZ)):
+        info = meta["legs"][leg]
+        tone = analyse_wav(rec_dir / info["file"])
+        print(f"{leg}: {tone}")
+        assert tone.voiced_seconds >= 2.0, tone
+        assert abs(tone.frequency - hz) <= 10, (leg, tone)
+    log = gw.log_text()
+    assert "recording started through the API" in log and "forwarding stopped through the API" in log
