@@ -3,7 +3,8 @@
 - Chromium (1000 Hz) calls baresip (440 Hz) through the gateway with ``[recording] enabled``: after the
   call, the per-leg WAV files hold both tones (webrtc = what the browser sent, legacy = what the phone
   sent) and the JSON sidecar names the parties, the Call-IDs, the codecs and the end.
-- The same with the browser on Opus only and the Media Coder on: the browser leg is recorded from Opus.
+- The same with the browser on Opus only and the Media Coder on: the browser leg is recorded from Opus
+  (and the live view shows each leg's own codec, /metrics one transcoding session).
 - Chromium with its fake camera calls ``sip:testpattern@DOMAIN`` with recording on: each leg's VP8
   (the browser's camera, the service's pattern) is in a WebM file that ffmpeg decodes into frames.
 - The call forwarded with ``[forward] to = "127.0.0.1:PORT"``: ffmpeg opens the ``.sdp`` the gateway
@@ -104,6 +105,12 @@ def test_recording_of_a_transcoded_call_decodes_opus(
     rec_dir = artifacts.subdir("recordings")
     gw = make_gateway(extra_toml=CODER_TOML + f'[recording]\nenabled = true\ndir = "{rec_dir}"\n')
     alice, bob = _call(gw, make_browser, make_baresip, codecs=["opus", "telephone-event"])
+    # the live view shows each leg's own codec, and /metrics the transcoding session
+    calls = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{gw.ws_port}/api/calls", timeout=5).read())
+    legs = {leg["webrtc"]: leg for leg in calls["active"][0]["legs"]}
+    assert legs[True]["codec"] == "opus/48000" and legs[False]["codec"] == "PCMU/8000", legs
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{gw.ws_port}/metrics", timeout=5).read().decode()
+    assert "\nrtc2sip_transcoding_sessions 1\n" in metrics, metrics
     time.sleep(3.0)
     alice.hangup()
     bob.wait_event("CALL_CLOSED")

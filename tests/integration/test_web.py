@@ -233,6 +233,7 @@ async def test_registrations_calls_and_metrics_move_with_sip(gateway: Gateway) -
         for d in ("in", "out"):
             assert ("rtc2sip_media_packets_total", frozenset({("leg", leg), ("direction", d)})) in after
     assert metric(after, "rtc2sip_event_loop_lag_seconds") >= 0
+    assert metric(after, "rtc2sip_transcoding_sessions") == 0  # moving: tests/e2e/test_recording_e2e.py
 
     regs = (await get(gateway, "/api/registrations")).json()
     assert isinstance(regs, dict)

@@ -99,8 +99,8 @@ def call_view(call: Call, stats: dict[str, Any] | None, media: MediaPlane | None
     else:
         state = "setup"
     now = time.monotonic()
-    # The answer we sent the caller names the codec of the call; with no transcoder in the media
-    # plane, the other leg carries the same codec (its payload type may differ).
+    # The media plane knows each leg's codec (they differ when the call is transcoded); before it has
+    # them, the answer we sent the caller names the codec of the call.
     codecs = sdp_codecs(caller.local_sdp) if caller is not None else {}
     legs = [leg_view(leg, role, stats, codecs, media) for leg, role in ((caller, "caller"), (callee, "callee"))
             if leg is not None]
@@ -122,6 +122,8 @@ def leg_view(leg: Leg, role: str, stats: dict[str, Any] | None, codecs: dict[str
              media: MediaPlane | None) -> dict[str, Any]:
     peer = leg.flow if leg.flow is not None else leg.target
     side = "webrtc" if leg.webrtc else "legacy"
+    negotiated: dict[str, dict[str, str]] = (stats or {}).get("codecs") or {}
+    codecs = {kind: (negotiated.get(kind) or {}).get(side, codec) for kind, codec in codecs.items()}
     return {
         "name": leg.name,
         "role": role,
