@@ -11,8 +11,8 @@
   wrote and decodes several seconds of audio holding a tone. Note the trap: ffmpeg refuses an SDP file
   that opens network streams unless given ``-protocol_whitelist file,udp,rtp``.
 - The same call with nothing configured, driven through the API: ``/api/calls/{id}/forward/start``
-  (ffmpeg decodes the stream), ``…/forward/stop``, ``…/recording/start`` and ``…/recording/stop``
-  (the files hold both tones).
+  (ffmpeg decodes the stream; the live view shows it), ``…/forward/stop``; then the live view's Record
+  and Stop recording buttons (``…/recording/start``, ``…/recording/stop``): the files hold both tones.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from harness import Artifacts, Baresip, Browser, Gateway, analyse_wav, free_port, wait_for
+from harness.pages import LIVE_VIEW_READY, open_page
 from harness.video import VIDEO_CALLS, video_stats
 
 BROWSER_HZ = 1000.0
@@ -250,13 +251,30 @@ def test_forwarding_and_recording_through_the_api(
     print(f"ffmpeg decoded: {tone}")
     assert tone.voiced_seconds >= 2.0, tone
     assert min(abs(tone.frequency - PHONE_HZ), abs(tone.frequency - BROWSER_HZ)) <= 10, tone
+    viewer = make_browser("viewer", tone_hz=None)
+    base = f"http://127.0.0.1:{gw.ws_port}"
+    open_page(viewer, f"{base}/calls", LIVE_VIEW_READY)
+
+    def button(action: str) -> str | None:
+        text = viewer.eval(f"(() => {{ const b = document.querySelector('button[data-action=\"{action}\"]'); "
+                           "return b ? b.textContent : null; })()")
+        return str(text) if text is not None else None
+
+    shown = wait_for(lambda: button("forward/stop"), 10, "the live view to show the forwarding", interval=0.3)
+    assert shown == f"Stop forwarding to 127.0.0.1:{port}", shown
     assert _api(gw, f"/api/calls/{call_id}/forward/stop")["stopped"] is True
     assert _api(gw, f"/api/calls/{call_id}/forward/stop")["stopped"] is False  # already stopped
+    wait_for(lambda: button("forward/start"), 10, "the live view to offer Forward again", interval=0.3)
 
-    rec = _api(gw, f"/api/calls/{call_id}/recording/start")
-    assert rec["recording"] is True and rec["sidecar"].endswith(".json")
+    # recording from the live view's buttons
+    assert viewer.eval("(document.querySelector('button[data-action=\"recording/start\"]').click(), true)")
+    wait_for(lambda: button("recording/stop") == "Stop recording", 10, "the live view to show the recording",
+             interval=0.3)
+    status = str(viewer.eval("document.getElementById('action-status').textContent"))
+    assert "recording to " in status and status.endswith(".json"), status
     time.sleep(3.0)
-    assert _api(gw, f"/api/calls/{call_id}/recording/stop")["stopped"] is True
+    assert viewer.eval("(document.querySelector('button[data-action=\"recording/stop\"]').click(), true)")
+    wait_for(lambda: button("recording/start"), 10, "the live view to offer Record again", interval=0.3)
     meta = _finished_sidecar(rec_dir)  # stopped: finalised while the call goes on
     st = alice.wait_media(min_packets=50)
     assert st["inbound"]["packetsReceived"] > 200
@@ -270,4 +288,5 @@ def test_forwarding_and_recording_through_the_api(
         assert tone.voiced_seconds >= 2.0, tone
         assert abs(tone.frequency - hz) <= 10, (leg, tone)
     log = gw.log_text()
-    assert "recording started through the API" in log and "forwarding stopped through the API" in log
+    assert "recording started through the API" in log and "recording stopped through the API" in log
+    assert "forwarding stopped through the API" in log

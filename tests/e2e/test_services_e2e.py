@@ -4,7 +4,8 @@
   leg, and the browser hears its own tone back through ICE, DTLS-SRTP and the media plane's relay.
 - The same with the fake camera on: the browser decodes its own VP8 coming back (framesDecoded grows).
 - baresip calls ``sip:echo@DOMAIN`` (no breaker: plain RTP to the service) and records its own tone.
-- Chromium calls ``sip:diag@DOMAIN`` and receives the verdict in a SIP MESSAGE, then the service's BYE.
+- Chromium calls ``sip:diag@DOMAIN`` and receives the verdict in a SIP MESSAGE, then the service's BYE;
+  the live view (``/calls``) shows the same verdict.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from harness import Baresip, Browser, Gateway
+from harness.pages import LIVE_VIEW_READY, open_page
 from harness.procs import wait_for
 from harness.video import VIDEO_CALLS, video_stats
 
@@ -114,3 +116,12 @@ def test_browser_gets_the_diag_verdict(
     assert api["diagnostics"][0]["verdict"] == "ok" and api["diagnostics"][0]["text"] == body
     legacy = next(leg for leg in api["ended"][0]["legs"] if not leg["webrtc"])
     assert legacy["media"]["announced"] == legacy["media"]["remote"] and legacy["media"]["nat"] is False, legacy
+
+    # the live view's page shows it
+    viewer = make_browser("viewer", tone_hz=None)
+    open_page(viewer, f"http://127.0.0.1:{gw.ws_port}/calls", LIVE_VIEW_READY)
+    row = viewer.eval("""(() => {
+      const tr = document.querySelector('#diagnostics tbody tr');
+      return tr ? { verdict: tr.querySelector('[data-field=verdict]').textContent,
+                    text: tr.querySelector('[data-field=text]').textContent } : null; })()""")
+    assert row == {"verdict": "media as announced", "text": body}, row

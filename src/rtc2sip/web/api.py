@@ -114,8 +114,19 @@ def call_view(call: Call, stats: dict[str, Any] | None, media: MediaPlane | None
         "duration_s": round(now - call.started, 1),
         "session": call.session,
         "media_failed": stats.get("failed") if stats else None,
+        "transcoded": bool(stats.get("transcoded")) if stats else False,
+        # what the media tap feeds (rtc2sip.media.tap): None when not recorded / not forwarded
+        "recording": _tap(stats, "recording"),
+        "forwarding": _tap(stats, "forward"),
         "legs": legs,
     }
+
+
+def _tap(stats: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for sink in (stats or {}).get("taps") or ():
+        if isinstance(sink, dict) and sink.get("type") == kind:
+            return {k: v for k, v in sink.items() if k != "type"}
+    return None
 
 
 def leg_view(leg: Leg, role: str, stats: dict[str, Any] | None, codecs: dict[str, str],
