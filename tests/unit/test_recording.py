@@ -332,6 +332,17 @@ def test_sdp_for_players() -> None:
     assert "m=audio 5006 RTP/AVP 111\r\n" in sdp and "a=rtpmap:111 opus/48000/2\r\n" in sdp
     assert "a=fmtp:111 minptime=10;useinbandfec=1\r\n" in sdp
     assert "telephone-event" not in sdp
+    assert "m=video" not in sdp
+
+
+def test_sdp_for_players_with_video() -> None:
+    vp8, rtx = CodecInfo("VP8", 90000), CodecInfo("rtx", 90000, fmtp="apt=96")
+    codecs: LegCodecs = {"audio": {"webrtc": {0: PCMU}, "legacy": {0: PCMU}},
+                         "video": {"webrtc": {96: vp8, 97: rtx}, "legacy": {100: vp8}}}
+    sdp = build_sdp("127.0.0.1", 5004, codecs, session_id=1)
+    assert "m=video 5008 RTP/AVP 100\r\n" in sdp and "a=rtpmap:100 VP8/90000\r\n" in sdp  # legacy leg
+    assert "m=video 5010 RTP/AVP 96\r\n" in sdp and "rtx" not in sdp  # browser leg
+    assert sdp.index("m=audio 5004") < sdp.index("m=audio 5006") < sdp.index("m=video 5008")
 
 
 async def test_forward_sends_plain_rtp_and_writes_the_sdp(tmp_path: Path) -> None:
