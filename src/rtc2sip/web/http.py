@@ -268,13 +268,13 @@ class WebRouter:
 
 def _destination(query: dict[str, list[str]]) -> tuple[str | None, str]:
     """(host, port) of a forward's ``?host=&port=``, or (None, why not). An IP literal only: a name
-    would be resolved on the event loop. ``port`` and ``port + 2`` are used (both legs)."""
+    would be resolved on the event loop. ``port`` to ``port + 6`` are used (audio and video of both legs)."""
     host = (query.get("host") or [""])[0].strip().strip("[]")
     port = (query.get("port") or [""])[0].strip()
     try:
         ipaddress.ip_address(host)
     except ValueError:
         return None, "host must be an IPv4 or IPv6 address"
-    if not port.isdigit() or not 1 <= int(port) <= 65533:
-        return None, "port must be a number from 1 to 65533 (the call uses port and port + 2)"
+    if not port.isdigit() or not 1 <= int(port) <= 65529:
+        return None, "port must be a number from 1 to 65529 (the call uses port to port + 6)"
     return host, port
