@@ -419,3 +419,43 @@ async def test_plane_records_a_relayed_call(tmp_path: Path) -> None:
         phone.close()
         await recorder.close()
         await plane.close()
+
+
+async def test_sinks_started_mid_call_ask_for_keyframes(tmp_path: Path) -> None:
+    """A recording or a forward started on a call in progress asks both video senders for a keyframe
+    (the media plane's request_keyframe, when it has one: a fake plane here, recording its calls)."""
+    from rtc2sip.config import ForwardOptions, RecordingOptions
+    from rtc2sip.media.forward import Forwarder
+
+    class Plane:
+        def __init__(self) -> None:
+            self.asked: list[tuple[str, bool]] = []
+            self.taps: dict[str, Tap] = {}
+
+        def call_id(self, session: str) -> str:
+            return "call-7"
+
+        def attach(self, session: str, sink: Any) -> None:
+            self.taps.setdefault(session, Tap(session, CODECS)).add(sink)
+
+        def detach(self, session: str, sink: Any) -> bool:
+            return self.taps[session].remove(sink)
+
+        def request_keyframe(self, session: str, *, from_webrtc: bool) -> bool:
+            self.asked.append((session, from_webrtc))
+            if session == "gone":
+                raise KeyError(session)
+            return True
+
+    plane = Plane()
+    worker = TapWorker()
+    recorder = Recorder(RecordingOptions(), tmp_path, plane, lambda cid: INFO, worker)  # type: ignore[arg-type]
+    rec = recorder.start("s1")
+    assert plane.asked == [("s1", True), ("s1", False)]
+    forwarder = Forwarder(ForwardOptions(), tmp_path, plane, lambda cid: INFO)  # type: ignore[arg-type]
+    fwd = forwarder.start("gone", ("127.0.0.1", 9))  # a failing request never fails the start
+    assert plane.asked[2:] == [("gone", True), ("gone", False)]
+    assert forwarder.stop("gone") and recorder.stop("s1")
+    await rec.wait_closed(10)
+    fwd.close()
+    await worker.shutdown()

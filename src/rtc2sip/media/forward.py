@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from .recording import CallInfo, matches_rule
 from .rtp import RtpRewriter
-from .tap import LEGS, CodecInfo, LegCodecs
+from .tap import LEGS, CodecInfo, LegCodecs, ask_keyframes
 
 if TYPE_CHECKING:
     from ..config.options import ForwardOptions
@@ -215,6 +215,7 @@ class Forwarder:
             del self.forwards[session]
             fwd.close()
             raise
+        ask_keyframes(self.plane, session)
         return fwd
 
     def stop(self, session: str) -> bool:

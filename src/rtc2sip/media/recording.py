@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .rtp import RTP_HEADER
-from .tap import LEGS, CodecInfo, LegCodecs, QueuedSink, TapWorker
+from .tap import LEGS, CodecInfo, LegCodecs, QueuedSink, TapWorker, ask_keyframes
 from .webm import Vp8Depacketizer, WebmWriter
 
 if TYPE_CHECKING:
@@ -606,6 +606,7 @@ class Recorder:
 
         rec.finished.add_done_callback(finished)
         self.plane.attach(session, rec)
+        ask_keyframes(self.plane, session)
         return rec
 
     def stop(self, session: str) -> bool:
