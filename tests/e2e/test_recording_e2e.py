@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 import urllib.request
@@ -211,6 +212,71 @@ def test_forwarded_video_decodes_in_ffmpeg(
         if size is not None:
             assert (probe["width"], probe["height"]) == size, probe
     assert video_stats(alice) is not None
+    alice.hangup()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.e2e
+def test_video_sinks_started_mid_call_get_the_browsers_keyframe(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], artifacts: Artifacts,
+) -> None:
+    """Long after the browser's first keyframe, a recording and a forward started through the API get
+    the browser's picture: starting them asks the browser for a keyframe (RTCP PLI)."""
+    from rtc2sip.media.plane import MediaPlane
+
+    if not hasattr(MediaPlane, "request_keyframe"):
+        pytest.skip("needs the media plane's request_keyframe (RTCP PLI toward the browser), from the "
+                    "video feedback work")
+    rec_dir = artifacts.subdir("recordings")
+    gw = make_gateway(extra_toml=f'[recording]\ndir = "{rec_dir}"\n')
+    alice = make_browser("alice", tone_hz=PHONE_HZ)
+    assert alice.eval(VIDEO_CALLS) is True
+    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice.call(gw.aor("testpattern"))
+    alice.wait_event("confirmed")
+    wait_for(lambda: (s := video_stats(alice)) is not None and s["framesDecoded"] >= 30, 20.0,
+             "two seconds of video", interval=0.25)
+    calls = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{gw.ws_port}/api/calls", timeout=5).read())
+    call_id = calls["active"][0]["id"]
+
+    # a player listening first, then the forward started: ffmpeg gets the browser's stream from a keyframe
+    port = free_port(8)
+    text = Path(_api(gw, f"/api/calls/{call_id}/forward/start?host=127.0.0.1&port={port}")["sdp"]).read_text()
+    assert _api(gw, f"/api/calls/{call_id}/forward/stop")["stopped"] is True
+    sdp = artifacts.path("browser-video.sdp")
+    sdp.write_text(text)
+    out = artifacts.path("browser-video.webm")
+    log = artifacts.path("ffmpeg-browser-video.log")
+    artifacts.add_log("ffmpeg-browser-video", log)
+    with log.open("wb") as f:
+        ffmpeg = subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-y", "-protocol_whitelist", "file,udp,rtp",
+                                   "-i", str(sdp), "-map", "0:v:1", "-t", "4", "-c", "copy", str(out)],
+                                  stdout=f, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: not _bindable(port + 6), 15.0, "ffmpeg to listen", interval=0.1)
+        rec = _api(gw, f"/api/calls/{call_id}/recording/start")
+        _api(gw, f"/api/calls/{call_id}/forward/start?host=127.0.0.1&port={port}")
+        assert ffmpeg.wait(timeout=60) == 0, log.read_text()[-2000:]
+    finally:
+        if ffmpeg.poll() is None:
+            ffmpeg.kill()
+            ffmpeg.wait()
+    probe = _ffprobe_frames(out)
+    print(f"browser's video forwarded mid-call: {probe}")
+    assert probe["codec_name"] == "vp8" and int(probe["nb_read_frames"]) >= 20, probe
+    assert _api(gw, f"/api/calls/{call_id}/recording/stop")["stopped"] is True
+    meta = _finished_sidecar(rec_dir)
+    video = meta["legs"]["webrtc"]["video"]
+    assert rec["sidecar"].endswith(".json") and video["keyframes"] >= 1 and video["frames"] >= 20, video
+    assert int(_ffprobe_frames(rec_dir / video["file"])["nb_read_frames"]) == video["frames"]
     alice.hangup()
 
 
