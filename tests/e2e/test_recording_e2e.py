@@ -262,7 +262,6 @@ def test_video_sinks_started_mid_call_get_the_browsers_keyframe(
                                   stdout=f, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: not _bindable(port + 6), 15.0, "ffmpeg to listen", interval=0.1)
-        rec = _api(gw, f"/api/calls/{call_id}/recording/start")
         _api(gw, f"/api/calls/{call_id}/forward/start?host=127.0.0.1&port={port}")
         assert ffmpeg.wait(timeout=60) == 0, log.read_text()[-2000:]
     finally:
@@ -272,6 +271,10 @@ def test_video_sinks_started_mid_call_get_the_browsers_keyframe(
     probe = _ffprobe_frames(out)
     print(f"browser's video forwarded mid-call: {probe}")
     assert probe["codec_name"] == "vp8" and int(probe["nb_read_frames"]) >= 20, probe
+
+    # the same for a recording started now (seconds after the last keyframe request)
+    rec = _api(gw, f"/api/calls/{call_id}/recording/start")
+    time.sleep(3.0)
     assert _api(gw, f"/api/calls/{call_id}/recording/stop")["stopped"] is True
     meta = _finished_sidecar(rec_dir)
     video = meta["legs"]["webrtc"]["video"]
