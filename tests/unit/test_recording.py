@@ -459,3 +459,41 @@ async def test_sinks_started_mid_call_ask_for_keyframes(tmp_path: Path) -> None:
     await rec.wait_closed(10)
     fwd.close()
     await worker.shutdown()
+
+
+async def test_forward_sends_each_legs_video_to_its_port(tmp_path: Path) -> None:
+    vp8 = CodecInfo("VP8", 90000)
+    codecs: LegCodecs = {**CODECS, "video": {"webrtc": {96: vp8, 97: CodecInfo("rtx", 90000)},
+                                             "legacy": {100: vp8}}}
+    for _ in range(20):  # base port, + 4 and + 6 free together
+        rx = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+        rx[0].bind(("127.0.0.1", 0))
+        port = rx[0].getsockname()[1] - 4
+        try:
+            rx[1].bind(("127.0.0.1", port + 6))
+            break
+        except OSError:
+            for s in rx:
+                s.close()
+    else:
+        pytest.skip("no free ports")
+    try:
+        for s in rx:
+            s.settimeout(2)
+        tap = Tap("sess", codecs)
+        fwd = RtpForward(("127.0.0.1", port), tmp_path / "call.sdp", INFO, "sess")
+        tap.add(fwd)
+        sdp = (tmp_path / "call.sdp").read_text()
+        assert f"m=video {port + 4} RTP/AVP 100" in sdp and f"m=video {port + 6} RTP/AVP 96" in sdp
+        now = time.monotonic()
+        tap.packet("video", "legacy", build_rtp(100, 7, 9000, 55, b"\x90\x80\x80\x01pattern"), now)
+        tap.packet("video", "webrtc", build_rtp(97, 8, 9000, 56, b"\x00\x01rtx"), now)  # not the main codec
+        tap.packet("video", "webrtc", build_rtp(96, 9, 9000, 57, b"\x90\x80\x80\x01camera"), now)
+        legacy, browser = (RtpPacket.parse(s.recv(2048)) for s in rx)
+        assert (legacy.payload_type, legacy.payload) == (100, b"\x90\x80\x80\x01pattern")
+        assert (browser.payload_type, browser.payload) == (96, b"\x90\x80\x80\x01camera")
+        assert fwd.dropped == 1
+        tap.close()
+    finally:
+        for s in rx:
+            s.close()
