@@ -2,8 +2,10 @@
 
 - Chromium + JsSIP calls ``sip:echo@DOMAIN``: the RTCWeb Breaker makes the services' UAS the legacy
   leg, and the browser hears its own tone back through ICE, DTLS-SRTP and the media plane's relay.
+- The same with the fake camera on: the browser decodes its own VP8 coming back (framesDecoded grows).
 - baresip calls ``sip:echo@DOMAIN`` (no breaker: plain RTP to the service) and records its own tone.
-- Chromium calls ``sip:diag@DOMAIN`` and receives the verdict in a SIP MESSAGE, then the service's BYE.
+- Chromium calls ``sip:diag@DOMAIN`` and receives the verdict in a SIP MESSAGE, then the service's BYE;
+  the live view (``/calls``) shows the same verdict.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 
 import pytest
 from harness import Baresip, Browser, Gateway
+from harness.pages import LIVE_VIEW_READY, open_page
 from harness.procs import wait_for
+from harness.video import VIDEO_CALLS, video_stats
 
 BROWSER_HZ = 1000.0
 PHONE_HZ = 440.0
@@ -37,6 +41,36 @@ def test_browser_hears_itself_through_echo(
     assert stats["inbound"]["totalAudioEnergy"] > 0
     assert abs(alice.wait_tone(BROWSER_HZ)["frequency"] - BROWSER_HZ) <= 25  # its own tone came back
     alice.hangup()
+
+
+@pytest.mark.e2e
+def test_browser_sees_and_hears_itself_through_echo(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser]
+) -> None:
+    gw = make_gateway()
+    alice = make_browser("alice", tone_hz=BROWSER_HZ)
+    assert alice.eval(VIDEO_CALLS) is True
+    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice.call(gw.aor("echo"))
+    alice.wait_event("confirmed")
+    answer = next(e["sdp"] for e in alice.events() if e.get("type") == "sdp" and e.get("originator") == "remote")
+    assert "VP8/90000" in answer and "m=video 0 " not in answer, answer
+
+    def decoding() -> dict[str, Any] | None:
+        s = video_stats(alice)
+        return s if s and s["framesDecoded"] >= 10 else None
+
+    first = wait_for(decoding, 20.0, "browser alice to decode 10 frames of its own video", interval=0.25)
+    assert isinstance(first, dict)
+    time.sleep(2.0)
+    second = video_stats(alice)
+    print(f"echoed video in the browser: {first} then, 2 s later, {second}")
+    assert second is not None and second["framesDecoded"] - first["framesDecoded"] >= 10, (first, second)
+    assert second["codec"] == "video/VP8", second
+    assert abs(alice.wait_tone(BROWSER_HZ)["frequency"] - BROWSER_HZ) <= 25  # and its own tone
+    log = gw.log_text()
+    alice.hangup()
+    assert "echo" in log
 
 
 @pytest.mark.e2e
@@ -82,3 +116,12 @@ def test_browser_gets_the_diag_verdict(
     assert api["diagnostics"][0]["verdict"] == "ok" and api["diagnostics"][0]["text"] == body
     legacy = next(leg for leg in api["ended"][0]["legs"] if not leg["webrtc"])
     assert legacy["media"]["announced"] == legacy["media"]["remote"] and legacy["media"]["nat"] is False, legacy
+
+    # the live view's page shows it
+    viewer = make_browser("viewer", tone_hz=None)
+    open_page(viewer, f"http://127.0.0.1:{gw.ws_port}/calls", LIVE_VIEW_READY)
+    row = viewer.eval("""(() => {
+      const tr = document.querySelector('#diagnostics tbody tr');
+      return tr ? { verdict: tr.querySelector('[data-field=verdict]').textContent,
+                    text: tr.querySelector('[data-field=text]').textContent } : null; })()""")
+    assert row == {"verdict": "media as announced", "text": body}, row

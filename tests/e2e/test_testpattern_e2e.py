@@ -17,56 +17,10 @@ from typing import Any
 import pytest
 from harness import Browser, Gateway
 from harness.procs import wait_for
+from harness.video import VIDEO_CALLS, video_stats
 
 BROWSER_HZ = 440.0  # the browser's own microphone: not what it must hear
 SERVICE_HZ = 1000.0
-
-VIDEO_CALLS = """(() => {
-  if (window.__videoPatched) return true;
-  window.__videoPatched = true;
-  window.__pcs = [];
-  const Native = window.RTCPeerConnection;
-  class Kept extends Native {
-    constructor(...args) { super(...args); window.__pcs.push(this); }
-  }
-  window.RTCPeerConnection = Kept;
-  const call = JsSIP.UA.prototype.call;
-  JsSIP.UA.prototype.call = function (target, options) {
-    return call.call(this, target, Object.assign({}, options, {
-      mediaConstraints: { audio: true, video: true },
-      rtcOfferConstraints: { offerToReceiveAudio: true, offerToReceiveVideo: true },
-    }));
-  };
-  return true;
-})()"""
-
-VIDEO_STATS = """(async () => {
-  const pc = window.__pcs[window.__pcs.length - 1];
-  if (!pc) return null;
-  const report = await pc.getStats();
-  let out = null;
-  report.forEach((r) => {
-    if (r.type === 'inbound-rtp' && r.kind === 'video') {
-      const codec = r.codecId && report.get(r.codecId);
-      out = {
-        framesDecoded: r.framesDecoded || 0, framesReceived: r.framesReceived || 0,
-        keyFramesDecoded: r.keyFramesDecoded || 0, frameWidth: r.frameWidth || 0,
-        frameHeight: r.frameHeight || 0, framesPerSecond: r.framesPerSecond || 0,
-        packetsReceived: r.packetsReceived || 0, packetsLost: r.packetsLost || 0,
-        pliCount: r.pliCount || 0, firCount: r.firCount || 0, nackCount: r.nackCount || 0,
-        codec: codec ? codec.mimeType : null,
-      };
-    }
-  });
-  return out;
-})()"""
-
-
-def video_stats(browser: Browser) -> dict[str, Any] | None:
-    result = browser.eval(VIDEO_STATS)
-    assert result is None or isinstance(result, dict)
-    return result
-
 
 @pytest.mark.e2e
 def test_browser_decodes_the_test_pattern(

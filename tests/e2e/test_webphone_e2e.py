@@ -306,3 +306,78 @@ def test_served_web_phone_answers_a_call_from_baresip(
     assert tone.rms > 0.01 and abs(tone.frequency - BROWSER_HZ) <= 25, tone
     last = _api(gw, "/api/calls")["ended"][0]
     assert last["cause"] == "BYE from legacy" and last["answered"], last
+
+
+_REMOTE_VIDEO_JS = """(() => {
+  const v = document.getElementById('remote-video');
+  if (!v || !v.srcObject) return null;
+  const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
+  return { width: v.videoWidth, height: v.videoHeight, frames: q ? q.totalVideoFrames : 0,
+           hidden: document.getElementById('videos').hidden };
+})()"""
+
+
+def _remote_video_playing(browser: Browser, what: str, size: tuple[int, int]) -> dict[str, Any]:
+    """Wait until the page's remote <video> shows `size` frames, then that it keeps getting new ones."""
+    def shown() -> dict[str, Any] | None:
+        v = browser.eval(_REMOTE_VIDEO_JS)
+        return v if v and (v["width"], v["height"]) == size and v["frames"] >= 5 else None
+
+    first = wait_for(shown, 20, f"the web phone to show {what}", interval=0.3)
+    assert isinstance(first, dict) and not first["hidden"], first
+    later = wait_for(lambda: (v := browser.eval(_REMOTE_VIDEO_JS)) and v["frames"] >= first["frames"] + 10 and v,
+                     10, f"more frames of {what}", interval=0.3)
+    assert isinstance(later, dict)
+    return later
+
+
+@pytest.mark.e2e
+def test_web_phone_video_calls(make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser]) -> None:
+    """The real page's Video toggle: a video call to sip:testpattern@ shows the pattern; an audio call to
+    sip:echo@ gets the camera added mid-call (a re-INVITE through the breaker) and shows it echoed."""
+    gw = make_gateway()
+    base = f"http://127.0.0.1:{gw.ws_port}"
+    alice = make_browser("alice", tone_hz=BROWSER_HZ)
+    _open(alice, f"{base}/", "document.body.dataset.ready === 'true' && window.rtc2sipPhone")
+    _fill(alice, user="alice")
+    _click(alice, "register")
+    wait_for(lambda: _phone(alice, "state")["registered"], 15, "the web phone to register", interval=0.2)
+
+    # -- Video on, then call the test pattern --
+    _click(alice, "video")
+    assert _phone(alice, "state")["video"] is True
+    _fill(alice, target="testpattern")
+    _click(alice, "call")
+    wait_for(lambda: (_phone(alice, "state")["call"] or {}).get("established"), 20, "the video call to be up",
+             interval=0.2)
+    assert _phone(alice, "state")["call"]["video"] is True  # the camera is sent
+    print(f"test pattern in the web phone: {_remote_video_playing(alice, 'the test pattern', (640, 360))}")
+    _click(alice, "hangup")
+    wait_for(lambda: _phone(alice, "state")["call"] is None or _phone(alice, "state")["call"]["ended"], 10,
+             "the call to end", interval=0.2)
+
+    # -- Video off: an audio call to the echo, then the camera added mid-call --
+    _click(alice, "video")
+    assert _phone(alice, "state")["video"] is False
+    _fill(alice, target="echo")
+    _click(alice, "call")
+    wait_for(lambda: (_phone(alice, "state")["call"] or {}).get("established"), 20, "the audio call to be up",
+             interval=0.2)
+    assert _phone(alice, "state")["call"]["video"] is False
+    wait_for(lambda: (s := _phone(alice, "stats")) and s["packetsReceived"] >= 50 and s["totalAudioEnergy"] > 0,
+             20, "the echo's audio", interval=0.25)
+    _click(alice, "video")
+
+    def renegotiated() -> dict[str, Any] | None:
+        return next((e for e in _phone(alice, "events") if e.get("type") in ("video", "videoError")), None)
+
+    try:
+        done = wait_for(renegotiated, 15, "the camera to be added (a re-INVITE)", interval=0.2)
+    finally:
+        print(f"page events: {_phone(alice, 'events')[-12:]}")
+    assert isinstance(done, dict) and done == {**done, "type": "video", "on": True, "renegotiated": True}, done
+    assert _phone(alice, "state")["call"]["video"] is True
+    # the fake camera is 640x480: the browser sees its own picture come back through the echo
+    print(f"own camera through the echo: {_remote_video_playing(alice, 'its own camera echoed', (640, 480))}")
+    assert _phone(alice, "state")["call"]["established"]
+    _click(alice, "hangup")

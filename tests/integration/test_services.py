@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from rtc2sip.app import Gateway
 from rtc2sip.config import GatewayOptions, Listener, Settings
 from rtc2sip.sdp import SessionDescription
+from rtc2sip.sip.message import Response
 from rtc2sip.web.api import calls_view
 from sip_phone import HOST, SipPhone, udp_socket
 
@@ -54,6 +56,56 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
 
 def udp_port(gw: Gateway) -> int:
     return next(la.port for la in gw.listening if la.transport == "udp")
+
+
+def reinvite(phone: SipPhone, media: str, gw: int) -> None:
+    """A re-INVITE in the dialog with an SDP re-offer whose m= sections are ``media``."""
+    phone.cseq += 1
+    body = (f"v=0\no=- 1 2 IN IP4 {HOST}\ns=-\nc=IN IP4 {HOST}\nt=0 0\n{media}").replace("\n", "\r\n")
+    routes = "".join(f"Route: {r}\n" for r in phone.route)
+    phone.send(
+        f"INVITE {phone.target} SIP/2.0\n"
+        f"Via: SIP/2.0/UDP {HOST}:{phone.port};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport\n"
+        f"{routes}Max-Forwards: 70\nFrom: <sip:alice@{HOST}>;tag=a1\nTo: {phone.to}\n"
+        f"Call-ID: {phone.call_id}\nCSeq: {phone.cseq} INVITE\nContact: <sip:alice@{HOST}:{phone.port}>\n"
+        f"Content-Type: application/sdp\nContent-Length: {len(body)}\n\n{body}", gw)
+
+
+async def test_echo_takes_a_stream_added_by_a_reinvite(gateway: Gateway) -> None:
+    """A camera turned on mid-call: the re-offer adds m=video; the echo answers it on new sockets and
+    returns its packets, the audio stream keeps its port."""
+    gw = udp_port(gateway)
+    phone, audio, video = Phone(), udp_socket(), udp_socket()
+    loop = asyncio.get_running_loop()
+    try:
+        phone.invite("echo", audio.getsockname()[1], gw)
+        first = await phone.answered()
+        phone.in_dialog("ACK", gw)
+        reinvite(phone, f"m=audio {audio.getsockname()[1]} RTP/AVP 0\na=rtpmap:0 PCMU/8000\na=sendrecv\n"
+                        f"m=video {video.getsockname()[1]} RTP/AVP 96\na=rtpmap:96 VP8/90000\na=sendrecv\n", gw)
+        ok = await phone.expect("SIP/2.0 200")
+        assert isinstance(ok, Response) and ok.cseq.method == "INVITE" and ok.cseq.number == phone.cseq
+        answer = SessionDescription.parse(ok.body)
+        phone.in_dialog("ACK", gw)
+        assert [m.kind for m in answer.media] == ["audio", "video"]
+        assert answer.media[0].port == first.media[0].port  # same sockets
+        assert answer.media[1].port not in (0, answer.media[0].port)
+        assert [c.name for c in answer.media[1].codecs] == ["VP8"]
+        dest = (HOST, answer.media[1].port)
+        packet = struct.pack("!BBHII", 0x80, 0x80 | 96, 1, 3000, 0x55667788) + b"\x90\x80\x80\x01" + bytes(100)
+        video.sendto(packet, dest)
+        back = await asyncio.wait_for(loop.sock_recv(video, 2048), 2.0)
+        assert back[12:] == packet[12:]
+        audio.sendto(rtp(1), media_address(answer))
+        assert (await asyncio.wait_for(loop.sock_recv(audio, 2048), 2.0))[12:] == rtp(1)[12:]
+        phone.in_dialog("BYE", gw)
+        assert (await phone.expect("SIP/2.0 200")).cseq.method == "BYE"
+        await asyncio.sleep(0.05)
+        assert gateway.services is not None and not gateway.services.uas.calls
+    finally:
+        phone.close()
+        audio.close()
+        video.close()
 
 
 async def test_echo_returns_the_callers_rtp(gateway: Gateway) -> None:

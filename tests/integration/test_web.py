@@ -178,7 +178,13 @@ async def test_openapi_describes_every_api_route(gateway: Gateway) -> None:
     doc = (await get(gateway, "/openapi.json")).json()
     assert isinstance(doc, dict) and doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/api/config", "/api/registrations", "/api/calls", "/api/calls/{id}",
-                                 "/api/calls/{id}/history", "/metrics"}
+                                 "/api/calls/{id}/history", "/metrics", "/api/calls/{id}/recording/start",
+                                 "/api/calls/{id}/recording/stop", "/api/calls/{id}/forward/start",
+                                 "/api/calls/{id}/forward/stop"}
+    for path, item in doc["paths"].items():
+        if path.endswith(("/start", "/stop")):
+            params = [p["$ref"] for p in item["get"]["parameters"] if "$ref" in p]
+            assert "#/components/parameters/ActionHeader" in params, path
     schemas = doc["components"]["schemas"]
     assert set(schemas["History"]["properties"]["legs"]["items"]["properties"]["samples"]["required"]) == set(SERIES)
     assert schemas["Call"]["properties"]["quality"] == {"$ref": "#/components/schemas/Quality"}
@@ -227,6 +233,7 @@ async def test_registrations_calls_and_metrics_move_with_sip(gateway: Gateway) -
         for d in ("in", "out"):
             assert ("rtc2sip_media_packets_total", frozenset({("leg", leg), ("direction", d)})) in after
     assert metric(after, "rtc2sip_event_loop_lag_seconds") >= 0
+    assert metric(after, "rtc2sip_transcoding_sessions") == 0  # moving: tests/e2e/test_recording_e2e.py
 
     regs = (await get(gateway, "/api/registrations")).json()
     assert isinstance(regs, dict)
@@ -513,3 +520,48 @@ def test_e_model_simplified() -> None:
     assert e_model(0.0, 0.0, 10.0, "PCMU")["delay_ms"] == 40.0
     assert e_model(100.0, 2000.0, 50.0, "PCMU")["mos"] == 1.0
     assert all(not math.isnan(v) for v in best.values())
+
+
+# ---- actions: recording and forwarding of one call ------------------------------------------------------
+
+
+ACT = {"X-Rtc2sip-Action": "1"}
+
+
+async def test_call_actions_are_guarded(gateway: Gateway) -> None:
+    """The refusals; the actions themselves on real calls are in tests/e2e/test_recording_e2e.py."""
+    breaker = gateway.proxy.breaker if gateway.proxy is not None else None
+    assert breaker is not None
+    call = make_call("c1", session="no-such-session")
+    breaker.calls["c1"] = call
+    try:
+        start = "/api/calls/c1/forward/start?host=127.0.0.1&port=40000"
+        no_header = await get(gateway, start)
+        assert no_header.status == 403 and "X-Rtc2sip-Action" in cast(dict[str, Any], no_header.json())["error"]
+        cross = await get(gateway, start, {**ACT, "Sec-Fetch-Site": "cross-site"})
+        assert cross.status == 403
+        assert (await get(gateway, "/api/calls/nope/recording/start", ACT)).status == 404
+        for bad in ("host=example.org&port=40000", "host=127.0.0.1&port=0", "host=127.0.0.1&port=65535",
+                    "host=127.0.0.1", "port=40000", "host=127.0.0.1&port=4x"):
+            r = await get(gateway, f"/api/calls/c1/forward/start?{bad}", ACT)
+            assert r.status == 400, bad
+        # a call whose media session is gone
+        gone = await get(gateway, start, {**ACT, "Sec-Fetch-Site": "same-origin"})
+        assert gone.status == 404 and "gone" in cast(dict[str, Any], gone.json())["error"]
+        assert (await get(gateway, "/api/calls/c1/recording/start", ACT)).status == 404
+        stop = await get(gateway, "/api/calls/c1/recording/stop", ACT)
+        assert stop.status == 200 and cast(dict[str, Any], stop.json())["stopped"] is False
+        assert (await get(gateway, "/api/calls/c1/forward/stop", ACT)).json() == {
+            "call": "c1", "forwarding": False, "stopped": False}
+        call.session = None
+        assert (await get(gateway, "/api/calls/c1/recording/start", ACT)).status == 409
+        call.session = "no-such-session"
+        # beyond loopback, the token first
+        web = gateway.web
+        assert web is not None
+        web.admin_open, web.admin_token = False, TOKEN
+        assert (await get(gateway, "/api/calls/c1/recording/stop", ACT)).status == 401
+        ok = await get(gateway, "/api/calls/c1/recording/stop", {**ACT, "Authorization": f"Bearer {TOKEN}"})
+        assert ok.status == 200
+    finally:
+        del breaker.calls["c1"]

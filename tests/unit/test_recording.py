@@ -332,6 +332,17 @@ def test_sdp_for_players() -> None:
     assert "m=audio 5006 RTP/AVP 111\r\n" in sdp and "a=rtpmap:111 opus/48000/2\r\n" in sdp
     assert "a=fmtp:111 minptime=10;useinbandfec=1\r\n" in sdp
     assert "telephone-event" not in sdp
+    assert "m=video" not in sdp
+
+
+def test_sdp_for_players_with_video() -> None:
+    vp8, rtx = CodecInfo("VP8", 90000), CodecInfo("rtx", 90000, fmtp="apt=96")
+    codecs: LegCodecs = {"audio": {"webrtc": {0: PCMU}, "legacy": {0: PCMU}},
+                         "video": {"webrtc": {96: vp8, 97: rtx}, "legacy": {100: vp8}}}
+    sdp = build_sdp("127.0.0.1", 5004, codecs, session_id=1)
+    assert "m=video 5008 RTP/AVP 100\r\n" in sdp and "a=rtpmap:100 VP8/90000\r\n" in sdp  # legacy leg
+    assert "m=video 5010 RTP/AVP 96\r\n" in sdp and "rtx" not in sdp  # browser leg
+    assert sdp.index("m=audio 5004") < sdp.index("m=audio 5006") < sdp.index("m=video 5008")
 
 
 async def test_forward_sends_plain_rtp_and_writes_the_sdp(tmp_path: Path) -> None:
@@ -408,3 +419,81 @@ async def test_plane_records_a_relayed_call(tmp_path: Path) -> None:
         phone.close()
         await recorder.close()
         await plane.close()
+
+
+async def test_sinks_started_mid_call_ask_for_keyframes(tmp_path: Path) -> None:
+    """A recording or a forward started on a call in progress asks both video senders for a keyframe
+    (the media plane's request_keyframe, when it has one: a fake plane here, recording its calls)."""
+    from rtc2sip.config import ForwardOptions, RecordingOptions
+    from rtc2sip.media.forward import Forwarder
+
+    class Plane:
+        def __init__(self) -> None:
+            self.asked: list[tuple[str, bool]] = []
+            self.taps: dict[str, Tap] = {}
+
+        def call_id(self, session: str) -> str:
+            return "call-7"
+
+        def attach(self, session: str, sink: Any) -> None:
+            self.taps.setdefault(session, Tap(session, CODECS)).add(sink)
+
+        def detach(self, session: str, sink: Any) -> bool:
+            return self.taps[session].remove(sink)
+
+        def request_keyframe(self, session: str, *, from_webrtc: bool) -> bool:
+            self.asked.append((session, from_webrtc))
+            if session == "gone":
+                raise KeyError(session)
+            return True
+
+    plane = Plane()
+    worker = TapWorker()
+    recorder = Recorder(RecordingOptions(), tmp_path, plane, lambda cid: INFO, worker)  # type: ignore[arg-type]
+    rec = recorder.start("s1")
+    assert plane.asked == [("s1", True), ("s1", False)]
+    forwarder = Forwarder(ForwardOptions(), tmp_path, plane, lambda cid: INFO)  # type: ignore[arg-type]
+    fwd = forwarder.start("gone", ("127.0.0.1", 9))  # a failing request never fails the start
+    assert plane.asked[2:] == [("gone", True), ("gone", False)]
+    assert forwarder.stop("gone") and recorder.stop("s1")
+    await rec.wait_closed(10)
+    fwd.close()
+    await worker.shutdown()
+
+
+async def test_forward_sends_each_legs_video_to_its_port(tmp_path: Path) -> None:
+    vp8 = CodecInfo("VP8", 90000)
+    codecs: LegCodecs = {**CODECS, "video": {"webrtc": {96: vp8, 97: CodecInfo("rtx", 90000)},
+                                             "legacy": {100: vp8}}}
+    for _ in range(20):  # base port, + 4 and + 6 free together
+        rx = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+        rx[0].bind(("127.0.0.1", 0))
+        port = rx[0].getsockname()[1] - 4
+        try:
+            rx[1].bind(("127.0.0.1", port + 6))
+            break
+        except OSError:
+            for s in rx:
+                s.close()
+    else:
+        pytest.skip("no free ports")
+    try:
+        for s in rx:
+            s.settimeout(2)
+        tap = Tap("sess", codecs)
+        fwd = RtpForward(("127.0.0.1", port), tmp_path / "call.sdp", INFO, "sess")
+        tap.add(fwd)
+        sdp = (tmp_path / "call.sdp").read_text()
+        assert f"m=video {port + 4} RTP/AVP 100" in sdp and f"m=video {port + 6} RTP/AVP 96" in sdp
+        now = time.monotonic()
+        tap.packet("video", "legacy", build_rtp(100, 7, 9000, 55, b"\x90\x80\x80\x01pattern"), now)
+        tap.packet("video", "webrtc", build_rtp(97, 8, 9000, 56, b"\x00\x01rtx"), now)  # not the main codec
+        tap.packet("video", "webrtc", build_rtp(96, 9, 9000, 57, b"\x90\x80\x80\x01camera"), now)
+        legacy, browser = (RtpPacket.parse(s.recv(2048)) for s in rx)
+        assert (legacy.payload_type, legacy.payload) == (100, b"\x90\x80\x80\x01pattern")
+        assert (browser.payload_type, browser.payload) == (96, b"\x90\x80\x80\x01camera")
+        assert fwd.dropped == 1
+        tap.close()
+    finally:
+        for s in rx:
+            s.close()

@@ -1,13 +1,15 @@
-"""Forwarding to players (issue 5 item 7): a call's audio forked as plain RTP, with an ``.sdp`` to open.
+"""Forwarding to players (issue 5 item 7): a call's media forked as plain RTP, with an ``.sdp`` to open.
 
-A :class:`RtpForward` is a tap sink (:mod:`rtc2sip.media.tap`): each leg's audio, as the gateway
-received it (original codec, plain RTP/AVP), goes to the destination: **the legacy leg (what the phone
-sent) to ``port``, the browser leg (what the browser sent) to ``port + 2``**, each under one SSRC of its
-own with continuous sequence numbers and timestamps (:class:`RtpRewriter`), only the leg's main codec
-(telephone-event and CN are left out: players expect one payload type per m= line).
+A :class:`RtpForward` is a tap sink (:mod:`rtc2sip.media.tap`): each leg's audio and video, as the
+gateway received them (original codec, plain RTP/AVP), go to the destination: **the legacy leg's audio
+(what the phone sent) to ``port``, the browser leg's audio (what the browser sent) to ``port + 2``**,
+and when the call has video, the legacy leg's video to ``port + 4`` and the browser's to ``port + 6``;
+each under one SSRC of its own with continuous sequence numbers and timestamps (:class:`RtpRewriter`),
+only the leg's main codec (telephone-event, CN, RTX and FEC are left out: players expect one payload
+type per m= line).
 
-The ``.sdp`` written next to the recordings (or to ``[forward] dir``) describes both streams with
-``c=``, ``m=audio PORT RTP/AVP PT`` and ``a=rtpmap``, so that::
+The ``.sdp`` written next to the recordings (or to ``[forward] dir``) describes every stream with
+``c=``, ``m=audio PORT RTP/AVP PT`` (``m=video``) and ``a=rtpmap``, so that::
 
     ffplay -protocol_whitelist file,udp,rtp -i call.sdp
     ffmpeg -protocol_whitelist file,udp,rtp -i call.sdp -t 10 out.wav
@@ -38,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from .recording import CallInfo, matches_rule
 from .rtp import RtpRewriter
-from .tap import LEGS, CodecInfo, LegCodecs
+from .tap import LEGS, CodecInfo, LegCodecs, ask_keyframes
 
 if TYPE_CHECKING:
     from ..config.options import ForwardOptions
@@ -50,6 +52,7 @@ log = logging.getLogger("rtc2sip.media")
 
 _AUXILIARY = frozenset({"telephone-event", "cn", "red", "rtx", "ulpfec", "flexfec-03"})
 LEG_OFFSET = {"legacy": 0, "webrtc": 2}  # port offsets of each leg's stream
+KIND_OFFSET = {"audio": 0, "video": 4}  # and of each kind
 
 
 def main_codec(codecs: dict[int, CodecInfo]) -> tuple[int, CodecInfo] | None:
@@ -58,28 +61,28 @@ def main_codec(codecs: dict[int, CodecInfo]) -> tuple[int, CodecInfo] | None:
 
 def build_sdp(host: str, port: int, codecs: LegCodecs, *, name: str = "rtc2sip call",
               session_id: int | None = None, version: int = 1) -> str:
-    """An SDP (RFC 4566) for players: one ``m=audio`` per leg with its main codec; legs without a
-    known codec are left out."""
+    """An SDP (RFC 4566) for players: one ``m=audio`` (and ``m=video``) per leg with its main codec;
+    legs without a known codec are left out."""
     ip6 = ":" in host
     family = "IP6" if ip6 else "IP4"
     sid = session_id if session_id is not None else int(time.time())
     lines = ["v=0", f"o=rtc2sip {sid} {version} IN {family} {host}", f"s={name}", f"c=IN {family} {host}", "t=0 0"]
-    audio = codecs.get("audio", {})
-    for leg in ("legacy", "webrtc"):
-        main = main_codec(audio.get(leg, {}))
-        if main is None:
-            continue
-        pt, codec = main
-        lines += [f"m=audio {port + LEG_OFFSET[leg]} RTP/AVP {pt}", f"i={leg} leg: what the "
-                  f"{'phone' if leg == 'legacy' else 'browser'} sent", codec.rtpmap(pt)]
-        if codec.fmtp:
-            lines.append(f"a=fmtp:{pt} {codec.fmtp}")
-        lines += ["a=recvonly"]
+    for kind, offset in KIND_OFFSET.items():
+        for leg in ("legacy", "webrtc"):
+            main = main_codec(codecs.get(kind, {}).get(leg, {}))
+            if main is None:
+                continue
+            pt, codec = main
+            lines += [f"m={kind} {port + offset + LEG_OFFSET[leg]} RTP/AVP {pt}", f"i={leg} leg: what the "
+                      f"{'phone' if leg == 'legacy' else 'browser'} sent", codec.rtpmap(pt)]
+            if codec.fmtp:
+                lines.append(f"a=fmtp:{pt} {codec.fmtp}")
+            lines += ["a=recvonly"]
     return "\r\n".join(lines) + "\r\n"
 
 
 class RtpForward:
-    """One call's audio to one destination; see the module docstring."""
+    """One call's audio and video to one destination; see the module docstring."""
 
     def __init__(self, dest: tuple[str, int], sdp_path: Path, info: CallInfo, session: str,
                  on_close: Callable[[RtpForward], None] | None = None) -> None:
@@ -91,8 +94,9 @@ class RtpForward:
         family = socket.AF_INET6 if ":" in dest[0] else socket.AF_INET
         self._sock: socket.socket | None = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
-        self._rewriters: dict[str, RtpRewriter | None] = dict.fromkeys(LEGS)
-        self._dests = {leg: (dest[0], dest[1] + off) for leg, off in LEG_OFFSET.items()}
+        self._rewriters: dict[tuple[str, str], RtpRewriter | None] = {}  # (kind, leg)
+        self._dests = {(kind, leg): (dest[0], dest[1] + k_off + l_off)
+                       for kind, k_off in KIND_OFFSET.items() for leg, l_off in LEG_OFFSET.items()}
         self._sdp: str | None = None
         self._sdp_id = secrets.randbits(31)
         self._sdp_version = 0
@@ -103,9 +107,9 @@ class RtpForward:
 
     def packet(self, kind: str, leg: str, data: bytes, now: float) -> None:
         sock = self._sock
-        if kind != "audio" or sock is None:
+        if sock is None:
             return
-        rewriter = self._rewriters.get(leg)
+        rewriter = self._rewriters.get((kind, leg))
         if rewriter is None:
             self.dropped += 1
             return
@@ -114,7 +118,7 @@ class RtpForward:
             self.dropped += 1
             return
         try:
-            sock.sendto(buf, self._dests[leg])
+            sock.sendto(buf, self._dests[(kind, leg)])
         except OSError as exc:  # a full buffer, an ICMP error from an earlier packet: this one is lost
             self.errors += 1
             if self.error is None and exc.errno not in (errno.EAGAIN, errno.ECONNREFUSED):
@@ -124,27 +128,29 @@ class RtpForward:
         self.sent[leg] += 1
 
     def codecs_changed(self, codecs: LegCodecs) -> None:
-        audio = codecs.get("audio", {})
-        for leg in LEGS:
-            main = main_codec(audio.get(leg, {}))
-            old = self._rewriters.get(leg)
-            if main is None:
-                self._rewriters[leg] = None
-                continue
-            pt, codec = main
-            if old is None:
-                self._rewriters[leg] = RtpRewriter(secrets.randbits(32), codec.clock_rate, {pt: pt},
-                                                   secrets.randbits(16))
-            else:
-                old._pt_map[:] = [-1] * 128
-                old._pt_map[pt] = pt
-                old.clock_rate = codec.clock_rate
+        for kind in KIND_OFFSET:
+            for leg in LEGS:
+                self._codec_changed(kind, leg, main_codec(codecs.get(kind, {}).get(leg, {})))
         self._write_sdp(codecs)
+
+    def _codec_changed(self, kind: str, leg: str, main: tuple[int, CodecInfo] | None) -> None:
+        old = self._rewriters.get((kind, leg))
+        if main is None:
+            self._rewriters[(kind, leg)] = None
+            return
+        pt, codec = main
+        if old is None:
+            self._rewriters[(kind, leg)] = RtpRewriter(secrets.randbits(32), codec.clock_rate, {pt: pt},
+                                                       secrets.randbits(16))
+        else:
+            old._pt_map[:] = [-1] * 128
+            old._pt_map[pt] = pt
+            old.clock_rate = codec.clock_rate
 
     def _write_sdp(self, codecs: LegCodecs) -> None:
         body = build_sdp(self.dest[0], self.dest[1], codecs, name=f"rtc2sip call {self.info.call_id}",
                          session_id=self._sdp_id, version=self._sdp_version + 1)
-        if body == self._sdp or "m=audio" not in body:
+        if body == self._sdp or "\r\nm=" not in body:
             return
         self._sdp_version += 1
         self._sdp = body
@@ -209,6 +215,7 @@ class Forwarder:
             del self.forwards[session]
             fwd.close()
             raise
+        ask_keyframes(self.plane, session)
         return fwd
 
     def stop(self, session: str) -> bool:

@@ -284,6 +284,10 @@ class MediaPlane:
         out["session"] = call.id
         out["call_id"] = call.call_id
         out["pending"] = call.pending.value
+        # each leg's main codec per kind (differs between the legs when transcoded): for the live view
+        out["codecs"] = {kind: {leg: f"{c.name}/{c.clock_rate}" for leg, pts in legs.items()
+                                for c in list(pts.values())[:1] if c.name.lower() not in _AUXILIARY}
+                         for kind, legs in call.codecs.items()}
         tap = call.media.tap
         if tap is not None:
             out["taps"] = [sink.describe() for sink in tap.sinks]

@@ -1,4 +1,4 @@
-"""Call recording (issue 5 item 6): both legs of a call's audio to files, with a JSON sidecar.
+"""Call recording (issue 5 item 6): both legs of a call's audio and video to files, with a JSON sidecar.
 
 A :class:`CallRecording` is a :class:`~rtc2sip.media.tap.QueuedSink` on the call's tap: the relay
 hands it every audio RTP packet each leg sends (the original codec, before transcoding), and a
@@ -8,6 +8,10 @@ both start at the recording's start (leading silence) and follow the RTP timesta
 for gaps (loss, DTX, comfort noise, hold), so they stay aligned and can be mixed or put side by side
 (``ffmpeg -i a.wav -i b.wav -filter_complex amerge out.wav``). ``format = "wav"`` writes 16-bit PCM at
 the codec's rate (8 kHz for G.711, 16 kHz for G.722, 48 kHz for Opus); ``"ogg"`` writes Ogg/Opus.
+
+Video (VP8, RFC 7741) goes, per leg, to ``<base>-webrtc.webm`` and ``<base>-legacy.webm`` as it came,
+without re-encoding (:mod:`rtc2sip.media.webm`): the frames start at the leg's first keyframe and are
+timed by their RTP timestamps. Another video codec is counted in the sidecar, not recorded.
 
 ``<base>.json`` (the sidecar) is written when the recording starts and rewritten when it ends: the
 parties, both legs' Call-IDs, start and end times, codecs, packet counts, files and any error.
@@ -33,7 +37,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .rtp import RTP_HEADER
-from .tap import LEGS, CodecInfo, LegCodecs, QueuedSink, TapWorker
+from .tap import LEGS, CodecInfo, LegCodecs, QueuedSink, TapWorker, ask_keyframes
+from .webm import Vp8Depacketizer, WebmWriter
 
 if TYPE_CHECKING:
 
@@ -255,6 +260,32 @@ class _LegState:
     codecs: set[str] = field(default_factory=set)
 
 
+@dataclass(slots=True)
+class _VideoState:
+    """One leg's video: its depacketizer and WebM file."""
+
+    path: Path
+    writer: WebmWriter | None = None
+    depacketizer: Vp8Depacketizer = field(default_factory=Vp8Depacketizer)
+    ssrc: int | None = None
+    packets: int = 0
+    skipped: int = 0  # not VP8 (RTX, FEC, another codec)
+    codecs: set[str] = field(default_factory=set)
+
+    def summary(self) -> dict[str, Any]:
+        w, d = self.writer, self.depacketizer
+        return {
+            "file": self.path.name if w is not None and w.frames else None,
+            "codecs": sorted(self.codecs),
+            "width": w.size[0] if w is not None and w.size else None,
+            "height": w.size[1] if w is not None and w.size else None,
+            "frames": w.frames if w is not None else 0,
+            "keyframes": d.keyframes,
+            "seconds": round(w.seconds, 3) if w is not None else 0.0,
+            "packets": self.packets, "skipped": self.skipped, "frames_dropped": d.dropped,
+        }
+
+
 def _default_opener(path: Path) -> IO[bytes]:
     return open(path, "wb")
 
@@ -276,6 +307,7 @@ class CallRecording(QueuedSink):
         self._codecs: LegCodecs = {}
         ext = "ogg" if fmt == "ogg" else "wav"
         self.legs = {leg: _LegState(directory / f"{base}-{leg}.{ext}") for leg in LEGS}
+        self.video = {leg: _VideoState(directory / f"{base}-{leg}.webm") for leg in LEGS}
         self.sidecar = directory / f"{base}.json"
         self.started = time.time()
         self._started_mono: float | None = None
@@ -286,8 +318,8 @@ class CallRecording(QueuedSink):
     # -- event loop side ---------------------------------------------------------------------------
 
     def packet(self, kind: str, leg: str, data: bytes, now: float) -> None:
-        if kind == "audio" and self.error is None:
-            self.put((leg, data, now))
+        if kind in ("audio", "video") and self.error is None:
+            self.put((kind, leg, data, now))
 
     def codecs_changed(self, codecs: LegCodecs) -> None:
         self._codecs = codecs  # read by the worker; a reference swap
@@ -313,8 +345,11 @@ class CallRecording(QueuedSink):
                 self._write_sidecar()
                 log.info("recording call %s to %s", self.info.call_id, self.sidecar)
                 return
-            leg, data, now = item
-            self._packet(self.legs[leg], data, now)
+            kind, leg, data, now = item
+            if kind == "video":
+                self._video(leg, data)
+            else:
+                self._packet(self.legs[leg], data, now)
         except OSError as exc:
             self._fail(exc)
         except Exception as exc:
@@ -336,6 +371,12 @@ class CallRecording(QueuedSink):
                     writer.close()
                 except Exception:
                     pass
+        for video in self.video.values():
+            try:
+                if video.writer is not None:
+                    video.writer.close()
+            except Exception:
+                pass
 
     def _packet(self, state: _LegState, data: bytes, now: float) -> None:
         if self._started_mono is None:
@@ -379,6 +420,35 @@ class CallRecording(QueuedSink):
         state.samples += len(pcm) // 2
         state.decoded += 1
 
+    def _video(self, leg: str, data: bytes) -> None:
+        state = self.video[leg]
+        state.packets += 1
+        b0, b1, seq, ts, ssrc = RTP_HEADER.unpack_from(data)
+        codec = self._codecs.get("video", {}).get(leg, {}).get(b1 & 0x7F)
+        if codec is None or codec.name.lower() != "vp8":
+            state.skipped += 1
+            return
+        state.codecs.add(f"{codec.name}/{codec.clock_rate}")
+        start = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10 and len(data) >= start + 4:  # RFC 3550 §5.3.1 header extension
+            start += 4 + 4 * int.from_bytes(data[start + 2 : start + 4], "big")
+        end = len(data) - (data[-1] if b0 & 0x20 else 0)  # §5.1 padding
+        if ssrc != state.ssrc:
+            if state.ssrc is not None:  # a new source: its frames wait for its keyframe
+                state.depacketizer = Vp8Depacketizer()
+                if state.writer is not None:
+                    state.writer.rebase(ts)
+            state.ssrc = ssrc
+        if end <= start:
+            state.depacketizer.padding(seq)
+            return
+        frame = state.depacketizer.push(seq, ts, bool(b1 & 0x80), bytes(data[start:end]))
+        if frame is None:
+            return
+        if state.writer is None:
+            state.writer = WebmWriter(state.path, self._opener)
+        state.writer.write(frame)
+
     def _silence(self, state: _LegState, seconds: float) -> None:
         writer = state.writer
         if writer is None or seconds <= 0:
@@ -419,6 +489,9 @@ class CallRecording(QueuedSink):
                     writer, state.writer = state.writer, None
                     if writer is not None:
                         writer.close()
+                for video in self.video.values():
+                    if video.writer is not None:
+                        video.writer.close()
             except OSError as exc:
                 self._fail(exc)
             except Exception as exc:
@@ -433,8 +506,9 @@ class CallRecording(QueuedSink):
             if self.error is None:
                 self._fail(exc)
         if self.error is None:
-            log.info("recording of call %s ended: %s", self.info.call_id,
-                     ", ".join(f"{leg} {s.decoded}/{s.packets} packets" for leg, s in self.legs.items()))
+            log.info("recording of call %s ended: %s", self.info.call_id, ", ".join(
+                [f"{leg} {s.decoded}/{s.packets} packets" for leg, s in self.legs.items()]
+                + [f"{leg} video {v.writer.frames} frames" for leg, v in self.video.items() if v.writer is not None]))
 
     def summary(self) -> dict[str, Any]:
         legs: dict[str, Any] = {}
@@ -450,6 +524,7 @@ class CallRecording(QueuedSink):
                 "codecs": sorted(s.codecs),
                 "negotiated": {str(pt): f"{c.name}/{c.clock_rate}" for pt, c in codecs.get(name, {}).items()},
                 "packets": s.packets, "decoded": s.decoded, "skipped": s.skipped, "late": s.late,
+                "video": self.video[name].summary() if self.video[name].packets else None,
             }
         info = self.info
         return {
@@ -463,7 +538,8 @@ class CallRecording(QueuedSink):
             "duration_s": round(self.ended - self.started, 3) if self.ended is not None else None,
             "end_reason": info.end_reason,
             "format": self.format,
-            "layout": "one mono file per leg: webrtc = what the browser sent, legacy = what the phone sent",
+            "layout": "one mono file per leg (and a WebM file per leg with video): webrtc = what the browser "
+                      "sent, legacy = what the phone sent",
             "legs": legs,
             "queue_dropped": self.queue_dropped,
             "error": self.error,
@@ -530,6 +606,7 @@ class Recorder:
 
         rec.finished.add_done_callback(finished)
         self.plane.attach(session, rec)
+        ask_keyframes(self.plane, session)
         return rec
 
     def stop(self, session: str) -> bool:

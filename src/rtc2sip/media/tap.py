@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["CodecInfo", "LegCodecs", "QueuedSink", "Tap", "TapSink", "TapWorker"]
+__all__ = ["CodecInfo", "LegCodecs", "QueuedSink", "Tap", "TapSink", "TapWorker", "ask_keyframes"]
 
 log = logging.getLogger("rtc2sip.media")
 
@@ -197,3 +197,17 @@ class QueuedSink:
 
     def finish(self) -> None:
         """After the last item, in a worker thread."""
+
+
+def ask_keyframes(plane: Any, session: str) -> None:
+    """A sink attached mid-call (recording, forwarding) sees video only from each sender's next
+    keyframe, and a browser sends one only when asked: ask both legs' senders through the media
+    plane's ``request_keyframe`` (RTCP PLI/FIR) when the plane has it."""
+    request = getattr(plane, "request_keyframe", None)
+    if request is None:
+        return
+    for from_webrtc in (True, False):
+        try:
+            request(session, from_webrtc=from_webrtc)
+        except Exception as exc:  # the session went away meanwhile: nothing to ask
+            log.debug("media session %s: no keyframe request: %r", session, exc)

@@ -8,7 +8,8 @@ and a phone reaches it directly with plain RTP; the UAS needs no special case fo
 
 What it does with SIP is small: answer an INVITE with an SDP offer (RTP/AVP or RTP/AVPF) at once
 with one codec per m= line and a local RTP/RTCP socket pair per accepted stream, honour ACK, BYE,
-re-INVITE/UPDATE (same sockets), OPTIONS, INFO, MESSAGE, and send MESSAGE and BYE in the dialog.
+re-INVITE/UPDATE (same sockets; a re-INVITE that adds an m= line, such as a camera turned on mid-call,
+gets a socket pair for it), OPTIONS, INFO, MESSAGE, and send MESSAGE and BYE in the dialog.
 Transactions are the sans-I/O :class:`rtc2sip.sip.transaction.TransactionLayer`, dialogs
 :class:`rtc2sip.breaker.dialog.Dialog`. A :class:`Service` decides what the streams do with packets
 and when the call ends.
@@ -341,6 +342,21 @@ class ServiceUas:
         elif method in ("INVITE", "UPDATE") and req.body:
             try:
                 offer = SessionDescription.parse(req.body)
+            except SdpError as e:
+                self._respond(st, call.dialog.response(req, 488, None, headers=[("Warning", f'399 rtc2sip "{e}"')]))
+                return
+            added: list[Stream] = []
+            if method == "INVITE":  # RFC 3264 §8.2: a stream added by a re-offer gets its own sockets
+                try:
+                    added = self._open_streams(offer, call.service.reflect, existing=call.streams)
+                except (SdpError, OSError):  # none new, or no port left: answered with port 0
+                    added = []
+            if added:
+                call.streams.extend(added)
+                call._ports += [p for x in added for p in (x.rtp_port, x.rtcp_port) if p]
+                self.spawn(self._reanswer(call, req, st, offer, added))
+                return
+            try:
                 call.local_sdp = self._answer(offer, call.streams, call.service)
             except SdpError as e:
                 self._respond(st, call.dialog.response(req, 488, None, headers=[("Warning", f'399 rtc2sip "{e}"')]))
@@ -384,18 +400,46 @@ class ServiceUas:
         self.calls[dialog.key] = call
         self.spawn(self._bind(call, req, st))
 
+    async def _reanswer(self, call: ServiceCall, req: Request, st: ServerTransaction, offer: SessionDescription,
+                        added: list[Stream]) -> None:
+        """A re-INVITE that added streams: attach their sockets, then answer 200."""
+        try:
+            await self._attach(added)
+            call.local_sdp = self._answer(offer, call.streams, call.service)
+        except (OSError, SdpError) as e:
+            self._respond(st, call.dialog.response(req, 488, None, headers=[("Warning", f'399 rtc2sip "{e}"')]))
+            return
+        if call.ended:
+            return
+        call.offer = offer
+        self._respond(st, call.dialog.response(req, 200, None, call.local_sdp, headers=[("Allow", ALLOW)]))
+        log.info("call-id=%s %s: re-INVITE added %s", call.call_id, call.service.name,
+                 ", ".join(f"{s.kind} {s.rtp_port}" for s in added))
+        added_hook = getattr(call.service, "streams_added", None)
+        if added_hook is not None:
+            try:
+                added_hook(call, added)
+            except Exception:
+                log.exception("call-id=%s %s failed to take the new streams", call.call_id, call.service.name)
+
+    @staticmethod
+    async def _attach(streams: list[Stream]) -> None:
+        loop = asyncio.get_running_loop()
+        for s in streams:
+            if s.sockets is None:
+                continue
+            rtp_sock, rtcp_sock = s.sockets
+            s.sockets = None
+            t, _ = await loop.create_datagram_endpoint(lambda s=s: s, sock=rtp_sock)  # type: ignore[misc]
+            s.rtp = t
+            t2, _ = await loop.create_datagram_endpoint(lambda s=s: _Rtcp(s), sock=rtcp_sock)  # type: ignore[misc]
+            s.rtcp = t2
+
     async def _bind(self, call: ServiceCall, req: Request, st: ServerTransaction) -> None:
         """Attach the streams' sockets to the loop, answer 200, start the service."""
         loop = asyncio.get_running_loop()
         try:
-            for s in call.streams:
-                assert s.sockets is not None
-                rtp_sock, rtcp_sock = s.sockets
-                s.sockets = None
-                t, _ = await loop.create_datagram_endpoint(lambda s=s: s, sock=rtp_sock)  # type: ignore[misc]
-                s.rtp = t
-                t2, _ = await loop.create_datagram_endpoint(lambda s=s: _Rtcp(s), sock=rtcp_sock)  # type: ignore[misc]
-                s.rtcp = t2
+            await self._attach(call.streams)
             call.local_sdp = self._answer(call.offer, call.streams, call.service)
         except (OSError, SdpError) as e:
             log.warning("call-id=%s %s: cannot answer: %s", call.call_id, call.service.name, e)
@@ -477,13 +521,18 @@ class ServiceUas:
 
     # ---- media -----------------------------------------------------------------------------------
 
-    def _open_streams(self, offer: SessionDescription, reflect: bool) -> list[Stream]:
+    def _open_streams(self, offer: SessionDescription, reflect: bool, existing: list[Stream] | None = None
+                      ) -> list[Stream]:
         """A socket pair per plain-RTP audio/video m= line (SRTP and others are refused: a browser
-        comes through the breaker, which offers plain RTP here). Raises SdpError when none is left."""
+        comes through the breaker, which offers plain RTP here), except those ``existing`` streams hold
+        already (a re-offer). Raises SdpError when none is left."""
         streams: list[Stream] = []
+        held = {(s.index, s.kind) for s in existing or ()}
         try:
             for index, m in enumerate(offer.media):
                 if m.rejected or m.kind not in ("audio", "video") or m.proto.upper() not in _PLAIN_RTP:
+                    continue
+                if (index, m.kind) in held:
                     continue
                 conn = m.connection
                 host = conn.host if conn is not None else ""

@@ -99,8 +99,8 @@ def call_view(call: Call, stats: dict[str, Any] | None, media: MediaPlane | None
     else:
         state = "setup"
     now = time.monotonic()
-    # The answer we sent the caller names the codec of the call; with no transcoder in the media
-    # plane, the other leg carries the same codec (its payload type may differ).
+    # The media plane knows each leg's codec (they differ when the call is transcoded); before it has
+    # them, the answer we sent the caller names the codec of the call.
     codecs = sdp_codecs(caller.local_sdp) if caller is not None else {}
     legs = [leg_view(leg, role, stats, codecs, media) for leg, role in ((caller, "caller"), (callee, "callee"))
             if leg is not None]
@@ -114,14 +114,27 @@ def call_view(call: Call, stats: dict[str, Any] | None, media: MediaPlane | None
         "duration_s": round(now - call.started, 1),
         "session": call.session,
         "media_failed": stats.get("failed") if stats else None,
+        "transcoded": bool(stats.get("transcoded")) if stats else False,
+        # what the media tap feeds (rtc2sip.media.tap): None when not recorded / not forwarded
+        "recording": _tap(stats, "recording"),
+        "forwarding": _tap(stats, "forward"),
         "legs": legs,
     }
+
+
+def _tap(stats: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for sink in (stats or {}).get("taps") or ():
+        if isinstance(sink, dict) and sink.get("type") == kind:
+            return {k: v for k, v in sink.items() if k != "type"}
+    return None
 
 
 def leg_view(leg: Leg, role: str, stats: dict[str, Any] | None, codecs: dict[str, str],
              media: MediaPlane | None) -> dict[str, Any]:
     peer = leg.flow if leg.flow is not None else leg.target
     side = "webrtc" if leg.webrtc else "legacy"
+    negotiated: dict[str, dict[str, str]] = (stats or {}).get("codecs") or {}
+    codecs = {kind: (negotiated.get(kind) or {}).get(side, codec) for kind, codec in codecs.items()}
     return {
         "name": leg.name,
         "role": role,

@@ -14,6 +14,15 @@ Routes::
     /api/config     what the web phone needs (domain, version)                  public
     /api/calls, /api/calls/{id}, /api/calls/{id}/history, /api/registrations    admin
     /metrics        Prometheus text format 0.0.4                                admin
+    /api/calls/{id}/recording/start, …/recording/stop,
+    /api/calls/{id}/forward/start?host=IP&port=N, …/forward/stop                admin, action
+
+Actions change a call (record it, fork its media to a player). They are GETs because this HTTP server
+is websockets' handshake parser, which reads GET requests only (anything else closes the connection).
+A GET that acts would be open to cross-site request forgery from any page the operator visits (an
+``<img src>`` pointing at the loopback gateway), so an action also needs the header
+``X-Rtc2sip-Action`` (a page of another origin cannot add it without a CORS preflight, which this
+server refuses) and is refused when the browser says the request is cross-site (``Sec-Fetch-Site``).
 
 Admin routes are open when every listener is on loopback. Otherwise they need
 ``Authorization: Bearer <[gateway] admin_token>`` (RFC 6750 §2.1); with no token configured they are
@@ -25,8 +34,10 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import urllib.parse
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -63,6 +74,9 @@ STATIC: dict[str, tuple[str, str]] = {
     "/openapi.json": ("openapi.json", JSON),
 }
 ADMIN_PATHS = ("/api/calls", "/api/registrations", "/metrics")
+ACTION_HEADER = "X-Rtc2sip-Action"
+# /api/calls/{id}/<what>/<verb>
+ACTIONS = frozenset({("recording", "start"), ("recording", "stop"), ("forward", "start"), ("forward", "stop")})
 
 # The pages load only their own scripts and talk only to this gateway (or, typed in by the user,
 # another one's WebSocket).
@@ -92,8 +106,8 @@ class HttpResponse:
         return cls(status, body, JSON, (("Cache-Control", "no-store"),))
 
 
-_REASONS = {200: "OK", 204: "No Content", 304: "Not Modified", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 204: "No Content", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
+            403: "Forbidden", 404: "Not Found", 409: "Conflict", 500: "Internal Server Error"}
 
 
 class WebRouter:
@@ -147,6 +161,9 @@ class WebRouter:
             refused = self._gate(headers.get("Authorization"))
             if refused is not None:
                 return refused
+            parts = path.split("/")  # "", "api", "calls", id, what, verb
+            if len(parts) == 6 and (parts[4], parts[5]) in ACTIONS:
+                return self._action(parts[3], parts[4], parts[5], target, headers)
             return self._admin(path)
         return HttpResponse.text(404, f"Not found: {path[:200]} (the web phone is at /)")
 
@@ -169,6 +186,52 @@ class WebRouter:
         if call is None:
             return HttpResponse.json({"error": "no such call (in progress or in the recent history)"}, 404)
         return HttpResponse.json(call)
+
+    def _action(self, call_id: str, what: str, verb: str, target: str,
+                headers: Headers | dict[str, str]) -> HttpResponse:
+        """Start or stop the recording or the forwarding of one call's media (see the module docstring)."""
+        if headers.get(ACTION_HEADER) is None:
+            return HttpResponse.json({"error": f"an action needs the {ACTION_HEADER} header (a guard against "
+                                               "cross-site requests)"}, 403)
+        site = headers.get("Sec-Fetch-Site")
+        if site is not None and site not in ("same-origin", "none"):
+            return HttpResponse.json({"error": f"cross-site action refused (Sec-Fetch-Site: {site[:40]})"}, 403)
+        breaker, media = self.proxy.breaker, self.media
+        call = breaker.calls.get(call_id) if breaker is not None else None
+        if call is None or media is None:
+            return HttpResponse.json({"error": "no such call in progress"}, 404)
+        session = call.session
+        if session is None:
+            return HttpResponse.json({"error": "the call has no media session yet"}, 409)
+        from ..media.plane import MediaPlaneError
+
+        query = urllib.parse.parse_qs(target.partition("?")[2])
+        try:
+            if what == "recording" and verb == "start":
+                sidecar = media.start_recording(session)
+                log.info("call %s: recording started through the API (%s)", call_id, sidecar)
+                return HttpResponse.json({"call": call_id, "recording": True, "sidecar": sidecar})
+            if what == "recording":
+                stopped = media.stop_recording(session)
+                if stopped:
+                    log.info("call %s: recording stopped through the API", call_id)
+                return HttpResponse.json({"call": call_id, "recording": False, "stopped": stopped})
+            if verb == "stop":
+                stopped = media.stop_forward(session)
+                if stopped:
+                    log.info("call %s: forwarding stopped through the API", call_id)
+                return HttpResponse.json({"call": call_id, "forwarding": False, "stopped": stopped})
+            host, port = _destination(query)
+            if host is None:
+                return HttpResponse.json({"error": port}, 400)
+            sdp = media.start_forward(session, host, int(port))
+            log.info("call %s: forwarding to %s port %s through the API (%s)", call_id, host, port, sdp)
+            return HttpResponse.json({"call": call_id, "forwarding": True, "to": {"host": host, "port": int(port)},
+                                      "sdp": sdp})
+        except KeyError:  # UnknownSession: the call ended meanwhile
+            return HttpResponse.json({"error": "the call's media session is gone"}, 404)
+        except MediaPlaneError as exc:
+            return HttpResponse.json({"error": str(exc)}, 409)
 
     def _gate(self, authorization: str | None) -> HttpResponse | None:
         """None when the admin routes may be used; otherwise the refusal (RFC 6750 §3)."""
@@ -201,3 +264,17 @@ class WebRouter:
         if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
             return HttpResponse(304, b"", content_type, headers)
         return HttpResponse(200, content, content_type, headers)
+
+
+def _destination(query: dict[str, list[str]]) -> tuple[str | None, str]:
+    """(host, port) of a forward's ``?host=&port=``, or (None, why not). An IP literal only: a name
+    would be resolved on the event loop. ``port`` to ``port + 6`` are used (audio and video of both legs)."""
+    host = (query.get("host") or [""])[0].strip().strip("[]")
+    port = (query.get("port") or [""])[0].strip()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None, "host must be an IPv4 or IPv6 address"
+    if not port.isdigit() or not 1 <= int(port) <= 65529:
+        return None, "port must be a number from 1 to 65529 (the call uses port to port + 6)"
+    return host, port

@@ -121,6 +121,9 @@ def render(proxy: Proxy, transports: TransportLayer | None, monitor: Monitor) ->
     e.add("rtc2sip_media_packets_lost_total", "counter",
           "RTP packets expected but not received from a leg's peer (RFC 3550 A.3), by leg",
           [({"leg": leg}, totals.get(f"{leg}.lost", 0)) for leg in ("webrtc", "legacy")])
+    e.add("rtc2sip_transcoding_sessions", "gauge",
+          "Media sessions whose audio goes through the Media Coder now (transcoded between the legs' codecs)",
+          monitor.transcoding)
     e.add("rtc2sip_media_failures_total", "counter",
           "Media sessions ended by the media plane, by kind (ice, dtls, timeout, closed: DTLS close_notify, other)",
           [({"kind": k}, monitor.media_failures.get(k, 0)) for k in ("ice", "dtls", "timeout", "closed", "other")])

@@ -273,6 +273,7 @@ class Monitor:
         self.media_failures: Counter[str] = Counter()  # by failure_kind
         self._gone: Counter[str] = Counter()  # counters of media sessions no longer live
         self._live: dict[str, dict[str, int]] = {}  # last counters seen of each live session
+        self.transcoding = 0  # live media sessions transcoding, at the last media_totals()
         self._final: set[str] = set()  # sessions whose final counters are in _gone already
         self.lag = 0.0
         self._lags: deque[float] = deque(maxlen=LAG_WINDOW)
@@ -332,6 +333,7 @@ class Monitor:
         """Counters of every media session since start ("webrtc.in.packets", ..., "legacy.lost"):
         sessions gone (their last figures) plus those live."""
         live: dict[str, dict[str, int]] = {}
+        transcoding = 0
         if self.media is not None:
             for session in self.media.sessions:
                 if session in self._final:
@@ -339,12 +341,14 @@ class Monitor:
                 stats = self._session_stats(session)
                 if stats is not None:
                     live[session] = _counters(stats)
+                    transcoding += bool(stats.get("transcoded"))
             current = set(self.media.sessions)
             self._final &= current
         for session, counters in self._live.items():
             if session not in live:
                 self._gone.update(counters)  # ended without the B2BUA's observer (a failed set-up)
         self._live = live
+        self.transcoding = transcoding
         total: Counter[str] = Counter(self._gone)
         for counters in live.values():
             total.update(counters)

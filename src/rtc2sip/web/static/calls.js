@@ -1,7 +1,8 @@
 // rtc2sip's live view (/calls): registrations, calls in progress with both legs and small time plots
 // (inline SVG sparklines of jitter, loss and bitrate per leg), ended calls with their quality summary.
 // Reads /api/calls and /api/registrations every second, and /api/calls/{id}/history of the first
-// PLOTTED calls in progress (described by /openapi.json). Everything from the wire (URIs, user agents)
+// PLOTTED calls in progress (described by /openapi.json); shows the RTP diagnostics' verdicts; records
+// or forwards a call on demand (/api/calls/{id}/recording|forward/start|stop). Everything from the wire (URIs, user agents)
 // is written as text, never as HTML.
 'use strict';
 
@@ -48,6 +49,18 @@
     return res.json();
   }
 
+  // An action on a call: a GET with the X-Rtc2sip-Action header (the server's guard against other pages).
+  async function act(path) {
+    const headers = { 'X-Rtc2sip-Action': '1' };
+    const token = sessionStorage.getItem(TOKEN);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const res = await fetch(path, { headers, cache: 'no-store' });
+    const type = res.headers.get('Content-Type') || '';
+    const body = type.startsWith('application/json') ? await res.json() : { error: (await res.text()).trim() };
+    if (!res.ok) throw new Error(body.error || `HTTP ${res.status}`);
+    return body;
+  }
+
   function legRow(leg) {
     const m = leg.media || {};
     let path = '–';
@@ -57,6 +70,8 @@
       security = m.dtls ? `DTLS ${m.dtls.state}${m.dtls.srtp_profile ? `, ${m.dtls.srtp_profile}` : ''}` : '–';
     } else if (!leg.webrtc && leg.media) {
       path = `→ ${m.remote || '?'}${m.latched ? ' (latched)' : ''}`;
+      // RTP diagnostics: packets came from another address than the SDP announced
+      if (m.nat) path += ` · NAT: SDP announced ${m.announced}, symmetric RTP used`;
       security = m.srtp ? 'SRTP (SDES)' : 'RTP';
     }
     return el('tr', { 'data-leg': leg.name, 'data-role': leg.role },
@@ -151,8 +166,21 @@
         .map((h, i) => el('th', { scope: 'col', class: i >= 5 && i <= 10 ? 'num' : undefined }, h)))),
       el('tbody', {}, ...call.legs.map(legRow)));
     const failed = call.media_failed ? el('p', { class: 'status error' }, `Media failed: ${call.media_failed}`) : '';
+    let actions = '';
+    if (call.session) {
+      const rec = call.recording;
+      const fwd = call.forwarding;
+      actions = el('div', { class: 'buttons' },
+        el('button', { type: 'button', 'data-action': rec ? 'recording/stop' : 'recording/start',
+          'data-call-id': call.id, class: rec ? 'bad' : undefined }, rec ? 'Stop recording' : 'Record'),
+        el('button', { type: 'button', 'data-action': fwd ? 'forward/stop' : 'forward/start',
+          'data-call-id': call.id, class: fwd ? 'bad' : undefined }, fwd ? `Stop forwarding to ${fwd.to}` : 'Forward'),
+        rec ? el('span', { class: 'small', 'data-field': 'recording' }, `Recording: ${rec.sidecar}`
+          + (rec.error ? ` (stopped: ${rec.error})` : '')) : '',
+        fwd ? el('span', { class: 'small', 'data-field': 'forwarding' }, `Forwarding: ${fwd.sdp}`) : '');
+    }
     return el('div', { class: 'call', 'data-call-id': call.id, 'data-state': call.state }, head,
-      el('div', { class: 'scroll' }, table), plots(call), failed);
+      el('div', { class: 'scroll' }, table), plots(call), actions, failed);
   }
 
   // An ended call's quality: the monitor's summary (MOS from the simplified E-model), else its last figures.
@@ -194,6 +222,13 @@
       el('td', {}, el('span', { class: `badge ${c.answered ? 'answered' : 'failed'}` }, c.cause)),
       el('td', { class: 'small', 'data-field': 'quality', title: c.quality ? c.quality.model : '' }, quality(c))));
     $('ended').tBodies[0].replaceChildren(...ended);
+    const diags = (calls.diagnostics || []).slice().reverse().map((d) => el('tr', { 'data-call-id': d.call_id },
+      el('td', {}, new Date(d.at * 1000).toLocaleTimeString()), el('td', {}, d.caller || ''),
+      el('td', { class: 'small' }, d.call_id),
+      el('td', {}, el('span', { class: `badge ${d.verdict === 'ok' ? 'answered' : 'failed'}`, 'data-field': 'verdict' },
+        { ok: 'media as announced', nat: 'NAT in the path', none: 'no media' }[d.verdict] || d.verdict)),
+      el('td', { 'data-field': 'text' }, d.text)));
+    $('diagnostics').tBodies[0].replaceChildren(...diags);
   }
 
   async function refresh() {
@@ -222,6 +257,36 @@
       $('updated').textContent = `Not updated: ${live.error}`;
     }
   }
+
+  // One listener for the buttons of every call: the blocks are redrawn each second.
+  $('calls').addEventListener('click', async (ev) => {
+    const button = ev.target.closest('button[data-action]');
+    if (!button) return;
+    const action = button.dataset.action;
+    let path = `/api/calls/${encodeURIComponent(button.dataset.callId)}/${action}`;
+    if (action === 'forward/start') {
+      const to = $('forward-to').value.trim();
+      const m = /^\[?([0-9A-Fa-f:.]+)\]?:(\d+)$/.exec(to);
+      if (!m) {
+        $('action-status').textContent = `Forward to: IP:port, not "${to}"`;
+        $('action-status').className = 'status error';
+        return;
+      }
+      path += `?host=${encodeURIComponent(m[1])}&port=${m[2]}`;
+    }
+    button.disabled = true;
+    try {
+      const r = await act(path);
+      const what = r.sidecar ? `recording to ${r.sidecar}` : r.sdp ? `forwarding, player SDP ${r.sdp}`
+        : r.stopped ? 'stopped' : 'nothing to stop';
+      $('action-status').textContent = `${button.dataset.callId}: ${what}`;
+      $('action-status').className = 'status';
+    } catch (e) {
+      $('action-status').textContent = `${button.dataset.callId}: ${e.message || e}`;
+      $('action-status').className = 'status error';
+    }
+    refresh();
+  });
 
   $('token-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
