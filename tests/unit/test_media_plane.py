@@ -442,7 +442,7 @@ async def test_gateway_nominates_when_it_offers(plane: MediaPlane) -> None:
         await browser.connect(browser_offer, DtlsRole.CLIENT)
         await until(lambda: browser.tx is not None, what="DTLS")
         await until(lambda: plane.stats(session)["webrtc"]["ice"]["nominated"], what="nomination")  # type: ignore[index]
-        ice: Any = plane.stats(session)["webrtc"]["ice"]
+        ice: Any = plane.stats(session)["webrtc"]["ice"]  # type: ignore[index]
         assert ice["role"] == "controlling" and ice["nominated_by"] == "gateway"
         assert ice["use_candidate_sent"] >= 1 and ice["selected"] == f"127.0.0.1:{browser.port}"
         assert any("USE-CANDIDATE" in m.attributes and "ICE-CONTROLLING" in m.attributes
@@ -476,7 +476,7 @@ async def test_ice_restart_on_reinvite_keeps_media_flowing(plane: MediaPlane) ->
         browser.gw_ufrag, browser.gw_pwd = media.ice_ufrag or "", media.ice_pwd or ""
         assert (await browser.check(use_candidate=True)).message_class == stun.Class.RESPONSE
         await until(lambda: plane.stats(session)["webrtc"]["ice"]["nominated"], what="nomination after restart")  # type: ignore[index]
-        ice: Any = plane.stats(session)["webrtc"]["ice"]
+        ice: Any = plane.stats(session)["webrtc"]["ice"]  # type: ignore[index]
         assert ice["restarts"] == 1 and ice["local_ufrag"] == media.ice_ufrag
         assert any(m.attributes.get("USERNAME") == f"brw2:{media.ice_ufrag}" for m in browser.checks_received)
         for seq in range(3):
