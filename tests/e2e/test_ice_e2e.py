@@ -1,0 +1,143 @@
+"""Full ICE on the browser leg with real peers: Chromium + JsSIP and baresip through the gateway, and
+coturn as the STUN server that gives the gateway its server-reflexive candidate.
+
+- A phone calls a browser: the gateway offers, so it is the controlling agent and nominates; Chrome
+  is controlled, and a pair it reports as nominated can only have been nominated by the gateway.
+- The browser restarts ICE in a re-INVITE (new ufrag/pwd): the gateway answers with new credentials
+  of its own and audio keeps arriving.
+- ``enable-icestun`` with ``stun-server`` pointing at coturn: the gateway's offer carries a
+  ``typ srflx raddr rport`` candidate (on loopback the mapped address equals the host one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from harness import Baresip, Browser, Coturn, Gateway, wait_for
+
+from rtc2sip.config import Settings
+from rtc2sip.config.webrtc2sip import StunServer
+from rtc2sip.media.certificate import Certificate
+from rtc2sip.media.plane import MediaPlane
+from rtc2sip.sdp import SessionDescription
+
+BROWSER_HZ = 1000.0
+PHONE_HZ = 440.0
+
+# Keeps JsSIP's sessions reachable from the page, for renegotiate() with an ICE restart.
+_KEEP_SESSIONS_JS = r"""
+(() => {
+  if (window.__sessions) return true;
+  window.__sessions = [];
+  const call = JsSIP.UA.prototype.call;
+  JsSIP.UA.prototype.call = function (target, options) {
+    const session = call.call(this, target, options);
+    window.__sessions.push(session);
+    return session;
+  };
+  return true;
+})()
+"""
+
+_RESTART_JS = r"""
+new Promise((resolve, reject) => {
+  const s = window.__sessions[window.__sessions.length - 1];
+  const ok = s.renegotiate({ rtcOfferConstraints: { iceRestart: true } }, () => resolve(true));
+  if (!ok) reject(new Error('renegotiate() refused'));
+})
+"""
+
+
+def _ufrag(sdp: str) -> str:
+    found = re.search(r"^a=ice-ufrag:(\S+)", sdp, re.M)
+    assert found, sdp
+    return found.group(1)
+
+
+@pytest.mark.e2e
+def test_gateway_nominates_when_a_phone_calls_a_browser(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+) -> None:
+    gw = make_gateway()
+    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
+    alice = make_browser("alice", tone_hz=BROWSER_HZ)
+    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True)["status"] == 200
+    bob.dial(gw.aor("alice"))
+    bob.wait_event("CALL_ESTABLISHED")
+    offer = alice.wait_event("sdp", originator="remote")["sdp"]
+    assert "a=ice-lite" not in offer  # a full agent offers: the controlling one (RFC 8445 §6.1.1)
+    stats = alice.wait_media(min_packets=50)
+    assert stats["transport"]["iceRole"] == "controlled", stats
+    # Chrome, controlled, nominates nothing: its selected pair was nominated by the gateway's
+    # USE-CANDIDATE (RFC 8445 §8.1.1).
+    pair: Any = wait_for(lambda: (alice.stats() or {}).get("selectedPair") if ((alice.stats() or {}).get(
+        "selectedPair") or {}).get("nominated") else None, 10, "a nominated pair in Chrome")
+    assert pair["nominated"] is True and pair["state"] == "succeeded", pair
+    assert abs(alice.wait_tone(PHONE_HZ)["frequency"] - PHONE_HZ) <= 25
+    bob.hangup()
+    alice.wait_event("ended")
+
+
+@pytest.mark.e2e
+def test_ice_restart_in_a_reinvite_keeps_audio(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+) -> None:
+    gw = make_gateway()
+    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
+    alice = make_browser("alice", tone_hz=BROWSER_HZ)
+    assert alice.eval(_KEEP_SESSIONS_JS) is True
+    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice.call(gw.aor("bob"))
+    alice.wait_event("confirmed")
+    first = alice.wait_media(min_packets=50)
+    before = alice.wait_event("sdp", originator="remote")["sdp"]
+    assert stats_role(first) == "controlling"
+
+    assert alice.eval(_RESTART_JS, timeout=20) is True
+    sdps: Any = wait_for(lambda: [e["sdp"] for e in alice.events() if e.get("type") == "sdp"
+                             and e.get("originator") == "remote"][1:] or None, 10, "the re-INVITE's answer")
+    after = sdps[-1]
+    assert _ufrag(after) != _ufrag(before), "the gateway restarts with new credentials (RFC 8445 §9)"
+    received = int(first["inbound"]["packetsReceived"])
+    wait_for(lambda: int(((alice.stats() or {}).get("inbound") or {}).get("packetsReceived", 0)) > received + 100,
+             15, "audio after the ICE restart")
+    assert abs(alice.wait_tone(PHONE_HZ)["frequency"] - PHONE_HZ) <= 25
+    alice.hangup()
+    bob.wait_event("CALL_CLOSED")
+    tone = bob.recorded_tone()
+    assert abs(tone.frequency - BROWSER_HZ) <= 25, tone
+
+
+def stats_role(stats: dict[str, object]) -> object:
+    transport = stats.get("transport")
+    return transport.get("iceRole") if isinstance(transport, dict) else None
+
+
+@pytest.mark.e2e
+async def test_server_reflexive_candidate_from_the_stun_server(make_coturn: Callable[..., Coturn]) -> None:
+    turn = make_coturn()  # coturn answers plain STUN Binding requests on its listening port
+    base = Settings()
+    conf = dataclasses.replace(base.webrtc2sip, stun_server=StunServer("127.0.0.1", turn.port), enable_icestun=True)
+    settings = dataclasses.replace(base, webrtc2sip=conf)
+    plane = MediaPlane(settings, Certificate.generate("gw"), port_range=(45000, 45099))
+    try:
+        phone = SessionDescription.parse(
+            "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")
+        session, offer = await plane.offer_from_legacy("call-srflx", phone)
+        candidates = offer.media[0].candidates
+        host = next(c for c in candidates if c.type == "host")
+        srflx = [c for c in candidates if c.type == "srflx"]
+        assert len(srflx) == 1, [str(c) for c in candidates]
+        assert (srflx[0].ip, srflx[0].port) == (host.ip, host.port)  # loopback: no NAT in between
+        assert (srflx[0].raddr, srflx[0].rport) == (host.ip, host.port)
+        assert srflx[0].priority < host.priority
+        assert f"typ srflx raddr {host.ip} rport {host.port}" in str(srflx[0])
+        await plane.delete(session)
+    finally:
+        await plane.close()
+    assert plane.ports.in_use == 0
