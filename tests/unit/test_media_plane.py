@@ -423,6 +423,15 @@ async def test_gateway_answers_only_authenticated_checks(plane: MediaPlane) -> N
         ice: Any = plane.stats(session)["webrtc"]
         assert ice["ice"]["selected"] is None and ice["ice"]["rejected_checks"] == 1
         assert ice["ice"]["role"] == "controlled"
+        # Authenticated but without PRIORITY (RFC 8445 §7.1.1 requires it): refused, nothing learnt.
+        assert browser.transport is not None
+        request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        request.attributes["USERNAME"] = f"{browser.gw_ufrag}:{browser.ufrag}"
+        request.add_message_integrity(browser.gw_pwd.encode())
+        browser.transport.sendto(bytes(request), browser.gateway)
+        refused = await asyncio.wait_for(browser.stun_responses.get(), 2)
+        assert refused.message_class == stun.Class.ERROR and refused.error_code == 400
+        assert plane.stats(session)["webrtc"]["ice"]["selected"] is None  # type: ignore[index]
         ok = await browser.check()
         assert ok.message_class == stun.Class.RESPONSE
         assert ok.attributes["XOR-MAPPED-ADDRESS"] == ("127.0.0.1", browser.port)

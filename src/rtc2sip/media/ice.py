@@ -141,6 +141,11 @@ class _GatewayConnection(Connection):
             if (isinstance(username, str) and "MESSAGE-INTEGRITY" in message.attributes
                     and self._valid_username(username)
                     and message.check_message_integrity(self.local_password.encode())):
+                if not isinstance(message.attributes.get("PRIORITY"), int):
+                    # RFC 8445 §7.1.1 requires it, and aioice's peer-reflexive learning reads it.
+                    self.agent.rejected_checks += 1
+                    self.respond_error(message, addr, protocol, (400, "Bad Request"))
+                    return
                 self.agent.checked(self, addr, "USE-CANDIDATE" in message.attributes)
             else:
                 self.agent.rejected_checks += 1
@@ -316,10 +321,13 @@ class IceAgent:
             await conn.add_remote_candidate(None)
         try:
             await conn.connect()
-        except ConnectionError as exc:
+        except Exception as exc:  # ConnectionError when the check list failed; anything else is a bug
             if conn is self.connection and not conn.closing and not self._closed:
                 self.failure = f"ICE failed: {exc}"
-                log.info("ice %s: %s", self.name, self.failure)
+                if isinstance(exc, ConnectionError):
+                    log.info("ice %s: %s", self.name, self.failure)
+                else:
+                    log.exception("ice %s: %s", self.name, self.failure)
 
     # -- datagrams ----------------------------------------------------------------------------------
 

@@ -908,7 +908,11 @@ class MediaSession:
 
     def stun_received(self, data: bytes, addr: Address) -> None:
         if self.failed is None and not self._closed:
-            self.ice.datagram(data, addr)
+            try:
+                self.ice.datagram(data, addr)
+            except Exception:  # aioice trusts authenticated checks: a malformed one must not escape
+                self.dropped += 1
+                log.exception("media session %s: STUN from %s:%d not handled", self.id, *addr[:2])
 
     def _ice_selected(self) -> None:
         # The ICE agent has a path (a check answered either way, or a nomination): a DTLS client
