@@ -7,17 +7,23 @@ coturn as the STUN server that gives the gateway its server-reflexive candidate.
   of its own and audio keeps arriving.
 - ``enable-icestun`` with ``stun-server`` pointing at coturn: the gateway's offer carries a
   ``typ srflx raddr rport`` candidate (on loopback the mapped address equals the host one).
+- The browser goes silent (its renderer, where Chrome's ICE agent runs, stopped with SIGSTOP; the
+  WebSocket's pings are answered by Chrome's network process and stay up): the gateway's consent
+  checks (RFC 7675) go unanswered, it ends the call on both legs and holds nothing afterwards.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import signal
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from harness import Baresip, Browser, Coturn, Gateway, wait_for
+from test_breaker_robustness_e2e import _wait_released
 
 from rtc2sip.config import Settings
 from rtc2sip.config.webrtc2sip import StunServer
@@ -141,3 +147,58 @@ async def test_server_reflexive_candidate_from_the_stun_server(make_coturn: Call
     finally:
         await plane.close()
     assert plane.ports.in_use == 0
+
+
+def _renderers(browser: Browser) -> list[int]:
+    """Chromium's renderer processes under this test's browser driver (children of its node process)."""
+    root = browser.driver.proc.pid
+    assert root is not None
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            todo.append(child)
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    if b"--type=renderer" in f.read():
+                        found.append(child)
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.e2e
+def test_browser_gone_silent_ends_the_call_by_consent(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+) -> None:
+    gw = make_gateway()
+    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
+    alice = make_browser("alice", tone_hz=BROWSER_HZ)
+    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice.call(gw.aor("bob"))
+    alice.wait_event("confirmed")
+    alice.wait_media(min_packets=50)
+    renderers = _renderers(alice)
+    assert renderers, "no Chromium renderer found under the browser driver"
+    for pid in renderers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        # 30 s without an answer to a consent check (RFC 7675 §5.1), checks every ~5 s.
+        bob.wait_event("CALL_CLOSED", timeout=60)
+    finally:
+        for pid in renderers:
+            os.kill(pid, signal.SIGCONT)
+    assert "ice consent lost" in gw.log_text()
+    alice.wait_event("ended", timeout=15)
+    _wait_released(gw)
