@@ -7,6 +7,8 @@ coturn as the STUN server that gives the gateway its server-reflexive candidate.
   of its own and audio keeps arriving.
 - ``enable-icestun`` with ``stun-server`` pointing at coturn: the gateway's offer carries a
   ``typ srflx raddr rport`` candidate (on loopback the mapped address equals the host one).
+- Behind a real source NAT (a namespace of its own, nftables): the srflx candidate is the mapped
+  address, not the host one.
 - The browser goes silent (its renderer, where Chrome's ICE agent runs, stopped with SIGSTOP; the
   WebSocket's pings are answered by Chrome's network process and stay up): the gateway's consent
   checks (RFC 7675) go unanswered, it ends the call on both legs and holds nothing afterwards.
@@ -18,13 +20,17 @@ import dataclasses
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness import Baresip, Browser, Coturn, Gateway, wait_for
+from harness import Artifacts, Baresip, Browser, Coturn, Gateway, wait_for
+from harness.browser import non_loopback_interfaces
 from test_breaker_robustness_e2e import _wait_released
 
+from conftest import require_binaries
 from rtc2sip.config import Settings
 from rtc2sip.config.webrtc2sip import StunServer
 from rtc2sip.media.certificate import Certificate
@@ -202,3 +208,97 @@ def test_browser_gone_silent_ends_the_call_by_consent(
     assert "ice consent lost" in gw.log_text()
     alice.wait_event("ended", timeout=15)
     _wait_released(gw)
+
+
+# -- behind a NAT ---------------------------------------------------------------------------------------
+
+# Run in the NAT-ed namespace: the gateway's media plane offers to a browser and prints its SDP.
+_GATHER_SCRIPT = r"""
+import asyncio, dataclasses, sys
+from rtc2sip.config import Settings
+from rtc2sip.config.webrtc2sip import StunServer
+from rtc2sip.media.certificate import Certificate
+from rtc2sip.media.plane import MediaPlane
+from rtc2sip.sdp import SessionDescription
+
+async def main() -> None:
+    base = Settings()
+    conf = dataclasses.replace(base.webrtc2sip, stun_server=StunServer(sys.argv[2], int(sys.argv[3])),
+                               enable_icestun=True)
+    plane = MediaPlane(dataclasses.replace(base, webrtc2sip=conf), Certificate.generate("gw"), host=sys.argv[1],
+                       port_range=(46000, 46099))
+    phone = SessionDescription.parse("v=0\r\no=- 7 1 IN IP4 10.1.0.1\r\ns=-\r\nc=IN IP4 10.1.0.1\r\nt=0 0\r\n"
+                                     "m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")
+    _, offer = await plane.offer_from_legacy("call-nat", phone)
+    print(offer, flush=True)
+    await plane.close()
+
+asyncio.run(main())
+"""
+
+INSIDE, ROUTER, PUBLIC, MAPPED = "192.168.77.2", "192.168.77.1", "10.77.0.1", "10.77.0.9"
+
+
+class _PublicCoturn(Coturn):
+    """coturn on the 'public' address, as the STUN server a NAT-ed gateway asks."""
+
+    def argv(self) -> list[str]:
+        return [a.replace("127.0.0.1", PUBLIC) for a in super().argv()]
+
+
+def _run(*argv: str) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise AssertionError(f"{argv}: {done.returncode} {done.stderr}")
+    return done.stdout
+
+
+@pytest.mark.e2e
+def test_server_reflexive_candidate_behind_a_nat(artifacts: Artifacts) -> None:
+    """The gateway in a namespace of its own behind a source NAT (nftables, in the test's namespace) to
+    a 'public' address where coturn answers STUN: its srflx candidate is the NAT's mapped address, with
+    raddr/rport its host candidate (RFC 8445 §5.1.1.2, RFC 8839 §5.1)."""
+    if non_loopback_interfaces() or os.environ.get("RTC2SIP_E2E_STRICT") != "1":
+        pytest.skip("changes the network: only inside scripts/test.sh's private namespace")
+    require_binaries("nft", "ip", "unshare", "nsenter", "turnserver")
+    inner = subprocess.Popen(["unshare", "--net", "sleep", "120"])
+    added: list[list[str]] = []
+    turn: _PublicCoturn | None = None
+    try:
+        wait_for(lambda: os.readlink(f"/proc/{inner.pid}/ns/net") != os.readlink("/proc/self/ns/net"), 5,
+                 "the gateway's namespace")
+        ns = ["nsenter", "-t", str(inner.pid), "-n"]
+        _run("ip", "link", "add", "rtcnat0", "type", "veth", "peer", "name", "rtcnat1")
+        added.append(["ip", "link", "del", "rtcnat0"])
+        _run("ip", "link", "set", "rtcnat1", "netns", str(inner.pid))
+        _run("ip", "addr", "add", f"{ROUTER}/24", "dev", "rtcnat0")
+        _run("ip", "link", "set", "rtcnat0", "up")
+        _run("ip", "addr", "add", f"{PUBLIC}/32", "dev", "lo")
+        added.append(["ip", "addr", "del", f"{PUBLIC}/32", "dev", "lo"])
+        # Replies to the mapped address are routed toward the gateway, then un-NATed by conntrack.
+        _run("ip", "route", "add", f"{MAPPED}/32", "via", INSIDE)
+        for cmd in (["ip", "addr", "add", f"{INSIDE}/24", "dev", "rtcnat1"], ["ip", "link", "set", "rtcnat1", "up"],
+                    ["ip", "link", "set", "lo", "up"], ["ip", "route", "add", "default", "via", ROUTER]):
+            _run(*ns, *cmd)
+        nat = (f"table ip rtc2sip_nat {{ chain input {{ type nat hook input priority 100; "
+               f"ip saddr {INSIDE} ip daddr {PUBLIC} snat to {MAPPED}; }}; }}")
+        _run("nft", nat)
+        added.append(["nft", "delete", "table", "ip", "rtc2sip_nat"])
+        turn = _PublicCoturn(artifacts, name="coturn-public")
+        turn.start()
+        out = _run(*ns, sys.executable, "-c", _GATHER_SCRIPT, INSIDE, PUBLIC, str(turn.port))
+    finally:
+        if turn is not None:
+            turn.stop()
+        inner.kill()
+        inner.wait()
+        for cmd in reversed(added):
+            subprocess.run(cmd, capture_output=True, timeout=30)
+    offer = SessionDescription.parse(out.replace("\n", "\r\n").replace("\r\r\n", "\r\n"))
+    candidates = offer.media[0].candidates
+    host = [c for c in candidates if c.type == "host"]
+    srflx = [c for c in candidates if c.type == "srflx"]
+    assert [c.ip for c in host] == [INSIDE], [str(c) for c in candidates]
+    assert len(srflx) == 1 and srflx[0].ip == MAPPED, [str(c) for c in candidates]
+    assert (srflx[0].raddr, srflx[0].rport) == (INSIDE, host[0].port)
+    assert f"typ srflx raddr {INSIDE} rport {host[0].port}" in out
