@@ -288,6 +288,11 @@ class IceAgent:
         self._spawn(self._run(conn, list(candidates)))
         return True
 
+    def set_role(self, *, controlling: bool) -> None:
+        """Controlling when the gateway offers (RFC 8445 §6.1.1); before the checks start."""
+        self.controlling = controlling
+        self.connection.ice_controlling = controlling
+
     def restart(self) -> None:
         """New local credentials (RFC 8445 §9); media stays on the old pair until a new nomination."""
         self._begin_restart(generate_ufrag(), generate_password())

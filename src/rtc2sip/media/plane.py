@@ -210,7 +210,7 @@ class MediaPlane:
         # Chrome answers a=setup:active and may send its ClientHello before its answer reaches us.
         call.media.accept_early_dtls = call.media.dtls is None
         # RFC 8445 §6.1.1: the offerer is the controlling agent (the browser, answering, is full ICE).
-        call.media.ice.controlling = call.media.ice.connection.ice_controlling = True
+        call.media.ice.set_role(controlling=True)
         return call.id, browser_offer
 
     async def answer_from_webrtc(self, session: str, answer: SessionDescription) -> SessionDescription:
