@@ -174,7 +174,7 @@ def test_browser_through_turn_relay(
     make_baresip: Callable[..., Baresip],
     make_coturn: Callable[..., Coturn],
 ) -> None:
-    """iceTransportPolicy 'relay': the browser's only candidates are coturn's, the gateway (ICE-lite)
+    """iceTransportPolicy 'relay': the browser's only candidates are coturn's, the gateway (full ICE, controlled)
     answers checks that come from coturn's relay address, and audio still goes both ways."""
     turn = make_coturn()
     gw = make_gateway()

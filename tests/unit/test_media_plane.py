@@ -16,7 +16,6 @@ from aioice import stun
 from rtc2sip.config import Settings
 from rtc2sip.media.certificate import Certificate
 from rtc2sip.media.dtls import DtlsEndpoint, DtlsRole, DtlsState
-from rtc2sip.media.ice import IceLiteAgent
 from rtc2sip.media.plane import InvalidState, MediaPlane, UnknownSession
 from rtc2sip.media.ports import PortAllocator, PortsExhausted
 from rtc2sip.media.rtcp import ReceiverReport, SenderReport, parse_compound
@@ -47,7 +46,8 @@ def open_fds() -> int:
 
 
 class FakeBrowser(asyncio.DatagramProtocol):
-    """The browser side in miniature: ICE controlling agent (checks with USE-CANDIDATE), DTLS, SRTP."""
+    """The browser side in miniature: a minimal ICE agent (one check with USE-CANDIDATE when
+    controlling; answers the gateway's checks once it has the gateway's SDP), DTLS, SRTP."""
 
     ufrag = "brws"
     pwd = "browserpassword0123456789"
@@ -66,6 +66,9 @@ class FakeBrowser(asyncio.DatagramProtocol):
         self.rtcp: list[bytes] = []
         self.stun_responses: asyncio.Queue[stun.Message] = asyncio.Queue()
         self._timer: asyncio.Task[None] | None = None
+        self.controlling = True
+        self.answering = False  # answers the gateway's checks (after connect())
+        self.checks_received: list[stun.Message] = []
 
     async def start(self) -> FakeBrowser:
         loop = asyncio.get_running_loop()
@@ -78,7 +81,11 @@ class FakeBrowser(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         if data[0] < 4:
-            self.stun_responses.put_nowait(stun.parse_message(data))
+            message = stun.parse_message(data)
+            if message.message_class == stun.Class.REQUEST:
+                self._answer_check(message, addr)
+            else:
+                self.stun_responses.put_nowait(message)
         elif 19 < data[0] < 64 and self.dtls is not None:
             self.dtls.feed(data)
             self._flush()
@@ -87,6 +94,15 @@ class FakeBrowser(asyncio.DatagramProtocol):
                 self.rtcp.append(self.rx.unprotect_rtcp(data))
             else:
                 self.received.append(RtpPacket.parse(self.rx.unprotect(data)))
+
+    def _answer_check(self, request: stun.Message, addr: Address) -> None:
+        if not self.answering or self.transport is None or not request.check_message_integrity(self.pwd.encode()):
+            return
+        self.checks_received.append(request)
+        response = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=request.transaction_id,
+                                attributes={"XOR-MAPPED-ADDRESS": addr})
+        response.add_message_integrity(self.pwd.encode())
+        self.transport.sendto(bytes(response), addr)
 
     def _flush(self) -> None:
         assert self.dtls is not None and self.transport is not None and self.gateway is not None
@@ -127,7 +143,10 @@ class FakeBrowser(asyncio.DatagramProtocol):
         cand = media.candidates[0]
         self.gateway = (cand.ip, cand.port)
         self.gw_ufrag, self.gw_pwd = media.ice_ufrag or "", media.ice_pwd or ""
-        response = await self.check(use_candidate=True)
+        # RFC 8445 §6.1.1: the offerer controls; an actpass SDP from the gateway is its offer.
+        self.controlling = media.setup != "actpass"
+        self.answering = True
+        response = await self.check(use_candidate=self.controlling)
         assert response.message_class == stun.Class.RESPONSE
         assert response.attributes["XOR-MAPPED-ADDRESS"] == ("127.0.0.1", self.port)
         self.dtls = DtlsEndpoint(BROWSER_CERT, role, [f"{f.algorithm} {f.value}" for f in media.fingerprints])
@@ -140,7 +159,7 @@ class FakeBrowser(asyncio.DatagramProtocol):
         request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
         request.attributes["USERNAME"] = f"{self.gw_ufrag}:{self.ufrag}"
         request.attributes["PRIORITY"] = 1853824767
-        request.attributes["ICE-CONTROLLING"] = 0x1234
+        request.attributes["ICE-CONTROLLING" if self.controlling else "ICE-CONTROLLED"] = 0x1234
         if use_candidate:
             request.attributes["USE-CANDIDATE"] = None
         request.add_message_integrity((pwd or self.gw_pwd).encode())
@@ -229,7 +248,7 @@ async def browser_calls_phone(plane: MediaPlane, browser: FakeBrowser, phone: Ph
     session, legacy_offer = await plane.offer_from_webrtc("call-1", browser.offer())
     assert legacy_offer.media[0].proto == "RTP/AVP"
     browser_answer = await plane.answer_from_legacy(session, phone.sdp())
-    assert browser_answer.ice_lite and browser_answer.media[0].setup == "passive"
+    assert not browser_answer.ice_lite and browser_answer.media[0].setup == "passive"
     await browser.connect(browser_answer)
     await until(lambda: browser.tx is not None, what="DTLS")
     return session, legacy_offer
@@ -328,7 +347,7 @@ async def test_phone_calls_browser_with_dtls_before_the_answer(plane: MediaPlane
     browser, phone = await FakeBrowser().start(), await Phone().start()
     try:
         session, browser_offer = await plane.offer_from_legacy("call-3", phone.sdp(offer=True))
-        assert browser_offer.ice_lite and browser_offer.media[0].setup == "actpass"
+        assert not browser_offer.ice_lite and browser_offer.media[0].setup == "actpass"
         assert browser_offer.media[0].proto == "UDP/TLS/RTP/SAVPF" and browser_offer.media[0].rtcp_mux
         await browser.connect(browser_offer, DtlsRole.CLIENT)
         await asyncio.sleep(0.1)  # handshake done, fingerprint not known yet: keys withheld
@@ -390,39 +409,121 @@ async def test_rtcp_reports_per_leg(plane: MediaPlane, monkeypatch: pytest.Monke
 # ICE
 
 
-def test_ice_lite_agent_answers_only_authenticated_checks() -> None:
-    agent = IceLiteAgent("gwuf", "gatewaypassword012345678")
-    agent.set_remote("brws", "browserpassword0123456789")
+async def test_gateway_answers_only_authenticated_checks(plane: MediaPlane) -> None:
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, _ = await plane.offer_from_webrtc("call-auth", browser.offer())
+        answer = await plane.answer_from_legacy(session, phone.sdp())
+        media = answer.media[0]
+        assert [c.type for c in media.candidates] == ["host"] and media.has("end-of-candidates")
+        browser.gateway = (media.candidates[0].ip, media.candidates[0].port)
+        browser.gw_ufrag, browser.gw_pwd = media.ice_ufrag or "", media.ice_pwd or ""
+        bad = await browser.check(pwd="wrongpassword0123456789xx")
+        assert bad.message_class == stun.Class.ERROR and bad.error_code == 401
+        ice: Any = plane.stats(session)["webrtc"]
+        assert ice["ice"]["selected"] is None and ice["ice"]["rejected_checks"] == 1
+        assert ice["ice"]["role"] == "controlled"
+        # Authenticated but without PRIORITY (RFC 8445 §7.1.1 requires it): refused, nothing learnt.
+        assert browser.transport is not None
+        request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        request.attributes["USERNAME"] = f"{browser.gw_ufrag}:{browser.ufrag}"
+        request.add_message_integrity(browser.gw_pwd.encode())
+        browser.transport.sendto(bytes(request), browser.gateway)
+        refused = await asyncio.wait_for(browser.stun_responses.get(), 2)
+        assert refused.message_class == stun.Class.ERROR and refused.error_code == 400
+        assert plane.stats(session)["webrtc"]["ice"]["selected"] is None  # type: ignore[index]
+        ok = await browser.check()
+        assert ok.message_class == stun.Class.RESPONSE
+        assert ok.attributes["XOR-MAPPED-ADDRESS"] == ("127.0.0.1", browser.port)
+        assert plane.stats(session)["webrtc"]["ice"]["selected"] == f"127.0.0.1:{browser.port}"  # type: ignore[index]
+    finally:
+        browser.close()
+        phone.close()
 
-    def request(username: str, pwd: str, nominate: bool = False) -> bytes:
-        msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-        msg.attributes["USERNAME"] = username
-        if nominate:
-            msg.attributes["USE-CANDIDATE"] = None
-        msg.add_message_integrity(pwd.encode())
-        return bytes(msg)
 
-    bad = agent.receive(request("gwuf:brws", "wrong"), ("127.0.0.1", 1), 0.0)
-    assert bad is not None and stun.parse_message(bad).error_code == 401
-    assert agent.selected is None and not agent.is_validated(("127.0.0.1", 1))
-    ok = agent.receive(request("gwuf:brws", agent.local_pwd), ("127.0.0.1", 2), 1.0)
-    assert ok is not None
-    answer = stun.parse_message(ok)
-    assert answer.check_message_integrity(agent.local_pwd.encode())
-    assert answer.attributes["XOR-MAPPED-ADDRESS"] == ("127.0.0.1", 2)
-    assert agent.selected == ("127.0.0.1", 2) and not agent.nominated
-    agent.receive(request("gwuf:brws", agent.local_pwd, nominate=True), ("127.0.0.1", 3), 2.0)
-    assert agent.selected == ("127.0.0.1", 3) and agent.nominated
-    agent.receive(request("gwuf:brws", agent.local_pwd), ("127.0.0.1", 2), 3.0)
-    assert agent.selected == ("127.0.0.1", 3)  # a nominated pair is not displaced by a plain check
-    assert not agent.consent_expired(32.0) and agent.consent_expired(33.5)
-    # ICE restart: old credentials still work until a check with the new ones succeeds.
-    old = agent.local_pwd
-    agent.restart()
-    assert agent.receive(request("gwuf:brws", old), ("127.0.0.1", 3), 4.0) is not None
-    assert agent.receive(request(f"{agent.local_ufrag}:brws", agent.local_pwd), ("127.0.0.1", 3), 5.0) is not None
-    assert stun.parse_message(agent.receive(request("gwuf:brws", old), ("127.0.0.1", 3), 6.0) or b"").error_code == 401
+async def test_gateway_nominates_when_it_offers(plane: MediaPlane) -> None:
+    """A phone calls a browser: the gateway offers, so it is the controlling agent and nominates
+    (aioice's aggressive nomination: USE-CANDIDATE on its checks), RFC 8445 §8.1.1."""
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, browser_offer = await plane.offer_from_legacy("call-nominate", phone.sdp(offer=True))
+        legacy_answer = await plane.answer_from_webrtc(session, browser.answer("active"))
+        await browser.connect(browser_offer, DtlsRole.CLIENT)
+        await until(lambda: browser.tx is not None, what="DTLS")
+        await until(lambda: plane.stats(session)["webrtc"]["ice"]["nominated"], what="nomination")  # type: ignore[index]
+        ice: Any = plane.stats(session)["webrtc"]["ice"]  # type: ignore[index]
+        assert ice["role"] == "controlling" and ice["nominated_by"] == "gateway"
+        assert ice["use_candidate_sent"] >= 1 and ice["selected"] == f"127.0.0.1:{browser.port}"
+        assert any("USE-CANDIDATE" in m.attributes and "ICE-CONTROLLING" in m.attributes
+                   for m in browser.checks_received)
+        phone.send_rtp(legacy_address(legacy_answer), 0, 1, b"n" * 160)
+        await until(lambda: len(browser.received) == 1, what="media on the nominated pair")
+    finally:
+        browser.close()
+        phone.close()
 
+
+async def test_ice_restart_on_reinvite_keeps_media_flowing(plane: MediaPlane) -> None:
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, legacy_offer = await browser_calls_phone(plane, browser, phone)
+        gw_legacy = legacy_address(legacy_offer)
+        await until(lambda: plane.stats(session)["webrtc"]["ice"]["nominated"], what="nomination")  # type: ignore[index]
+        old_ufrag, old_pwd = browser.gw_ufrag, browser.gw_pwd
+        # RFC 8839 §4.4.1.1.1: new credentials in a re-offer restart ICE.
+        browser.ufrag, browser.pwd = "brw2", "browserpassword2-abcdefgh"
+        await plane.update(session, browser.offer(), from_webrtc=True)
+        answer = await plane.answer_from_legacy(session, phone.sdp())
+        media = answer.media[0]
+        assert (media.ice_ufrag, media.ice_pwd) != (old_ufrag, old_pwd)
+        # Until the new checks complete, the old credentials still work and media keeps flowing.
+        browser.gw_ufrag, browser.gw_pwd, browser.ufrag = old_ufrag, old_pwd, "brws"
+        assert (await browser.check()).message_class == stun.Class.RESPONSE
+        browser.ufrag = "brw2"
+        browser.send_rtp(0, 50, b"o" * 160)
+        await until(lambda: len(phone.received) == 1, what="media during the restart")
+        browser.gw_ufrag, browser.gw_pwd = media.ice_ufrag or "", media.ice_pwd or ""
+        assert (await browser.check(use_candidate=True)).message_class == stun.Class.RESPONSE
+        await until(lambda: plane.stats(session)["webrtc"]["ice"]["nominated"], what="nomination after restart")  # type: ignore[index]
+        ice: Any = plane.stats(session)["webrtc"]["ice"]  # type: ignore[index]
+        assert ice["restarts"] == 1 and ice["local_ufrag"] == media.ice_ufrag
+        assert any(m.attributes.get("USERNAME") == f"brw2:{media.ice_ufrag}" for m in browser.checks_received)
+        for seq in range(3):
+            browser.send_rtp(0, 51 + seq, b"r" * 160)
+            phone.send_rtp(gw_legacy, 0, 60 + seq, b"s" * 160)
+        await until(lambda: len(phone.received) == 4 and len(browser.received) == 3, what="media after restart")
+        assert plane.stats(session)["failed"] is None
+    finally:
+        browser.close()
+        phone.close()
+
+
+async def test_consent_lost_ends_the_session_and_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 7675 §5.1: the browser stops answering the gateway's consent checks (it went away)."""
+    monkeypatch.setattr("rtc2sip.media.ice.CONSENT_INTERVAL", 0.1)
+    monkeypatch.setattr("rtc2sip.media.ice.CONSENT_TIMEOUT", 0.6)
+    plane = MediaPlane(Settings(), GW_CERT, port_range=(44000, 44099))
+    failures: list[tuple[str, str]] = []
+    plane.on_failure(lambda session, reason: failures.append((session, reason)))
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    await asyncio.sleep(0)
+    tasks = len(asyncio.all_tasks())
+    try:
+        session, _ = await browser_calls_phone(plane, browser, phone)
+        await until(lambda: plane.stats(session)["webrtc"]["ice"]["nominated"], what="nomination")  # type: ignore[index]
+        await asyncio.sleep(0.3)
+        assert not failures  # consent checks answered
+        browser.answering = False
+        await until(lambda: failures, timeout=5, what="consent failure")
+        assert failures[0][0] == session and "consent" in failures[0][1]
+        await plane.delete(session)
+    finally:
+        browser.close()
+        phone.close()
+        await plane.close()
+    await asyncio.sleep(0.05)
+    assert plane.ports.in_use == 0
+    assert len(asyncio.all_tasks()) == tasks
 
 # --------------------------------------------------------------------------------------------------
 # Failures

@@ -1,43 +1,91 @@
-"""ICE-lite for the gateway's WebRTC leg (RFC 8445 §2.5, §7.3, RFC 7675), sans I/O.
+"""Full ICE for the gateway's WebRTC leg (RFC 8445, RFC 7675), on aioice's :class:`~aioice.Connection`.
 
-The gateway has a public (or, in tests, loopback) address and answers ``a=ice-lite``: it gathers
-host candidates only, never sends checks and is always the controlled agent. The browser (a full
-agent, controlling) checks from each of its candidates, relay and server-reflexive ones included, so
-those need nothing special here: the address a valid check comes from is where media goes.
+The gateway is a full agent: controlling when it offers to the browser (a legacy phone calls a
+browser), controlled when it answers the browser's offer. aioice does the RFC 8445 work: answering
+checks, pairing, pacing and retransmitting checks, nominating (aggressive nomination when
+controlling), role conflicts, peer-reflexive candidates. This module fits it to the media session:
 
-The agent is fed STUN datagrams and returns the response to send back (RFC 8445 §7.3: a Binding
-success with XOR-MAPPED-ADDRESS, MESSAGE-INTEGRITY keyed with our ice-pwd and FINGERPRINT). It tracks:
+- **One socket.** The session's WebRTC socket (from the port range) carries STUN, DTLS and SRTP
+  (RFC 7983). aioice never gets a socket of its own: each local host candidate is an
+  :class:`_Endpoint`, an aioice ``StunProtocol`` whose transport is the session's; the session's
+  protocol hands only STUN datagrams (first byte 0..3) to :meth:`IceAgent.datagram`, so media never
+  goes through aioice's ``recv()`` queue or its per-datagram STUN parse, and it is sent straight on
+  the socket to :attr:`IceAgent.selected` (the nominated pair's remote address: there is one local
+  socket, so the pair's transport is that socket).
+- **Candidates.** Host candidates are the plane's announced addresses (aioice's host discovery
+  leaves out loopback, PERFORMANCE.md); with ``enable-icestun`` a Binding request to ``stun-server``
+  from the same socket gives the server-reflexive one (RFC 8445 §5.1.1.2). The browser's candidates
+  come from its SDP (host, srflx, relay; mDNS names and TCP are skipped: its checks from them make
+  peer-reflexive candidates, RFC 8445 §7.3.1.3), and end-of-candidates is signalled since the
+  gateway does not take trickled candidates.
+- **Where media may come from and go to.** An address that sent an authenticated check, or answered
+  one of ours, is validated (RFC 8445 §7.3.1.4 gives no trust before that). Media goes to the
+  nominated pair; before nomination, to the address the browser nominated (USE-CANDIDATE) or the
+  latest validated one, so that DTLS can start at once.
+- **Consent freshness** (RFC 7675): once nominated, a check every ~5 s on the selected pair; no
+  answer for :data:`CONSENT_TIMEOUT` seconds and :attr:`IceAgent.consent_lost` is set.
+- **ICE restart** (RFC 8445 §9): new local credentials and a new aioice connection on the same
+  socket; the old one keeps answering (and media keeps flowing on its pair) until the new one
+  nominates.
 
-- the selected address: the source of the latest valid check carrying USE-CANDIDATE (RFC 8445
-  §7.3.1.5, §8.2: the controlling agent may nominate again, and the newest nomination wins), or,
-  before any nomination, of the latest valid check, so that DTLS can start at once;
-- which addresses passed a check: media from anywhere else is dropped (RFC 8445 §7.3.1.4 gives an
-  address no trust before a check from it succeeded);
-- consent (RFC 7675 §5.1): the browser's periodic checks are its consent; none for
-  :data:`CONSENT_TIMEOUT` seconds means the path is gone.
-
-Later slice: full ICE (the gateway checking and nominating, its own srflx candidate from
-``stun-server`` / ``enable-icestun``, TCP candidates). Only needed when the gateway itself is behind
-a NAT; ice-lite is what a gateway with a routable address should run (RFC 8445 §2.5).
+aioice is used beyond its documented API (its ``StunProtocol`` and a few ``Connection`` internals):
+:func:`_check_aioice` verifies them when the module loads, and ``pyproject.toml`` pins the versions
+this was written against.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
+import random
 import secrets
 import string
+from collections.abc import Callable, Sequence
+from time import monotonic
+from typing import Any, cast
 
-from aioice import stun
+from aioice import Candidate as AioCandidate
+from aioice import Connection, stun
+from aioice.candidate import candidate_foundation, candidate_priority
+from aioice.ice import CandidatePair, StunProtocol
 
-__all__ = ["CONSENT_TIMEOUT", "IceLiteAgent", "generate_password", "generate_ufrag"]
+from ..sdp.model import Candidate
 
-# RFC 7675 §5.1: consent expires 30 s after the last successful check.
+__all__ = ["CONSENT_INTERVAL", "CONSENT_TIMEOUT", "IceAgent", "generate_password", "generate_ufrag"]
+
+log = logging.getLogger("rtc2sip.media")
+
+# RFC 7675 §5.1: a consent check every 5 s (randomised 0.8-1.2), consent expires 30 s after the
+# last answered one. Read at use time, so tests may shorten them.
+CONSENT_INTERVAL = 5.0
 CONSENT_TIMEOUT = 30.0
-# Addresses remembered as validated; a browser checks from a handful of candidates at most, and a
-# bound keeps a peer spraying checks from growing the table.
+# Gathering the server-reflexive candidate delays the offer or answer: bounded.
+STUN_TIMEOUT = 2.0
+# Addresses remembered as validated; a bound keeps a peer spraying checks from growing the table.
 MAX_VALIDATED = 16
 _ICE_CHARS = string.ascii_letters + string.digits + "+/"  # ice-char (RFC 8839 §5.4)
 
 Address = tuple[str, int]
+
+
+def _check_aioice() -> None:
+    """What this module relies on beyond aioice's documented API; fails at import, not mid-call."""
+    needed: dict[type, tuple[str, ...]] = {
+        Connection: ("request_received", "check_complete", "build_request", "query_consent",
+                     "_valid_username", "connect", "close", "add_remote_candidate"),
+        StunProtocol: ("request", "send_stun"),
+        CandidatePair: ("remote_addr", "local_addr", "State"),
+    }
+    missing = [f"{cls.__name__}.{name}" for cls, names in needed.items() for name in names if not hasattr(cls, name)]
+    if missing:
+        raise ImportError(f"aioice lacks what rtc2sip.media.ice needs: {', '.join(missing)}")
+
+
+_check_aioice()
+# Connection attributes set in its __init__ (checked per instance, see _GatewayConnection).
+_CONNECTION_ATTRIBUTES = ("_protocols", "_local_candidates", "_local_candidates_start", "_local_candidates_end",
+                          "_nominated", "_closing", "ice_controlling", "remote_is_lite")
 
 
 def generate_ufrag() -> str:
@@ -50,104 +98,332 @@ def generate_password() -> str:
     return "".join(secrets.choice(_ICE_CHARS) for _ in range(24))
 
 
-class IceLiteAgent:
-    """The controlled, lite side of one ICE session (one component: rtcp-mux and BUNDLE)."""
+class _Endpoint(StunProtocol):
+    """aioice's view of one local host candidate on the session's socket (which it must not close)."""
 
-    def __init__(self, local_ufrag: str | None = None, local_pwd: str | None = None) -> None:
-        self.local_ufrag = local_ufrag or generate_ufrag()
-        self.local_pwd = local_pwd or generate_password()
-        self.remote_ufrag: str | None = None
-        self.remote_pwd: str | None = None
+    def __init__(self, connection: _GatewayConnection, transport: asyncio.DatagramTransport,
+                 candidate: AioCandidate, agent: IceAgent) -> None:
+        super().__init__(connection)
+        self.transport = transport
+        self.local_candidate = candidate
+        self._agent = agent
+
+    def send_stun(self, message: stun.Message, addr: Address) -> None:
+        if "USE-CANDIDATE" in message.attributes:
+            self._agent.use_candidate_sent += 1
+        self.transport.sendto(bytes(message), addr)
+
+    async def close(self) -> None:
+        return  # the MediaSession owns and closes the socket
+
+
+class _GatewayConnection(Connection):
+    """An aioice connection that reports to its :class:`IceAgent` and runs its own consent checks."""
+
+    def __init__(self, agent: IceAgent, controlling: bool, ufrag: str, pwd: str) -> None:
+        super().__init__(ice_controlling=controlling, components=1, local_username=ufrag, local_password=pwd)
+        missing = [a for a in _CONNECTION_ATTRIBUTES if not hasattr(self, a)]
+        if missing:
+            raise RuntimeError(f"aioice.Connection lacks {', '.join(missing)}")
+        self.agent = agent
+
+    @property
+    def closing(self) -> bool:
+        return bool(self._closing)
+
+    @property
+    def nominated_pair(self) -> CandidatePair | None:
+        return self._nominated.get(1)
+
+    def request_received(self, message: stun.Message, addr: tuple[str, int], protocol: StunProtocol) -> None:
+        if not self._closing and message.message_method == stun.Method.BINDING:
+            username = message.attributes.get("USERNAME")
+            if (isinstance(username, str) and "MESSAGE-INTEGRITY" in message.attributes
+                    and self._valid_username(username)
+                    and message.check_message_integrity(self.local_password.encode())):
+                if not isinstance(message.attributes.get("PRIORITY"), int):
+                    # RFC 8445 §7.1.1 requires it, and aioice's peer-reflexive learning reads it.
+                    self.agent.rejected_checks += 1
+                    self.respond_error(message, addr, protocol, (400, "Bad Request"))
+                    return
+                self.agent.checked(self, addr, "USE-CANDIDATE" in message.attributes)
+            else:
+                self.agent.rejected_checks += 1
+        super().request_received(message, addr, protocol)
+
+    def check_complete(self, pair: CandidatePair) -> None:
+        super().check_complete(pair)
+        if pair.state == CandidatePair.State.SUCCEEDED:
+            self.agent.succeeded(self, pair)
+
+    async def query_consent(self) -> None:
+        """RFC 7675 §5.1 on the nominated pair, one try per interval (aioice's own loop uses fixed
+        module constants; this one reports to the agent instead of closing)."""
+        assert self.remote_password is not None
+        last = monotonic()
+        while True:
+            await asyncio.sleep(CONSENT_INTERVAL * (0.8 + 0.4 * random.random()))
+            pair = self.nominated_pair
+            if pair is not None:
+                request = self.build_request(pair, nominate=False)
+                try:
+                    await pair.protocol.request(request, pair.remote_addr,
+                                                integrity_key=self.remote_password.encode(), retransmissions=0)
+                    last = monotonic()
+                except stun.TransactionError:
+                    pass
+            if monotonic() - last > CONSENT_TIMEOUT:
+                self.agent.consent_expired_on(self)
+                return
+
+
+class IceAgent:
+    """The gateway's ICE agent for one session (one component: rtcp-mux and BUNDLE)."""
+
+    def __init__(self, *, controlling: bool = False, on_selected: Callable[[], None] | None = None,
+                 name: str = "") -> None:
+        self.controlling = controlling
+        self.name = name
+        self.on_selected = on_selected
+        self.connection = _GatewayConnection(self, controlling, generate_ufrag(), generate_password())
+        self._previous: _GatewayConnection | None = None
         self.selected: Address | None = None
         self.nominated = False
-        self.last_check: float | None = None
+        self.nominated_by: str | None = None
         self.checks = 0
         self.rejected_checks = 0
+        self.use_candidate_sent = 0
+        self.restarts = 0
+        self.failure: str | None = None
+        self.consent_lost = False
+        self.local_candidates: list[Candidate] = []
+        self._browser_nominated: Address | None = None
         self._validated: dict[Address, float] = {}
-        # During an ICE restart the browser keeps checking with the old credentials until it has our
-        # answer (RFC 8445 §9): both are accepted until a check with the new ones succeeds.
-        self._previous: tuple[str, str] | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -- credentials --------------------------------------------------------------------------------
+
+    @property
+    def local_ufrag(self) -> str:
+        return self.connection.local_username
+
+    @property
+    def local_pwd(self) -> str:
+        return self.connection.local_password
+
+    @property
+    def remote_ufrag(self) -> str | None:
+        return self.connection.remote_username
+
+    @property
+    def remote_pwd(self) -> str | None:
+        return self.connection.remote_password
+
+    # -- gathering ----------------------------------------------------------------------------------
+
+    async def gather(self, transport: asyncio.DatagramTransport, addresses: Sequence[str], port: int,
+                     stun_server: Address | None = None) -> None:
+        """Host candidates on ``addresses`` (all on the one socket bound to ``port``), and with
+        ``stun_server`` the server-reflexive one of each IPv4 address (RFC 8445 §5.1.1.2)."""
+        self._transport = transport
+        self.local_candidates = [Candidate.host(ip, port, index=i) for i, ip in enumerate(addresses)]
+        self._attach(self.connection)
+        if stun_server is None:
+            return
+        srflx: list[Candidate] = []
+        for endpoint in list(self.connection._protocols):
+            host = cast(_Endpoint, endpoint).local_candidate
+            if ipaddress.ip_address(host.host).version != 4:
+                continue
+            request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+            try:
+                response, _ = await asyncio.wait_for(endpoint.request(request, stun_server), STUN_TIMEOUT)
+            except (TimeoutError, stun.TransactionError) as exc:
+                log.info("ice %s: no server-reflexive candidate from %s:%d: %s", self.name, *stun_server,
+                         exc or "timeout")
+                continue
+            mapped = response.attributes.get("XOR-MAPPED-ADDRESS")
+            if not isinstance(mapped, tuple):
+                continue
+            ip, mapped_port = mapped[0], int(mapped[1])
+            candidate = Candidate(candidate_foundation("srflx", "udp", host.host), 1, "udp",
+                                  candidate_priority(1, "srflx") - len(srflx), ip, mapped_port, "srflx",
+                                  host.host, host.port)
+            if all((c.ip, c.port, c.type) != (ip, mapped_port, "srflx") for c in srflx):
+                srflx.append(candidate)
+        self.local_candidates += srflx
+        if srflx:
+            log.info("ice %s: server-reflexive %s", self.name, ", ".join(f"{c.ip}:{c.port}" for c in srflx))
+
+    def _attach(self, connection: _GatewayConnection) -> None:
+        """Give ``connection`` the host candidates as endpoints on the session's socket, in place of
+        aioice's gather_candidates (which would bind sockets of its own)."""
+        assert self._transport is not None
+        endpoints: list[StunProtocol] = []
+        for c in self.local_candidates:
+            if c.type != "host":
+                continue
+            aio = AioCandidate(c.foundation, c.component, c.transport, c.priority, c.ip, c.port, c.type)
+            endpoints.append(_Endpoint(connection, self._transport, aio, self))
+        connection._protocols = endpoints
+        connection._local_candidates = [e.local_candidate for e in endpoints]
+        connection._local_candidates_start = connection._local_candidates_end = True
 
     # -- signalling ---------------------------------------------------------------------------------
 
-    def set_remote(self, ufrag: str, pwd: str) -> bool:
-        """The peer's credentials from its SDP; True when they changed (an ICE restart, RFC 8839 §4.4.1.1.1)."""
-        changed = self.remote_ufrag is not None and (ufrag, pwd) != (self.remote_ufrag, self.remote_pwd)
-        self.remote_ufrag, self.remote_pwd = ufrag, pwd
-        return changed
+    def set_remote(self, ufrag: str, pwd: str, candidates: Sequence[Candidate] = (), *, lite: bool = False) -> bool:
+        """The browser's credentials and candidates from its SDP; starts the checks. Same
+        credentials again (a re-INVITE without restart) change nothing. True when they changed."""
+        conn = self.connection
+        if conn.remote_username is not None:
+            if (ufrag, pwd) == (conn.remote_username, conn.remote_password):
+                return False
+            # The browser restarted in an answer to our offer: keep our credentials, new checks.
+            self._begin_restart(conn.local_username, conn.local_password)
+            conn = self.connection
+        conn.remote_username, conn.remote_password = ufrag, pwd
+        conn.remote_is_lite = lite
+        self._spawn(self._run(conn, list(candidates)))
+        return True
+
+    def set_role(self, *, controlling: bool) -> None:
+        """Controlling when the gateway offers (RFC 8445 §6.1.1); before the checks start."""
+        self.controlling = controlling
+        self.connection.ice_controlling = controlling
 
     def restart(self) -> None:
-        """New local credentials (RFC 8445 §9); the selected address stays until a new nomination."""
-        self._previous = (self.local_ufrag, self.local_pwd)
-        self.local_ufrag = generate_ufrag()
-        self.local_pwd = generate_password()
+        """New local credentials (RFC 8445 §9); media stays on the old pair until a new nomination."""
+        self._begin_restart(generate_ufrag(), generate_password())
+
+    def _begin_restart(self, ufrag: str, pwd: str) -> None:
+        self.restarts += 1
+        old = self.connection
+        if self._previous is not None:
+            self._spawn(self._previous.close())
+        self._previous = old if old.remote_username is not None else None
+        if self._previous is None:
+            self._spawn(old.close())
+        self.connection = _GatewayConnection(self, self.controlling, ufrag, pwd)
+        self.connection.ice_controlling = old.ice_controlling  # keeps a role a conflict repaired
+        if self._transport is not None:
+            self._attach(self.connection)
         self.nominated = False
+
+    async def _run(self, conn: _GatewayConnection, candidates: list[Candidate]) -> None:
+        added = 0
+        for c in candidates:
+            if c.transport.lower() != "udp" or c.component != 1 or c.ip.lower().endswith(".local"):
+                continue
+            aio = AioCandidate(c.foundation, c.component, "udp", c.priority, c.ip, c.port, c.type,
+                               related_address=c.raddr, related_port=c.rport)
+            await conn.add_remote_candidate(aio)
+            added += 1
+        if added:
+            # No trickle: what the SDP had is all (RFC 8838 §8). Without any, the browser's checks
+            # still make peer-reflexive candidates, and the session's connect timeout bounds the wait.
+            await conn.add_remote_candidate(None)
+        try:
+            await conn.connect()
+        except Exception as exc:  # ConnectionError when the check list failed; anything else is a bug
+            if conn is self.connection and not conn.closing and not self._closed:
+                self.failure = f"ICE failed: {exc}"
+                if isinstance(exc, ConnectionError):
+                    log.info("ice %s: %s", self.name, self.failure)
+                else:
+                    log.exception("ice %s: %s", self.name, self.failure)
 
     # -- datagrams ----------------------------------------------------------------------------------
 
-    def receive(self, data: bytes, addr: Address, now: float) -> bytes | None:
-        """Handle one STUN datagram from ``addr``; returns the response to send back, if any."""
+    def datagram(self, data: bytes, addr: Address) -> None:
+        """One STUN datagram from the session's socket: a response to one of our transactions, or a
+        check for the current (or, during a restart, the previous) connection."""
         try:
-            request = stun.parse_message(data)
+            message = stun.parse_message(data)
         except ValueError:
-            return None  # not STUN, or a bad FINGERPRINT (RFC 8489 §7.3): silently dropped
-        if request.message_method != stun.Method.BINDING or request.message_class != stun.Class.REQUEST:
-            return None  # indications and stray responses: a lite agent sends no requests
-        username = request.attributes.get("USERNAME")
-        if not isinstance(username, str) or "MESSAGE-INTEGRITY" not in request.attributes:
-            self.rejected_checks += 1
-            return self._error(request, 400, "Bad Request", None)  # RFC 8445 §7.3: short-term auth required
-        local_ufrag, _, remote_ufrag = username.partition(":")
-        password = self._password_for(local_ufrag)
-        if password is None or not request.check_message_integrity(password.encode()):
-            self.rejected_checks += 1
-            return self._error(request, 401, "Unauthorized", None)  # RFC 8489 §9.1.3
-        if self.remote_ufrag is not None and remote_ufrag != self.remote_ufrag and self._previous is None:
-            # A check for another session of the same peer, or a stale one: not ours to answer.
-            self.rejected_checks += 1
-            return None
-        if self._previous is not None and local_ufrag == self.local_ufrag:
-            self._previous = None  # the restart went through
-        self.checks += 1
-        self.last_check = now
-        if addr not in self._validated and len(self._validated) >= MAX_VALIDATED:
-            oldest = min(self._validated, key=self._validated.__getitem__)
-            del self._validated[oldest]
-        self._validated[addr] = now
-        if "USE-CANDIDATE" in request.attributes:
-            self.selected = addr
-            self.nominated = True
-        elif not self.nominated:
-            self.selected = addr
-        response = stun.Message(
-            stun.Method.BINDING,
-            stun.Class.RESPONSE,
-            transaction_id=request.transaction_id,
-            attributes={"XOR-MAPPED-ADDRESS": addr},
-        )
-        response.add_message_integrity(password.encode())  # also adds FINGERPRINT (RFC 8445 §7.3)
-        return bytes(response)
-
-    def _password_for(self, ufrag: str) -> str | None:
-        if ufrag == self.local_ufrag:
-            return self.local_pwd
-        if self._previous is not None and ufrag == self._previous[0]:
-            return self._previous[1]
-        return None
+            return  # not STUN, or a bad FINGERPRINT (RFC 8489 §7.3): silently dropped
+        addr = (addr[0], addr[1])
+        connections = [c for c in (self.connection, self._previous) if c is not None]
+        if message.message_class in (stun.Class.RESPONSE, stun.Class.ERROR):
+            for conn in connections:
+                for endpoint in conn._protocols:
+                    transaction = endpoint.transactions.get(message.transaction_id)
+                    if transaction is not None:
+                        transaction.response_received(message, addr)
+                        return
+            return
+        if message.message_class != stun.Class.REQUEST:
+            return
+        conn = self.connection
+        username = message.attributes.get("USERNAME")
+        previous = self._previous
+        if (previous is not None and isinstance(username, str)
+                and username.partition(":")[0] == previous.local_username != conn.local_username):
+            conn = previous
+        target = self._endpoint_for(conn, addr)
+        if target is not None:
+            conn.request_received(message, addr, target)
 
     @staticmethod
-    def _error(request: stun.Message, code: int, reason: str, password: str | None) -> bytes:
-        response = stun.Message(
-            stun.Method.BINDING,
-            stun.Class.ERROR,
-            transaction_id=request.transaction_id,
-            attributes={"ERROR-CODE": (code, reason)},
-        )
-        if password is None:
-            response.add_fingerprint()
-        else:
-            response.add_message_integrity(password.encode())
-        return bytes(response)
+    def _endpoint_for(conn: _GatewayConnection, addr: Address) -> StunProtocol | None:
+        """The local candidate a check came to: the socket may be bound to a wildcard, so the one of
+        the sender's address family (the first, preferred, one)."""
+        endpoints: list[StunProtocol] = conn._protocols
+        version = 6 if ":" in addr[0] else 4
+        for endpoint in endpoints:
+            if (6 if ":" in endpoint.local_candidate.host else 4) == version:
+                return endpoint
+        return endpoints[0] if endpoints else None
+
+    # -- reports from the connections ---------------------------------------------------------------
+
+    def checked(self, conn: _GatewayConnection, addr: Address, use_candidate: bool) -> None:
+        """An authenticated check from ``addr`` (answered by aioice)."""
+        self.checks += 1
+        self._validate(addr)
+        if conn is not self.connection or self.nominated:
+            return
+        if use_candidate and not conn.ice_controlling:
+            self._browser_nominated = addr
+        self._select(self._browser_nominated or addr)
+
+    def succeeded(self, conn: _GatewayConnection, pair: CandidatePair) -> None:
+        """One of our checks got its answer; ``pair.nominated`` when the pair is now selected."""
+        addr = pair.remote_addr
+        self._validate(addr)
+        if conn is not self.connection:
+            return
+        if pair.nominated:
+            first = not self.nominated
+            self.nominated = True
+            self.nominated_by = "gateway" if conn.ice_controlling else "browser"
+            if first:
+                log.info("ice %s: nominated %s:%d by the %s", self.name, *addr, self.nominated_by)
+            previous, self._previous = self._previous, None
+            if previous is not None:
+                log.info("ice %s: restart complete", self.name)
+                self._spawn(previous.close())
+            self._select(addr)
+        elif not self.nominated and self._browser_nominated is None:
+            self._select(addr)
+
+    def consent_expired_on(self, conn: _GatewayConnection) -> None:
+        if conn is self.connection and not self._closed:
+            self.consent_lost = True
+            log.info("ice %s: consent expired (RFC 7675)", self.name)
+
+    def _validate(self, addr: Address) -> None:
+        if addr not in self._validated and len(self._validated) >= MAX_VALIDATED:
+            del self._validated[min(self._validated, key=self._validated.__getitem__)]
+        self._validated[addr] = monotonic()
+
+    def _select(self, addr: Address) -> None:
+        if addr == self.selected:
+            return
+        self.selected = addr
+        if self.on_selected is not None:
+            self.on_selected()
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -159,5 +435,35 @@ class IceLiteAgent:
         return self.selected is not None
 
     def consent_expired(self, now: float) -> bool:
-        """RFC 7675 §5.1: no valid check for :data:`CONSENT_TIMEOUT` seconds after the first one."""
-        return self.last_check is not None and now - self.last_check > CONSENT_TIMEOUT
+        """RFC 7675 §5.1: our consent checks went unanswered for :data:`CONSENT_TIMEOUT` seconds."""
+        return self.consent_lost
+
+    def describe(self) -> dict[str, Any]:
+        pair = self.connection.nominated_pair
+        return {
+            "role": "controlling" if self.connection.ice_controlling else "controlled",
+            "nominated_by": self.nominated_by,
+            "local": f"{pair.local_addr[0]}:{pair.local_addr[1]}" if pair is not None else None,
+            "candidates": [str(c) for c in self.local_candidates],
+            "use_candidate_sent": self.use_candidate_sent,
+            "restarts": self.restarts,
+        }
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop every check and consent task; the socket is left to its owner."""
+        if self._closed:
+            return
+        self._closed = True
+        for conn in (self._previous, self.connection):
+            if conn is not None:
+                await conn.close()
+        self._previous = None
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

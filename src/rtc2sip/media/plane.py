@@ -18,24 +18,28 @@ session only, and :meth:`MediaPlane.delete` releases all of it in whatever state
 The state is per process and all of it is reached through this API with plain data (SDP, strings,
 dicts), so a front end can run one plane per worker process and per core (PERFORMANCE.md).
 
-The WebRTC leg is ICE-lite (:mod:`rtc2sip.media.ice`): the gateway answers checks and the browser
-nominates. Full ICE (gateway nominating, its srflx candidate from ``stun-server``) is a later slice.
+The WebRTC leg runs full ICE (:mod:`rtc2sip.media.ice`, on aioice): controlling, and nominating,
+when the gateway offers to the browser; controlled when it answers the browser's offer; host
+candidates on the announced addresses and, with ``enable-icestun``, a server-reflexive one from
+``stun-server``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import ipaddress
 import logging
 import secrets
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..config import Settings
-from ..sdp.model import Candidate, Crypto, Media, SdpError, SessionDescription
+from ..sdp.model import Crypto, Media, SdpError, SessionDescription
 from ..sdp.model import Fingerprint as SdpFingerprint
 from ..sdp.translate import (
     BreakerPolicy,
@@ -147,6 +151,7 @@ class MediaPlane:
         self.recorder: Recorder | None = None
         self.forwarder: Forwarder | None = None
         self._addresses = _announced_addresses(host)
+        self._stun_resolved: tuple[tuple[str, int], float] | None = None
         self._fingerprint = SdpFingerprint("sha-256", certificate.fingerprint("sha-256").hex)
 
     # -- browser calls phone ------------------------------------------------------------------------
@@ -179,7 +184,8 @@ class MediaPlane:
         # RFC 5763 §5: a=setup:passive in our answer makes us the DTLS server, active the client.
         role = DtlsRole.SERVER if setup == "passive" else DtlsRole.CLIENT
         links = await self._open_coders(call, mapping, answer, call.offer)
-        call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role)
+        call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role,
+                                        peer.candidates, ice_lite=peer.ice_lite)
         await self._configure(call, _stream_configs(mapping, answer, call.offer), links)
         self._set_codecs(call, mapping, answer, call.offer)
         call.mapping, call.pending, call.offer, call.restart_ice = mapping, _Pending.NONE, None, False
@@ -203,6 +209,8 @@ class MediaPlane:
         call.pending, call.offer = _Pending.LEGACY_OFFER, offer
         # Chrome answers a=setup:active and may send its ClientHello before its answer reaches us.
         call.media.accept_early_dtls = call.media.dtls is None
+        # RFC 8445 §6.1.1: the offerer is the controlling agent (the browser, answering, is full ICE).
+        call.media.ice.set_role(controlling=True)
         return call.id, browser_offer
 
     async def answer_from_webrtc(self, session: str, answer: SessionDescription) -> SessionDescription:
@@ -217,7 +225,8 @@ class MediaPlane:
         # The browser chose (RFC 8842 §5.3): active makes it the client, passive makes us the client.
         role = DtlsRole.SERVER if peer.setup == "active" else DtlsRole.CLIENT
         links = await self._open_coders(call, mapping, call.offer, answer)
-        call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role)
+        call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role,
+                                        peer.candidates, ice_lite=peer.ice_lite)
         await self._configure(call, _stream_configs(mapping, call.offer, answer), links)
         self._set_codecs(call, mapping, call.offer, answer)
         call.mapping, call.pending, call.offer, call.restart_ice = mapping, _Pending.NONE, None, False
@@ -475,6 +484,8 @@ class MediaPlane:
             on_failure=lambda reason: self._failed(session_id, reason),
             media_timeout=self.media_timeout,
             connect_timeout=self.connect_timeout,
+            addresses=self._addresses,
+            stun_server=await self._stun_server(),
         )
         await media.open(kinds)
         legacy_local = LegacyEndpoint(self._addresses[0], {}, rtcp_mux=True)
@@ -504,7 +515,7 @@ class MediaPlane:
 
     def _webrtc_local(self, call: _Call) -> WebRtcEndpoint:
         media = call.media
-        candidates = tuple(Candidate.host(ip, media.webrtc_port, index=i) for i, ip in enumerate(self._addresses))
+        candidates = tuple(media.ice.local_candidates)
         # Announce exactly the SSRC we send (TESTING.md: Chromium plays silence for another one).
         ssrcs = {
             kind: SsrcAnnouncement(s.webrtc_ssrc, media.cname, f"rtc2sip-{call.id}", f"{kind}-{call.id}")
@@ -512,8 +523,30 @@ class MediaPlane:
         }
         return WebRtcEndpoint(
             media.ice.local_ufrag, media.ice.local_pwd, (self._fingerprint,), candidates,
-            session_id=call.webrtc_session_id, ssrcs=ssrcs,
+            ice_lite=False, session_id=call.webrtc_session_id, ssrcs=ssrcs,
         )
+
+    async def _stun_server(self) -> tuple[str, int] | None:
+        """``stun-server`` when ``enable-icestun`` is on, its name resolved (once an hour at most)."""
+        conf = self.settings.webrtc2sip
+        server = conf.stun_server
+        if not conf.enable_icestun or server is None:
+            return None
+        try:
+            ipaddress.ip_address(server.host)
+            return (server.host, server.port)
+        except ValueError:
+            pass
+        now = monotonic()
+        if self._stun_resolved is None or now - self._stun_resolved[1] > 3600:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(server.host, server.port, family=socket.AF_INET,
+                                                                     type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                log.warning("media plane: stun-server %s does not resolve: %s", server.host, exc)
+                return None
+            self._stun_resolved = ((str(infos[0][4][0]), server.port), now)
+        return self._stun_resolved[0]
 
 
 def _kinds(sdp: SessionDescription) -> list[str]:

@@ -3,8 +3,8 @@
 A :class:`MediaSession` owns:
 
 - one UDP socket for the WebRTC leg (BUNDLE, RFC 8843, and rtcp-mux, RFC 5761: STUN, DTLS, SRTP
-  and SRTCP all share it), demultiplexed by first byte (RFC 7983 §7) into the ICE-lite agent, the
-  DTLS endpoint, and SRTP;
+  and SRTCP all share it), demultiplexed by first byte (RFC 7983 §7) into the ICE agent (full ICE
+  on aioice, :mod:`rtc2sip.media.ice`, which sees STUN only), the DTLS endpoint, and SRTP;
 - per media kind, an RTP/RTCP socket pair for the legacy leg (plain RTP/AVP, or SDES SRTP when the
   legacy peer agreed to a=crypto), with symmetric RTP latching (webrtc2sip ``enable-rtp-symetric``);
 - one housekeeping task: DTLS retransmission timers (RFC 6347 §4.2.4), RTCP reports, consent
@@ -30,15 +30,17 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
+from ..sdp.model import Candidate
 from ..sdp.translate import LegacyPeer
+from . import ice as _ice
 from .certificate import Certificate
 from .dtls import DtlsEndpoint, DtlsRole, DtlsState, FingerprintMismatchError
-from .ice import IceLiteAgent
+from .ice import IceAgent
 from .ports import PortAllocator
 from .rtcp import (
     Bye,
@@ -688,9 +690,14 @@ class MediaSession:
         on_failure: Callable[[str], None],
         media_timeout: float,
         connect_timeout: float,
+        addresses: Iterable[str] | None = None,
+        stun_server: Address | None = None,
     ) -> None:
         self.id = session_id
         self.host = host
+        # host candidates: the plane's announced addresses (a wildcard ``host`` has several)
+        self._addresses = list(addresses) if addresses is not None else [host]
+        self._stun_server = stun_server
         self._ports = ports
         self._certificate = certificate
         self._symmetric = symmetric
@@ -698,7 +705,7 @@ class MediaSession:
         self._media_timeout = media_timeout
         self._connect_timeout = connect_timeout
         self.cname = secrets.token_urlsafe(12)
-        self.ice = IceLiteAgent()
+        self.ice = IceAgent(on_selected=self._ice_selected, name=session_id)
         self.dtls: DtlsEndpoint | None = None
         self.dtls_role: DtlsRole | None = None
         self._dtls_connected_at: float | None = None
@@ -737,6 +744,8 @@ class MediaSession:
             self._ports_held.append(self.webrtc_port)
             self._open_transports += 1
             await loop.create_datagram_endpoint(lambda: _WebRtcProtocol(self), sock=sock)
+            assert self.transport is not None
+            await self.ice.gather(self.transport, self._addresses, self.webrtc_port, self._stun_server)
             for kind in kinds:
                 await self.add_kind(kind)
         except BaseException:
@@ -786,6 +795,7 @@ class MediaSession:
         if self.dtls is not None and self.dtls.state is DtlsState.CONNECTED:
             self.dtls.close()
             self._flush_dtls(None)
+        await self.ice.close()  # its checks and consent tasks; the socket is closed below
         for kind, stream in self.streams.items():
             if stream.coder is not None:
                 log.info("media session %s: %s transcoding ended: %s", self.id, kind, stream.coder_stats())
@@ -876,9 +886,10 @@ class MediaSession:
                     return True
                 await asyncio.sleep(interval)
 
-    def set_remote_transport(self, ufrag: str, pwd: str, fingerprints: list[str], role: DtlsRole) -> None:
-        """The browser's ICE credentials and fingerprints, and our DTLS role (RFC 5763 §5)."""
-        self.ice.set_remote(ufrag, pwd)
+    def set_remote_transport(self, ufrag: str, pwd: str, fingerprints: list[str], role: DtlsRole,
+                             candidates: Sequence[Candidate] = (), *, ice_lite: bool = False) -> None:
+        """The browser's ICE credentials, candidates and fingerprints, and our DTLS role (RFC 5763 §5)."""
+        self.ice.set_remote(ufrag, pwd, candidates, lite=ice_lite)
         self.accept_early_dtls = False
         dtls = self.dtls
         if dtls is not None and dtls.role is role and dtls.state not in (DtlsState.FAILED, DtlsState.CLOSED):
@@ -896,11 +907,18 @@ class MediaSession:
     # -- WebRTC leg slow paths ----------------------------------------------------------------------
 
     def stun_received(self, data: bytes, addr: Address) -> None:
-        response = self.ice.receive(data, addr, monotonic())
-        if response is not None and self.transport is not None:
-            self.transport.sendto(response, addr)
+        if self.failed is None and not self._closed:
+            try:
+                self.ice.datagram(data, addr)
+            except Exception:  # aioice trusts authenticated checks: a malformed one must not escape
+                self.dropped += 1
+                log.exception("media session %s: STUN from %s:%d not handled", self.id, *addr[:2])
+
+    def _ice_selected(self) -> None:
+        # The ICE agent has a path (a check answered either way, or a nomination): a DTLS client
+        # waiting for one starts now.
         dtls = self.dtls
-        if dtls is not None and dtls.state is DtlsState.NEW and dtls.role is DtlsRole.CLIENT and self.ice.selected:
+        if dtls is not None and dtls.state is DtlsState.NEW and dtls.role is DtlsRole.CLIENT and not self._closed:
             self._start_client()
 
     def _start_client(self) -> None:
@@ -999,7 +1017,10 @@ class MediaSession:
             dtls.release()
             self._dtls_connected_at = None
         if self.ice.consent_expired(now):
-            self.fail("ice consent lost: no check from the browser for 30 s (RFC 7675)")
+            self.fail(f"ice consent lost: no answer to our checks for {_ice.CONSENT_TIMEOUT:g} s (RFC 7675)")
+            return
+        if self.ice.failure is not None:
+            self.fail(self.ice.failure)
             return
         if self.answered is not None and self.srtp_rx is None and now - self.answered > self._connect_timeout:
             what = "ICE" if self.ice.selected is None else "DTLS"
@@ -1075,6 +1096,7 @@ class MediaSession:
                     "checks": self.ice.checks,
                     "rejected_checks": self.ice.rejected_checks,
                     "local_ufrag": self.ice.local_ufrag,
+                    **self.ice.describe(),
                 },
                 "dtls": {
                     "state": str(dtls.state) if dtls is not None else "new",

@@ -909,13 +909,14 @@ def legacy_answer_to_webrtc(
 ) -> tuple[SessionDescription, Mapping]:
     """Build the browser's answer from the legacy answer (RFC 3264 §6, RFC 8829 §5.3).
 
-    Same m= sections and mids as the browser offered; ``a=group:BUNDLE`` of the accepted ones
-    (Chrome with max-bundle refuses an answer without it); the gateway's ICE credentials and
-    candidates with ``a=ice-lite`` at session level (it answers checks and never nominates,
-    RFC 8445 §2.5); its fingerprint; ``a=setup:passive`` to an actpass offer (:data:`SETUP_ANSWER`);
-    rtcp-mux; the legacy answer's codecs under the browser's payload types with telephone-event at
-    their clock rate; rejected sections with port 0 and their mid. No a=ssrc but the gateway's own
-    (:attr:`WebRtcEndpoint.ssrcs`). ``mapping`` comes back with the final payload-type maps.
+    Same m= sections and mids as the browser offered; ``a=group:BUNDLE`` of the accepted ones (Chrome
+    with max-bundle refuses an answer without it); the gateway's ICE credentials and candidates (and
+    ``a=ice-lite`` at session level when :attr:`WebRtcEndpoint.ice_lite`, RFC 8445 §2.5; the media plane
+    runs full ICE and sets it off); its fingerprint; ``a=setup:passive`` to an actpass offer
+    (:data:`SETUP_ANSWER`); rtcp-mux; the legacy answer's codecs under the browser's payload types with
+    telephone-event at their clock rate; rejected sections with port 0 and their mid. No a=ssrc but the
+    gateway's own (:attr:`WebRtcEndpoint.ssrcs`). ``mapping`` comes back with the final payload-type
+    maps.
     """
     _check_answer_shape(legacy_answer, _count(mapping.media, "legacy"), "legacy")
     answer = _new_sdp(None)
@@ -1011,14 +1012,14 @@ def legacy_offer_to_webrtc(
 ) -> tuple[SessionDescription, Mapping]:
     """Turn a legacy RTP/AVP offer into a browser-acceptable SAVPF offer (RFC 8829 §5.2).
 
-    Every accepted section is bundled (``a=group:BUNDLE``, mids ``0``, ``1``... or the previous
-    ones) and carries rtcp-mux, the gateway's ICE credentials and candidates (``a=ice-lite``),
-    its fingerprint and ``a=setup:actpass``. Chromium answers ``active``, so the browser starts
-    DTLS and the gateway, as DTLS server, only ever replies: nothing of ours can reach the browser
-    before it knows our fingerprint (the race of TESTING.md cannot happen). Should a browser answer
-    ``passive``, the media plane sends the ClientHello once ICE is connected and retransmits it
-    (RFC 6347 §4.2.4). Legacy-only attributes (a=crypto, vendor ones) are dropped per
-    :data:`TO_WEBRTC`; RFC 2543 hold (c=0.0.0.0) becomes a direction attribute.
+    Every accepted section is bundled (``a=group:BUNDLE``, mids ``0``, ``1``... or the previous ones)
+    and carries rtcp-mux, the gateway's ICE credentials and candidates (``a=ice-lite`` when
+    :attr:`WebRtcEndpoint.ice_lite`), its fingerprint and ``a=setup:actpass``. Chromium answers
+    ``active``, so the browser starts DTLS and the gateway, as DTLS server, only ever replies: nothing
+    of ours can reach the browser before it knows our fingerprint (the race of TESTING.md cannot
+    happen). Should a browser answer ``passive``, the media plane sends the ClientHello once ICE is
+    connected and retransmits it (RFC 6347 §4.2.4). Legacy-only attributes (a=crypto, vendor ones) are
+    dropped per :data:`TO_WEBRTC`; RFC 2543 hold (c=0.0.0.0) becomes a direction attribute.
     """
     policy = policy or BreakerPolicy()
     prev = previous
