@@ -39,12 +39,16 @@ STAP_A, STAP_B, MTAP16, MTAP24, FU_A, FU_B = 24, 25, 26, 27, 28, 29
 
 @dataclass(frozen=True, slots=True)
 class EncodedFrame:
-    """One compressed picture: a VP8 frame, or an H.264 access unit in Annex-B form."""
+    """One compressed picture: a VP8 frame, or an H.264 access unit in Annex-B form.
+
+    ``complete``: every packet of it arrived; ``after_gap``: a sequence gap came before its first packet
+    (for VP8 the S bit still proves it starts there, so it may be complete yet undecodable)."""
 
     data: bytes
     timestamp: int
     keyframe: bool
     complete: bool
+    after_gap: bool = False  # packets were lost before it: whole frames it may reference
 
 
 def _seq_newer(a: int, b: int) -> bool:
@@ -66,6 +70,7 @@ class _Assembler:
         self._size = 0
         self._complete = True
         self._keyframe = False
+        self._after_gap = False
 
     def _sequence(self, seq: int) -> bool | None:
         """None: drop (late or duplicate); else whether a gap precedes ``seq``."""
@@ -80,12 +85,13 @@ class _Assembler:
         self._expected = (seq + 1) & 0xFFFF
         return gap
 
-    def _start(self, timestamp: int, complete: bool) -> None:
+    def _start(self, timestamp: int, complete: bool, after_gap: bool) -> None:
         self._ts = timestamp & 0xFFFFFFFF
         self._parts = []
         self._size = 0
         self._complete = complete
         self._keyframe = False
+        self._after_gap = after_gap
 
     def _add(self, data: bytes) -> None:
         if self._size + len(data) > MAX_FRAME_BYTES or len(self._parts) >= MAX_FRAME_PACKETS:
@@ -101,7 +107,7 @@ class _Assembler:
         if not self._parts:
             return None
         self.frames += 1
-        return EncodedFrame(b"".join(self._parts), ts, self._keyframe, self._complete)
+        return EncodedFrame(b"".join(self._parts), ts, self._keyframe, self._complete, self._after_gap)
 
 
 class Vp8Depacketizer(_Assembler):
@@ -127,7 +133,7 @@ class Vp8Depacketizer(_Assembler):
             if frame is not None:
                 out.append(frame)
         if self._ts is None:
-            self._start(timestamp, complete=first)
+            self._start(timestamp, complete=first, after_gap=gap)
             if first:
                 self._keyframe = not payload[offset] & 0x01
         elif gap:
@@ -168,7 +174,7 @@ class H264Depacketizer(_Assembler):
             if frame is not None:
                 out.append(frame)
         if self._ts is None:
-            self._start(timestamp, complete=not gap)
+            self._start(timestamp, complete=not gap, after_gap=gap)
         elif gap:
             self._complete = False
         if gap:
