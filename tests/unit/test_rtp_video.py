@@ -98,12 +98,27 @@ def test_vp8_late_duplicate_and_malformed_are_dropped() -> None:
     payloads = packetize_vp8(vp8_frame(True, 2000), 1000)
     assert depack.push(payloads[0], 100, 0, False) == []
     assert depack.push(payloads[0], 100, 0, False) == []  # duplicate
-    assert depack.push(b"", 101, 0, False) == []
     assert depack.push(b"\x90", 101, 0, False) == []  # X set, no extension byte
-    assert depack.push(b"\x10", 101, 0, False) == []  # descriptor only
-    assert depack.malformed == 3 and depack.late == 1
-    out = depack.push(payloads[1], 101, 0, False) + depack.push(payloads[2], 102, 0, True)
-    assert [f.complete for f in out] == [True]
+    assert depack.push(b"\x10", 101, 0, False) == []  # descriptor only, same number again: late
+    assert depack.malformed == 1 and depack.late == 2
+    out = depack.push(payloads[1], 102, 0, False) + depack.push(payloads[2], 103, 0, True)
+    assert [f.complete for f in out] == [False]  # 101 carried part of it
+
+
+def test_padding_only_packets_take_a_sequence_number_and_nothing_else() -> None:
+    for depack in (Vp8Depacketizer(), H264Depacketizer()):
+        vp8 = isinstance(depack, Vp8Depacketizer)
+        first = packetize_vp8(vp8_frame(True, 300)) if vp8 else packetize_h264(annexb(SPS, PPS, IDR))
+        second = packetize_vp8(vp8_frame(False, 300)) if vp8 else [SLICE]
+        out = feed(depack, first, 10, 0)
+        assert depack.push(b"", 10 + len(first), 0, False) == []  # a probe between frames
+        out += feed(depack, second, 11 + len(first), 3000)
+        assert [(f.complete, f.after_gap) for f in out] == [(True, False), (True, False)]
+        assert depack.padding == 1 and depack.malformed == 0
+        # padding after a gap: the next frame still comes after lost packets
+        depack.push(b"", 20 + len(first), 3000, False)
+        out = feed(depack, second, 21 + len(first), 6000)
+        assert [f.after_gap for f in out] == [True]
 
 
 # -- H.264 ------------------------------------------------------------------------------------------------
@@ -176,7 +191,6 @@ def test_h264_fu_a_start_without_end_before_marker() -> None:
 def test_h264_malformed_payloads_are_counted() -> None:
     depack = H264Depacketizer()
     bad = [
-        b"",
         bytes([0x80 | 0x41]) + b"x",  # F bit
         bytes([24, 0x00, 0x09, 0x67]),  # STAP-A size beyond the payload
         bytes([24, 0x00]),  # truncated size
@@ -189,9 +203,11 @@ def test_h264_malformed_payloads_are_counted() -> None:
         bytes([30]),
     ]
     for i, p in enumerate(bad):
-        assert depack.push(p, i, 0, True) == []
+        assert depack.push(p, i, i * 3000, True) == []
     assert depack.malformed == len(bad)
-    assert depack.push(SLICE, 0, 0, True)[0].complete  # the stream itself goes on
+    assert depack.push(SLICE, len(bad), 10**6, True)[0].after_gap  # the stream itself goes on
+    assert depack.push(SLICE, len(bad) + 1, 10**6 + 3000, True) == [EncodedFrame(annexb(SLICE), 10**6 + 3000,
+                                                                                  False, True)]  # fmt: skip
     assert not is_keyframe("h264", b"") and not is_keyframe("h264", bytes([24, 0, 9]))
     assert not is_keyframe("vp8", b"") and not is_keyframe("opus", b"\x10\x00")
 

@@ -5,8 +5,9 @@ VideoJitterBuffer` in front puts them there) and returns whole frames: a VP8 fra
 unit in Annex-B byte-stream form (ITU-T H.264 Annex B, what FFmpeg's ``h264`` decoder reads). A frame
 ends at the RTP marker bit (RFC 7741 §4.1, RFC 6184 §5.1) or when the timestamp changes; a sequence
 gap inside it, or a missing start, makes it ``complete=False`` for the caller to drop rather than
-decode into a smeared picture. Malformed payloads are counted in ``malformed`` and dropped: a bad
-packet from one peer never raises into the media path.
+decode into a smeared picture. Malformed payloads are counted in ``malformed`` and dropped (their
+loss shows on the frame they were part of), empty ones (padding) in ``padding``: a bad packet from one
+peer never raises into the media path.
 
 The packetizers produce payloads of at most ``max_payload`` bytes, RTP header excluded.
 """
@@ -62,6 +63,7 @@ class _Assembler:
 
     def __init__(self) -> None:
         self.malformed = 0
+        self.padding = 0
         self.late = 0  # duplicates and packets older than the last one taken
         self.frames = 0
         self._expected: int | None = None  # next sequence number
@@ -71,9 +73,10 @@ class _Assembler:
         self._complete = True
         self._keyframe = False
         self._after_gap = False
+        self._lost_since = False  # an unusable packet came since the last usable one
 
     def _sequence(self, seq: int) -> bool | None:
-        """None: drop (late or duplicate); else whether a gap precedes ``seq``."""
+        """None: drop (late or duplicate); else whether a gap (or an unusable packet) precedes ``seq``."""
         seq &= 0xFFFF
         if self._expected is None:
             self._expected = (seq + 1) & 0xFFFF
@@ -81,9 +84,26 @@ class _Assembler:
         if seq != self._expected and not _seq_newer(seq, self._expected):
             self.late += 1
             return None
-        gap = seq != self._expected
+        gap = seq != self._expected or self._lost_since
+        self._lost_since = False
         self._expected = (seq + 1) & 0xFFFF
         return gap
+
+    def _unusable(self, payload: bytes, seq: int) -> list[EncodedFrame]:
+        """An empty payload (RTP padding only, as a sender's bandwidth probe) takes its sequence number
+        and nothing else; a malformed one is counted, and its data is lost to the frame it was in."""
+        gap = self._sequence(seq)
+        if gap is None:
+            return []
+        if payload:
+            self.malformed += 1
+        else:
+            self.padding += 1
+        if gap or payload:
+            self._lost_since = True
+            if self._ts is not None:
+                self._complete = False
+        return []
 
     def _start(self, timestamp: int, complete: bool, after_gap: bool) -> None:
         self._ts = timestamp & 0xFFFFFFFF
@@ -117,8 +137,7 @@ class Vp8Depacketizer(_Assembler):
     def push(self, payload: bytes, seq: int, timestamp: int, marker: bool) -> list[EncodedFrame]:
         parsed = parse_vp8_descriptor(payload)
         if parsed is None or parsed[1] >= len(payload):
-            self.malformed += 1
-            return []
+            return self._unusable(payload, seq)
         gap = self._sequence(seq)
         if gap is None:
             return []
@@ -160,8 +179,7 @@ class H264Depacketizer(_Assembler):
     def push(self, payload: bytes, seq: int, timestamp: int, marker: bool) -> list[EncodedFrame]:
         nals = self._nal_units(payload)
         if nals is None:
-            self.malformed += 1
-            return []
+            return self._unusable(payload, seq)
         gap = self._sequence(seq)
         if gap is None:
             return []
