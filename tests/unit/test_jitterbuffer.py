@@ -76,3 +76,13 @@ def test_duplicates_and_restart() -> None:
 def test_bad_parameters() -> None:
     with pytest.raises(ValueError):
         VideoJitterBuffer(max_packets=0)
+
+
+def test_in_order_across_the_wrap_then_reordered() -> None:
+    jb = VideoJitterBuffer()
+    out = []
+    for s in (65533, 65534, 65535, 0, 1):
+        out += jb.push(s, s, 0.0)
+    assert seqs(out) == [65533, 65534, 65535, 0, 1]
+    assert jb.push(3, 3, 0.0) == [] and seqs(jb.push(2, 2, 0.0)) == [2, 3]
+    assert jb.push(1, 1, 0.0) == [] and jb.late == 1

@@ -54,6 +54,11 @@ class VideoJitterBuffer:
     def push(self, packet: bytes | object, seq: int, now: float) -> list[tuple[int, object]]:
         """Take one packet; return the packets now releasable, ``(seq, packet)`` in sequence order."""
         seq &= 0xFFFF
+        if not self._held and self._next is not None and seq == self._next & 0xFFFF:
+            self._next += 1  # the common case: in order, nothing waiting
+            if self._next - 1 > self._highest:
+                self._highest = self._next - 1
+            return [(seq, packet)]
         out: list[tuple[int, object]] = []
         if self._next is None:
             self._highest = self._next = seq
