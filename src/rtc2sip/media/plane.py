@@ -67,6 +67,9 @@ __all__ = ["DTMF_EVENTS", "InvalidState", "MediaPlane", "MediaPlaneError", "Unkn
 log = logging.getLogger("rtc2sip.media")
 
 MEDIA_KINDS = ("audio", "video")
+# RTCP feedback the relay implements for video (media/relay.py), offered and answered to browsers
+# (RFC 4585 §4.2, RFC 5104 §7.1, REMB): NACKs answered from a history, PLI/FIR/REMB translated.
+VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
 _AUXILIARY = frozenset({"telephone-event", "cn", "red", "rtx", "ulpfec", "flexfec-03"})
 # RFC 4733 §3.2: DTMF named events.
 DTMF_EVENTS = {d: i for i, d in enumerate("0123456789*#ABCD")}
@@ -143,6 +146,7 @@ class MediaPlane:
         self._sessions: dict[str, _Call] = {}
         self._callbacks: list[Callable[[str, str], None]] = []
         self._answered: list[Callable[[str, str], None]] = []
+        self._keyframe_callbacks: list[Callable[[str, str], None]] = []
         # recording and forwarding (rtc2sip.media.recording/forward), set by the app when configured
         self.recorder: Recorder | None = None
         self.forwarder: Forwarder | None = None
@@ -288,6 +292,33 @@ class MediaPlane:
         if tap is not None:
             out["taps"] = [sink.describe() for sink in tap.sinks]
         return out
+
+    def request_keyframe(self, session: str, *, from_webrtc: bool) -> bool:
+        """Ask a leg's sender for a video keyframe (PLI toward the browser, PLI + FIR toward the
+        legacy peer): a SIP INFO ``picture_fast_update`` (RFC 5168) from the other leg. A transcoded
+        stream asks its encoder instead. False when there is no video to ask about."""
+        call = self._get(session)
+        stream = call.media.streams.get("video")
+        if stream is None:
+            return False
+        stream.keyframe_wanted(toward_legacy=from_webrtc, now=monotonic())
+        return True
+
+    def on_keyframe_request(self, callback: Callable[[str, str], None]) -> None:
+        """``callback(session, call_id)`` whenever the plane asks the legacy peer for a keyframe
+        over RTCP: the B2BUA may add a SIP INFO ``picture_fast_update`` for phones without RTCP
+        feedback (RFC 5168)."""
+        self._keyframe_callbacks.append(callback)
+
+    def _keyframe_requested(self, session: str, kind: str) -> None:
+        call = self._sessions.get(session)
+        if call is None or kind != "video":
+            return
+        for callback in list(self._keyframe_callbacks):
+            try:
+                callback(session, call.call_id)
+            except Exception:
+                log.exception("media plane: on_keyframe_request callback raised for %s", session)
 
     def on_failure(self, callback: Callable[[str, str], None]) -> None:
         """``callback(session, reason)`` when a session fails: DTLS failure or fingerprint mismatch,
@@ -471,7 +502,9 @@ class MediaPlane:
             on_failure=lambda reason: self._failed(session_id, reason),
             media_timeout=self.media_timeout,
             connect_timeout=self.connect_timeout,
+            avpf_tail=self.settings.webrtc2sip.avpf_tail_length,
         )
+        media.on_keyframe_request = lambda kind: self._keyframe_requested(session_id, kind)
         await media.open(kinds)
         legacy_local = LegacyEndpoint(self._addresses[0], {}, rtcp_mux=True)
         call = _Call(session_id, call_id, media, legacy_local, str(secrets.randbits(62)))
@@ -508,7 +541,7 @@ class MediaPlane:
         }
         return WebRtcEndpoint(
             media.ice.local_ufrag, media.ice.local_pwd, (self._fingerprint,), candidates,
-            session_id=call.webrtc_session_id, ssrcs=ssrcs,
+            session_id=call.webrtc_session_id, ssrcs=ssrcs, rtcp_fb=VIDEO_FEEDBACK,
         )
 
 

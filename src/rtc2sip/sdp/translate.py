@@ -957,7 +957,8 @@ def legacy_answer_to_webrtc(
         am.set_flag("rtcp-mux", True)  # RFC 8829 §5.3.1: browsers require it
         if offered.rtcp_rsize and webrtc_local.rtcp_rsize:
             am.set_flag("rtcp-rsize", True)
-        _add_codecs(am, pairs, rtcp_fb=webrtc_local.rtcp_fb)
+        # Feedback is for video (the media plane relays PLI/FIR/NACK/REMB of video streams only).
+        _add_codecs(am, pairs, rtcp_fb=webrtc_local.rtcp_fb if offered.kind == "video" else ())
         am.attributes += _carry(lm.attributes, TO_WEBRTC, Rule.DROP, ssrc=False)
         _announce_ssrc(am, webrtc_local.ssrcs.get(offered.kind))
         maps.append(dataclasses.replace(
@@ -1053,7 +1054,8 @@ def legacy_offer_to_webrtc(
         if webrtc_local.rtcp_rsize:
             wm.set_flag("rtcp-rsize", True)
         # Feedback the gateway itself implements, on the real codecs only (RFC 4585 §4.2).
-        _add_codecs(wm, [(pt, dataclasses.replace(c, rtcp_fb=() if _is_aux(c) else webrtc_local.rtcp_fb))
+        _add_codecs(wm, [(pt, dataclasses.replace(c, rtcp_fb=() if _is_aux(c) or lm.kind != "video"
+                                                   else webrtc_local.rtcp_fb))
                          for pt, c in pairs], rtcp_fb=None)
         wm.attributes += _carry(lm.attributes, TO_WEBRTC, Rule.DROP, ssrc=False)
         _announce_ssrc(wm, webrtc_local.ssrcs.get(lm.kind))
