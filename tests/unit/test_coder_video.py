@@ -299,3 +299,35 @@ def test_errors() -> None:
     coder.close()
     coder.close()
     assert coder.push(b"\x10\x00", 0, 0, True, 0.0) == []
+
+
+def test_h264_source_with_b_frames_keeps_presentation_timestamps() -> None:
+    """A legacy phone's main-profile H.264 (h264-mp) sends frames in decode order, each with its own
+    presentation timestamp (RFC 6184 §5.1): the output follows presentation order."""
+    cc = av.CodecContext.create("libx264", "w")
+    assert isinstance(cc, av.video.codeccontext.VideoCodecContext)
+    cc.width, cc.height, cc.pix_fmt = W, H, "yuv420p"
+    cc.time_base = Fraction(1, 90000)
+    cc.framerate = Fraction(30, 1)
+    cc.thread_count = 1
+    cc.options = {"preset": "veryfast", "profile": "main", "bf": "2", "x264-params": "b-adapt=0:bframes=2"}
+    sent: list[tuple[int, list[bytes]]] = []
+    frames = [picture(i) for i in range(14)]
+    for i, f in enumerate(frames):
+        f.pts = i * STEP
+    packets = [p for f in frames for p in cc.encode(f)] + list(cc.encode(None))
+    for p in packets:
+        assert p.pts is not None
+        sent.append((p.pts + 7000, packetize_h264(bytes(p), 400)))
+    assert [ts for ts, _ in sent] != sorted(ts for ts, _ in sent)  # decode order differs indeed
+    coder = VideoTranscoder("h264", "vp8", src_pt=96, dst_pt=97, width=W, height=H, dst_timestamp=0)
+    sink = Sink("vp8")
+    out: list[tuple[bytes, int, int, bool]] = []
+    seq = 0
+    for ts, payloads in sent:
+        for i, p in enumerate(payloads):
+            out.append((p, ts, seq, i == len(payloads) - 1))
+            seq += 1
+    run(coder, out, sink)
+    stamps = [f.timestamp for f in sink.frames]
+    assert len(stamps) >= 12 and stamps == [stamps[0] + k * STEP for k in range(len(stamps))]

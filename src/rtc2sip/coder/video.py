@@ -263,7 +263,9 @@ class VideoTranscoder:
             self.frames_skipped += 1
             return []
         try:
-            pictures = self._decoder.decode(av.Packet(frame.data))
+            packet = av.Packet(frame.data)
+            packet.pts = frame.timestamp  # comes back on the picture: right even if a decoder reorders
+            pictures = self._decoder.decode(packet)
         except (av.error.FFmpegError, ValueError) as exc:
             self.decode_errors += 1
             log.debug("video %s decode error: %s", self.src, exc)
@@ -274,7 +276,8 @@ class VideoTranscoder:
         out: list[OutPacket] = []
         for picture in pictures:
             self.frames_decoded += 1
-            out.extend(self._encode(picture, frame.timestamp, now))
+            src_ts = frame.timestamp if picture.pts is None else picture.pts & 0xFFFFFFFF
+            out.extend(self._encode(picture, src_ts, now))
         return out
 
     def _advance(self, src_ts: int) -> int:
