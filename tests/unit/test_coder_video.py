@@ -325,8 +325,8 @@ def test_h264_source_with_b_frames_keeps_presentation_timestamps() -> None:
     out: list[tuple[bytes, int, int, bool]] = []
     seq = 0
     for ts, payloads in sent:
-        for i, p in enumerate(payloads):
-            out.append((p, ts, seq, i == len(payloads) - 1))
+        for i, payload in enumerate(payloads):
+            out.append((payload, ts, seq, i == len(payloads) - 1))
             seq += 1
     run(coder, out, sink)
     stamps = [f.timestamp for f in sink.frames]
