@@ -14,13 +14,20 @@ touched) → encoder → packetizer. The encoders are set for real-time conversa
 
 Keyframes: a PLI/FIR from the destination calls :meth:`VideoTranscoder.request_keyframe` (any
 thread); the next frame is encoded as one. The other way, the decoder needs a keyframe from the
-source at the start, after a loss that left a frame incomplete, and after a decode error: it then
-drops frames until one arrives, and :meth:`~VideoTranscoder.take_keyframe_request` tells the relay
-to send PLI/FIR (again every ``KEYFRAME_RETRY`` seconds while it waits).
+source at the start, after a loss that left a frame incomplete or took whole frames, and after a
+decode error: it then drops frames until one arrives (a picture predicted from a missing one is
+smeared until the next keyframe anyway), and :meth:`~VideoTranscoder.take_keyframe_request` tells
+the relay to send PLI/FIR (again every ``KEYFRAME_RETRY`` seconds while it waits).
+
+Payloads come without RTP padding (an empty one, a padding-only probe, just takes its sequence
+number); ``arrival`` is the caller's monotonic clock in seconds, which paces the jitter buffer and
+the keyframe retries. The jitter buffer releases on the next push, or on :meth:`VideoTranscoder.flush`
+for an owner that runs a timer.
 
 Output timestamps are the destination stream's own (90 kHz, a random base unless
-``dst_timestamp``), advancing with the source's, so a source restart (timestamp jump) does not show
-on the destination. Sequence numbers and SSRC are the caller's, as for audio.
+``dst_timestamp``), advancing with each decoded picture's presentation timestamp, so a source
+restart (timestamp jump) does not show on the destination. Sequence numbers and SSRC are the
+caller's, as for audio. x264's SEI (its settings string) is not sent.
 """
 
 from __future__ import annotations
