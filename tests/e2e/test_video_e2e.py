@@ -189,11 +189,12 @@ def _grows(browser: Browser, side: str, key: str, before: int, what: str, timeou
     return found
 
 
-def _start_blocked(gw: Gateway, alice: Browser, bob: Baresip) -> None:
+def _start_blocked(gw: Gateway, alice: Browser, bob: Baresip, *, transcoded: bool = False) -> None:
     """Call with everything toward baresip's RTP ports dropped until the browser has encoded a few
     dozen frames: the keyframe that starts its stream is lost, so baresip's decoder first meets
     delta frames, fails, and asks for a keyframe (FIR or PLI): the request must cross the gateway
-    and the browser (or the transcoder) must answer with a keyframe that baresip decodes."""
+    and the browser (or, ``transcoded``, the gateway's encoder: checked from its stats by the
+    caller) must answer with a keyframe that baresip decodes."""
     with LossyPorts(list(range(bob.rtp_port, bob.rtp_port + 20)), 100) as block:
         alice.call(gw.aor("bob"))
         alice.wait_event("confirmed")
@@ -205,6 +206,8 @@ def _start_blocked(gw: Gateway, alice: Browser, bob: Baresip) -> None:
     snap = bob.wait_snapshot(timeout=30)
     after = video_stats(alice)["outbound"]
     print(f"baresip decoded {snap} after asking; browser: {after}")
+    if transcoded:
+        return
     assert after["pliCount"] + after["firCount"] > before["pliCount"] + before["firCount"], (before, after)
     assert after["keyFramesEncoded"] > before["keyFramesEncoded"], (before, after)
 
@@ -257,3 +260,56 @@ def test_vp8_video_passes_through(
     assert report.get("keyframe_request_to_webrtc", 0) >= 1, report
     assert report.get("nack_in_webrtc", 0) >= 1 and report.get("retransmitted", 0) >= 1, report
     assert "video transcoded" not in gw.log_text()
+
+
+CODER_TOML = ('[webrtc2sip]\nenable-media-coder = true\nvideo-size-pref = "qvga"\n'
+              'codecs = ["opus", "pcmu", "pcma", "g722", "vp8", "h264-bp"]\n')
+_ENDED = re.compile(r"media session \S+: video transcoding ended: (\{.*\})")
+
+
+def _coder_report(gw: Gateway) -> dict[str, Any]:
+    def find() -> dict[str, Any] | None:
+        m = _ENDED.search(gw.log_text())
+        return ast.literal_eval(m.group(1)) if m else None
+
+    found = wait_for(find, 10.0, "the gateway to log the transcoded video's end")
+    assert isinstance(found, dict)
+    print(f"video coder: {found}")
+    return found
+
+
+@pytest.mark.e2e
+def test_vp8_browser_calls_h264_phone(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+) -> None:
+    """Chromium with VP8 only (its SDP and the offers it receives reduced to VP8) calls baresip with
+    H.264 only: the gateway transcodes both ways; both decode; keyframe requests cross the coder
+    (baresip's FIR → the VP8 → H.264 encoder; the browser's PLI → the H.264 → VP8 encoder)."""
+    why = loss_available()
+    if why is not None:
+        pytest.skip(why)
+    gw, alice, bob = _video_call(make_gateway, make_browser, make_baresip, phone_codecs="H264", browser_codec="vp8",
+                                 extra_toml=CODER_TOML)
+    _start_blocked(gw, alice, bob, transcoded=True)
+    first = _wait_browser_decodes(alice)
+    print(f"browser decodes the transcoded H.264 as VP8: {first}")
+    assert first["codec"] == "video/VP8", first
+    offer = next(e["sdp"] for e in alice.events() if e.get("type") == "sdp" and e.get("originator") == "local")
+    assert "H264" not in offer and "VP8/90000" in offer, offer
+    _browser_asks_for_keyframe(gw, alice)
+    print(f"baresip decoded the transcoded video again: {bob.wait_snapshot()}")
+    alice.hangup()
+    bob.wait_event("CALL_CLOSED")
+    report = _coder_report(gw)
+    assert report["codecs"].startswith("vp8/") and "<-> h264-bp/" in report["codecs"], report
+    to_legacy, to_webrtc = report["to_legacy"], report["to_webrtc"]
+    assert to_legacy["frames_decoded"] > 0 and to_legacy["frames_out"] > 0, report
+    assert to_webrtc["frames_decoded"] > 0 and to_webrtc["frames_out"] > 0, report
+    assert to_legacy["keyframes_requested"] >= 1, report  # baresip's FIR reached the VP8 -> H.264 encoder
+    assert to_webrtc["keyframes_requested"] >= 1, report  # the browser's PLI reached the H.264 -> VP8 encoder
+    feedback = _feedback_report(gw)
+    assert feedback["fir_in_legacy"] + feedback.get("pli_in_legacy", 0) >= 1, feedback
+    assert feedback.get("pli_in_webrtc", 0) >= 1 and feedback.get("keyframe_to_coder", 0) >= 2, feedback
+    keyframes = bob.decoder_keyframes()
+    print(f"baresip's H.264 decoder: keyframes {keyframes}")
+    assert keyframes and max(keyframes) >= 1, keyframes

@@ -455,6 +455,8 @@ class MediaPlane:
         to_legacy_ts, to_webrtc_ts = stream.next_timestamp(True, now), stream.next_timestamp(False, now)
         playback, capture = self.settings.webrtc2sip.codec_opus_maxrates
         p = plan
+        if kind == "video":
+            return await self._open_video_link(call, plan, to_legacy_ts, to_webrtc_ts)
 
         def to_legacy() -> AudioTranscoder:
             return AudioTranscoder(p.webrtc_codec, p.legacy_codec, src_pt=p.webrtc_pt, dst_pt=p.legacy_pt,
@@ -474,6 +476,36 @@ class MediaPlane:
             log.info("media session %s: %s needs transcoding, refused: %s", call.id, kind, exc)
             raise NoCommonCodec(f"no common codec and {exc}") from exc
         return CoderLink(pool, session, plan.from_webrtc, plan.from_legacy, plan.description)
+
+    async def _open_video_link(self, call: _Call, p: _TranscodePlan, to_legacy_ts: int | None,
+                               to_webrtc_ts: int | None) -> CoderLink:
+        """VP8 ⇄ H.264 (rtc2sip.coder.video), one transcoder per direction at ``video-size-pref``."""
+        from ..coder import CoderBusy
+        from ..coder.video import VideoTranscoder
+        from ..config.webrtc2sip import VIDEO_SIZES
+
+        pool = self.coder
+        assert pool is not None
+        settings = self.settings.webrtc2sip
+        width, height = VIDEO_SIZES.get(settings.video_size_pref, (640, 480))
+        jb = settings.enable_videojb
+
+        def to_legacy() -> VideoTranscoder:
+            return VideoTranscoder(p.webrtc_codec, p.legacy_codec, src_pt=p.webrtc_pt, dst_pt=p.legacy_pt,
+                                   width=width, height=height, h264_mode=p.legacy_h264_mode, jitter_buffer=jb,
+                                   dst_timestamp=to_legacy_ts)
+
+        def to_webrtc() -> VideoTranscoder:
+            return VideoTranscoder(p.legacy_codec, p.webrtc_codec, src_pt=p.legacy_pt, dst_pt=p.webrtc_pt,
+                                   width=width, height=height, h264_mode=p.webrtc_h264_mode, jitter_buffer=jb,
+                                   dst_timestamp=to_webrtc_ts)
+
+        try:
+            session = await pool.open(to_legacy=to_legacy, to_webrtc=to_webrtc)
+        except CoderBusy as exc:
+            log.info("media session %s: video needs transcoding, refused: %s", call.id, exc)
+            raise NoCommonCodec(f"no common video codec and {exc}") from exc
+        return CoderLink(pool, session, p.from_webrtc, p.from_legacy, p.description)
 
     async def _configure(self, call: _Call, configs: list[StreamConfig], links: dict[str, CoderLink | None]) -> None:
         """New stream parameters and coders at once (no packet in between sees one without the other)."""
@@ -617,6 +649,10 @@ class _TranscodePlan:
     legacy_cn: int | None
     legacy_dtmf: int | None
     legacy_ptime: int
+    kind: str = "audio"
+    # RFC 6184 §8.1 packetization-mode of each leg's H.264 (0: single NAL unit, 1: non-interleaved)
+    webrtc_h264_mode: int = 1
+    legacy_h264_mode: int = 1
 
     @classmethod
     def of(cls, mm: MediaMap, legacy: Media, webrtc: Media) -> _TranscodePlan:
@@ -628,6 +664,10 @@ class _TranscodePlan:
         lname = transcodable(lc) if lc is not None else None
         if wc is None or lc is None or wname is None or lname is None:
             raise NoCommonCodec(f"the media coder cannot transcode {wc} to {lc}")
+        if mm.kind == "video":
+            return cls(wname, wpt, wc.clock_rate, None, None, 0, 0, lname, lpt, lc.clock_rate, None, None, 0,
+                       kind="video", webrtc_h264_mode=_h264_mode(wc.params),
+                       legacy_h264_mode=_h264_mode(lc.params))
         maxrate = 48000
         if wname == "opus":  # RFC 7587 §6.1: the browser's maxplaybackrate caps what we encode
             fmtp = wc.params.get("maxplaybackrate", "")
@@ -639,6 +679,8 @@ class _TranscodePlan:
 
     @property
     def description(self) -> str:
+        if self.kind == "video":
+            return f"{self.webrtc_codec}/{self.webrtc_pt} <-> {self.legacy_codec}/{self.legacy_pt}"
         return (f"{self.webrtc_codec}/{self.webrtc_pt} ({self.webrtc_ptime} ms) <-> "
                 f"{self.legacy_codec}/{self.legacy_pt} ({self.legacy_ptime} ms)")
 
@@ -657,6 +699,12 @@ class _TranscodePlan:
     @property
     def from_legacy(self) -> frozenset[int]:
         return frozenset(pt for pt in (self.legacy_pt, self.legacy_cn, self.legacy_dtmf) if pt is not None)
+
+
+def _h264_mode(params: dict[str, str]) -> int:
+    """RFC 6184 §8.1: packetization-mode, 0 when absent; the coder does 0 and 1 (not 2)."""
+    mode = params.get("packetization-mode", "0")
+    return 1 if mode == "1" else 0
 
 
 def _aux(media: Media, name: str, clock_rate: int) -> int | None:

@@ -512,7 +512,9 @@ class _Stream(asyncio.DatagramProtocol):
             return None
         out: dict[str, object] = {"codecs": link.description, "dropped": link.session.dropped}
         for direction in link.session.directions:
-            out[direction] = asdict(cast(Any, link.session.coder(direction)).stats)
+            stats = cast(Any, link.session.coder(direction)).stats
+            # AudioTranscoder keeps a dataclass; VideoTranscoder's stats() is safe from any thread
+            out[direction] = stats() if callable(stats) else asdict(stats)
         return out
 
     def _accept_source(self, addr: Address, now: float) -> bool:
