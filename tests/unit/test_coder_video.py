@@ -158,6 +158,8 @@ def test_h264_output_is_constrained_baseline_with_parameter_sets_before_each_idr
         assert sps[1] == 66 and sps[2] & 0x40  # profile_idc baseline, constraint_set1: constrained
     assert all(len(p.payload) <= 1200 for p in sink.packets)
     assert sink.packets[-1].marker and sum(p.marker for p in sink.packets) == 10
+    firsts = [p.payload for i, p in enumerate(sink.packets) if i == 0 or sink.packets[i - 1].marker]
+    assert [is_keyframe("h264", p) for p in firsts] == [f.keyframe for f in sink.frames]
     assert len(sink.pictures) == 10
 
 
