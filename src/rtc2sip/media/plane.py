@@ -106,6 +106,7 @@ class _Call:
     restart_ice: bool = False
     answered: bool = False
     codecs: LegCodecs = dataclasses.field(default_factory=dict)
+    over_limit: set[str] = dataclasses.field(default_factory=set)  # kinds offered without the coder's codecs
 
 
 class MediaPlane:
@@ -162,7 +163,10 @@ class MediaPlane:
             raise SdpError("the browser's offer has no audio or video RTP section")
         call = await self._new_call(call_id, kinds)
         try:
-            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), self._offer_policy())
+            policy = self._offer_policy()
+            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), policy)
+            self._note_overflow(call, policy, legacy_offer,
+                                lambda p: webrtc_offer_to_legacy(offer, self._legacy_local(call), p)[0])
         except BaseException:
             await self._drop(call)
             raise
@@ -176,6 +180,7 @@ class MediaPlane:
         if call.pending is not _Pending.WEBRTC_OFFER or call.offer is None or call.mapping is None:
             raise InvalidState(f"session {session}: no browser offer waits for a legacy answer")
         browser_answer, mapping = legacy_answer_to_webrtc(answer, call.offer, self._webrtc_local(call), call.mapping)
+        self._check_overflow(call, mapping)
         peer = mapping.webrtc_peer
         if peer is None:
             raise SdpError("the browser's offer has no ICE/DTLS transport")
@@ -199,7 +204,10 @@ class MediaPlane:
             raise SdpError("the legacy offer has no audio or video RTP section")
         call = await self._new_call(call_id, kinds)
         try:
-            browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), self._offer_policy())
+            policy = self._offer_policy()
+            browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), policy)
+            self._note_overflow(call, policy, browser_offer,
+                                lambda p: legacy_offer_to_webrtc(offer, self._webrtc_local(call), p)[0])
         except BaseException:
             await self._drop(call)
             raise
@@ -215,6 +223,7 @@ class MediaPlane:
         if call.pending is not _Pending.LEGACY_OFFER or call.offer is None or call.mapping is None:
             raise InvalidState(f"session {session}: no legacy offer waits for a browser answer")
         legacy_answer, mapping = webrtc_answer_to_legacy(answer, call.offer, self._legacy_local(call), call.mapping)
+        self._check_overflow(call, mapping)
         peer = mapping.webrtc_peer
         if peer is None:
             raise SdpError("the browser's answer has no ICE/DTLS transport")
@@ -410,10 +419,37 @@ class MediaPlane:
         if not policy.codecs.transcoding:
             return policy
         pool = self.coder
-        holds = call is not None and any(s.coder is not None for s in call.media.streams.values())
+        holds = call is not None and pool is not None and pool.holds(call.id)
         if pool is not None and (holds or pool.active < pool.max_sessions):
             return policy
         return dataclasses.replace(policy, codecs=dataclasses.replace(policy.codecs, transcoding=False))
+
+    def _note_overflow(self, call: _Call, policy: BreakerPolicy, sent: SessionDescription,
+                       full: Callable[[BreakerPolicy], SessionDescription]) -> None:
+        """Over ``max_transcoded_calls`` an offer goes out without the coder's codecs; remember for
+        which kinds it would have had more, so that the answer can tell a stream lost to the limit."""
+        call.over_limit = set()
+        if policy.codecs.transcoding or not self.policy.codecs.transcoding:
+            return
+        try:
+            wanted = full(self.policy)
+        except SdpError:
+            return
+        for kind in MEDIA_KINDS:
+            had = sum(len(m.formats) for m in sent.media if m.kind == kind and not m.rejected)
+            if sum(len(m.formats) for m in wanted.media if m.kind == kind and not m.rejected) > had:
+                call.over_limit.add(kind)
+
+    def _check_overflow(self, call: _Call, mapping: Mapping) -> None:
+        """``transcoding_overflow = "reject"``: a stream the limit cost (the coder's codecs
+        were left out of the offer and the answer took none) refuses the call with 488; with
+        ``"audio-only"`` (default) the call goes on without it (a video section rejected). The far side
+        may have rejected it for want of video at all: "reject" then refuses calls only under load."""
+        lost = {m.kind for m in mapping.media if m.rejected and m.kind in call.over_limit}
+        call.over_limit = set()
+        if lost and self.settings.limits.transcoding_overflow == "reject":
+            log.info("media session %s: %s lost to max_transcoded_calls: 488", call.id, "/".join(sorted(lost)))
+            raise NoCommonCodec(f"{' and '.join(sorted(lost))} needs transcoding and the media coder is busy")
 
     async def _open_coders(self, call: _Call, mapping: Mapping, legacy_sdp: SessionDescription,
                            webrtc_sdp: SessionDescription) -> dict[str, CoderLink | None]:
@@ -471,7 +507,7 @@ class MediaPlane:
                                    dst_dtmf_pt=p.webrtc_dtmf, dst_timestamp=to_webrtc_ts)
 
         try:
-            session = await pool.open(to_legacy=to_legacy, to_webrtc=to_webrtc)
+            session = await pool.open(call.id, to_legacy=to_legacy, to_webrtc=to_webrtc)
         except CoderBusy as exc:
             log.info("media session %s: %s needs transcoding, refused: %s", call.id, kind, exc)
             raise NoCommonCodec(f"no common codec and {exc}") from exc
@@ -501,7 +537,7 @@ class MediaPlane:
                                    dst_timestamp=to_webrtc_ts)
 
         try:
-            session = await pool.open(to_legacy=to_legacy, to_webrtc=to_webrtc)
+            session = await pool.open(call.id, to_legacy=to_legacy, to_webrtc=to_webrtc)
         except CoderBusy as exc:
             log.info("media session %s: video needs transcoding, refused: %s", call.id, exc)
             raise NoCommonCodec(f"no common video codec and {exc}") from exc
