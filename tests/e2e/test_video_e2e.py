@@ -189,16 +189,29 @@ def _grows(browser: Browser, side: str, key: str, before: int, what: str, timeou
     return found
 
 
-def _start_blocked(gw: Gateway, alice: Browser, bob: Baresip, *, transcoded: bool = False) -> None:
+def _browser_calls(gw: Gateway, alice: Browser, bob: Baresip) -> None:
+    alice.call(gw.aor("bob"))
+    alice.wait_event("confirmed")
+    bob.wait_event("CALL_ESTABLISHED", timeout=15)
+
+
+def _phone_calls(gw: Gateway, alice: Browser, bob: Baresip) -> None:
+    bob.dial(gw.aor("alice"))
+    alice.wait_event("incoming")
+    alice.answer()
+    alice.wait_event("confirmed")
+    bob.wait_event("CALL_ESTABLISHED", timeout=15)
+
+
+def _start_blocked(gw: Gateway, alice: Browser, bob: Baresip, *, transcoded: bool = False,
+                   start: Callable[[Gateway, Browser, Baresip], None] = _browser_calls) -> None:
     """Call with everything toward baresip's RTP ports dropped until the browser has encoded a few
     dozen frames: the keyframe that starts its stream is lost, so baresip's decoder first meets
     delta frames, fails, and asks for a keyframe (FIR or PLI): the request must cross the gateway
     and the browser (or, ``transcoded``, the gateway's encoder: checked from its stats by the
     caller) must answer with a keyframe that baresip decodes."""
     with LossyPorts(list(range(bob.rtp_port, bob.rtp_port + 20)), 100) as block:
-        alice.call(gw.aor("bob"))
-        alice.wait_event("confirmed")
-        bob.wait_event("CALL_ESTABLISHED", timeout=15)
+        start(gw, alice, bob)
         _grows(alice, "outbound", "framesEncoded", 30, "the browser sends video baresip does not get")
         assert block.dropped() > 0
         before = video_stats(alice)["outbound"]
@@ -260,6 +273,8 @@ def test_vp8_video_passes_through(
     assert report.get("keyframe_request_to_webrtc", 0) >= 1, report
     assert report.get("nack_in_webrtc", 0) >= 1 and report.get("retransmitted", 0) >= 1, report
     assert "video transcoded" not in gw.log_text()
+    # the RFC 5168 INFO that goes with each keyframe request toward the phone reached it
+    assert "receive media control: fast_update" in bob.log_text()
 
 
 CODER_TOML = ('[webrtc2sip]\nenable-media-coder = true\nvideo-size-pref = "qvga"\n'
@@ -313,3 +328,33 @@ def test_vp8_browser_calls_h264_phone(
     keyframes = bob.decoder_keyframes()
     print(f"baresip's H.264 decoder: keyframes {keyframes}")
     assert keyframes and max(keyframes) >= 1, keyframes
+    assert "receive media control: fast_update" in bob.log_text()
+
+
+@pytest.mark.e2e
+def test_h264_phone_calls_vp8_browser(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+) -> None:
+    """The other way: baresip (H.264 only) calls the browser, which answers with VP8 only (the offer it
+    receives carries the phone's H.264 and the coder's VP8; the page keeps VP8): transcoded both
+    ways, both decode, baresip's keyframe request reaches the VP8 -> H.264 encoder."""
+    why = loss_available()
+    if why is not None:
+        pytest.skip(why)
+    gw, alice, bob = _video_call(make_gateway, make_browser, make_baresip, phone_codecs="H264", browser_codec="vp8",
+                                 extra_toml=CODER_TOML)
+    _start_blocked(gw, alice, bob, transcoded=True, start=_phone_calls)
+    offer = next(e["sdp"] for e in alice.events() if e.get("type") == "sdp" and e.get("originator") == "remote")
+    assert "H264/90000" in offer and "VP8/90000" in offer, offer  # before the page reduced it
+    first = _wait_browser_decodes(alice)
+    print(f"browser decodes the transcoded H.264 as VP8: {first}")
+    assert first["codec"] == "video/VP8", first
+    bob.hangup()
+    alice.wait_event("ended")
+    report = _coder_report(gw)
+    assert report["codecs"].startswith("vp8/") and "<-> h264-bp/" in report["codecs"], report
+    for direction in ("to_legacy", "to_webrtc"):
+        assert report[direction]["frames_decoded"] > 0 and report[direction]["frames_out"] > 0, report
+    assert report["to_legacy"]["keyframes_requested"] >= 1, report
+    feedback = _feedback_report(gw)
+    assert feedback["transcoded"] is True and feedback["fir_in_legacy"] >= 1, feedback
