@@ -994,9 +994,10 @@ class MediaSession:
             self.dtls.close()
             self._flush_dtls(None)
         for kind, stream in self.streams.items():
-            if kind == "video" and (stream.feedback or stream.history is not None):
+            history = stream.history
+            if kind == "video" and (stream.feedback or history is not None):
                 log.info("media session %s: video feedback: %s", self.id,
-                         dict(stream.feedback) | {"history_depth": stream.history.depth if stream.history else 0,
+                         dict(stream.feedback) | {"history_depth": history.depth if history is not None else 0,
                                                   "transcoded": stream.coder is not None})
             if stream.coder is not None:
                 log.info("media session %s: %s transcoding ended: %s", self.id, kind, stream.coder_stats())
