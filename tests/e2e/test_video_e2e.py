@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import time
 import urllib.request
@@ -117,6 +118,17 @@ VIDEO_STATS = """(async () => {
 # happens when the transceiver's receive codec changes. Simplest real trigger: set the receiving
 # transceiver's jitter buffer target (no PLI). So the browser's PLI comes from its own behaviour on
 # loss (NACK then PLI) and at start; see test docstrings for what each test proves.
+
+
+def _need_loss() -> None:
+    """Packet loss needs nft and the private namespace: skip a developer's bare run, but fail under
+    scripts/test.sh (RTC2SIP_E2E_STRICT, as conftest's prerequisites do)."""
+    why = loss_available()
+    if why is None:
+        return
+    if os.environ.get("RTC2SIP_E2E_STRICT", "") not in ("", "0"):
+        pytest.fail(f"e2e prerequisite missing: {why}", pytrace=False)
+    pytest.skip(why)
 
 
 def _patch(browser: Browser, codec: str | None) -> None:
@@ -261,9 +273,7 @@ def test_shared_video_codec_passes_through(
 ) -> None:
     """VP8 on both sides: relayed without transcoding although the coder is on, both decode,
     feedback crosses (PLI or FIR both ways, the browser's NACKs answered from the gateway's history)."""
-    why = loss_available()
-    if why is not None:
-        pytest.skip(why)
+    _need_loss()
     # the coder is on: it must not be used
     gw, alice, bob = _video_call(make_gateway, make_browser, make_baresip, phone_codecs=codec,
                                  browser_codec=browser_codec, extra_toml=CODER_TOML)
@@ -315,9 +325,7 @@ def test_vp8_browser_calls_h264_phone(
     """Chromium with VP8 only (its SDP and the offers it receives reduced to VP8) calls baresip with
     H.264 only: the gateway transcodes both ways; both decode; keyframe requests cross the coder
     (baresip's FIR → the VP8 → H.264 encoder; the browser's PLI → the H.264 → VP8 encoder)."""
-    why = loss_available()
-    if why is not None:
-        pytest.skip(why)
+    _need_loss()
     gw, alice, bob = _video_call(make_gateway, make_browser, make_baresip, phone_codecs="H264", browser_codec="vp8",
                                  extra_toml=CODER_TOML)
     _start_blocked(gw, alice, bob, transcoded=True)
@@ -353,9 +361,7 @@ def test_h264_phone_calls_vp8_browser(
     """The other way: baresip (H.264 only) calls the browser, which answers with VP8 only (the offer it
     receives carries the phone's H.264 and the coder's VP8; the page keeps VP8): transcoded both
     ways, both decode, baresip's keyframe request reaches the VP8 -> H.264 encoder."""
-    why = loss_available()
-    if why is not None:
-        pytest.skip(why)
+    _need_loss()
     gw, alice, bob = _video_call(make_gateway, make_browser, make_baresip, phone_codecs="H264", browser_codec="vp8",
                                  extra_toml=CODER_TOML)
     _start_blocked(gw, alice, bob, transcoded=True, start=_phone_calls)
