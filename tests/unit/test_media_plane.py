@@ -889,7 +889,18 @@ async def test_video_feedback_crosses_the_legs(plane: MediaPlane) -> None:
         await until(lambda: phone_remb(), what="REMB at the phone")
         assert phone_remb()[0].ssrcs == [2222] and 290_000 <= phone_remb()[0].bitrate <= 300_000
 
+        # RFC 5104 TMMBR from the phone about our stream: TMMBN back, REMB to the browser's sender
+        from rtc2sip.media.rtcp import ReceiverReport as Rr
+        from rtc2sip.media.rtcp import TmmbItem, Tmmbn, Tmmbr, serialize_compound
+
+        phone.transport.sendto(serialize_compound([Rr(2222, []), Tmmbr(2222, [TmmbItem(stream["legacy_ssrc"],
+                                                                                        256_000)])]), gw_rtcp)
+        await until(lambda: any(isinstance(p, Tmmbn) for d in phone.rtcp for p in parse_compound(d)), what="TMMBN")
+        await until(lambda: any(isinstance(p, ReceiverEstimatedMaxBitrate) and p.ssrcs == [1111]
+                                for d in browser.rtcp for p in parse_compound(d)), what="REMB at the browser")
+
         feedback = cast(Any, plane.stats(session))["streams"]["video"]["feedback"]
+        assert feedback["tmmbr_in_legacy"] == 1
         assert feedback["nack_in_webrtc"] == 1 and feedback["retransmitted"] == 1
         assert feedback["pli_in_webrtc"] == 1 and feedback["keyframe_request_to_legacy"] == 1
         assert feedback["fir_in_legacy"] == 1 and feedback["keyframe_request_to_webrtc"] == 1
