@@ -25,12 +25,14 @@ warm-up). Loss and one-way latency then follow as in bench/relay.py: packets sen
 never came out, and send → receive time through the gateway (its whole added latency: decode, encode,
 queueing). CPU µs per transcoded packet are the gateway's (all threads) over the packets sent both ways.
 
-**Video: VP8 → H.264 640x480 at 30 frames/s.** rtc2sip's video transcoding path is NOT BUILT yet (issue 4
-§3), so this row measures the codec path the future coder will use, not the gateway: PyAV decoding VP8
-(FFmpeg's vp8 decoder) and encoding H.264 constrained baseline with libx264 ultrafast/zerolatency,
-one thread, frame by frame in one process pinned to core 1, against the ``ffmpeg`` command line doing
-the same conversion on the same core. The input is a 640x480@30 VP8 stream made with ffmpeg's testsrc2
-(libvpx, 1 Mbit/s). Streams per core = frames per CPU second / 30.
+**Video: VP8 → H.264 640x480 at 30 frames/s.** rtc2sip's VideoTranscoder (rtc2sip.coder.video) run
+as the gateway runs it, RTP payloads in and out: jitter buffer, RFC 7741 depacketization, FFmpeg's vp8
+decoder, libx264 constrained baseline ultrafast/zerolatency at 1 Mbit/s, RFC 6184 packetization (the
+input is packetized before the clock starts: that is the sender's work). Against the ``ffmpeg`` command
+line doing the same conversion, and PyAV's decode + encode alone (to show what RTP costs), each one
+thread in one process pinned to core 1. The input is a 640x480@30 VP8 stream made with ffmpeg's
+testsrc2 (libvpx, 1 Mbit/s). Streams per core = frames per CPU second / 30. No sockets, no SRTP: the
+relay's per-packet cost is bench/relay.py's.
 
     python bench/coder.py                  # ~10 min: audio steps for both gateways, then video
     python bench/coder.py --quick          # < 3 min: a few steps, shorter windows, one video round
@@ -426,6 +428,7 @@ def audio_summary(results: dict[str, list[relay.Step]], max_loss: float) -> dict
 
 FPS = 30
 X264 = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline"}
+GOP = FPS * 10  # rtc2sip's VideoTranscoder: a keyframe every 10 s unless asked (PLI/FIR) sooner
 
 
 def make_vp8(path: Path, seconds: int) -> None:
@@ -436,38 +439,61 @@ def make_vp8(path: Path, seconds: int) -> None:
         check=True, timeout=300)
 
 
-def video_worker(path: str, loops: int) -> None:
-    """The building block of the future video coder: per frame, PyAV decodes VP8, encodes H.264."""
+def video_worker(path: str, loops: int, mode: str) -> None:
+    """One VP8 → H.264 stream as fast as the core goes. ``coder``: rtc2sip's VideoTranscoder, RTP in
+    (RFC 7741 payloads, packetized before the clock starts: that is the sender's work) and RTP out
+    (RFC 6184), jitter buffer included; ``codec``: PyAV's decode and encode alone, no RTP."""
     from fractions import Fraction
 
     import av
     from av.video.frame import PictureType
 
-    dec: Any = av.CodecContext.create("vp8", "r")
-    dec.thread_count = 1
-    enc: Any = av.CodecContext.create("libx264", "w")
-    enc.width, enc.height, enc.pix_fmt = 640, 480, "yuv420p"
-    enc.time_base = Fraction(1, FPS)
-    enc.framerate = Fraction(FPS)
-    enc.bit_rate = 1_000_000
-    enc.thread_count = 1
-    enc.options = dict(X264)
-    enc.open()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+    from rtc2sip.coder.rtp_video import packetize_vp8
+    from rtc2sip.coder.video import VideoTranscoder
+
+    with av.open(path) as container:
+        clip = [bytes(p) for p in container.demux(video=0) if p.size]
     frames = out_bytes = 0
-    usage0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-    for _ in range(loops):
-        with av.open(path) as container:
-            for packet in container.demux(video=0):
-                if packet.size == 0:
-                    continue
-                for frame in dec.decode(av.Packet(bytes(packet))):
+    if mode == "coder":
+        rtp = [packetize_vp8(f, 1200, i) for i, f in enumerate(clip)]
+        coder = VideoTranscoder("vp8", "h264", src_pt=96, dst_pt=97, width=640, height=480, fps=FPS,
+                                bitrate=1_000_000, max_bitrate=1_000_000)  # fmt: skip
+        seq = ts = 0
+        usage0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        for _ in range(loops):
+            for payloads in rtp:
+                last = len(payloads) - 1
+                for i, payload in enumerate(payloads):
+                    for out in coder.push(payload, ts, seq & 0xFFFF, i == last, seq * 0.001):
+                        out_bytes += len(out.payload)
+                    seq += 1
+                ts += 90000 // FPS
+        frames = int(coder.stats()["frames_out"])  # type: ignore[call-overload]
+        coder.close()
+    else:
+        dec: Any = av.CodecContext.create("vp8", "r")
+        dec.thread_count = 1
+        enc: Any = av.CodecContext.create("libx264", "w")
+        enc.width, enc.height, enc.pix_fmt = 640, 480, "yuv420p"
+        enc.time_base = Fraction(1, FPS)
+        enc.framerate = Fraction(FPS)
+        enc.bit_rate = 1_000_000
+        enc.gop_size = GOP
+        enc.thread_count = 1
+        enc.options = dict(X264)
+        enc.open()
+        usage0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        for _ in range(loops):
+            for data in clip:
+                for frame in dec.decode(av.Packet(data)):
                     frame.pts = frames
                     frame.pict_type = PictureType.NONE  # let x264 place keyframes, as ffmpeg does
                     frames += 1
                     for out in enc.encode(frame):
                         out_bytes += out.size
-    for out in enc.encode(None):
-        out_bytes += out.size
+        for out in enc.encode(None):
+            out_bytes += out.size
     usage1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     cpu = usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime
     print(json.dumps({"frames": frames, "cpu_s": cpu, "wall_s": t1 - t0, "bytes": out_bytes}), flush=True)
@@ -492,28 +518,29 @@ def _child_cpu(cmd: list[str]) -> tuple[float, float, str]:
 
 def run_video(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     print("\n## video: VP8 → H.264 640x480@30, one core")
-    print("rtc2sip's video transcoding path is NOT BUILT yet (issue 4 §3): the PyAV row measures the codec path "
-          "the future coder will use (VP8 decode + libx264 encode per frame), not the gateway.")
+    print("rtc2sip: its VideoTranscoder with RTP in and out (jitter buffer, RFC 7741 depacketization, VP8 "
+          "decode, libx264 encode, RFC 6184 packetization); PyAV codec path: decode + encode only, no RTP")
     src = workdir / "testsrc2-640x480-30.ivf"
     make_vp8(src, args.video_seconds)
     pin = ["taskset", "-c", str(args.relay_core)]
     ffmpeg = [*pin, "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-threads", "1", "-c:v", "vp8",
               "-stream_loop", str(args.video_loops - 1), "-i", str(src), "-map", "0:v", "-c:v", "libx264",
               "-threads", "1", "-preset", X264["preset"], "-tune", X264["tune"], "-profile:v", X264["profile"],
-              "-b:v", "1M", "-pix_fmt", "yuv420p", "-filter_threads", "1", "-f", "h264", "-y",
+              "-g", str(GOP), "-b:v", "1M", "-pix_fmt", "yuv420p", "-filter_threads", "1", "-f", "h264", "-y",
               str(workdir / "out.h264")]
-    pyav = [*pin, sys.executable, str(Path(__file__).resolve()), "--video-worker", str(src), str(args.video_loops)]
+    me = [*pin, sys.executable, str(Path(__file__).resolve()), "--video-worker", str(src), str(args.video_loops)]
+    tools = {"rtc2sip": [*me, "coder"], "pyav": [*me, "codec"], "ffmpeg": ffmpeg}
     frames = args.video_seconds * FPS * args.video_loops
-    rows: dict[str, list[float]] = {"pyav": [], "ffmpeg": []}
+    rows: dict[str, list[float]] = {t: [] for t in tools}
     print(f"{frames} frames per run ({args.video_seconds} s clip x {args.video_loops}), {args.video_rounds} "
-          "round(s), alternating; x264 ultrafast/zerolatency/baseline 1 Mbit/s, one thread each")
+          f"round(s), alternating; x264 ultrafast/zerolatency/baseline 1 Mbit/s, keyint {GOP}, one thread each")
     print("| run | tool | frames | CPU s | wall s | frames per CPU s | streams per core | H.264 kbit/s |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in range(args.video_rounds):
-        for tool in ("pyav", "ffmpeg"):
+        for tool, cmd in tools.items():
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu_total, wall, out = _child_cpu(pyav if tool == "pyav" else ffmpeg)
-            if tool == "pyav":
+            cpu_total, wall, out = _child_cpu(cmd)
+            if tool != "ffmpeg":
                 report = json.loads(out.strip().splitlines()[-1])
                 n, cpu = int(report["frames"]), float(report["cpu_s"])  # the loop only, not the imports
                 size = int(report["bytes"])
@@ -526,12 +553,14 @@ def run_video(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
             print(f"| {r + 1} | {tool} | {n} | {cpu:.2f} | {wall:.2f} | {fps:.0f} | {fps / FPS:.2f} | {kbps:.0f} |",
                   flush=True)
     med = {t: sorted(v)[len(v) // 2] for t, v in rows.items()}
-    ratio = med["pyav"] / med["ffmpeg"]
+    ratio = med["rtc2sip"] / med["ffmpeg"]
     print("\n## video summary")
-    print(f"- PyAV VP8 decode + libx264 encode (the future coder's path; rtc2sip video transcoding not built): "
-          f"{med['pyav'] / FPS:.2f} streams per core ({med['pyav']:.0f} frames/CPU s)")
+    print(f"- rtc2sip VideoTranscoder, RTP to RTP: {med['rtc2sip'] / FPS:.2f} streams per core "
+          f"({med['rtc2sip']:.0f} frames/CPU s)")
+    print(f"- PyAV codec path alone (no RTP): {med['pyav'] / FPS:.2f} streams per core "
+          f"({med['pyav']:.0f} frames/CPU s)")
     print(f"- ffmpeg command line: {med['ffmpeg'] / FPS:.2f} streams per core ({med['ffmpeg']:.0f} frames/CPU s)")
-    print(f"- ratio PyAV / ffmpeg: {ratio:.2f}x")
+    print(f"- ratio rtc2sip / ffmpeg: {ratio:.2f}x (PyAV codec path / ffmpeg: {med['pyav'] / med['ffmpeg']:.2f}x)")
     return {"video": ratio}
 
 
@@ -593,8 +622,8 @@ def main() -> None:
     print("\n## ratios")
     for key, label in (("audio_carried", "audio Opus ⇄ PCMU calls carried, rtc2sip / rtpengine"),
                        ("audio_cpu", "audio calls per core from CPU per packet, rtc2sip / rtpengine"),
-                       ("video", "video VP8 → H.264 streams per core, PyAV codec path / ffmpeg "
-                                 "(gateway path not built)")):
+                       ("video", "video VP8 → H.264 streams per core, rtc2sip VideoTranscoder (RTP to RTP) / "
+                                 "ffmpeg")):
         if key in ratios:
             print(f"- {label}: {ratios[key]:.2f}x")
     print(f"({time.monotonic() - started:.0f} s)")
@@ -606,6 +635,6 @@ if __name__ == "__main__":
 
         uvloop.run(loadgen.main(sys.argv[2:], CoderGenerator, TranscodeNg))
     elif sys.argv[1:2] == ["--video-worker"]:
-        video_worker(sys.argv[2], int(sys.argv[3]))
+        video_worker(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:
         main()

@@ -1200,3 +1200,50 @@ async def test_update_with_sdp_in_an_early_dialog_after_the_early_answer() -> No
     h.b2b.on_flow_closed(BROWSER.flow_id)
     await h.settle()
     h.assert_clean()
+
+
+# ---- RFC 5168 picture_fast_update ------------------------------------------------------------------
+
+
+class VideoMedia(FakeMedia):
+    """A plane with video: takes keyframe requests, and tells when it asked the legacy side for one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keyframe_hook: Callable[[str, str], None] | None = None
+
+    def request_keyframe(self, session: str, *, from_webrtc: bool) -> bool:
+        self.calls.append(("request_keyframe", from_webrtc))
+        return True
+
+    def on_keyframe_request(self, callback: Callable[[str, str], None]) -> None:
+        self.keyframe_hook = callback
+
+
+PICTURE_FAST_UPDATE = ('<?xml version="1.0" encoding="utf-8" ?><media_control><vc_primitive><to_encoder>'
+                       "<picture_fast_update/></to_encoder></vc_primitive></media_control>")
+
+
+async def test_picture_fast_update_both_ways() -> None:
+    """A phone's INFO picture_fast_update becomes a keyframe request to the media plane (answered
+    200 here, not relayed to the browser); the plane's keyframe request toward the phone becomes an
+    INFO picture_fast_update to it, at most one a second."""
+    h = Harness()
+    media = VideoMedia()
+    h.media = media
+    h.b2b = B2bua(h, media, BreakerConfig())
+    inv, _ = await established(h)
+    request = phone_request("INFO", inv, 5).rstrip() + "\n        Content-Type: application/media_control+xml"
+    h.request(request, source=PHONE_SRC, body=PICTURE_FAST_UPDATE)
+    await h.settle()
+    assert ("request_keyframe", True) in media.calls
+    assert h.take("200 OK", PHONE_SRC).cseq.method == "INFO"
+    assert not [m for m, _ in h.sent if isinstance(m, Request) and m.method == "INFO"]
+    assert media.keyframe_hook is not None
+    session = next(iter(media.sessions))
+    media.keyframe_hook(session, "browser-call-1")
+    media.keyframe_hook(session, "browser-call-1")  # within the second: no second INFO
+    await h.settle()
+    info = h.take("INFO", PHONE)
+    assert info.get("Content-Type") == "application/media_control+xml" and b"picture_fast_update" in info.body
+    assert not [m for m, _ in h.sent if isinstance(m, Request) and m.method == "INFO"]

@@ -874,3 +874,215 @@ async def test_call_over_the_transcoding_limit_is_refused(coder_plane: MediaPlan
         for b in browsers:
             b.close()
         phone.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Video feedback (relay.py): PLI/FIR/NACK/REMB translated between the legs
+
+
+def _vp8_offer(browser: FakeBrowser) -> SessionDescription:
+    return SessionDescription.parse(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+        f"m=video {browser.port} UDP/TLS/RTP/SAVPF 96\r\n" + browser._transport_sdp("actpass")
+        + "a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\na=rtcp-fb:96 ccm fir\r\n"
+        "a=rtcp-fb:96 goog-remb\r\na=rtcp-fb:96 transport-cc\r\na=rtcp-rsize\r\na=ssrc:1111 cname:fake\r\n"
+    )
+
+
+def _vp8_phone_answer(phone: Phone) -> SessionDescription:
+    # a=rtcp: RTCP to the phone's one socket, so that the test sees it (RFC 3605)
+    return SessionDescription.parse(
+        "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=video {phone.port} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=rtcp:{phone.port}\r\na=sendrecv\r\n"
+    )
+
+
+class LossyBrowser(FakeBrowser):
+    """Loses the ``lose``-th SRTP packet it receives (counting from 1) before decrypting it, as the
+    network would: its SRTP context never sees it, so the retransmission is not a replay."""
+
+    def __init__(self, lose: int) -> None:
+        super().__init__()
+        self.lose = lose
+        self.rtp_seen = 0
+        self.lost: int | None = None
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        if 127 < data[0] < 192 and not 191 < data[1] < 224 and self.rx is not None:
+            self.rtp_seen += 1
+            if self.rtp_seen == self.lose:
+                self.lost = int.from_bytes(data[2:4], "big")
+                return
+        super().datagram_received(data, addr)
+
+
+def _browser_rtcp(browser: FakeBrowser, *packets: Any) -> None:
+    from rtc2sip.media.rtcp import serialize_compound
+
+    assert browser.tx is not None and browser.transport is not None and browser.gateway is not None
+    browser.transport.sendto(browser.tx.protect_rtcp(serialize_compound(packets)), browser.gateway)
+
+
+async def test_video_feedback_crosses_the_legs(plane: MediaPlane) -> None:
+    """Passthrough VP8: the browser's NACK is answered from the history, its PLI reaches the phone as
+    PLI + FIR about the phone's own SSRC; the phone's RFC 2032 FIR (libre's, with its own SSRC in
+    it) reaches the browser as a PLI about the browser's SSRC; REMB goes across."""
+    from rtc2sip.media.rtcp import (
+        FullIntraRequest,
+        GenericNack,
+        PictureLossIndication,
+        ReceiverEstimatedMaxBitrate,
+    )
+
+    browser, phone = await LossyBrowser(lose=4).start(), await Phone().start()
+    assert isinstance(browser, LossyBrowser)
+    try:
+        session, legacy_offer = await plane.offer_from_webrtc("call-v", _vp8_offer(browser))
+        assert "a=rtcp-fb" not in str(legacy_offer)  # plain RTP/AVP toward the phone
+        answer = await plane.answer_from_legacy(session, _vp8_phone_answer(phone))
+        text = str(answer)
+        for fb in ("nack", "nack pli", "ccm fir", "goog-remb"):
+            assert f"a=rtcp-fb:96 {fb}\r\n" in text, text
+        assert "transport-cc" not in text  # not implemented: not answered
+        await browser.connect(answer)
+        await until(lambda: browser.tx is not None, what="DTLS")
+        stream: Any = plane.stats(session)["streams"]["video"]  # type: ignore[index]
+        gw_video = legacy_address(legacy_offer)
+        gw_rtcp = (gw_video[0], gw_video[1] + 1)
+        for seq in range(100, 110):
+            phone.send_rtp(gw_video, 96, seq, b"\x10vp8 frame %d" % seq)
+        await until(lambda: len(browser.received) >= 9, what="VP8 at the browser")
+        assert {p.ssrc for p in browser.received} == {stream["webrtc_ssrc"]}
+        lost = browser.lost
+        assert lost is not None and lost not in {p.sequence_number for p in browser.received}
+        _browser_rtcp(browser, GenericNack(1111, stream["webrtc_ssrc"], [lost]))
+        await until(lambda: len(browser.received) >= 10, what="the retransmission")
+        assert browser.received[-1].sequence_number == lost and browser.received[-1].payload == b"\x10vp8 frame 103"
+
+        _browser_rtcp(browser, PictureLossIndication(1111, stream["webrtc_ssrc"]))
+
+        def phone_pli() -> list[Any]:
+            return [p for d in phone.rtcp for p in parse_compound(d)
+                    if isinstance(p, PictureLossIndication | FullIntraRequest)]
+
+        await until(lambda: len(phone_pli()) >= 2, what="PLI and FIR at the phone")
+        pli, fir = phone_pli()[:2]
+        assert isinstance(pli, PictureLossIndication) and pli.media_ssrc == 2222
+        assert pli.sender_ssrc == stream["legacy_ssrc"]
+        assert isinstance(fir, FullIntraRequest) and [e.ssrc for e in fir.entries] == [2222]
+
+        browser.send_rtp(96, 500, b"\x10browser frame", ssrc=1111)  # the gateway learns the browser's SSRC
+        await until(lambda: len(phone.received) >= 1, what="VP8 at the phone")
+        assert phone.transport is not None
+        phone.transport.sendto(b"\x80\xc0\x00\x01" + (2222).to_bytes(4, "big"), gw_rtcp)  # RFC 2032 FIR
+
+        def browser_pli() -> list[Any]:
+            return [p for d in browser.rtcp for p in parse_compound(d) if isinstance(p, PictureLossIndication)]
+
+        await until(lambda: browser_pli(), what="PLI at the browser")
+        assert browser_pli()[0].media_ssrc == 1111 and browser_pli()[0].sender_ssrc == stream["webrtc_ssrc"]
+
+        _browser_rtcp(browser, ReceiverEstimatedMaxBitrate(1111, 300_000, [stream["webrtc_ssrc"]]))
+
+        def phone_remb() -> list[Any]:
+            return [p for d in phone.rtcp for p in parse_compound(d) if isinstance(p, ReceiverEstimatedMaxBitrate)]
+
+        await until(lambda: phone_remb(), what="REMB at the phone")
+        assert phone_remb()[0].ssrcs == [2222] and 290_000 <= phone_remb()[0].bitrate <= 300_000
+
+        # RFC 5104 TMMBR from the phone about our stream: TMMBN back, REMB to the browser's sender
+        from rtc2sip.media.rtcp import ReceiverReport as Rr
+        from rtc2sip.media.rtcp import TmmbItem, Tmmbn, Tmmbr, serialize_compound
+
+        phone.transport.sendto(serialize_compound([Rr(2222, []), Tmmbr(2222, [TmmbItem(stream["legacy_ssrc"],
+                                                                                        256_000)])]), gw_rtcp)
+        await until(lambda: any(isinstance(p, Tmmbn) for d in phone.rtcp for p in parse_compound(d)), what="TMMBN")
+        await until(lambda: any(isinstance(p, ReceiverEstimatedMaxBitrate) and p.ssrcs == [1111]
+                                for d in browser.rtcp for p in parse_compound(d)), what="REMB at the browser")
+
+        feedback = cast(Any, plane.stats(session))["streams"]["video"]["feedback"]
+        assert feedback["tmmbr_in_legacy"] == 1
+        assert feedback["nack_in_webrtc"] == 1 and feedback["retransmitted"] == 1
+        assert feedback["pli_in_webrtc"] == 1 and feedback["keyframe_request_to_legacy"] == 1
+        assert feedback["fir_in_legacy"] == 1 and feedback["keyframe_request_to_webrtc"] == 1
+        assert feedback["remb_in_webrtc"] == 1 and feedback["history_depth"] == 100
+    finally:
+        browser.close()
+        phone.close()
+
+
+async def test_keyframe_request_api_and_info_hook(plane: MediaPlane) -> None:
+    """request_keyframe (a SIP INFO picture_fast_update from the legacy side) sends the browser a
+    PLI; a keyframe request toward the legacy side calls the on_keyframe_request hook (the B2BUA's
+    RFC 5168 INFO)."""
+    from rtc2sip.media.rtcp import PictureLossIndication
+
+    hooked: list[tuple[str, str]] = []
+    plane.on_keyframe_request(lambda s, c: hooked.append((s, c)))
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, legacy_offer = await plane.offer_from_webrtc("call-k", _vp8_offer(browser))
+        answer = await plane.answer_from_legacy(session, _vp8_phone_answer(phone))
+        await browser.connect(answer)
+        await until(lambda: browser.tx is not None, what="DTLS")
+        browser.send_rtp(96, 1, b"\x10x", ssrc=1111)
+        phone.send_rtp(legacy_address(legacy_offer), 96, 1, b"\x10y")
+        await until(lambda: phone.received and browser.received, what="media both ways")
+        assert plane.request_keyframe(session, from_webrtc=True)
+        await until(lambda: any(isinstance(p, PictureLossIndication) for d in browser.rtcp
+                                for p in parse_compound(d)), what="PLI at the browser")
+        assert plane.request_keyframe(session, from_webrtc=False)
+        assert hooked == [(session, "call-k")]
+    finally:
+        browser.close()
+        phone.close()
+
+
+def _av_offer(browser: FakeBrowser) -> SessionDescription:
+    transport = browser._transport_sdp("actpass").replace("a=mid:0\r\n", "")
+    return SessionDescription.parse(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
+        f"m=audio {browser.port} UDP/TLS/RTP/SAVPF 0\r\n" + transport + "a=mid:0\r\na=rtpmap:0 PCMU/8000\r\n"
+        f"m=video {browser.port} UDP/TLS/RTP/SAVPF 96\r\n" + transport + "a=mid:1\r\na=rtpmap:96 VP8/90000\r\n"
+    )
+
+
+@pytest.mark.parametrize("overflow", ["audio-only", "reject"])
+async def test_video_over_the_transcoding_limit(overflow: str) -> None:
+    """The pool's one slot is taken by a transcoded call: the next call's offer leaves the coder's
+    H.264 out; the phone, H.264 only, rejects the video; ``transcoding_overflow`` then says whether
+    the call goes on with audio or is refused (488)."""
+    import dataclasses
+
+    from rtc2sip.coder import CoderPool
+    from rtc2sip.sdp.translate import NoCommonCodec
+
+    settings = Settings()
+    settings = dataclasses.replace(
+        settings, webrtc2sip=dataclasses.replace(settings.webrtc2sip, enable_media_coder=True,
+                                                 codecs=("opus", "pcmu", "vp8", "h264-bp")),
+        limits=dataclasses.replace(settings.limits, transcoding_overflow=overflow))
+    pool = CoderPool(1, workers=1)
+    p = MediaPlane(settings, GW_CERT, port_range=(43000, 43999), coder=pool)
+    browsers = [await FakeBrowser().start() for _ in range(2)]
+    phone = await Phone().start()
+    try:
+        first, _ = await p.offer_from_webrtc("call-a", _opus_offer(browsers[0]))
+        await p.answer_from_legacy(first, phone.sdp())
+        assert pool.active == 1
+        second, legacy_offer = await p.offer_from_webrtc("call-b", _av_offer(browsers[1]))
+        assert [c.name for c in legacy_offer.media[1].codecs] == ["VP8"]  # no H.264: the coder is full
+        answer = SessionDescription.parse(str(phone.sdp()) + "m=video 0 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\n")
+        if overflow == "reject":
+            with pytest.raises(NoCommonCodec, match="video needs transcoding"):
+                await p.answer_from_legacy(second, answer)
+        else:
+            browser_answer = await p.answer_from_legacy(second, answer)
+            assert browser_answer.media[0].port != 0 and browser_answer.media[1].port == 0
+        assert pool.active == 1
+    finally:
+        for b in browsers:
+            b.close()
+        phone.close()
+        await p.close()
+        await pool.shutdown()

@@ -64,6 +64,9 @@ log = logging.getLogger("rtc2sip.breaker")
 # answered 481 (§12.2.2) instead of being routed as if it were for a registered user.
 B2B_PARAM = "r2sb"
 ALLOW = "INVITE, ACK, CANCEL, BYE, UPDATE, INFO, MESSAGE, REFER, NOTIFY, OPTIONS, PRACK"
+# RFC 5168 §3: the XML schema for media control, the one request everyone implements
+PICTURE_FAST_UPDATE = (b'<?xml version="1.0" encoding="utf-8" ?>\r\n<media_control><vc_primitive><to_encoder>'
+                       b"<picture_fast_update/></to_encoder></vc_primitive></media_control>\r\n")
 T1 = 0.5
 
 # Headers carried from one leg to the other. Everything else is per leg and never crosses: Via, Route,
@@ -204,6 +207,7 @@ class Call:
     jobs: deque[Callable[[], Awaitable[None]]] = field(default_factory=deque)
     running: bool = False
     started: float = field(default_factory=time.monotonic)
+    last_picture_update: float = -1e9  # RFC 5168 INFO sent to the legacy leg (rate-limited)
 
     def other(self, leg: Leg) -> Leg:
         o = self.callee if leg is self.caller else self.caller
@@ -258,6 +262,10 @@ class B2bua:
         # (the live view's history and /metrics, rtc2sip.web.monitor); exceptions are logged
         self.observers: list[Callable[[Call, str], None]] = []
         media.on_failure(self._media_failed)
+        # RFC 5168 keyframe requests over SIP INFO (duck-typed: a plane without video has none)
+        on_keyframe = getattr(media, "on_keyframe_request", None)
+        if on_keyframe is not None:
+            on_keyframe(self._keyframe_to_legacy)
 
     def table_sizes(self) -> dict[str, int]:
         return {"calls": len(self.calls), "dialogs": len(self.dialogs), "call_ids": len(self.call_ids),
@@ -850,6 +858,8 @@ class B2bua:
             return
         if method == "INFO" and leg.webrtc and not self._dtmf_as_info and await self._info_dtmf(leg, req, st):
             return
+        if method == "INFO" and not leg.webrtc and self._info_picture_update(leg, req, st):
+            return
         self._relay_request(leg, req, st)
 
     @property
@@ -908,6 +918,43 @@ class B2bua:
         self._respond(st, leg.dialog.response(req, 200))
         log.info("%s INFO DTMF %s from %s -> RFC 4733 toward %s", call.ids(), digit, leg.name, call.other(leg).name)
         return True
+
+    def _info_picture_update(self, leg: Leg, req: Request, st: ServerTransaction) -> bool:
+        """A legacy phone's INFO ``application/media_control+xml`` with ``picture_fast_update``
+        (RFC 5168 §3): its decoder wants a keyframe. The browser knows no such INFO: the media plane
+        asks it with a PLI (or asks the transcoder's encoder) and the INFO is answered 200 here."""
+        call = leg.call
+        if req.content_type != "application/media_control+xml" or call.session is None:
+            return False
+        if b"picture_fast_update" not in req.body:
+            return False
+        request = getattr(self.media, "request_keyframe", None)
+        try:
+            done = bool(request(call.session, from_webrtc=True)) if request is not None else False
+        except Exception as e:  # the session went away meanwhile
+            log.info("%s picture_fast_update not passed on: %s", call.ids(), e)
+            done = False
+        self._respond(st, leg.dialog.response(req, 200 if done else 415))
+        log.info("%s INFO picture_fast_update from %s -> %s", call.ids(), leg.name,
+                 "keyframe request" if done else "no video")
+        return True
+
+    def _keyframe_to_legacy(self, session: str, call_id: str) -> None:
+        """The media plane asked the legacy peer for a keyframe over RTCP; phones that ignore RTCP
+        feedback (plain RTP/AVP) get the RFC 5168 INFO as well, at most one a second per call."""
+        call = self.by_session.get(session)
+        if call is None or call.ended:
+            return
+        leg = next((leg for leg in call.legs if not leg.webrtc), None)
+        if leg is None or leg.dialog.state is not State.CONFIRMED:
+            return
+        now = time.monotonic()
+        if now - call.last_picture_update < 1.0:
+            return
+        call.last_picture_update = now
+        info = leg.dialog.request("INFO", PICTURE_FAST_UPDATE, "application/media_control+xml")
+        self._send_in_dialog(leg, info, TxnContext(call, leg, "info", request=info))
+        log.info("%s INFO picture_fast_update -> %s", call.ids(), leg.name)
 
     async def _offer_in_dialog(self, leg: Leg, req: Request, st: ServerTransaction) -> None:
         """re-INVITE or UPDATE with an offer (hold, unhold, ICE restart): through the media plane's

@@ -8,7 +8,8 @@ and a process would add a pickle and two pipe crossings to every 20 ms packet (s
 tests for the figures measured here).
 
 Bounds: ``max_sessions`` sessions (the next :meth:`CoderPool.open` raises :class:`CoderBusy`, for
-the caller to answer 488 (RFC 3261 §21.4.26) or to fall back to audio only) and ``max_pending``
+the caller to answer 488 (RFC 3261 §21.4.26) or to fall back to audio only); sessions opened with
+the same ``group`` (one call's audio and video) count once, so the bound is on transcoded calls and ``max_pending``
 packets in flight per session (beyond it packets are dropped and counted: late audio is worth less
 than lost audio, RFC 3550 §6.4 loss is what the far end is built to conceal).
 """
@@ -49,10 +50,11 @@ class Transcoder(Protocol):
 class CoderSession:
     """One transcoded call: named directions (``"to_legacy"``, ``"to_webrtc"``) on one worker."""
 
-    __slots__ = ("_coders", "_worker", "closed", "dropped", "id", "pending")
+    __slots__ = ("_coders", "_worker", "closed", "dropped", "group", "id", "pending")
 
-    def __init__(self, session_id: int, worker: int) -> None:
+    def __init__(self, session_id: int, worker: int, group: str | None = None) -> None:
         self.id = session_id
+        self.group = group
         self._worker = worker
         self._coders: dict[str, Transcoder] = {}
         self.pending = 0
@@ -80,23 +82,33 @@ class CoderPool:
         self._executors = [ThreadPoolExecutor(1, thread_name_prefix=f"rtc2sip-coder-{i}") for i in range(count)]
         self._load = [0] * count
         self._sessions: dict[int, CoderSession] = {}
+        self._groups: dict[str, int] = {}  # group -> its open sessions
         self._ids = itertools.count(1)
         self._closed = False
 
     @property
     def active(self) -> int:
-        return len(self._sessions)
+        """Slots taken: sessions without a group, plus one per group."""
+        grouped = sum(self._groups.values())
+        return len(self._sessions) - grouped + len(self._groups)
 
-    async def open(self, **directions: Callable[[], Transcoder]) -> CoderSession:
-        """Reserve a slot (or raise :class:`CoderBusy` at once), then build each direction's
-        transcoder on the session's worker: opening codecs costs milliseconds, not for the loop."""
+    def holds(self, group: str) -> bool:
+        """Whether ``group`` (a call) holds a slot already: its next session costs none."""
+        return group in self._groups
+
+    async def open(self, group: str | None = None, **directions: Callable[[], Transcoder]) -> CoderSession:
+        """Reserve a slot (or raise :class:`CoderBusy` at once; a ``group`` holding one already
+        needs no new one), then build each direction's transcoder on the session's worker: opening
+        codecs costs milliseconds, not for the loop."""
         if self._closed:
             raise CoderError("coder pool is shut down")
-        if len(self._sessions) >= self.max_sessions:
+        if (group is None or group not in self._groups) and self.active >= self.max_sessions:
             raise CoderBusy(self.max_sessions)
         worker = min(range(len(self._load)), key=self._load.__getitem__)
-        session = CoderSession(next(self._ids), worker)
+        session = CoderSession(next(self._ids), worker, group)
         self._sessions[session.id] = session
+        if group is not None:
+            self._groups[group] = self._groups.get(group, 0) + 1
         self._load[worker] += 1
         loop = asyncio.get_running_loop()
         try:
@@ -148,6 +160,13 @@ class CoderPool:
         already queued for them."""
         if self._sessions.pop(session.id, None) is None:
             return
+        group = session.group
+        if group is not None:
+            left = self._groups.get(group, 1) - 1
+            if left > 0:
+                self._groups[group] = left
+            else:
+                self._groups.pop(group, None)
         session.closed = True
         self._load[session._worker] -= 1
         coders = list(session._coders.values())

@@ -110,6 +110,8 @@ class Limits:
     max_expires: int = 86400
     # calls transcoded at once by the Media Coder (enable-media-coder); the next one gets 488
     max_transcoded_calls: int = 64
+    # a call over that limit whose video (not audio) needed the coder: "reject" (488) or "audio-only"
+    transcoding_overflow: str = "audio-only"
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +438,7 @@ def _limits(t: _Table) -> Limits:
         default_expires=t.int_("default_expires", d.default_expires, 1, _UINT32_MAX),
         max_expires=t.int_("max_expires", d.max_expires, 1, _UINT32_MAX),
         max_transcoded_calls=t.int_("max_transcoded_calls", d.max_transcoded_calls, 0, 1_000_000),
+        transcoding_overflow=t.choice("transcoding_overflow", d.transcoding_overflow, ("reject", "audio-only")),
     )
     if lim.min_expires > lim.max_expires:
         raise t.error("min_expires", f"{lim.min_expires} is greater than max_expires {lim.max_expires}")

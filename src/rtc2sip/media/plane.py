@@ -71,6 +71,9 @@ __all__ = ["DTMF_EVENTS", "InvalidState", "MediaPlane", "MediaPlaneError", "Unkn
 log = logging.getLogger("rtc2sip.media")
 
 MEDIA_KINDS = ("audio", "video")
+# RTCP feedback the relay implements for video (media/relay.py), offered and answered to browsers
+# (RFC 4585 §4.2, RFC 5104 §7.1, REMB): NACKs answered from a history, PLI/FIR/REMB translated.
+VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
 _AUXILIARY = frozenset({"telephone-event", "cn", "red", "rtx", "ulpfec", "flexfec-03"})
 # RFC 4733 §3.2: DTMF named events.
 DTMF_EVENTS = {d: i for i, d in enumerate("0123456789*#ABCD")}
@@ -107,6 +110,7 @@ class _Call:
     restart_ice: bool = False
     answered: bool = False
     codecs: LegCodecs = dataclasses.field(default_factory=dict)
+    over_limit: set[str] = dataclasses.field(default_factory=set)  # kinds offered without the coder's codecs
 
 
 class MediaPlane:
@@ -147,6 +151,7 @@ class MediaPlane:
         self._sessions: dict[str, _Call] = {}
         self._callbacks: list[Callable[[str, str], None]] = []
         self._answered: list[Callable[[str, str], None]] = []
+        self._keyframe_callbacks: list[Callable[[str, str], None]] = []
         # recording and forwarding (rtc2sip.media.recording/forward), set by the app when configured
         self.recorder: Recorder | None = None
         self.forwarder: Forwarder | None = None
@@ -163,7 +168,10 @@ class MediaPlane:
             raise SdpError("the browser's offer has no audio or video RTP section")
         call = await self._new_call(call_id, kinds)
         try:
-            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), self._offer_policy())
+            policy = self._offer_policy()
+            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), policy)
+            self._note_overflow(call, policy, legacy_offer,
+                                lambda p: webrtc_offer_to_legacy(offer, self._legacy_local(call), p)[0])
         except BaseException:
             await self._drop(call)
             raise
@@ -177,6 +185,7 @@ class MediaPlane:
         if call.pending is not _Pending.WEBRTC_OFFER or call.offer is None or call.mapping is None:
             raise InvalidState(f"session {session}: no browser offer waits for a legacy answer")
         browser_answer, mapping = legacy_answer_to_webrtc(answer, call.offer, self._webrtc_local(call), call.mapping)
+        self._check_overflow(call, mapping)
         peer = mapping.webrtc_peer
         if peer is None:
             raise SdpError("the browser's offer has no ICE/DTLS transport")
@@ -201,7 +210,10 @@ class MediaPlane:
             raise SdpError("the legacy offer has no audio or video RTP section")
         call = await self._new_call(call_id, kinds)
         try:
-            browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), self._offer_policy())
+            policy = self._offer_policy()
+            browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), policy)
+            self._note_overflow(call, policy, browser_offer,
+                                lambda p: legacy_offer_to_webrtc(offer, self._webrtc_local(call), p)[0])
         except BaseException:
             await self._drop(call)
             raise
@@ -219,6 +231,7 @@ class MediaPlane:
         if call.pending is not _Pending.LEGACY_OFFER or call.offer is None or call.mapping is None:
             raise InvalidState(f"session {session}: no legacy offer waits for a browser answer")
         legacy_answer, mapping = webrtc_answer_to_legacy(answer, call.offer, self._legacy_local(call), call.mapping)
+        self._check_overflow(call, mapping)
         peer = mapping.webrtc_peer
         if peer is None:
             raise SdpError("the browser's answer has no ICE/DTLS transport")
@@ -301,6 +314,33 @@ class MediaPlane:
         if tap is not None:
             out["taps"] = [sink.describe() for sink in tap.sinks]
         return out
+
+    def request_keyframe(self, session: str, *, from_webrtc: bool) -> bool:
+        """Ask a leg's sender for a video keyframe (PLI toward the browser, PLI + FIR toward the
+        legacy peer): a SIP INFO ``picture_fast_update`` (RFC 5168) from the other leg. A transcoded
+        stream asks its encoder instead. False when there is no video to ask about."""
+        call = self._get(session)
+        stream = call.media.streams.get("video")
+        if stream is None:
+            return False
+        stream.keyframe_wanted(toward_legacy=from_webrtc, now=monotonic())
+        return True
+
+    def on_keyframe_request(self, callback: Callable[[str, str], None]) -> None:
+        """``callback(session, call_id)`` whenever the plane asks the legacy peer for a keyframe
+        over RTCP: the B2BUA may add a SIP INFO ``picture_fast_update`` for phones without RTCP
+        feedback (RFC 5168)."""
+        self._keyframe_callbacks.append(callback)
+
+    def _keyframe_requested(self, session: str, kind: str) -> None:
+        call = self._sessions.get(session)
+        if call is None or kind != "video":
+            return
+        for callback in list(self._keyframe_callbacks):
+            try:
+                callback(session, call.call_id)
+            except Exception:
+                log.exception("media plane: on_keyframe_request callback raised for %s", session)
 
     def on_failure(self, callback: Callable[[str, str], None]) -> None:
         """``callback(session, reason)`` when a session fails: DTLS failure or fingerprint mismatch,
@@ -392,10 +432,37 @@ class MediaPlane:
         if not policy.codecs.transcoding:
             return policy
         pool = self.coder
-        holds = call is not None and any(s.coder is not None for s in call.media.streams.values())
+        holds = call is not None and pool is not None and pool.holds(call.id)
         if pool is not None and (holds or pool.active < pool.max_sessions):
             return policy
         return dataclasses.replace(policy, codecs=dataclasses.replace(policy.codecs, transcoding=False))
+
+    def _note_overflow(self, call: _Call, policy: BreakerPolicy, sent: SessionDescription,
+                       full: Callable[[BreakerPolicy], SessionDescription]) -> None:
+        """Over ``max_transcoded_calls`` an offer goes out without the coder's codecs; remember for
+        which kinds it would have had more, so that the answer can tell a stream lost to the limit."""
+        call.over_limit = set()
+        if policy.codecs.transcoding or not self.policy.codecs.transcoding:
+            return
+        try:
+            wanted = full(self.policy)
+        except SdpError:
+            return
+        for kind in MEDIA_KINDS:
+            had = sum(len(m.formats) for m in sent.media if m.kind == kind and not m.rejected)
+            if sum(len(m.formats) for m in wanted.media if m.kind == kind and not m.rejected) > had:
+                call.over_limit.add(kind)
+
+    def _check_overflow(self, call: _Call, mapping: Mapping) -> None:
+        """``transcoding_overflow = "reject"``: a stream the limit cost (the coder's codecs
+        were left out of the offer and the answer took none) refuses the call with 488; with
+        ``"audio-only"`` (default) the call goes on without it (a video section rejected). The far side
+        may have rejected it for want of video at all: "reject" then refuses calls only under load."""
+        lost = {m.kind for m in mapping.media if m.rejected and m.kind in call.over_limit}
+        call.over_limit = set()
+        if lost and self.settings.limits.transcoding_overflow == "reject":
+            log.info("media session %s: %s lost to max_transcoded_calls: 488", call.id, "/".join(sorted(lost)))
+            raise NoCommonCodec(f"{' and '.join(sorted(lost))} needs transcoding and the media coder is busy")
 
     async def _open_coders(self, call: _Call, mapping: Mapping, legacy_sdp: SessionDescription,
                            webrtc_sdp: SessionDescription) -> dict[str, CoderLink | None]:
@@ -437,6 +504,8 @@ class MediaPlane:
         to_legacy_ts, to_webrtc_ts = stream.next_timestamp(True, now), stream.next_timestamp(False, now)
         playback, capture = self.settings.webrtc2sip.codec_opus_maxrates
         p = plan
+        if kind == "video":
+            return await self._open_video_link(call, plan, to_legacy_ts, to_webrtc_ts)
 
         def to_legacy() -> AudioTranscoder:
             return AudioTranscoder(p.webrtc_codec, p.legacy_codec, src_pt=p.webrtc_pt, dst_pt=p.legacy_pt,
@@ -451,11 +520,41 @@ class MediaPlane:
                                    dst_dtmf_pt=p.webrtc_dtmf, dst_timestamp=to_webrtc_ts)
 
         try:
-            session = await pool.open(to_legacy=to_legacy, to_webrtc=to_webrtc)
+            session = await pool.open(call.id, to_legacy=to_legacy, to_webrtc=to_webrtc)
         except CoderBusy as exc:
             log.info("media session %s: %s needs transcoding, refused: %s", call.id, kind, exc)
             raise NoCommonCodec(f"no common codec and {exc}") from exc
         return CoderLink(pool, session, plan.from_webrtc, plan.from_legacy, plan.description)
+
+    async def _open_video_link(self, call: _Call, p: _TranscodePlan, to_legacy_ts: int | None,
+                               to_webrtc_ts: int | None) -> CoderLink:
+        """VP8 ⇄ H.264 (rtc2sip.coder.video), one transcoder per direction at ``video-size-pref``."""
+        from ..coder import CoderBusy
+        from ..coder.video import VideoTranscoder
+        from ..config.webrtc2sip import VIDEO_SIZES
+
+        pool = self.coder
+        assert pool is not None
+        settings = self.settings.webrtc2sip
+        width, height = VIDEO_SIZES.get(settings.video_size_pref, (640, 480))
+        jb = settings.enable_videojb
+
+        def to_legacy() -> VideoTranscoder:
+            return VideoTranscoder(p.webrtc_codec, p.legacy_codec, src_pt=p.webrtc_pt, dst_pt=p.legacy_pt,
+                                   width=width, height=height, h264_mode=p.legacy_h264_mode, jitter_buffer=jb,
+                                   dst_timestamp=to_legacy_ts)
+
+        def to_webrtc() -> VideoTranscoder:
+            return VideoTranscoder(p.legacy_codec, p.webrtc_codec, src_pt=p.legacy_pt, dst_pt=p.webrtc_pt,
+                                   width=width, height=height, h264_mode=p.webrtc_h264_mode, jitter_buffer=jb,
+                                   dst_timestamp=to_webrtc_ts)
+
+        try:
+            session = await pool.open(call.id, to_legacy=to_legacy, to_webrtc=to_webrtc)
+        except CoderBusy as exc:
+            log.info("media session %s: video needs transcoding, refused: %s", call.id, exc)
+            raise NoCommonCodec(f"no common video codec and {exc}") from exc
+        return CoderLink(pool, session, p.from_webrtc, p.from_legacy, p.description)
 
     async def _configure(self, call: _Call, configs: list[StreamConfig], links: dict[str, CoderLink | None]) -> None:
         """New stream parameters and coders at once (no packet in between sees one without the other)."""
@@ -486,7 +585,9 @@ class MediaPlane:
             connect_timeout=self.connect_timeout,
             addresses=self._addresses,
             stun_server=await self._stun_server(),
+            avpf_tail=self.settings.webrtc2sip.avpf_tail_length,
         )
+        media.on_keyframe_request = lambda kind: self._keyframe_requested(session_id, kind)
         await media.open(kinds)
         legacy_local = LegacyEndpoint(self._addresses[0], {}, rtcp_mux=True)
         call = _Call(session_id, call_id, media, legacy_local, str(secrets.randbits(62)))
@@ -523,7 +624,7 @@ class MediaPlane:
         }
         return WebRtcEndpoint(
             media.ice.local_ufrag, media.ice.local_pwd, (self._fingerprint,), candidates,
-            ice_lite=False, session_id=call.webrtc_session_id, ssrcs=ssrcs,
+            ice_lite=False, session_id=call.webrtc_session_id, ssrcs=ssrcs, rtcp_fb=VIDEO_FEEDBACK,
         )
 
     async def _stun_server(self) -> tuple[str, int] | None:
@@ -621,6 +722,10 @@ class _TranscodePlan:
     legacy_cn: int | None
     legacy_dtmf: int | None
     legacy_ptime: int
+    kind: str = "audio"
+    # RFC 6184 §8.1 packetization-mode of each leg's H.264 (0: single NAL unit, 1: non-interleaved)
+    webrtc_h264_mode: int = 1
+    legacy_h264_mode: int = 1
 
     @classmethod
     def of(cls, mm: MediaMap, legacy: Media, webrtc: Media) -> _TranscodePlan:
@@ -632,6 +737,10 @@ class _TranscodePlan:
         lname = transcodable(lc) if lc is not None else None
         if wc is None or lc is None or wname is None or lname is None:
             raise NoCommonCodec(f"the media coder cannot transcode {wc} to {lc}")
+        if mm.kind == "video":
+            return cls(wname, wpt, wc.clock_rate, None, None, 0, 0, lname, lpt, lc.clock_rate, None, None, 0,
+                       kind="video", webrtc_h264_mode=_h264_mode(wc.params),
+                       legacy_h264_mode=_h264_mode(lc.params))
         maxrate = 48000
         if wname == "opus":  # RFC 7587 §6.1: the browser's maxplaybackrate caps what we encode
             fmtp = wc.params.get("maxplaybackrate", "")
@@ -643,6 +752,8 @@ class _TranscodePlan:
 
     @property
     def description(self) -> str:
+        if self.kind == "video":
+            return f"{self.webrtc_codec}/{self.webrtc_pt} <-> {self.legacy_codec}/{self.legacy_pt}"
         return (f"{self.webrtc_codec}/{self.webrtc_pt} ({self.webrtc_ptime} ms) <-> "
                 f"{self.legacy_codec}/{self.legacy_pt} ({self.legacy_ptime} ms)")
 
@@ -661,6 +772,12 @@ class _TranscodePlan:
     @property
     def from_legacy(self) -> frozenset[int]:
         return frozenset(pt for pt in (self.legacy_pt, self.legacy_cn, self.legacy_dtmf) if pt is not None)
+
+
+def _h264_mode(params: dict[str, str]) -> int:
+    """RFC 6184 §8.1: packetization-mode, 0 when absent; the coder does 0 and 1 (not 2)."""
+    mode = params.get("packetization-mode", "0")
+    return 1 if mode == "1" else 0
 
 
 def _aux(media: Media, name: str, clock_rate: int) -> int | None:

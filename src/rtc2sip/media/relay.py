@@ -19,7 +19,12 @@ the peer's SR/RR describe streams the other side never saw (RFC 7667 §3.2.1.3).
 receives the gateway's own SR (what the gateway sent on that leg) with a report block built from
 :class:`ReceiveStatistics` of what it received there, and the peer's reports about the gateway's
 stream give the per-leg round-trip time, loss and jitter shown by :meth:`MediaSession.stats`.
-Feedback (PLI/FIR/NACK/REMB) is not relayed yet: video works, but without loss repair.
+Video feedback (RFC 4585, RFC 5104) is translated between the legs, SSRCs rewritten: a PLI or FIR
+about the gateway's stream on one leg becomes a PLI (browser leg) or a PLI and a FIR (legacy leg)
+about the far peer's stream on the other, or a keyframe request to the transcoder that produces
+that stream; REMB and TMMBR become REMB toward the other leg or the transcoder's target bitrate.
+The browser's NACKs are answered from a :class:`RetransmissionHistory` of what was sent to it
+(webrtc2sip's ``avpf-tail-length`` rule), never forwarded: the legacy leg is plain RTP/AVP.
 """
 
 from __future__ import annotations
@@ -41,14 +46,25 @@ from . import ice as _ice
 from .certificate import Certificate
 from .dtls import DtlsEndpoint, DtlsRole, DtlsState, FingerprintMismatchError
 from .ice import IceAgent
+from .nack import RetransmissionHistory
 from .ports import PortAllocator
 from .rtcp import (
     Bye,
+    FirEntry,
+    FullIntraRequest,
+    GenericNack,
+    PictureLossIndication,
+    ReceiverEstimatedMaxBitrate,
     ReceiverReport,
     ReceiveStatistics,
+    RtcpPacket,
     RtcpParseError,
+    RtcpUnknown,
     SenderReport,
     SourceDescription,
+    TmmbItem,
+    Tmmbn,
+    Tmmbr,
     ntp_from_unix,
     parse_compound,
     round_trip_time,
@@ -75,6 +91,7 @@ RTCP_INTERVAL = 5.0
 # A latched legacy source silent this long lets another source take over (a phone whose NAT
 # binding changed); before that, packets from elsewhere are dropped so nobody can hijack the stream.
 RELATCH_AFTER = 2.0
+PT_FIR_RFC2032 = 192  # RFC 2032 §5.2.1 Full Intra Request, before RFC 5104
 _HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})  # RFC 3264 §8.4 (RFC 2543 hold)
 
 
@@ -144,7 +161,11 @@ class _Stream(asyncio.DatagramProtocol):
         "coded_to_legacy",
         "coded_to_webrtc",
         "coder",
+        "feedback",
+        "fir_sequence",
+        "history",
         "kind",
+        "last_keyframe_request",
         "last_legacy_out",
         "last_legacy_out_time",
         "last_webrtc_out",
@@ -226,6 +247,13 @@ class _Stream(asyncio.DatagramProtocol):
         self.legacy_rtt: float | None = None
         self.webrtc_remote_report: dict[str, int] | None = None
         self.legacy_remote_report: dict[str, int] | None = None
+        # Video: what was sent to the browser, for its NACKs (None: audio, or no history wanted)
+        self.history: RetransmissionHistory | None = None
+        if kind == "video" and session.avpf_tail is not None:
+            self.history = RetransmissionHistory(*session.avpf_tail)
+        self.fir_sequence = 0  # RFC 5104 §4.3.1.2: one more per new FIR we send
+        self.last_keyframe_request = {"webrtc": -1.0, "legacy": -1.0}
+        self.feedback: dict[str, int] = {}
 
     # -- configuration ------------------------------------------------------------------------------
 
@@ -386,6 +414,8 @@ class _Stream(asyncio.DatagramProtocol):
             return
         packet = tx.protect(bytes(buf))
         transport.sendto(packet, dest)
+        if self.history is not None:  # kept protected: a retransmission is the same SRTP packet
+            self.history.store(int.from_bytes(buf[2:4], "big"), packet)
         self.last_webrtc_out = buf
         self.last_webrtc_out_time = now
         out = self.webrtc
@@ -435,6 +465,8 @@ class _Stream(asyncio.DatagramProtocol):
                     self._send_coded_legacy(packet, now)
                 else:
                     self._send_coded_webrtc(packet, now)
+        if self.kind == "video":
+            self._coder_wants_keyframe(to_legacy, now)
 
     def _send_coded_legacy(self, packet: OutPacket, now: float) -> None:
         rewriter, dest, transport = self.to_legacy, self.legacy_dest, self.legacy_rtp
@@ -460,6 +492,8 @@ class _Stream(asyncio.DatagramProtocol):
                                   self.webrtc_ssrc, packet.payload, packet.marker))
         protected = tx.protect(bytes(buf))
         transport.sendto(protected, dest)
+        if self.history is not None:
+            self.history.store(int.from_bytes(buf[2:4], "big"), protected)
         self.last_webrtc_out = buf
         self.last_webrtc_out_time = now
         self.webrtc.packets_out += 1
@@ -480,7 +514,9 @@ class _Stream(asyncio.DatagramProtocol):
             return None
         out: dict[str, object] = {"codecs": link.description, "dropped": link.session.dropped}
         for direction in link.session.directions:
-            out[direction] = asdict(cast(Any, link.session.coder(direction)).stats)
+            stats = cast(Any, link.session.coder(direction)).stats
+            # AudioTranscoder keeps a dataclass; VideoTranscoder's stats() is safe from any thread
+            out[direction] = stats() if callable(stats) else asdict(stats)
         return out
 
     def _accept_source(self, addr: Address, now: float) -> bool:
@@ -526,6 +562,8 @@ class _Stream(asyncio.DatagramProtocol):
         report = self._read_reports(data, self.legacy_rx, self.legacy_ssrc)
         if report is not None:
             self.legacy_rtt, self.legacy_remote_report = report
+        if self.kind == "video":
+            self._feedback_from_legacy(data)
 
     def webrtc_rtcp(self, data: bytes) -> None:
         """An SRTCP datagram from the browser, already unprotected."""
@@ -533,6 +571,170 @@ class _Stream(asyncio.DatagramProtocol):
         report = self._read_reports(data, self.webrtc_rx, self.webrtc_ssrc)
         if report is not None:
             self.webrtc_rtt, self.webrtc_remote_report = report
+        if self.kind == "video":
+            self._feedback_from_webrtc(data)
+
+    # -- video feedback (RFC 4585, RFC 5104) -----------------------------------------------------------
+
+    def _count(self, what: str) -> None:
+        self.feedback[what] = self.feedback.get(what, 0) + 1
+
+    def _feedback_from_webrtc(self, data: bytes) -> None:
+        """The browser's feedback about the stream we send it: its NACKs answered from the history,
+        keyframe requests and bitrate passed to whoever produces that stream."""
+        try:
+            packets = parse_compound(data)
+        except RtcpParseError:
+            return
+        now = monotonic()
+        ours = self.webrtc_ssrc
+        for packet in packets:
+            if isinstance(packet, GenericNack) and packet.media_ssrc == ours:
+                self._count("nack_in_webrtc")
+                self._retransmit(packet.lost)
+            elif isinstance(packet, PictureLossIndication) and packet.media_ssrc == ours:
+                self._count("pli_in_webrtc")
+                self.keyframe_wanted(toward_legacy=False, now=now)
+            elif isinstance(packet, FullIntraRequest) and any(e.ssrc == ours for e in packet.entries):
+                self._count("fir_in_webrtc")
+                self.keyframe_wanted(toward_legacy=False, now=now)
+            elif isinstance(packet, ReceiverEstimatedMaxBitrate) and ours in packet.ssrcs:
+                self._count("remb_in_webrtc")
+                self._bitrate_wanted(packet.bitrate, toward_legacy=False)
+
+    def _feedback_from_legacy(self, data: bytes) -> None:
+        """The legacy peer's feedback about the stream we send it (PLI, FIR, TMMBR, REMB)."""
+        try:
+            packets = parse_compound(data)
+        except RtcpParseError:
+            return
+        now = monotonic()
+        ours = self.legacy_ssrc
+        for packet in packets:
+            if isinstance(packet, PictureLossIndication) and packet.media_ssrc == ours:
+                self._count("pli_in_legacy")
+                self.keyframe_wanted(toward_legacy=True, now=now)
+            elif isinstance(packet, FullIntraRequest) and any(e.ssrc == ours for e in packet.entries):
+                self._count("fir_in_legacy")
+                self.keyframe_wanted(toward_legacy=True, now=now)
+            elif isinstance(packet, Tmmbr):
+                for item in packet.items:
+                    if item.ssrc == ours:
+                        self._count("tmmbr_in_legacy")
+                        self._bitrate_wanted(item.bitrate, toward_legacy=True)
+                        # RFC 5104 §4.2.2.2: the owner of the stream answers with the bound it applies
+                        self.send_rtcp_legacy(Tmmbn(ours, [TmmbItem(packet.sender_ssrc, item.bitrate,
+                                                                    item.overhead)]))
+            elif isinstance(packet, RtcpUnknown) and packet.type_code == PT_FIR_RFC2032:
+                # RFC 2032 §5.2.1 FIR (H.261 era, still what libre/baresip sends without AVPF). Its
+                # SSRC should name the stream to refresh, but libre puts its own: this socket
+                # carries one stream of ours, so any FIR here is about it.
+                self._count("fir_in_legacy")
+                self.keyframe_wanted(toward_legacy=True, now=now)
+            elif isinstance(packet, ReceiverEstimatedMaxBitrate) and ours in packet.ssrcs:
+                self._count("remb_in_legacy")
+                self._bitrate_wanted(packet.bitrate, toward_legacy=True)
+
+    def _retransmit(self, lost: list[int]) -> None:
+        """Resend what the browser lost from the history (RFC 4585 §6.2.1); too old is not sent."""
+        session = self.session
+        history, transport, dest = self.history, session.transport, session.ice.selected
+        if history is None or transport is None or dest is None:
+            return
+        for packet in history.lookup(lost):
+            transport.sendto(packet, dest)
+            self._count("retransmitted")
+
+    def keyframe_wanted(self, *, toward_legacy: bool, now: float) -> None:
+        """Someone decoding the stream we send toward the legacy leg (``toward_legacy``) or the
+        browser lost its picture: ask the transcoder that makes the stream, else the peer that
+        sends what we relay (PLI to the browser; PLI and FIR to the legacy peer, which may know
+        only one of them). At most one request every 300 ms per leg: both ends repeat theirs."""
+        coder = self.coder
+        if coder is not None:
+            transcoder = coder.session.coder("to_legacy" if toward_legacy else "to_webrtc")
+            request = getattr(transcoder, "request_keyframe", None)
+            if request is not None:
+                request()
+                self._count("keyframe_to_coder")
+            return
+        self.request_keyframe_from("webrtc" if toward_legacy else "legacy", now)
+
+    def request_keyframe_from(self, leg: str, now: float) -> bool:
+        """Send a keyframe request to the peer sending on ``leg`` (False: nothing to ask yet)."""
+        if now - self.last_keyframe_request[leg] < 0.3 and self.last_keyframe_request[leg] >= 0:
+            return False
+        if leg == "webrtc":
+            rx = self.webrtc_rx
+            if rx is None:
+                return False
+            sent = self.send_rtcp_webrtc(PictureLossIndication(self.webrtc_ssrc, rx.ssrc))
+        else:
+            rx = self.legacy_rx
+            if rx is None:
+                return False
+            self.fir_sequence = (self.fir_sequence + 1) & 0xFF
+            sent = self.send_rtcp_legacy(PictureLossIndication(self.legacy_ssrc, rx.ssrc),
+                                         FullIntraRequest(self.legacy_ssrc, [FirEntry(rx.ssrc, self.fir_sequence)]))
+            hook = self.session.on_keyframe_request
+            if hook is not None:  # SIP INFO picture_fast_update, for phones without RTCP feedback
+                hook(self.kind)
+        if sent:
+            self.last_keyframe_request[leg] = now
+            self._count(f"keyframe_request_to_{leg}")
+        return sent
+
+    def _bitrate_wanted(self, bitrate: int, *, toward_legacy: bool) -> None:
+        coder = self.coder
+        if coder is not None:
+            transcoder = coder.session.coder("to_legacy" if toward_legacy else "to_webrtc")
+            set_bitrate = getattr(transcoder, "set_bitrate", None)
+            if set_bitrate is not None:
+                set_bitrate(bitrate)
+            return
+        # Relayed: the sender is the far peer; REMB is what both kinds of peer may act on.
+        if not toward_legacy:
+            rx = self.legacy_rx
+            if rx is not None:
+                self.send_rtcp_legacy(ReceiverEstimatedMaxBitrate(self.legacy_ssrc, bitrate, [rx.ssrc]))
+        else:
+            rx = self.webrtc_rx
+            if rx is not None:
+                self.send_rtcp_webrtc(ReceiverEstimatedMaxBitrate(self.webrtc_ssrc, bitrate, [rx.ssrc]))
+
+    def _coder_wants_keyframe(self, to_legacy: bool, now: float) -> None:
+        """The transcoder's decoder lost its reference: ask the leg that feeds it."""
+        coder = self.coder
+        if coder is None:
+            return
+        transcoder = coder.session.coder("to_legacy" if to_legacy else "to_webrtc")
+        take = getattr(transcoder, "take_keyframe_request", None)
+        if take is not None and take():
+            self._count("keyframe_from_coder")
+            self.request_keyframe_from("webrtc" if to_legacy else "legacy", now)
+
+    def send_rtcp_webrtc(self, *packets: RtcpPacket) -> bool:
+        """Feedback toward the browser: reduced-size RTCP (RFC 5506, negotiated by a=rtcp-rsize)."""
+        session = self.session
+        tx, dest, transport = session.srtp_tx, session.ice.selected, session.transport
+        if tx is None or dest is None or transport is None:
+            return False
+        transport.sendto(tx.protect_rtcp(serialize_compound(packets)), dest)
+        self.webrtc.rtcp_out += 1
+        return True
+
+    def send_rtcp_legacy(self, *packets: RtcpPacket) -> bool:
+        """Feedback toward the legacy peer, in a compound packet (RFC 3550 §6.1: an RR first)."""
+        dest = self.legacy_rtcp_dest
+        transport = self.legacy_rtp if self.legacy_mux else self.legacy_rtcp
+        if dest is None or transport is None:
+            return False
+        data = serialize_compound([ReceiverReport(self.legacy_ssrc, []), *packets])
+        if self.legacy_tx_srtp is not None:
+            data = self.legacy_tx_srtp.protect_rtcp(data)
+        transport.sendto(data, dest)
+        self.legacy.rtcp_out += 1
+        return True
 
     @staticmethod
     def _read_reports(
@@ -692,8 +894,13 @@ class MediaSession:
         connect_timeout: float,
         addresses: Iterable[str] | None = None,
         stun_server: Address | None = None,
+        avpf_tail: tuple[int, int] | None = (100, 400),
     ) -> None:
         self.id = session_id
+        # webrtc2sip avpf-tail-length: (min, max) packets of video history for NACKs; None: none
+        self.avpf_tail = avpf_tail
+        # A keyframe request sent to the legacy peer (kind): the plane adds a SIP INFO for it
+        self.on_keyframe_request: Callable[[str], None] | None = None
         self.host = host
         # host candidates: the plane's announced addresses (a wildcard ``host`` has several)
         self._addresses = list(addresses) if addresses is not None else [host]
@@ -797,6 +1004,11 @@ class MediaSession:
             self._flush_dtls(None)
         await self.ice.close()  # its checks and consent tasks; the socket is closed below
         for kind, stream in self.streams.items():
+            history = stream.history
+            if kind == "video" and (stream.feedback or history is not None):
+                log.info("media session %s: video feedback: %s", self.id,
+                         dict(stream.feedback) | {"history_depth": history.depth if history is not None else 0,
+                                                  "transcoded": stream.coder is not None})
             if stream.coder is not None:
                 log.info("media session %s: %s transcoding ended: %s", self.id, kind, stream.coder_stats())
             link, stream.coder = stream.coder, None
@@ -1081,6 +1293,9 @@ class MediaSession:
                    "nat": s.latched is not None and s.sdp_dest is not None and s.latched != s.sdp_dest},
                 "transcoding": s.coder_stats(),
             }
+            if kind == "video":
+                cast(dict[str, object], streams[kind])["feedback"] = dict(s.feedback) | {
+                    "history_depth": s.history.depth if s.history is not None else 0}
         dtls = self.dtls
         return {
             "failed": self.failed,

@@ -662,8 +662,9 @@ def _spec_codec(spec: CodecSpec, pt: int) -> Codec:
     return Codec(pt, spec.encoding, spec.clock_rate, spec.channels, spec.fmtp)
 
 
-# What the Media Coder (rtc2sip.coder) can transcode, as CODEC_SPECS names: audio only so far.
-TRANSCODABLE: frozenset[str] = frozenset({"opus", "pcmu", "pcma", "g722"})
+# What the Media Coder (rtc2sip.coder) can transcode, as CODEC_SPECS names. H.264: constrained
+# baseline only (what its encoder makes and every H.264 decoder takes, RFC 6184 §8.1).
+TRANSCODABLE: frozenset[str] = frozenset({"opus", "pcmu", "pcma", "g722", "vp8", "h264-bp"})
 
 
 def transcodable(codec: Codec) -> str | None:
@@ -689,6 +690,15 @@ def _transcoder_codecs(kind: str, policy: CodecPolicy, have: Sequence[Codec], us
         used.add(pt)
         out.append(dataclasses.replace(probe, pt=pt))
         keys.add(codec_key(probe))
+        if name == "h264-bp":
+            # RFC 6184 §6.2: some phones only do single NAL unit mode; the coder does both, 1 first
+            single = dataclasses.replace(probe, fmtp=(probe.fmtp or "").replace("packetization-mode=1",
+                                                                                 "packetization-mode=0"))
+            if codec_key(single) not in keys:
+                pt = _pt_for(96, {}, used)
+                used.add(pt)
+                out.append(dataclasses.replace(single, pt=pt))
+                keys.add(codec_key(single))
     # RFC 4733 §7.1.1: events at each added codec's clock rate (the coder carries them across).
     events = {c.clock_rate for c in have if c.name.lower() == "telephone-event"}
     for rate in dict.fromkeys(c.clock_rate for c in out if kind == "audio"):
@@ -958,7 +968,8 @@ def legacy_answer_to_webrtc(
         am.set_flag("rtcp-mux", True)  # RFC 8829 §5.3.1: browsers require it
         if offered.rtcp_rsize and webrtc_local.rtcp_rsize:
             am.set_flag("rtcp-rsize", True)
-        _add_codecs(am, pairs, rtcp_fb=webrtc_local.rtcp_fb)
+        # Feedback is for video (the media plane relays PLI/FIR/NACK/REMB of video streams only).
+        _add_codecs(am, pairs, rtcp_fb=webrtc_local.rtcp_fb if offered.kind == "video" else ())
         am.attributes += _carry(lm.attributes, TO_WEBRTC, Rule.DROP, ssrc=False)
         _announce_ssrc(am, webrtc_local.ssrcs.get(offered.kind))
         maps.append(dataclasses.replace(
@@ -1054,7 +1065,8 @@ def legacy_offer_to_webrtc(
         if webrtc_local.rtcp_rsize:
             wm.set_flag("rtcp-rsize", True)
         # Feedback the gateway itself implements, on the real codecs only (RFC 4585 §4.2).
-        _add_codecs(wm, [(pt, dataclasses.replace(c, rtcp_fb=() if _is_aux(c) else webrtc_local.rtcp_fb))
+        _add_codecs(wm, [(pt, dataclasses.replace(c, rtcp_fb=() if _is_aux(c) or lm.kind != "video"
+                                                   else webrtc_local.rtcp_fb))
                          for pt, c in pairs], rtcp_fb=None)
         wm.attributes += _carry(lm.attributes, TO_WEBRTC, Rule.DROP, ssrc=False)
         _announce_ssrc(wm, webrtc_local.ssrcs.get(lm.kind))

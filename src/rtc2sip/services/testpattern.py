@@ -38,6 +38,7 @@ from typing import Any
 import av
 from av.video.frame import PictureType
 
+from ..coder import rtp_video
 from ..sdp.model import Codec
 from .uas import Address, ServiceCall, Stream
 
@@ -171,37 +172,16 @@ class Vp8Encoder:
 
 
 def packetize_vp8(frame: bytes, picture_id: int, max_payload: int = 1200) -> list[bytes]:
-    """RFC 7741 §4.2 payloads of one VP8 frame: X=1, I=1 with a 15-bit PictureID (M=1), S=1 on the
-    first packet, PartID 0; each payload (descriptor included) at most ``max_payload`` bytes."""
-    head = 4
-    room = max_payload - head
-    pid = struct.pack("!H", 0x8000 | (picture_id & 0x7FFF))
-    out = []
-    for i, start in enumerate(range(0, max(len(frame), 1), room)):
-        out.append(bytes([0x90 if i == 0 else 0x80, 0x80]) + pid + frame[start:start + room])
-    return out
+    """RFC 7741 §4.2 payloads of one VP8 frame with a 15-bit PictureID (the Media Coder's packetizer)."""
+    return rtp_video.packetize_vp8(frame, max_payload, picture_id)
 
 
 def parse_vp8_descriptor(payload: bytes) -> tuple[bool, int, int | None]:
     """(S bit, header length, PictureID or None) of an RFC 7741 payload."""
-    b0 = payload[0]
-    n = 1
-    pid = None
-    if b0 & 0x80:
-        x = payload[1]
-        n = 2
-        if x & 0x80:
-            if payload[2] & 0x80:
-                pid = ((payload[2] & 0x7F) << 8) | payload[3]
-                n += 2
-            else:
-                pid = payload[2]
-                n += 1
-        if x & 0x40:
-            n += 1
-        if x & 0x30:
-            n += 1
-    return bool(b0 & 0x10), n, pid
+    parsed = rtp_video.parse_vp8_descriptor(payload)
+    if parsed is None:
+        raise ValueError("truncated VP8 payload descriptor")
+    return parsed[:3]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from .capture import Capture, port_filter
 from .coturn import Coturn
 from .gateway import Gateway
 from .kamailio import Kamailio
+from .loss import LossyPorts, loss_available
 from .procs import HarnessError, Proc, free_port, wait_for
 from .sipp import Sipp, SippResult
 from .tone import ToneResult, analyse_wav, write_tone_wav
@@ -23,6 +24,7 @@ __all__ = [
     "Gateway",
     "HarnessError",
     "Kamailio",
+    "LossyPorts",
     "Proc",
     "Sipp",
     "SippResult",
@@ -30,6 +32,7 @@ __all__ = [
     "analyse_wav",
     "free_port",
     "js_ready",
+    "loss_available",
     "non_loopback_interfaces",
     "port_filter",
     "wait_for",

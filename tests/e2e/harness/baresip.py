@@ -157,6 +157,7 @@ class Baresip:
         transport: str = "udp",
         answermode: str = "auto",
         audio_codecs: str = "PCMU/8000/1",
+        video_codecs: str | None = None,
         extra_account_params: str = "",
         extra_config: str = "",
         sip_trace: bool = True,
@@ -174,6 +175,8 @@ class Baresip:
         self.transport = transport
         self.answermode = answermode
         self.audio_codecs = audio_codecs
+        # None: audio only (no video module loaded, baresip offers no m=video)
+        self.video_codecs = video_codecs
         self.extra_account_params = extra_account_params
         self.extra_config = extra_config
         self.sip_trace = sip_trace
@@ -211,6 +214,20 @@ class Baresip:
         rate = 16000 if self.audio_codecs.upper().startswith("G722") else 8000
         tone = write_tone_wav(self.confdir / "tone.wav", self.tone_hz, rate=rate, seconds=60)
         modules = ["g711", "g722", "aufile", "aubridge", "sndfile"]
+        video: list[str] = []
+        if self.video_codecs is not None:
+            # fakevideo is the camera; vidbridge's display needs no screen (frames go to a vidbridge
+            # source nobody opens); snapshot writes PNGs of what was decoded (snapshot_recv).
+            modules += ["avcodec", "vp8", "fakevideo", "vidbridge", "snapshot"]
+            video = [
+                "video_source fakevideo,nil",
+                "video_display vidbridge,sink",
+                "video_size 320x240",
+                "video_bitrate 500000",
+                "video_fps 15",
+                "avcodec_h264enc libx264",
+                "avcodec_h264dec h264",
+            ]
         lines = [
             "poll_method epoll",
             f"sip_listen 127.0.0.1:{self.sip_port}",
@@ -232,6 +249,7 @@ class Baresip:
             "module_app ctrl_tcp.so",
             f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}",
             f"snd_path {self.recdir}",
+            *video,
             self.extra_config,
         ]
         (self.confdir / "config").write_text("\n".join(lines) + "\n")
@@ -239,6 +257,7 @@ class Baresip:
             f'outbound="{self.registrar}"',
             f"answermode={self.answermode}",
             f"audio_codecs={self.audio_codecs}",
+            *([f"video_codecs={self.video_codecs}"] if self.video_codecs is not None else []),
             f"regint={3600 if self.register else 0}",
         ]
         if self.password is not None:
@@ -255,6 +274,8 @@ class Baresip:
         self._write_config()
         self.artifacts.add_log(self.name, self.log_path)
         argv = [self.binary, "-f", str(self.confdir), *(["-s"] if self.sip_trace else [])]
+        if self.video_codecs is not None:
+            argv.append("-v")  # the codecs' debug lines: avcodec's decoder stats, keyframe requests
         self.proc = Proc(self.name, argv, self.log_path)
         # stdio (loaded to print received MESSAGEs) reads keystrokes from stdin: give it a pipe that
         # stays open and silent, so nothing is ever typed at it.
@@ -363,6 +384,31 @@ class Baresip:
         found = wait_for(find, timeout, f"{self.name} to receive MESSAGE {text!r}")
         assert isinstance(found, tuple)
         return found
+
+    # Video.
+    def snapshots(self) -> list[Path]:
+        return sorted(self.recdir.glob("*.png"), key=lambda p: p.stat().st_mtime)
+
+    def wait_snapshot(self, timeout: float = 15.0) -> Path:
+        """A PNG of the next video frame baresip decodes (the snapshot module's ``snapshot_recv``):
+        written only from a decoded frame, so its existence proves decoding."""
+        before = set(self.snapshots())
+        self.command("snapshot_recv", str(self.recdir / f"recv-{len(before) + 1}.png"))
+
+        def written() -> Path | None:
+            new = [p for p in self.snapshots() if p not in before and p.stat().st_size > 0]
+            return new[-1] if new else None
+
+        found = wait_for(written, timeout, f"{self.name} to decode a video frame (snapshot_recv)", interval=0.2)
+        assert isinstance(found, Path)
+        return found
+
+    def log_text(self) -> str:
+        return _ANSI.sub("", self.log_path.read_text(encoding="utf-8", errors="replace"))
+
+    def decoder_keyframes(self) -> list[int]:
+        """Keyframes decoded by each H.264 decoder that has ended (avcodec logs it on close)."""
+        return [int(m.group(1)) for m in re.finditer(r"avcodec: decoder stats \(keyframes:(\d+)", self.log_text())]
 
     # Audio.
     def recordings(self) -> list[Path]:
