@@ -104,6 +104,11 @@ async def run_worker(control_port: int, port_range: tuple[int, int], coder: bool
                     await plane.delete(request["session"])
                 elif op == "stats":
                     reply["sessions"] = len(plane.sessions)
+                elif op == "memory":  # by hand, with PYTHONTRACEMALLOC=N in the bench's environment
+                    import tracemalloc
+
+                    top = tracemalloc.take_snapshot().statistics(request.get("key", "lineno"))[:30]
+                    reply["top"] = [f"{s.size / 1024:.0f} KiB in {s.count}: {s.traceback}" for s in top]
                 else:
                     raise ValueError(f"unknown op {op!r}")
             except Exception as exc:
@@ -337,6 +342,9 @@ class Step:
     packets: int
     late_slots: int
     notes: list[str] = field(default_factory=list)
+    # RSS per call once every call of the step is older than --settle (rtc2sip frees a call's DTLS
+    # connection 20 s after its handshake): what a call holds for the rest of its life; NaN: not measured.
+    kb_per_call_settled: float = float("nan")
 
     def carried(self, max_loss: float) -> bool:
         return self.failed_setups == 0 and max(self.loss_b2p, self.loss_p2b) < max_loss
@@ -368,8 +376,8 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
         misses = 0
         print(f"\n## {gateway.name} (pid {gateway.pid}, core {args.relay_core}; idle RSS {base_rss / 1024:.1f} MB)")
         print("| calls | loss b→p % | loss p→b % | p50 ms | p99 ms | µs/pkt | relay CPU % | gen CPU % "
-              "| RSS MB | KB/call | carried |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+              "| RSS MB | KB/call | KB/call settled | carried |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
         for calls in args.steps:
             share = [calls // len(loadgens) + (1 if i < calls % len(loadgens) else 0) for i in range(len(loadgens))]
             grown = all_do(loadgens, [{"cmd": "grow", "calls": n} for n in share])
@@ -377,6 +385,7 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
             new_failures = failed - failed_before
             failed_before = failed
             established = sum(g["calls"] for g in grown)
+            grown_at = time.monotonic()
             errors = [e for g in grown for e in g["errors"]]
             time.sleep(args.warmup)
             start = time.monotonic_ns() + 1_000_000_000  # the command must arrive first
@@ -406,6 +415,10 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
                 rss_mb=rss / 1024, kb_per_call=(rss - base_rss) / established if established else float("nan"),
                 packets=packets, late_slots=sum(r["late_slots"] for r in reports),
             )
+            settle = getattr(args, "settle", 0.0)  # bench/coder.py's arguments have none
+            if settle > 0 and established:
+                time.sleep(max(0.0, grown_at + settle - time.monotonic()))
+                step.kb_per_call_settled = (rss_kb(gateway.pid) - base_rss) / established
             if new_failures:
                 step.notes.append(f"{new_failures} setups failed: {errors[:2]}")
             waits = (100.0 * (wait1 - wait0) / (t1 - t0), 100.0 * (lgw1 - lgw0) / (t1 - t0))
@@ -423,7 +436,8 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
             ok = step.carried(args.max_loss)
             print(f"| {step.calls} | {step.loss_b2p:.3f} | {step.loss_p2b:.3f} | {step.p50_ms:.2f} | "
                   f"{step.p99_ms:.2f} | {step.us_per_packet:.1f} | {step.relay_cpu:.0f} | {step.loadgen_cpu:.0f} | "
-                  f"{step.rss_mb:.0f} | {step.kb_per_call:.0f} | {'yes' if ok else 'no'} |"
+                  f"{step.rss_mb:.0f} | {step.kb_per_call:.0f} | {step.kb_per_call_settled:.0f} | "
+                  f"{'yes' if ok else 'no'} |"
                   + (f" {'; '.join(step.notes)}" if step.notes else ""), flush=True)
             misses = 0 if ok else misses + 1
             if (misses >= args.fail_steps or max(step.loss_b2p, step.loss_p2b) > 20 or established < calls * 0.9
@@ -452,6 +466,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per step")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds between setup and window")
     parser.add_argument("--grace", type=float, default=1.0, help="seconds after the window for late packets")
+    parser.add_argument("--settle", type=float, default=22.0,
+                        help="read RSS again this long after the step's calls were set up (0: not)")
     parser.add_argument("--gateways", default="rtc2sip,rtpengine")
     parser.add_argument("--relay-core", type=int, default=1)
     parser.add_argument("--loadgen-core", default="0", help="taskset CPU list of the generators, e.g. 0 or 0,2,3")
@@ -503,7 +519,8 @@ def main() -> None:
         if after is not None and (after.loadgen_cpu > 90 or after.loadgen_cpu > after.relay_cpu):
             bound = " (the generator, not the relay, ran out of core first: a lower bound)"
         print(f"- {name}: {step.calls} calls with < {args.max_loss:g} % loss{bound}; p99 {step.p99_ms:.2f} ms, "
-              f"{step.us_per_packet:.1f} µs CPU/packet, {step.kb_per_call:.0f} KB/call, relay CPU "
+              f"{step.us_per_packet:.1f} µs CPU/packet, {step.kb_per_call:.0f} KB/call "
+              f"({step.kb_per_call_settled:.0f} settled), relay CPU "
               f"{step.relay_cpu:.0f} %")
         if busiest is not None and name in per_core:
             print(f"  at {busiest.calls} calls ({busiest.relay_cpu:.0f} % of its core): {busiest.us_per_packet:.1f} "

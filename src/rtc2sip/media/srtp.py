@@ -12,8 +12,10 @@ import binascii
 import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pylibsrtp
+from pylibsrtp._binding import ffi, lib  # type: ignore[import-not-found]  # compiled cffi module, no stubs
 
 __all__ = [
     "AEAD_AES_128_GCM",
@@ -78,8 +80,18 @@ class SrtpReplayError(SrtpError):
     """Index already seen or left of the replay window (RFC 3711 §3.3.2)."""
 
 
-def _typed(exc: pylibsrtp.Error) -> SrtpError:
-    message = str(exc)
+# pylibsrtp's working buffer per session and the room it keeps for the trailer (tag + MKI, RFC 3711 §3.1).
+_BUFFER_SIZE = 1500
+_RTP_TRAILER = pylibsrtp.SRTP_MAX_TRAILER_LEN
+_RTCP_TRAILER = pylibsrtp.SRTP_MAX_SRTCP_TRAILER_LEN
+_ERRORS: list[str] = pylibsrtp.ERRORS
+_protect = lib.srtp_protect
+_unprotect = lib.srtp_unprotect
+
+
+def _error(rc: int) -> SrtpError:
+    """The typed error of a libsrtp status code (pylibsrtp's message table)."""
+    message = _ERRORS[rc] if 0 <= rc < len(_ERRORS) else f"libsrtp error {rc}"
     if message.startswith("replay check failed") or "index" in message:
         return SrtpReplayError(message)
     if message.startswith("authentication failure") or message.startswith("cipher failure"):
@@ -96,7 +108,7 @@ class SrtpSession:
     already used; only safe when the payload is identical (a verbatim retransmission), hence off.
     """
 
-    __slots__ = ("_session", "outbound", "profile")
+    __slots__ = ("_buffer", "_ctx", "_data", "_length", "_session", "outbound", "profile")
 
     def __init__(
         self,
@@ -118,35 +130,64 @@ class SrtpSession:
         policy.allow_repeat_tx = allow_repeat_tx
         self.profile = profile
         self.outbound = outbound
-        self._session = pylibsrtp.Session(policy=policy)
+        self._session = session = pylibsrtp.Session(policy=policy)
+        # pylibsrtp's Session.protect costs four Python calls and a cffi allocation per packet; this
+        # calls libsrtp itself, on the session's own working buffer (no second 1.5 KB per session)
+        # with one reused length cell: 0.3 µs less per packet (bench/relay.py's README section).
+        self._ctx = session._srtp[0]
+        self._data = session._cdata
+        self._buffer = session._buffer
+        self._length = ffi.new("int *")
 
-    def protect(self, packet: bytes) -> bytes:
+    def _process(self, packet: bytes, func: Any, trailer: int) -> bytes:
+        """One libsrtp call on the working buffer; protect/unprotect repeat it inline (one call less)."""
+        n = len(packet)
+        if n > _BUFFER_SIZE - trailer:
+            raise SrtpError(f"packet of {n} bytes is too long")
+        buffer = self._buffer
+        buffer[0:n] = packet
+        length = self._length
+        length[0] = n
+        rc = func(self._ctx, self._data, length)
+        if rc:
+            raise _error(rc)
+        return buffer[0 : length[0]]  # type: ignore[no-any-return]
+
+    def protect(self, packet: bytes | bytearray) -> bytes:
         """RTP → SRTP (RFC 3711 §3.3)."""
-        try:
-            return self._session.protect(packet)
-        except pylibsrtp.Error as exc:
-            raise _typed(exc) from None
+        n = len(packet)
+        if n > _BUFFER_SIZE - _RTP_TRAILER:
+            raise SrtpError(f"packet of {n} bytes is too long")
+        buffer = self._buffer
+        buffer[0:n] = packet
+        length = self._length
+        length[0] = n
+        rc = _protect(self._ctx, self._data, length)
+        if rc:
+            raise _error(rc)
+        return buffer[0 : length[0]]  # type: ignore[no-any-return]
 
     def unprotect(self, packet: bytes) -> bytes:
         """SRTP → RTP, authenticated and replay-checked (RFC 3711 §3.3)."""
-        try:
-            return self._session.unprotect(packet)
-        except pylibsrtp.Error as exc:
-            raise _typed(exc) from None
+        n = len(packet)
+        if n > _BUFFER_SIZE:
+            raise SrtpError(f"packet of {n} bytes is too long")
+        buffer = self._buffer
+        buffer[0:n] = packet
+        length = self._length
+        length[0] = n
+        rc = _unprotect(self._ctx, self._data, length)
+        if rc:
+            raise _error(rc)
+        return buffer[0 : length[0]]  # type: ignore[no-any-return]
 
     def protect_rtcp(self, packet: bytes) -> bytes:
         """RTCP → SRTCP (RFC 3711 §3.4); SRTCP is always encrypted (E bit set)."""
-        try:
-            return self._session.protect_rtcp(packet)
-        except pylibsrtp.Error as exc:
-            raise _typed(exc) from None
+        return self._process(packet, lib.srtp_protect_rtcp, _RTCP_TRAILER)
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
         """SRTCP → RTCP (RFC 3711 §3.4)."""
-        try:
-            return self._session.unprotect_rtcp(packet)
-        except pylibsrtp.Error as exc:
-            raise _typed(exc) from None
+        return self._process(packet, lib.srtp_unprotect_rtcp, 0)
 
 
 # --- SDES (RFC 4568) ---------------------------------------------------------------------------
