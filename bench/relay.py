@@ -22,9 +22,13 @@ The relay runs pinned to one core (``taskset -c 1``): rtc2sip as a child process
 MediaPlane, driven by a JSON-over-UDP control server of a few lines (below, ``--worker``), so what is
 measured is the media path, not SIP; rtpengine 10.5 in userspace mode (``--table=-1``) with one worker
 thread, driven by its NG protocol. The generator (bench/loadgen.py) runs pinned to the other core.
+Its media loop is C by default (bench/loadgen_c, built with gcc at start; ``--generator python`` for
+the all-Python one, which is also the fallback when the build fails): the Python loop costs about as
+much per packet as the relays and saturates its core at ~700 calls.
 
     python bench/relay.py                                  # both gateways, default steps
     python bench/relay.py --steps 200,400,800 --seconds 10 --gateways rtc2sip
+    python bench/relay.py --generator python               # the all-Python generator
 
 Needs rtpengine (Debian rtpengine-daemon) and util-linux's taskset; everything runs on 127.0.0.1 and
 every process it starts is killed at the end.
