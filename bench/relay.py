@@ -283,8 +283,9 @@ class RtpengineGateway(Gateway):
 
 
 def build_c_generator() -> str | None:
-    """Builds bench/loadgen_c (gcc, libsrtp2, libcrypto) and loads it once; None when it works,
-    else why not (the bench then falls back to the Python generator)."""
+    """Builds bench/loadgen_c (gcc, libsrtp2 headers, libcrypto) and checks it with its selftest
+    (SRTP, STUN and counting against pylibsrtp and aioice); None when it works, else why not (the
+    bench then falls back to the Python generator)."""
     script = HERE / "loadgen_c" / "build.sh"
     try:
         done = subprocess.run([str(script)], capture_output=True, text=True, timeout=300)
@@ -292,15 +293,13 @@ def build_c_generator() -> str | None:
         return f"{script} did not run: {exc}"
     if done.returncode != 0:
         return f"{script} failed: {(done.stderr or done.stdout).strip()[-500:]}"
-    sys.path.insert(0, str(HERE))
     try:
-        import loadgen
-
-        loadgen.load_c_library()
-    except Exception as exc:
-        return f"the built library does not load: {exc}"
-    finally:
-        sys.path.remove(str(HERE))
+        done = subprocess.run([sys.executable, str(HERE / "loadgen_c" / "selftest.py")], capture_output=True,
+                              text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "bench/loadgen_c/selftest.py did not finish in 60 s"
+    if done.returncode != 0:
+        return f"bench/loadgen_c/selftest.py failed: {(done.stderr or done.stdout).strip()[-500:]}"
     return None
 
 
@@ -548,7 +547,11 @@ def main() -> None:
             continue
         after = next((s for s in steps if s.calls > step.calls), None)
         bound = ""
-        if after is not None and (after.loadgen_cpu > 90 or after.loadgen_cpu > after.relay_cpu):
+        # The Python generator costs about what the relay does per packet: above the relay's share it
+        # was the limit. The C one costs less, and a relay that breaks (rtpengine stops reading a port
+        # whose queue overflowed 5 times) falls below it without the generator being the limit.
+        if after is not None and (after.loadgen_cpu > 90
+                                  or (args.generator == "python" and after.loadgen_cpu > after.relay_cpu)):
             bound = " (the generator, not the relay, ran out of core first: a lower bound)"
         print(f"- {name}: {step.calls} calls with < {args.max_loss:g} % loss{bound}; p99 {step.p99_ms:.2f} ms, "
               f"{step.us_per_packet:.1f} µs CPU/packet, {step.kb_per_call:.0f} KB/call, relay CPU "
