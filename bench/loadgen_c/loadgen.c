@@ -355,11 +355,11 @@ static void send_slot(lg_t *lg, int k) {
     call_t **calls = lg->slot[k];
     size_t total = lg->slot_len[k];
     for (size_t start = 0; start < total; start += BATCH) {
-        int n = 0;
+        int n = 0, nb = 0; /* phone packets, browser packets (one fewer when libsrtp refuses one) */
         for (size_t i = start; i < total && n < BATCH; i++, n++) {
             call_t *c = calls[i];
             int64_t t = now_ns(); /* one send time for both packets: the receivers' window test */
-            uint8_t *b = lg->sbuf_b[n], *p = lg->sbuf_p[n];
+            uint8_t *b = lg->sbuf_b[nb], *p = lg->sbuf_p[n];
             uint16_t seq = ++c->b_seq;
             b[0] = 0x80; b[1] = 0;
             put16(b + 2, seq); put32(b + 4, (uint32_t)seq * 160u); put32(b + 8, c->b_ssrc);
@@ -367,16 +367,18 @@ static void send_slot(lg_t *lg, int k) {
             memset(b + 28, 0xFF, PKT - 28);
             int blen = PKT;
             if (S.protect(c->tx, b, &blen) != srtp_err_status_ok) {
-                lg->counters.srtp_errors++;
-                blen = 0;
+                lg->counters.srtp_errors++; /* counted as sent, hence lost */
+            } else {
+                lg->siov_b[nb] = (struct iovec){b, (size_t)blen};
+                lg->smsg_b[nb].msg_hdr = (struct msghdr){.msg_name = &c->gw_browser,
+                                                         .msg_namelen = sizeof c->gw_browser,
+                                                         .msg_iov = &lg->siov_b[nb], .msg_iovlen = 1};
+                nb++;
             }
             seq = ++c->p_seq;
             p[0] = 0x80; p[1] = 0;
             put16(p + 2, seq); put32(p + 4, (uint32_t)seq * 160u); put32(p + 8, c->p_ssrc);
             put32(p + 12, c->index); put32(p + 16, seq); put64(p + 20, (uint64_t)t);
-            lg->siov_b[n] = (struct iovec){b, (size_t)blen};
-            lg->smsg_b[n].msg_hdr = (struct msghdr){.msg_name = &c->gw_browser, .msg_namelen = sizeof c->gw_browser,
-                                                    .msg_iov = &lg->siov_b[n], .msg_iovlen = 1};
             lg->siov_p[n] = (struct iovec){p, PKT};
             lg->smsg_p[n].msg_hdr = (struct msghdr){.msg_name = &c->gw_phone, .msg_namelen = sizeof c->gw_phone,
                                                     .msg_iov = &lg->siov_p[n], .msg_iovlen = 1};
@@ -390,7 +392,7 @@ static void send_slot(lg_t *lg, int k) {
                 if (c->next_consent < t) c->next_consent = t + CONSENT_NS;
             }
         }
-        flush(lg, lg->browser_fd, lg->smsg_b, n);
+        flush(lg, lg->browser_fd, lg->smsg_b, nb);
         flush(lg, lg->phone_fd, lg->smsg_p, n);
     }
 }
