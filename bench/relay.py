@@ -299,7 +299,8 @@ def build_c_generator() -> str | None:
     except subprocess.TimeoutExpired:
         return "bench/loadgen_c/selftest.py did not finish in 60 s"
     if done.returncode != 0:
-        return f"bench/loadgen_c/selftest.py failed: {(done.stderr or done.stdout).strip()[-500:]}"
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"bench/loadgen_c/selftest.py failed: {last[0]}"
     return None
 
 
