@@ -20,13 +20,17 @@ machine), so the receiving side measures one-way latency and counts, per directi
 send time falls in the measurement window: loss = 1 - received / sent over exactly those packets.
 
 All browsers of a process share one UDP socket and all phones another (the gateway tells calls apart
-by its own ports), so the generator drains two sockets instead of polling thousands, and stays
-cheaper per packet than the relay it loads.
+by its own ports), so the generator drains two sockets instead of polling thousands.
+
+``--generator c`` (what bench/relay.py runs by default) keeps the call setup here and moves the media
+of every set-up call to a C loop (bench/loadgen_c/loadgen.c, :class:`CGenerator`): the Python loop
+costs about as much per packet as the relays it loads, so it could not show one above ~700 calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import re
@@ -35,14 +39,16 @@ import select
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aioice import stun
 
 from rtc2sip.media.certificate import Certificate
-from rtc2sip.media.dtls import DtlsEndpoint, DtlsRole, DtlsState
+from rtc2sip.media.dtls import DtlsEndpoint, DtlsRole, DtlsState, SrtpKeys
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpError, SrtpSession
 
 Address = tuple[str, int]
@@ -340,7 +346,10 @@ class Generator:
         self.failed = 0
         self.next_index = 0
         self.running = True
-        self.tasks = [self.loop.create_task(self._pump()), self.loop.create_task(self._consent())]
+        self.tasks = self._start_media()
+
+    def _start_media(self) -> list[asyncio.Task[None]]:
+        return [self.loop.create_task(self._pump()), self.loop.create_task(self._consent())]
 
     @staticmethod
     def _socket() -> socket.socket:
@@ -594,7 +603,13 @@ class Generator:
                 call.dtls.handle_timeout(time.monotonic())
                 self._flush_dtls(call)
         await call.connected
+        keys = call.dtls.srtp_keys
+        assert keys is not None
         call.dtls = None  # no more DTLS after the handshake: its memory goes with it
+        self._media_ready(call, keys)
+
+    def _media_ready(self, call: Call, keys: SrtpKeys) -> None:
+        """The call is set up: its media starts."""
         # Join the sending slot with the fewest calls so the 20 slots stay even.
         min(self.slots, key=len).append(call)
 
@@ -652,6 +667,145 @@ class Generator:
         return {"deleted": deleted}
 
 
+C_LIBRARY = Path(__file__).resolve().parent / "loadgen_c" / "build" / "libloadgen.so"
+
+
+class _CReport(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "sent_b2p", "received_b2p", "sent_p2b", "received_p2b", "late_slots", "max_late_ns", "srtp_errors",
+        "send_errors", "calls", "consent_sent", "consent_ok", "consent_error", "checks_answered", "forwarded",
+        "forward_dropped")]
+
+
+def load_c_library(path: Path = C_LIBRARY) -> ctypes.CDLL:
+    """bench/loadgen_c/loadgen.c, built by bench/loadgen_c/build.sh (bench/relay.py runs it)."""
+    lib = ctypes.CDLL(str(path))
+    p, i, u32, s, buf = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_char_p
+    lib.lg_create.restype = p
+    lib.lg_create.argtypes = [i, i, i]
+    lib.lg_add_call.restype = i
+    lib.lg_add_call.argtypes = [p, u32, s, i, s, i, u32, u32, i, i, buf, buf, s, s, s, s]
+    lib.lg_run.restype = i
+    lib.lg_run.argtypes = [p]
+    lib.lg_stop.restype = None
+    lib.lg_stop.argtypes = [p]
+    lib.lg_window.restype = None
+    lib.lg_window.argtypes = [p, ctypes.c_int64, ctypes.c_int64]
+    lib.lg_report.restype = None
+    lib.lg_report.argtypes = [p, ctypes.POINTER(_CReport), ctypes.c_void_p, ctypes.c_void_p]
+    lib.lg_bins.restype = i
+    lib.lg_init.restype = i
+    lib.lg_init.argtypes = [s]
+    lib.lg_destroy.restype = None
+    lib.lg_destroy.argtypes = [p]
+    if lib.lg_bins() != BINS:
+        raise RuntimeError("bench/loadgen_c is out of date: rebuild it (bench/loadgen_c/build.sh)")
+    if lib.lg_init(srtp_library().encode()) != 0:
+        raise RuntimeError(f"bench/loadgen_c could not open libsrtp2 from {srtp_library()}")
+    return lib
+
+
+def srtp_library() -> str:
+    """The libsrtp2 the C loop uses: pylibsrtp's (OpenSSL inside, what rtc2sip runs), unless
+    LOADGEN_SRTP_LIBRARY names another (e.g. Debian's libsrtp2.so.1, built on NSS: much slower)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pylibsrtp._binding")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("pylibsrtp's compiled binding not found")
+    return os.environ.get("LOADGEN_SRTP_LIBRARY") or spec.origin
+
+
+class CGenerator(Generator):
+    """The same calls with the media loop in C (bench/loadgen_c/loadgen.c), in a thread of its own:
+    ctypes drops the GIL for the whole of ``lg_run``. Python still sets every call up (offer/answer,
+    ICE check with USE-CANDIDATE, DTLS, key export) and then hands it over with its sockets' peers,
+    SSRCs, sequence numbers, SRTP master keys and ICE credentials. The C loop owns both sockets' reads
+    from the start; what is not media it cannot handle (DTLS, STUN of calls still being set up) comes
+    back here over a socketpair, source address first."""
+
+    def _start_media(self) -> list[asyncio.Task[None]]:
+        self.lib = load_c_library()
+        self.forward_c, self.forward_py = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for sock in (self.forward_c, self.forward_py):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        self.forward_py.setblocking(False)
+        self.handle = self.lib.lg_create(self.browser.fileno(), self.phone.fileno(), self.forward_c.fileno())
+        if not self.handle:
+            raise RuntimeError("lg_create failed (srtp_init?)")
+        self.thread = threading.Thread(target=self.lib.lg_run, args=(self.handle,), name="loadgen-c", daemon=True)
+        self.thread.start()
+        self.loop.add_reader(self.forward_py.fileno(), self._forwarded)
+        self.c_calls = 0
+        return []
+
+    def _forwarded(self) -> None:
+        while True:
+            try:
+                data = self.forward_py.recv(4096)
+            except BlockingIOError:
+                return
+            addr = (socket.inet_ntoa(data[:4]), int.from_bytes(data[4:6], "big"))
+            data = data[6:]
+            if not data:
+                continue
+            b0 = data[0]
+            if b0 < 4:
+                self._stun(data, addr)
+            elif 19 < b0 < 64:
+                call = self.by_gateway.get(addr)
+                if call is not None and call.dtls is not None:
+                    call.dtls.feed(data)
+                    self._flush_dtls(call)
+
+    def _media_ready(self, call: Call, keys: SrtpKeys) -> None:
+        if keys.profile is not AES128_CM_SHA1_80:
+            raise RuntimeError(f"the C generator does AES_CM_128_HMAC_SHA1_80 only, not {keys.profile}")
+        assert call.gw_browser is not None and call.gw_phone is not None
+        rc = self.lib.lg_add_call(
+            self.handle, call.index, call.gw_browser[0].encode(), call.gw_browser[1], call.gw_phone[0].encode(),
+            call.gw_phone[1], call.b_ssrc, call.p_ssrc, call.b_seq, call.p_seq, keys.local_key_salt,
+            keys.remote_key_salt, call.ufrag.encode(), call.pwd.encode(), call.gw_ufrag.encode(),
+            call.gw_pwd.encode())
+        if rc != 0:
+            raise RuntimeError("lg_add_call failed")
+        call.tx = call.rx = None  # the C loop has its own libsrtp sessions
+        self.c_calls += 1
+
+    def start_window(self, start_ns: int, end_ns: int) -> None:
+        self.lib.lg_window(self.handle, start_ns, end_ns)
+
+    def report(self) -> dict[str, Any]:
+        r = _CReport()
+        b2p = (ctypes.c_uint32 * BINS)()
+        p2b = (ctypes.c_uint32 * BINS)()
+        self.lib.lg_report(self.handle, ctypes.byref(r), b2p, p2b)
+
+        def hist(h: ctypes.Array[ctypes.c_uint32]) -> dict[int, int]:
+            return {i: n for i, n in enumerate(h) if n}
+
+        return {"b2p": {"sent": r.sent_b2p, "received": r.received_b2p, "hist": hist(b2p)},
+                "p2b": {"sent": r.sent_p2b, "received": r.received_p2b, "hist": hist(p2b)},
+                "late_slots": r.late_slots, "max_late_ms": r.max_late_ns / 1e6, "srtp_errors": r.srtp_errors,
+                "send_errors": r.send_errors, "calls": len(self.calls),
+                "consent": {"sent": r.consent_sent, "ok": r.consent_ok, "error": r.consent_error},
+                "checks_answered": r.checks_answered, "forwarded": r.forwarded,
+                "forward_dropped": r.forward_dropped}
+
+    async def stop(self) -> dict[str, Any]:
+        if self.handle:
+            self.lib.lg_stop(self.handle)
+            self.thread.join(10)
+            self.loop.remove_reader(self.forward_py.fileno())
+            if not self.thread.is_alive():
+                self.lib.lg_destroy(self.handle)
+            self.handle = None
+            self.forward_c.close()
+            self.forward_py.close()
+        return await super().stop()
+
+
 async def main(argv: list[str] | None = None, generator_class: type[Generator] = Generator,
                rtpengine_control: type[RtpengineControl] = RtpengineControl) -> None:
     """The command loop on stdin/stdout; bench/coder.py runs it with its own generator and NG flags."""
@@ -661,7 +815,13 @@ async def main(argv: list[str] | None = None, generator_class: type[Generator] =
     parser.add_argument("--gateway", choices=("rtc2sip", "rtpengine"), required=True)
     parser.add_argument("--control", required=True, help="host:port of the gateway's control socket")
     parser.add_argument("--concurrency", type=int, default=20, help="call setups in flight")
+    parser.add_argument("--generator", choices=("c", "python"), default="python",
+                        help="media loop: c (bench/loadgen_c, built beforehand) or python")
     args = parser.parse_args(argv)
+    if args.generator == "c":
+        if generator_class is not Generator:
+            parser.error("--generator c is the plain relay generator only")
+        generator_class = CGenerator
     host, _, port = args.control.rpartition(":")
     loop = asyncio.get_running_loop()
     kind: type[Rtc2sipControl | RtpengineControl] = Rtc2sipControl if args.gateway == "rtc2sip" else rtpengine_control

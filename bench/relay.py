@@ -22,9 +22,13 @@ The relay runs pinned to one core (``taskset -c 1``): rtc2sip as a child process
 MediaPlane, driven by a JSON-over-UDP control server of a few lines (below, ``--worker``), so what is
 measured is the media path, not SIP; rtpengine 10.5 in userspace mode (``--table=-1``) with one worker
 thread, driven by its NG protocol. The generator (bench/loadgen.py) runs pinned to the other core.
+Its media loop is C by default (bench/loadgen_c, built with gcc at start; ``--generator python`` for
+the all-Python one, which is also the fallback when the build fails): the Python loop costs about as
+much per packet as the relays and saturates its core at ~700 calls.
 
     python bench/relay.py                                  # both gateways, default steps
     python bench/relay.py --steps 200,400,800 --seconds 10 --gateways rtc2sip
+    python bench/relay.py --generator python               # the all-Python generator
 
 Needs rtpengine (Debian rtpengine-daemon) and util-linux's taskset; everything runs on 127.0.0.1 and
 every process it starts is killed at the end.
@@ -283,10 +287,34 @@ class RtpengineGateway(Gateway):
         raise RuntimeError(f"rtpengine did not answer ping, see {self.log.name}")
 
 
+def build_c_generator() -> str | None:
+    """Builds bench/loadgen_c (gcc, libsrtp2 headers, libcrypto) and checks it with its selftest
+    (SRTP, STUN and counting against pylibsrtp and aioice); None when it works, else why not (the
+    bench then falls back to the Python generator)."""
+    script = HERE / "loadgen_c" / "build.sh"
+    try:
+        done = subprocess.run([str(script)], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{script} did not run: {exc}"
+    if done.returncode != 0:
+        return f"{script} failed: {(done.stderr or done.stdout).strip()[-500:]}"
+    try:
+        done = subprocess.run([sys.executable, str(HERE / "loadgen_c" / "selftest.py")], capture_output=True,
+                              text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "bench/loadgen_c/selftest.py did not finish in 60 s"
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"bench/loadgen_c/selftest.py failed: {last[0]}"
+    return None
+
+
 class Loadgen:
-    def __init__(self, gateway: Gateway, core: str, concurrency: int) -> None:
+    def __init__(self, gateway: Gateway, core: str, concurrency: int, generator: str = "python") -> None:
         cmd = ["taskset", "-c", str(core), sys.executable, *gateway.loadgen_cmd, "--gateway", gateway.name,
                "--control", f"127.0.0.1:{gateway.control_port}", "--concurrency", str(concurrency)]
+        if generator != "python" and gateway.loadgen_cmd == Gateway.loadgen_cmd:  # bench/coder.py's: Python
+            cmd += ["--generator", generator]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_prepare_child)
         if not self.read().get("ready"):
             raise RuntimeError("load generator did not start")
@@ -337,6 +365,7 @@ class Step:
     us_per_packet: float
     relay_cpu: float
     loadgen_cpu: float
+    loadgen_us_per_packet: float
     rss_mb: float
     kb_per_call: float
     packets: int
@@ -370,14 +399,16 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
         gateway.start()
         time.sleep(1.0)
         base_rss = rss_kb(gateway.pid)
-        loadgens = [Loadgen(gateway, args.loadgen_core, args.concurrency) for _ in range(args.loadgens)]
+        generator = getattr(args, "generator", "python")  # bench/coder.py's args have none
+        loadgens = [Loadgen(gateway, args.loadgen_core, args.concurrency, generator)
+                    for _ in range(args.loadgens)]
         lg_pids = [lg.proc.pid for lg in loadgens]
         failed_before = 0
         misses = 0
         print(f"\n## {gateway.name} (pid {gateway.pid}, core {args.relay_core}; idle RSS {base_rss / 1024:.1f} MB)")
         print("| calls | loss b→p % | loss p→b % | p50 ms | p99 ms | µs/pkt | relay CPU % | gen CPU % "
-              "| RSS MB | KB/call | KB/call settled | carried |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+              "| gen µs/pkt | RSS MB | KB/call | KB/call settled | carried |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
         for calls in args.steps:
             share = [calls // len(loadgens) + (1 if i < calls % len(loadgens) else 0) for i in range(len(loadgens))]
             grown = all_do(loadgens, [{"cmd": "grow", "calls": n} for n in share])
@@ -412,6 +443,8 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
                 p50_ms=percentile(hist, 0.50), p99_ms=percentile(hist, 0.99),
                 us_per_packet=(cpu1 - cpu0) / 1000 / packets if packets else float("nan"),
                 relay_cpu=100.0 * (cpu1 - cpu0) / (t1 - t0), loadgen_cpu=100.0 * (lg1 - lg0) / (t1 - t0),
+                # per relayed packet, as the relay's: the generator sends it and receives it
+                loadgen_us_per_packet=(lg1 - lg0) / 1000 / packets if packets else float("nan"),
                 rss_mb=rss / 1024, kb_per_call=(rss - base_rss) / established if established else float("nan"),
                 packets=packets, late_slots=sum(r["late_slots"] for r in reports),
             )
@@ -432,10 +465,17 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
             send_errors = sum(r["send_errors"] for r in reports)
             if send_errors:
                 step.notes.append(f"{send_errors} generator send errors")
+            consent_errors = sum(r.get("consent", {}).get("error", 0) for r in reports)  # C generator only
+            if consent_errors:
+                step.notes.append(f"{consent_errors} consent checks refused")
+            dropped = sum(r.get("forward_dropped", 0) for r in reports)
+            if dropped:
+                step.notes.append(f"{dropped} datagrams for Python's setup dropped by the C loop")
             steps.append(step)
             ok = step.carried(args.max_loss)
             print(f"| {step.calls} | {step.loss_b2p:.3f} | {step.loss_p2b:.3f} | {step.p50_ms:.2f} | "
                   f"{step.p99_ms:.2f} | {step.us_per_packet:.1f} | {step.relay_cpu:.0f} | {step.loadgen_cpu:.0f} | "
+                  f"{step.loadgen_us_per_packet:.1f} | "
                   f"{step.rss_mb:.0f} | {step.kb_per_call:.0f} | {step.kb_per_call_settled:.0f} | "
                   f"{'yes' if ok else 'no'} |"
                   + (f" {'; '.join(step.notes)}" if step.notes else ""), flush=True)
@@ -473,6 +513,9 @@ def main() -> None:
     parser.add_argument("--loadgen-core", default="0", help="taskset CPU list of the generators, e.g. 0 or 0,2,3")
     parser.add_argument("--loadgens", type=int, default=1, help="generator processes (all on --loadgen-core)")
     parser.add_argument("--concurrency", type=int, default=20, help="call setups in flight per generator")
+    parser.add_argument("--generator", choices=("c", "python"), default="c",
+                        help="media loop of the generator: c (bench/loadgen_c, built at start; Python if the "
+                        "build fails) or python")
     parser.add_argument("--nice", type=int, default=NICE, help="nice value of relay and generators (root)")
     parser.add_argument("--max-loss", type=float, default=0.5, help="percent, per direction")
     parser.add_argument("--fail-steps", type=int, default=2, help="stop after this many failed steps in a row")
@@ -493,10 +536,15 @@ def main() -> None:
     if shutil.which("taskset") is None:
         sys.exit("taskset (util-linux) is needed to pin the processes")
     print(f"# bench/relay.py: {' '.join(sys.argv[1:]) or '(defaults)'}")
+    if args.generator == "c":
+        why = build_c_generator()
+        if why is not None:
+            print(f"C generator unavailable, falling back to the Python one: {why}")
+            args.generator = "python"
     print(f"steps {args.steps}, {args.seconds:g} s window, {args.warmup:g} s warm-up, loss limit "
           f"{args.max_loss:g} % per direction; relay on core {args.relay_core}, generator on core "
-          f"{args.loadgen_core}; {os.cpu_count()} CPUs; nice {args.nice}; load average before: "
-          f"{Path('/proc/loadavg').read_text().split()[0]}")
+          f"{args.loadgen_core} ({args.generator} media loop); {os.cpu_count()} CPUs; nice {args.nice}; "
+          f"load average before: {Path('/proc/loadavg').read_text().split()[0]}")
     kinds = {"rtc2sip": Rtc2sipGateway, "rtpengine": RtpengineGateway}
     results: dict[str, list[Step]] = {}
     for name in args.gateways.split(","):
@@ -516,7 +564,11 @@ def main() -> None:
             continue
         after = next((s for s in steps if s.calls > step.calls), None)
         bound = ""
-        if after is not None and (after.loadgen_cpu > 90 or after.loadgen_cpu > after.relay_cpu):
+        # The Python generator costs about what the relay does per packet: above the relay's share it
+        # was the limit. The C one costs less, and a relay that breaks (rtpengine stops reading a port
+        # whose queue overflowed 5 times) falls below it without the generator being the limit.
+        if after is not None and (after.loadgen_cpu > 90
+                                  or (args.generator == "python" and after.loadgen_cpu > after.relay_cpu)):
             bound = " (the generator, not the relay, ran out of core first: a lower bound)"
         print(f"- {name}: {step.calls} calls with < {args.max_loss:g} % loss{bound}; p99 {step.p99_ms:.2f} ms, "
               f"{step.us_per_packet:.1f} µs CPU/packet, {step.kb_per_call:.0f} KB/call "
