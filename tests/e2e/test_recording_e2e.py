@@ -349,6 +349,10 @@ def test_forwarding_and_recording_through_the_api(
 ) -> None:
     rec_dir = artifacts.subdir("recordings")
     gw = make_gateway(extra_toml=f'[recording]\ndir = "{rec_dir}"\n')  # where files go; no rule: not enabled
+    # the live view first: a browser starts slowly on a loaded machine, and baresip ends calls after 60 s
+    viewer = make_browser("viewer", tone_hz=None)
+    base = f"http://127.0.0.1:{gw.ws_port}"
+    open_page(viewer, f"{base}/calls", LIVE_VIEW_READY)
     alice, bob = _call(gw, make_browser, make_baresip)
     calls = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{gw.ws_port}/api/calls", timeout=5).read())
     assert len(calls["active"]) == 1
@@ -364,10 +368,6 @@ def test_forwarding_and_recording_through_the_api(
     print(f"ffmpeg decoded: {tone}")
     assert tone.voiced_seconds >= 2.0, tone
     assert min(abs(tone.frequency - PHONE_HZ), abs(tone.frequency - BROWSER_HZ)) <= 10, tone
-    viewer = make_browser("viewer", tone_hz=None)
-    base = f"http://127.0.0.1:{gw.ws_port}"
-    open_page(viewer, f"{base}/calls", LIVE_VIEW_READY)
-
     def button(action: str) -> str | None:
         text = viewer.eval(f"(() => {{ const b = document.querySelector('button[data-action=\"{action}\"]'); "
                            "return b ? b.textContent : null; })()")

@@ -381,3 +381,38 @@ def test_web_phone_video_calls(make_gateway: Callable[..., Gateway], make_browse
     print(f"own camera through the echo: {_remote_video_playing(alice, 'its own camera echoed', (640, 480))}")
     assert _phone(alice, "state")["call"]["established"]
     _click(alice, "hangup")
+
+
+@pytest.mark.e2e
+def test_failed_call_counted_by_cause(make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
+                                      make_baresip: Callable[..., Baresip]) -> None:
+    """A browser calls baresip, which rejects the call (486 through the RTCWeb Breaker): /api/calls lists
+    it with its cause, /metrics counts it as failed by that cause and not as answered. (A call the proxy
+    answers itself, 480 for a user nobody registered, is no breaker call: it is counted only in
+    rtc2sip_sip_responses_sent_total.)"""
+    gw = make_gateway()
+    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ,
+                       answermode="manual")
+    alice = make_browser("alice", tone_hz=BROWSER_HZ)
+    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    before = _metrics(gw)
+    alice.call(gw.aor("bob"))
+    bob.wait_event("CALL_INCOMING")
+    bob.hangup()  # while ringing: a rejection
+    failed = alice.wait_event("failed")
+    print(f"the call failed: {failed}")
+
+    def ended() -> dict[str, Any] | None:
+        calls = _api(gw, "/api/calls")
+        return calls["ended"][0] if not calls["active"] and calls["ended"] else None
+
+    last = wait_for(ended, 10, "the failed call in the ended list")
+    assert not last["answered"] and last["cause"], last
+    after = _metrics(gw)
+    failed_by = {k: v for k, v in after.items() if k.startswith("rtc2sip_calls_failed_total{")}
+    print(f"cause {last['cause']!r} {last['cause_label']!r}; {failed_by}")
+    assert last["cause_label"] == f"sip_{failed['status']}", (last, failed)
+    assert failed_by == {f'rtc2sip_calls_failed_total{{cause="{last["cause_label"]}"}}': 1}, failed_by
+    assert after["rtc2sip_calls_total"] - before.get("rtc2sip_calls_total", 0) == 1
+    assert after["rtc2sip_calls_answered_total"] == before.get("rtc2sip_calls_answered_total", 0)
+    assert after["rtc2sip_calls_active"] == 0
