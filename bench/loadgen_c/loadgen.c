@@ -31,6 +31,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <srtp2/srtp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -84,6 +86,7 @@ typedef struct {
 typedef struct {
     int browser_fd, phone_fd, forward_fd;
     pthread_mutex_t lock;
+    atomic_int waiters; /* API calls waiting for the lock: the loop lets them in after its current slot */
     volatile int running;
     call_t **calls;
     size_t ncalls, cap;
@@ -399,6 +402,19 @@ static void send_slot(lg_t *lg, int k) {
 
 /* -- API (ctypes) ------------------------------------------------------------------------------------ */
 
+/* The loop drops the lock only while it sleeps, and when it is behind (a busy core) it does not sleep:
+ * an API call could then wait for seconds, and lg_window's reset land after the window it opens had
+ * started (seen: received > sent). So a caller says it waits, and the loop lets it in after a slot. */
+static void api_lock(lg_t *lg) {
+    atomic_fetch_add(&lg->waiters, 1);
+    pthread_mutex_lock(&lg->lock);
+}
+
+static void api_unlock(lg_t *lg) {
+    pthread_mutex_unlock(&lg->lock);
+    atomic_fetch_sub(&lg->waiters, 1);
+}
+
 /* Once per process: the libsrtp2 shared object to use (a path, or a name dlopen finds). */
 int lg_init(const char *srtp_library) {
     void *h = dlopen(srtp_library, RTLD_NOW | RTLD_LOCAL);
@@ -508,7 +524,7 @@ int lg_add_call(lg_t *lg, uint32_t index, const char *gw_browser_host, int gw_br
         free(c);
         return -1;
     }
-    pthread_mutex_lock(&lg->lock);
+    api_lock(lg);
     /* the slot with the fewest calls, so the 20 slots stay even */
     int k = 0;
     for (int i = 1; i < SLOTS; i++)
@@ -522,7 +538,7 @@ int lg_add_call(lg_t *lg, uint32_t index, const char *gw_browser_host, int gw_br
         lg->slot[k][lg->slot_len[k]++] = c;
         lg->by_port[gw_browser_port & 0xFFFF] = c;
     }
-    pthread_mutex_unlock(&lg->lock);
+    api_unlock(lg);
     if (rc) {
         S.dealloc(c->tx);
         S.dealloc(c->rx);
@@ -564,6 +580,11 @@ int lg_run(lg_t *lg) {
         send_slot(lg, k);
         k = (k + 1) % SLOTS;
         due += SLOT_NS;
+        if (atomic_load(&lg->waiters)) {
+            pthread_mutex_unlock(&lg->lock);
+            while (atomic_load(&lg->waiters)) sched_yield();
+            pthread_mutex_lock(&lg->lock);
+        }
     }
     pthread_mutex_unlock(&lg->lock);
     return 0;
@@ -573,7 +594,7 @@ void lg_stop(lg_t *lg) { lg->running = 0; }
 
 /* A new measurement window: counters back to zero. */
 void lg_window(lg_t *lg, int64_t start_ns, int64_t end_ns) {
-    pthread_mutex_lock(&lg->lock);
+    api_lock(lg);
     memset(&lg->b2p, 0, sizeof lg->b2p);
     memset(&lg->p2b, 0, sizeof lg->p2b);
     uint64_t calls = lg->counters.calls;
@@ -581,11 +602,11 @@ void lg_window(lg_t *lg, int64_t start_ns, int64_t end_ns) {
     lg->counters.calls = calls;
     lg->window_start = start_ns;
     lg->window_end = end_ns;
-    pthread_mutex_unlock(&lg->lock);
+    api_unlock(lg);
 }
 
 void lg_report(lg_t *lg, lg_report_t *out, uint32_t *hist_b2p, uint32_t *hist_p2b) {
-    pthread_mutex_lock(&lg->lock);
+    api_lock(lg);
     *out = lg->counters;
     out->calls = lg->ncalls;
     out->sent_b2p = lg->b2p.sent;
@@ -594,7 +615,7 @@ void lg_report(lg_t *lg, lg_report_t *out, uint32_t *hist_b2p, uint32_t *hist_p2
     out->received_p2b = lg->p2b.received;
     memcpy(hist_b2p, lg->b2p.hist, sizeof lg->b2p.hist);
     memcpy(hist_p2b, lg->p2b.hist, sizeof lg->p2b.hist);
-    pthread_mutex_unlock(&lg->lock);
+    api_unlock(lg);
 }
 
 int lg_bins(void) { return BINS; }
