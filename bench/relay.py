@@ -436,7 +436,7 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
             ok = step.carried(args.max_loss)
             print(f"| {step.calls} | {step.loss_b2p:.3f} | {step.loss_p2b:.3f} | {step.p50_ms:.2f} | "
                   f"{step.p99_ms:.2f} | {step.us_per_packet:.1f} | {step.relay_cpu:.0f} | {step.loadgen_cpu:.0f} | "
-                  f"{step.rss_mb:.0f} | {step.kb_per_call:.0f} | {step.kb_per_call_settled:.0f} | "
+                  f"{step.rss_mb:.0f} | {step.kb_per_call:.0f} | {_settled(step)} | "
                   f"{'yes' if ok else 'no'} |"
                   + (f" {'; '.join(step.notes)}" if step.notes else ""), flush=True)
             misses = 0 if ok else misses + 1
@@ -451,6 +451,11 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
         if log is not None:
             log.close()
     return steps
+
+
+def _settled(step: Step) -> str:
+    value = step.kb_per_call_settled
+    return "-" if value != value else f"{value:.0f}"  # NaN: not measured (--settle 0, bench/coder.py)
 
 
 def capacity(steps: list[Step], max_loss: float) -> Step | None:
@@ -520,7 +525,7 @@ def main() -> None:
             bound = " (the generator, not the relay, ran out of core first: a lower bound)"
         print(f"- {name}: {step.calls} calls with < {args.max_loss:g} % loss{bound}; p99 {step.p99_ms:.2f} ms, "
               f"{step.us_per_packet:.1f} µs CPU/packet, {step.kb_per_call:.0f} KB/call "
-              f"({step.kb_per_call_settled:.0f} settled), relay CPU "
+              f"({_settled(step)} settled), relay CPU "
               f"{step.relay_cpu:.0f} %")
         if busiest is not None and name in per_core:
             print(f"  at {busiest.calls} calls ({busiest.relay_cpu:.0f} % of its core): {busiest.us_per_packet:.1f} "

@@ -773,3 +773,23 @@ async def test_call_over_the_transcoding_limit_is_refused(coder_plane: MediaPlan
         for b in browsers:
             b.close()
         phone.close()
+
+
+def test_heap_trimmed_only_after_releases_and_at_most_every_interval() -> None:
+    from rtc2sip.media import relay
+
+    calls: list[int] = []
+    trimmer = relay._HeapTrimmer()
+    trimmer._trim = calls.append  # glibc's malloc_trim stands in for a recorder: only the pacing is tested
+    trimmer.tick(100.0)
+    assert calls == []  # nothing released, nothing to give back
+    trimmer.released()
+    trimmer.tick(101.0)
+    assert calls == [0]
+    trimmer.released()
+    trimmer.tick(101.0 + relay.TRIM_INTERVAL / 2)
+    assert calls == [0]  # too soon: waits
+    trimmer.tick(101.0 + relay.TRIM_INTERVAL)
+    assert calls == [0, 0]
+    trimmer.tick(200.0)
+    assert calls == [0, 0]
