@@ -471,7 +471,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per step")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds between setup and window")
     parser.add_argument("--grace", type=float, default=1.0, help="seconds after the window for late packets")
-    parser.add_argument("--settle", type=float, default=22.0,
+    parser.add_argument("--settle", type=float, default=25.0,
                         help="read RSS again this long after the step's calls were set up (0: not)")
     parser.add_argument("--gateways", default="rtc2sip,rtpengine")
     parser.add_argument("--relay-core", type=int, default=1)
