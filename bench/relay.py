@@ -476,7 +476,7 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
             print(f"| {step.calls} | {step.loss_b2p:.3f} | {step.loss_p2b:.3f} | {step.p50_ms:.2f} | "
                   f"{step.p99_ms:.2f} | {step.us_per_packet:.1f} | {step.relay_cpu:.0f} | {step.loadgen_cpu:.0f} | "
                   f"{step.loadgen_us_per_packet:.1f} | "
-                  f"{step.rss_mb:.0f} | {step.kb_per_call:.0f} | {step.kb_per_call_settled:.0f} | "
+                  f"{step.rss_mb:.0f} | {step.kb_per_call:.0f} | {_settled(step)} | "
                   f"{'yes' if ok else 'no'} |"
                   + (f" {'; '.join(step.notes)}" if step.notes else ""), flush=True)
             misses = 0 if ok else misses + 1
@@ -493,6 +493,11 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
     return steps
 
 
+def _settled(step: Step) -> str:
+    value = step.kb_per_call_settled
+    return "-" if value != value else f"{value:.0f}"  # NaN: not measured (--settle 0, bench/coder.py)
+
+
 def capacity(steps: list[Step], max_loss: float) -> Step | None:
     carried = [s for s in steps if s.carried(max_loss)]
     return max(carried, key=lambda s: s.calls) if carried else None
@@ -506,7 +511,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per step")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds between setup and window")
     parser.add_argument("--grace", type=float, default=1.0, help="seconds after the window for late packets")
-    parser.add_argument("--settle", type=float, default=22.0,
+    parser.add_argument("--settle", type=float, default=25.0,
                         help="read RSS again this long after the step's calls were set up (0: not)")
     parser.add_argument("--gateways", default="rtc2sip,rtpengine")
     parser.add_argument("--relay-core", type=int, default=1)
@@ -572,7 +577,7 @@ def main() -> None:
             bound = " (the generator, not the relay, ran out of core first: a lower bound)"
         print(f"- {name}: {step.calls} calls with < {args.max_loss:g} % loss{bound}; p99 {step.p99_ms:.2f} ms, "
               f"{step.us_per_packet:.1f} µs CPU/packet, {step.kb_per_call:.0f} KB/call "
-              f"({step.kb_per_call_settled:.0f} settled), relay CPU "
+              f"({_settled(step)} settled), relay CPU "
               f"{step.relay_cpu:.0f} %")
         if busiest is not None and name in per_core:
             print(f"  at {busiest.calls} calls ({busiest.relay_cpu:.0f} % of its core): {busiest.us_per_packet:.1f} "

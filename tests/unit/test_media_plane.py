@@ -1086,3 +1086,26 @@ async def test_video_over_the_transcoding_limit(overflow: str) -> None:
         phone.close()
         await p.close()
         await pool.shutdown()
+
+
+def test_heap_trimmed_after_releases_once_per_burst() -> None:
+    from rtc2sip.media import relay
+
+    calls: list[int] = []
+    trimmer = relay._HeapTrimmer()
+    trimmer._trim = calls.append  # glibc's malloc_trim stands in for a recorder: only the pacing is tested
+    trimmer.tick(100.0)
+    assert calls == []  # nothing released, nothing to give back
+    trimmer.released(100.0)
+    trimmer.released(100.5)  # the same burst
+    trimmer.tick(100.5)
+    assert calls == []  # waits for the rest of the burst
+    trimmer.tick(100.0 + relay.TRIM_DELAY)
+    assert calls == [0]
+    trimmer.released(101.2)
+    trimmer.tick(101.2 + relay.TRIM_DELAY)
+    assert calls == [0]  # within TRIM_INTERVAL of the last trim: waits
+    trimmer.tick(100.0 + relay.TRIM_DELAY + relay.TRIM_INTERVAL)
+    assert calls == [0, 0]
+    trimmer.tick(200.0)
+    assert calls == [0, 0]

@@ -92,6 +92,16 @@ def test_wrong_key_rejected_and_errors_are_typed() -> None:
         SrtpSession(AES128_CM_SHA1_80, b"short", outbound=True)
 
 
+def test_too_long_packet_is_an_srtp_error_and_a_bytearray_is_accepted() -> None:
+    tx, rx = sessions(AES128_CM_SHA1_80)
+    with pytest.raises(SrtpError):
+        tx.protect(bytes(1500))
+    with pytest.raises(SrtpError):
+        rx.unprotect(bytes(1501))
+    # The relay protects the bytearray it rewrote in place.
+    assert rx.unprotect(tx.protect(bytearray(rtp(1)))) == rtp(1)
+
+
 def test_repeat_tx_refused_unless_allowed() -> None:
     key = os.urandom(30)
     tx = SrtpSession(AES128_CM_SHA1_80, key, outbound=True)

@@ -884,7 +884,9 @@ class _WebRtcProtocol(asyncio.DatagramProtocol):
 # How long an established DTLS association keeps its OpenSSL connection: long enough for a peer that
 # lost our last flight to retransmit its own (1 s doubling, RFC 6347 §4.2.4), short against a call.
 DTLS_LINGER = 20.0
-# At most this often, and only after DTLS connections were released, the heap is trimmed.
+# The heap is trimmed TRIM_DELAY after a DTLS connection was released (a burst of calls releases its
+# connections over one housekeeping period: one trim takes them all), at most every TRIM_INTERVAL.
+TRIM_DELAY = 1.0
 TRIM_INTERVAL = 2.0
 
 
@@ -895,13 +897,13 @@ class _HeapTrimmer:
     keeps such holes in the process's resident memory (only the top of the heap is returned by
     itself), so without this a call's handshake would cost memory for the whole life of the process
     whenever many calls start together. ``malloc_trim(0)`` hands back every free page; it is called
-    from housekeeping, at most every :data:`TRIM_INTERVAL`, and only when something was released.
+    from housekeeping, :data:`TRIM_DELAY` after a release, at most every :data:`TRIM_INTERVAL`.
     """
 
-    __slots__ = ("_last", "_pending", "_trim")
+    __slots__ = ("_last", "_pending_since", "_trim")
 
     def __init__(self) -> None:
-        self._pending = False
+        self._pending_since: float | None = None
         self._last = 0.0
         self._trim: Callable[[int], int] | None = None
         name = ctypes.util.find_library("c")
@@ -910,12 +912,14 @@ class _HeapTrimmer:
         except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
             self._trim = None
 
-    def released(self) -> None:
-        self._pending = self._trim is not None
+    def released(self, now: float) -> None:
+        if self._trim is not None and self._pending_since is None:
+            self._pending_since = now
 
     def tick(self, now: float) -> None:
-        if self._pending and now - self._last >= TRIM_INTERVAL:
-            self._pending = False
+        since = self._pending_since
+        if since is not None and now - since >= TRIM_DELAY and now - self._last >= TRIM_INTERVAL:
+            self._pending_since = None
             self._last = now
             assert self._trim is not None
             started = monotonic()
@@ -1276,7 +1280,7 @@ class MediaSession:
         if done is not None and now - done > DTLS_LINGER and dtls is not None and dtls.state is DtlsState.CONNECTED:
             dtls.release()
             self._dtls_connected_at = None
-            _TRIMMER.released()
+            _TRIMMER.released(now)
         _TRIMMER.tick(now)
         if self.ice.consent_expired(now):
             self.fail(f"ice consent lost: no answer to our checks for {_ice.CONSENT_TIMEOUT:g} s (RFC 7675)")

@@ -659,21 +659,6 @@ class ReceiveStatistics:
 
     def update(self, sequence_number: int, timestamp: int, arrival: float) -> bool:
         """Account one packet; ``arrival`` in seconds on any monotonic clock. False: not (yet) valid."""
-        if sequence_number == (self._max_seq + 1) & 0xFFFF and self._started and not self._probation:
-            # The next packet in order, nearly every packet: A.1 and A.8 inline, one call instead of three.
-            if not sequence_number:
-                self._cycles += RTP_SEQ_MOD
-            self._max_seq = sequence_number
-            self.received += 1
-            transit = (int(arrival * self.clock_rate) - timestamp) & 0xFFFFFFFF
-            last = self._transit
-            if last is not None:
-                d = (transit - last) & 0xFFFFFFFF
-                if d & 0x80000000:
-                    d = 0x100000000 - d
-                self._jitter += (d - self._jitter) / 16
-            self._transit = transit
-            return True
         if not self._started:
             self._started = True
             self._init_seq(sequence_number)
