@@ -57,6 +57,10 @@ def free_port(count: int = 1) -> int:
     rng = random.Random()
     for _ in range(500):
         first = rng.randrange(_PORT_RANGE[0], _PORT_RANGE[1] - count)
+        if count > 1:
+            # RTP on the even port, RTCP on the odd one above (RFC 3550 §11): baresip, given an odd
+            # start, takes the even port below it, outside the range handed out.
+            first &= ~1
         candidates = range(first, first + count)
         if any(p in _handed_out for p in candidates):
             continue
