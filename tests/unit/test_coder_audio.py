@@ -427,11 +427,15 @@ async def test_pool_drops_beyond_max_pending() -> None:
         def close(self) -> None:
             pass
 
-    pool = CoderPool(max_sessions=1, workers=1, max_pending=3)
+    pool = CoderPool(max_sessions=2, workers=1, max_pending=3)
     session = await pool.open(a=Slow)
     futures = [pool.submit(session, "a", bytes((i,)), i, i, False, 0.0) for i in range(5)]
     assert session.dropped == 2
+    video = await pool.open(max_pending=5, a=Slow)  # a session's own bound (video keyframe bursts)
+    more = [pool.submit(video, "a", bytes((i,)), i, i, False, 0.0) for i in range(7)]
+    assert video.dropped == 2 and session.dropped == 2
     gate.set()
     assert [r[0].timestamp if r else None for r in await asyncio.gather(*futures)] == [0, 1, 2, None, None]
+    assert [r[0].timestamp if r else None for r in await asyncio.gather(*more)] == [0, 1, 2, 3, 4, None, None]
     await pool.shutdown()
     assert coder_threads() == []

@@ -50,11 +50,12 @@ class Transcoder(Protocol):
 class CoderSession:
     """One transcoded call: named directions (``"to_legacy"``, ``"to_webrtc"``) on one worker."""
 
-    __slots__ = ("_coders", "_worker", "closed", "dropped", "group", "id", "pending")
+    __slots__ = ("_coders", "_worker", "closed", "dropped", "group", "id", "max_pending", "pending")
 
-    def __init__(self, session_id: int, worker: int, group: str | None = None) -> None:
+    def __init__(self, session_id: int, worker: int, group: str | None = None, max_pending: int = 25) -> None:
         self.id = session_id
         self.group = group
+        self.max_pending = max_pending
         self._worker = worker
         self._coders: dict[str, Transcoder] = {}
         self.pending = 0
@@ -96,16 +97,19 @@ class CoderPool:
         """Whether ``group`` (a call) holds a slot already: its next session costs none."""
         return group in self._groups
 
-    async def open(self, group: str | None = None, **directions: Callable[[], Transcoder]) -> CoderSession:
+    async def open(self, group: str | None = None, *, max_pending: int | None = None,
+                   **directions: Callable[[], Transcoder]) -> CoderSession:  # fmt: skip
         """Reserve a slot (or raise :class:`CoderBusy` at once; a ``group`` holding one already
         needs no new one), then build each direction's transcoder on the session's worker: opening
-        codecs costs milliseconds, not for the loop."""
+        codecs costs milliseconds, not for the loop. ``max_pending`` overrides the pool's bound for
+        this session (video: a keyframe arrives as a burst of tens of packets, and losing one of them
+        costs the whole frame and another keyframe request)."""
         if self._closed:
             raise CoderError("coder pool is shut down")
         if (group is None or group not in self._groups) and self.active >= self.max_sessions:
             raise CoderBusy(self.max_sessions)
         worker = min(range(len(self._load)), key=self._load.__getitem__)
-        session = CoderSession(next(self._ids), worker, group)
+        session = CoderSession(next(self._ids), worker, group, max_pending or self.max_pending)
         self._sessions[session.id] = session
         if group is not None:
             self._groups[group] = self._groups.get(group, 0) + 1
@@ -138,7 +142,7 @@ class CoderPool:
         with no packets.
         """
         loop = asyncio.get_running_loop()
-        if session.closed or session.pending >= self.max_pending:
+        if session.closed or session.pending >= session.max_pending:
             session.dropped += not session.closed
             done: asyncio.Future[list[OutPacket]] = loop.create_future()
             done.set_result([])

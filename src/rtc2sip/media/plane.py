@@ -75,6 +75,10 @@ MEDIA_KINDS = ("audio", "video")
 # (RFC 4585 §4.2, RFC 5104 §7.1, REMB): NACKs answered from a history, PLI/FIR/REMB translated.
 VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
 _AUXILIARY = frozenset({"telephone-event", "cn", "red", "rtx", "ulpfec", "flexfec-03"})
+# Packets of one transcoded video call waiting for its coder thread: a keyframe comes as a burst of
+# tens of packets (hundreds at 720p), and dropping one costs the whole frame and another keyframe
+# request, a loop under load; audio keeps the pool's small bound (late audio is worth nothing).
+VIDEO_MAX_PENDING = 512
 # RFC 4733 §3.2: DTMF named events.
 DTMF_EVENTS = {d: i for i, d in enumerate("0123456789*#ABCD")}
 
@@ -550,7 +554,7 @@ class MediaPlane:
                                    dst_timestamp=to_webrtc_ts)
 
         try:
-            session = await pool.open(call.id, to_legacy=to_legacy, to_webrtc=to_webrtc)
+            session = await pool.open(call.id, max_pending=VIDEO_MAX_PENDING, to_legacy=to_legacy, to_webrtc=to_webrtc)
         except CoderBusy as exc:
             log.info("media session %s: video needs transcoding, refused: %s", call.id, exc)
             raise NoCommonCodec(f"no common video codec and {exc}") from exc
