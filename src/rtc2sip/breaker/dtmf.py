@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..media.rtp import payload_bounds
 from ..media.tap import LegCodecs
 
 __all__ = ["DIGITS", "DtmfSink", "dtmf_relay_body"]
@@ -44,9 +45,7 @@ class DtmfSink:
         rate = self._pts.get(data[1] & 0x7F)
         if rate is None:
             return
-        start = 12 + 4 * (data[0] & 0x0F)
-        if data[0] & 0x10 and len(data) >= start + 4:  # a header extension (RFC 3550 §5.3.1)
-            start += 4 + 4 * int.from_bytes(data[start + 2 : start + 4], "big")
+        start, _ = payload_bounds(data)
         if len(data) < start + 4:
             return
         event, flags = data[start], data[start + 1]

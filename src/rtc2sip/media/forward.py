@@ -143,9 +143,7 @@ class RtpForward:
             self._rewriters[(kind, leg)] = RtpRewriter(secrets.randbits(32), codec.clock_rate, {pt: pt},
                                                        secrets.randbits(16))
         else:
-            old._pt_map[:] = [-1] * 128
-            old._pt_map[pt] = pt
-            old.clock_rate = codec.clock_rate
+            old.remap({pt: pt}, codec.clock_rate)
 
     def _write_sdp(self, codecs: LegCodecs) -> None:
         body = build_sdp(self.dest[0], self.dest[1], codecs, name=f"rtc2sip call {self.info.call_id}",

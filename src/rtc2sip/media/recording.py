@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from .rtp import RTP_HEADER
+from .rtp import RTP_HEADER, payload_bounds
 from .tap import LEGS, CodecInfo, LegCodecs, QueuedSink, TapWorker, ask_keyframes
 from .webm import Vp8Depacketizer, WebmWriter
 
@@ -382,16 +382,13 @@ class CallRecording(QueuedSink):
         if self._started_mono is None:
             self._started_mono = now  # the first packet's arrival; its leading silence is the other leg's
         state.packets += 1
-        b0, b1, _, ts, ssrc = RTP_HEADER.unpack_from(data)
+        _, b1, _, ts, ssrc = RTP_HEADER.unpack_from(data)
         pt = b1 & 0x7F
         decoder = self._decoder(state, pt)
         if decoder is None:
             state.skipped += 1
             return
-        start = 12 + 4 * (b0 & 0x0F)
-        if b0 & 0x10 and len(data) >= start + 4:  # RFC 3550 §5.3.1 header extension
-            start += 4 + 4 * int.from_bytes(data[start + 2 : start + 4], "big")
-        end = len(data) - (data[-1] if b0 & 0x20 else 0)  # §5.1 padding
+        start, end = payload_bounds(data)
         if end <= start:
             state.skipped += 1
             return
@@ -423,16 +420,13 @@ class CallRecording(QueuedSink):
     def _video(self, leg: str, data: bytes) -> None:
         state = self.video[leg]
         state.packets += 1
-        b0, b1, seq, ts, ssrc = RTP_HEADER.unpack_from(data)
+        _, b1, seq, ts, ssrc = RTP_HEADER.unpack_from(data)
         codec = self._codecs.get("video", {}).get(leg, {}).get(b1 & 0x7F)
         if codec is None or codec.name.lower() != "vp8":
             state.skipped += 1
             return
         state.codecs.add(f"{codec.name}/{codec.clock_rate}")
-        start = 12 + 4 * (b0 & 0x0F)
-        if b0 & 0x10 and len(data) >= start + 4:  # RFC 3550 §5.3.1 header extension
-            start += 4 + 4 * int.from_bytes(data[start + 2 : start + 4], "big")
-        end = len(data) - (data[-1] if b0 & 0x20 else 0)  # §5.1 padding
+        start, end = payload_bounds(data)
         if ssrc != state.ssrc:
             if state.ssrc is not None:  # a new source: its frames wait for its keyframe
                 state.depacketizer = Vp8Depacketizer()

@@ -72,7 +72,7 @@ from .rtcp import (
     round_trip_time,
     serialize_compound,
 )
-from .rtp import RTP_HEADER, RtpRewriter, build_rtp
+from .rtp import RTP_HEADER, RtpRewriter, build_rtp, payload_bounds
 from .srtp import AES128_CM_SHA1_80, SdesCrypto, SrtpError, SrtpSession
 from .tap import Tap
 
@@ -268,8 +268,8 @@ class _Stream(asyncio.DatagramProtocol):
             self.to_webrtc = RtpRewriter(self.webrtc_ssrc, webrtc_clock, config.to_webrtc, secrets.randbits(16))
         else:
             # A re-INVITE may renumber payload types; the rewriters keep sequence and timestamp running.
-            _remap(self.to_legacy, config.to_legacy, config.clock_rate)
-            _remap(self.to_webrtc, config.to_webrtc, webrtc_clock)
+            self.to_legacy.remap(config.to_legacy, config.clock_rate)
+            self.to_webrtc.remap(config.to_webrtc, webrtc_clock)
         peer = config.legacy_peer
         if peer is None:
             return
@@ -434,12 +434,9 @@ class _Stream(asyncio.DatagramProtocol):
         link = self.coder
         assert link is not None
         stats = self.webrtc if from_webrtc else self.legacy
-        b0, b1, seq, ts, _ = RTP_HEADER.unpack_from(plain)
+        _, b1, seq, ts, _ = RTP_HEADER.unpack_from(plain)
         pt = b1 & 0x7F
-        start = 12 + 4 * (b0 & 0x0F)
-        if b0 & 0x10 and len(plain) >= start + 4:  # RFC 3550 §5.3.1 header extension
-            start += 4 + 4 * int.from_bytes(plain[start + 2 : start + 4], "big")
-        end = len(plain) - (plain[-1] if b0 & 0x20 else 0)  # §5.1 padding
+        start, end = payload_bounds(plain)
         if pt not in (link.from_webrtc if from_webrtc else link.from_legacy) or end <= start:
             stats.dropped += 1
             return
@@ -797,15 +794,6 @@ def _advance(rewriter: RtpRewriter, timestamp: int, now: float) -> int:
     rewriter._last_arrival = now
     rewriter._source = -1
     return seq
-
-
-def _remap(rewriter: RtpRewriter, payload_types: dict[int, int], clock_rate: int) -> None:
-    # RtpRewriter has no public way to change its map; the table is a plain 128-entry list.
-    table = [-1] * 128
-    for src, dst in payload_types.items():
-        table[src] = dst
-    rewriter._pt_map[:] = table
-    rewriter.clock_rate = clock_rate
 
 
 class _LegacyRtcpProtocol(asyncio.DatagramProtocol):

@@ -81,6 +81,16 @@ def classify(datagram: bytes | bytearray | memoryview) -> PacketKind:
     return kind
 
 
+def payload_bounds(packet: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(start, end) of an RTP packet's payload: after the CSRCs and a header extension (RFC 3550
+    §5.3.1), before the padding (§5.1); ``end <= start`` when there is none."""
+    b0 = packet[0]
+    start = 12 + 4 * (b0 & 0x0F)
+    if b0 & 0x10 and len(packet) >= start + 4:
+        start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
+    return start, len(packet) - (packet[-1] if b0 & 0x20 else 0)
+
+
 def is_rtcp(packet: bytes | bytearray | memoryview) -> bool:
     """RFC 5761 §4: on an rtcp-mux flow, second byte 192..223 means RTCP."""
     return 192 <= packet[1] <= 223
@@ -120,14 +130,21 @@ class RtpRewriter:
         self.ssrc = ssrc
         self.clock_rate = clock_rate
         self._pt_map: list[int] = [-1] * 128
-        for src, dst in payload_types.items():
-            self._pt_map[src] = dst
+        self.remap(payload_types, clock_rate)
         self._source: int | None = None
         self._seq_offset = 0
         self._ts_offset = 0
         self._last_seq = (initial_sequence - 1) & 0xFFFF
         self._last_ts = 0
         self._last_arrival = 0.0
+
+    def remap(self, payload_types: dict[int, int], clock_rate: int) -> None:
+        """New payload-type map and clock (a re-INVITE changed the codecs); the stream stays continuous."""
+        table = [-1] * 128
+        for src, dst in payload_types.items():
+            table[src] = dst
+        self._pt_map[:] = table
+        self.clock_rate = clock_rate
 
     def rewrite(self, buf: bytearray | memoryview, arrival: float) -> bool:
         """Rewrite ``buf`` in place; False (buffer untouched) when its payload type is not mapped."""

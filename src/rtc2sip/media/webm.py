@@ -20,6 +20,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any
 
+from ..coder.rtp_video import parse_vp8_descriptor
+
 __all__ = ["Vp8Depacketizer", "Vp8Frame", "WebmWriter", "vp8_keyframe_size"]
 
 _MAX_FRAME_PACKETS = 2000  # a frame bigger than this (2 MB and more) is broken input, not video
@@ -31,23 +33,6 @@ class Vp8Frame:
     data: bytes
     timestamp: int  # RTP, 90 kHz
     keyframe: bool
-
-
-def vp8_descriptor_length(payload: bytes) -> int:
-    """Length of the RFC 7741 §4.2 payload descriptor; raises IndexError on a truncated one."""
-    n = 1
-    if payload[0] & 0x80:  # X: extension byte present
-        x = payload[1]
-        n = 2
-        if x & 0x80:  # I: PictureID, 7 or 15 bits (M)
-            n += 2 if payload[2] & 0x80 else 1
-        if x & 0x40:  # L: TL0PICIDX
-            n += 1
-        if x & 0x30:  # T or K: TID/Y/KEYIDX
-            n += 1
-    if n >= len(payload):
-        raise IndexError("VP8 payload descriptor longer than the payload")
-    return n
 
 
 def vp8_keyframe_size(frame: bytes) -> tuple[int, int] | None:
@@ -74,12 +59,12 @@ class Vp8Depacketizer:
         self.malformed = 0
 
     def push(self, seq: int, timestamp: int, marker: bool, payload: bytes) -> Vp8Frame | None:
-        try:
-            n = vp8_descriptor_length(payload)
-        except IndexError:
+        parsed = parse_vp8_descriptor(payload)
+        if parsed is None or parsed[1] >= len(payload):
             self.malformed += 1
             return None
-        start = bool(payload[0] & 0x10) and payload[0] & 0x07 == 0
+        s_bit, n, _pid, partition = parsed
+        start = s_bit and partition == 0
         if timestamp != self._ts:
             if self._parts:
                 self._lost()  # the previous frame never completed
