@@ -13,10 +13,11 @@ from typing import IO, Any
 import av
 import pytest
 
+from rtc2sip.coder.rtp_video import EncodedFrame
 from rtc2sip.media.recording import CallInfo, CallRecording
 from rtc2sip.media.rtp import build_rtp
 from rtc2sip.media.tap import CodecInfo, LegCodecs, Tap, TapWorker
-from rtc2sip.media.webm import Vp8Depacketizer, Vp8Frame, WebmWriter, vp8_keyframe_size
+from rtc2sip.media.webm import Vp8Reader, WebmWriter, vp8_keyframe_size
 from rtc2sip.services.testpattern import PatternGenerator, Vp8Encoder, packetize_vp8
 
 VP8 = CodecInfo("VP8", 90000)
@@ -58,22 +59,21 @@ def decode(path: Path) -> list[av.VideoFrame]:
         return list(f.decode(video=0))
 
 
-def push_all(d: Vp8Depacketizer, packets: list[bytes]) -> list[Vp8Frame]:
+def push_all(d: Vp8Reader, packets: list[bytes], *, flush: bool = True) -> list[EncodedFrame]:
+    """The packets 5 ms apart; then what is still held, as at the end of a recording."""
     out = []
-    for data in packets:
+    for i, data in enumerate(packets):
         seq, ts, marker = int.from_bytes(data[2:4], "big"), int.from_bytes(data[4:8], "big"), bool(data[1] & 0x80)
-        frame = d.push(seq, ts, marker, data[12:])
-        if frame is not None:
-            out.append(frame)
-    return out
+        out += d.push(seq, ts, marker, data[12:], 0.005 * i)
+    return out + d.flush() if flush else out
 
 
-# ---- the depacketizer ------------------------------------------------------------------------------------
+# ---- the reader: jitter buffer, RFC 7741 depacketizer, keyframe gate ----------------------------------------
 
 
 def test_frames_are_reassembled_across_sequence_wrap() -> None:
     frames = vp8_frames(10)
-    d = Vp8Depacketizer()
+    d = Vp8Reader()
     got = push_all(d, [p for f in rtp_video(frames, first_seq=65530) for p in f])
     assert [f.data for f in got] == frames
     assert got[0].keyframe and not any(f.keyframe for f in got[1:])
@@ -82,11 +82,11 @@ def test_frames_are_reassembled_across_sequence_wrap() -> None:
 
 
 def test_reordered_packets_within_a_frame_are_put_back_in_order() -> None:
-    frames = vp8_frames(3)
+    frames = vp8_frames(3, keyframes=(0, 1))
     packets = rtp_video(frames, max_payload=200)
-    first = packets[0]
-    assert len(first) >= 3
-    got = push_all(Vp8Depacketizer(), [first[1], first[0], *first[2:], *packets[1], *packets[2]])
+    second = packets[1]  # (the stream's very first packet defines where its numbering starts)
+    assert len(second) >= 3
+    got = push_all(Vp8Reader(), [*packets[0], second[1], second[0], *second[2:], *packets[2]])
     assert [f.data for f in got] == frames
 
 
@@ -94,7 +94,7 @@ def test_a_loss_drops_frames_until_the_next_keyframe() -> None:
     frames = vp8_frames(12, keyframes=(0, 8))
     packets = rtp_video(frames)
     lossy = [p for i, f in enumerate(packets) for j, p in enumerate(f) if not (i == 3 and j == 0)]
-    d = Vp8Depacketizer()
+    d = Vp8Reader()
     got = push_all(d, lossy)
     # frames 0-2, then nothing decodable until the keyframe 8
     assert [f.data for f in got] == frames[:3] + frames[8:]
@@ -104,27 +104,40 @@ def test_a_loss_drops_frames_until_the_next_keyframe() -> None:
 def test_a_whole_frame_lost_is_noticed_by_its_sequence_numbers() -> None:
     frames = vp8_frames(6, keyframes=(0, 4))
     packets = rtp_video(frames)
-    got = push_all(Vp8Depacketizer(), [p for i, f in enumerate(packets) if i != 2 for p in f])
+    got = push_all(Vp8Reader(), [p for i, f in enumerate(packets) if i != 2 for p in f])
     assert [f.data for f in got] == frames[:2] + frames[4:]
 
 
 def test_padding_between_frames_is_not_a_loss() -> None:
     frames = vp8_frames(3)
     packets = rtp_video(frames)
-    d = Vp8Depacketizer()
-    got = push_all(d, packets[0])
-    d.padding(len(packets[0]))  # Chrome's padding-only packet takes a sequence number
+    d = Vp8Reader()
+    got = push_all(d, packets[0], flush=False)
+    got += d.push(len(packets[0]), 0, False, b"", 0.1)  # Chrome's padding-only packet takes a sequence number
     shifted = rtp_video(frames, first_seq=1)
     got += push_all(d, shifted[1] + shifted[2])
     assert [f.data for f in got] == frames
+    assert d.dropped == 0
+
+
+def test_a_packet_overtaken_across_frames_is_put_back() -> None:
+    frames = vp8_frames(4)
+    packets = rtp_video(frames, max_payload=200)
+    flat = [p for f in packets for p in f]
+    late = len(packets[0]) + len(packets[1]) - 1  # the last packet of frame 1 arrives after frame 2
+    order = flat[:late] + flat[late + 1:late + 1 + len(packets[2])] + [flat[late]] + flat[late + 1 + len(packets[2]):]
+    d = Vp8Reader()
+    got = push_all(d, order)
+    assert [f.data for f in got] == frames
+    assert d.dropped == 0
 
 
 def test_garbage_never_raises() -> None:
-    d = Vp8Depacketizer()
-    for payload in (b"", b"\x80", b"\x90\x80", b"\x90\x80\x80", b"\x10" + bytes(20)):
-        if payload:
-            assert d.push(1, 1, True, payload) is None
-    assert d.malformed == 3  # the last one parses: an interframe with no keyframe before it, dropped
+    d = Vp8Reader()
+    for i, payload in enumerate((b"\x80", b"\x90\x80", b"\x90\x80\x80", b"\x10" + bytes(20))):
+        assert d.push(i + 1, 1, True, payload, 0.0) == []
+    assert d.flush() == []
+    assert d.malformed == 3  # the last one parses: a frame with no keyframe header, dropped
     assert d.dropped == 1
     assert d.frames == 0
 
@@ -137,7 +150,7 @@ def test_webm_writer_output_decodes(tmp_path: Path) -> None:
     path = tmp_path / "v.webm"
     writer = WebmWriter(path, lambda p: open(p, "wb"))  # noqa: SIM115 - closed by writer.close()
     for i, data in enumerate(frames):
-        writer.write(Vp8Frame(data, (4_294_960_000 + i * 6000) & 0xFFFFFFFF, i == 0))  # wraps
+        writer.write(EncodedFrame(data, (4_294_960_000 + i * 6000) & 0xFFFFFFFF, i == 0, True))  # wraps
     writer.close()
     decoded = decode(path)
     assert len(decoded) == 30

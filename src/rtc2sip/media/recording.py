@@ -36,9 +36,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
+from ..coder.rtp_video import EncodedFrame
 from .rtp import RTP_HEADER, payload_bounds
 from .tap import LEGS, CodecInfo, LegCodecs, QueuedSink, TapWorker, ask_keyframes
-from .webm import Vp8Depacketizer, WebmWriter
+from .webm import Vp8Reader, WebmWriter
 
 if TYPE_CHECKING:
 
@@ -266,14 +267,14 @@ class _VideoState:
 
     path: Path
     writer: WebmWriter | None = None
-    depacketizer: Vp8Depacketizer = field(default_factory=Vp8Depacketizer)
+    reader: Vp8Reader = field(default_factory=Vp8Reader)
     ssrc: int | None = None
     packets: int = 0
     skipped: int = 0  # not VP8 (RTX, FEC, another codec)
     codecs: set[str] = field(default_factory=set)
 
     def summary(self) -> dict[str, Any]:
-        w, d = self.writer, self.depacketizer
+        w, d = self.writer, self.reader
         return {
             "file": self.path.name if w is not None and w.frames else None,
             "codecs": sorted(self.codecs),
@@ -347,7 +348,7 @@ class CallRecording(QueuedSink):
                 return
             kind, leg, data, now = item
             if kind == "video":
-                self._video(leg, data)
+                self._video(leg, data, now)
             else:
                 self._packet(self.legs[leg], data, now)
         except OSError as exc:
@@ -417,7 +418,7 @@ class CallRecording(QueuedSink):
         state.samples += len(pcm) // 2
         state.decoded += 1
 
-    def _video(self, leg: str, data: bytes) -> None:
+    def _video(self, leg: str, data: bytes, now: float) -> None:
         state = self.video[leg]
         state.packets += 1
         _, b1, seq, ts, ssrc = RTP_HEADER.unpack_from(data)
@@ -429,19 +430,19 @@ class CallRecording(QueuedSink):
         start, end = payload_bounds(data)
         if ssrc != state.ssrc:
             if state.ssrc is not None:  # a new source: its frames wait for its keyframe
-                state.depacketizer = Vp8Depacketizer()
+                self._write_video(state, state.reader.flush())
+                state.reader = Vp8Reader()
                 if state.writer is not None:
                     state.writer.rebase(ts)
             state.ssrc = ssrc
-        if end <= start:
-            state.depacketizer.padding(seq)
-            return
-        frame = state.depacketizer.push(seq, ts, bool(b1 & 0x80), bytes(data[start:end]))
-        if frame is None:
-            return
-        if state.writer is None:
-            state.writer = WebmWriter(state.path, self._opener)
-        state.writer.write(frame)
+        payload = bytes(data[start:end]) if end > start else b""
+        self._write_video(state, state.reader.push(seq, ts, bool(b1 & 0x80), payload, now))
+
+    def _write_video(self, state: _VideoState, frames: list[EncodedFrame]) -> None:
+        for frame in frames:
+            if state.writer is None:
+                state.writer = WebmWriter(state.path, self._opener)
+            state.writer.write(frame)
 
     def _silence(self, state: _LegState, seconds: float) -> None:
         writer = state.writer
@@ -484,6 +485,7 @@ class CallRecording(QueuedSink):
                     if writer is not None:
                         writer.close()
                 for video in self.video.values():
+                    self._write_video(video, video.reader.flush())
                     if video.writer is not None:
                         video.writer.close()
             except OSError as exc:

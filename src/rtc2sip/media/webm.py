@@ -1,11 +1,11 @@
 """VP8 over RTP into a WebM file, without re-encoding (issue 5 item 6: "video WebM").
 
-:class:`Vp8Depacketizer` is sans-I/O: RTP packets of one VP8 stream in (RFC 7741), whole compressed
-frames out. A frame is the packets of one RTP timestamp, from the one that starts partition 0 (S=1,
-PartID=0, §4.2) to the one with the marker bit (§4.1), with no sequence number missing between them.
-A frame with a hole is dropped, and so is every frame after it until the next keyframe (§4.3: a
-keyframe is the only frame that decodes on its own), so the file never holds a frame its decoder
-cannot place; the drops are counted.
+:class:`Vp8Reader` is sans-I/O: RTP packets of one VP8 stream in (RFC 7741), whole compressed frames
+out. Packets go through a :class:`~rtc2sip.media.jitterbuffer.VideoJitterBuffer` (a packet overtaken
+on the way is put back in its place) into the coder's RFC 7741 depacketizer
+(:class:`~rtc2sip.coder.rtp_video.Vp8Depacketizer`). A frame with a hole is dropped, and so is every
+frame after a loss until the next keyframe (§4.3: a keyframe is the only frame that decodes on its
+own), so the file never holds a frame its decoder cannot place; the drops are counted.
 
 :class:`WebmWriter` muxes those frames with PyAV (libavformat's Matroska/WebM muxer, 1 ms time base)
 as they came, timed by their RTP timestamps (90 kHz, §4.1) from the first keyframe. The picture size
@@ -14,25 +14,21 @@ comes from the keyframe header (RFC 6386 §9.1).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from ..coder.rtp_video import parse_vp8_descriptor
+from ..coder.rtp_video import EncodedFrame, Vp8Depacketizer
+from .jitterbuffer import VideoJitterBuffer
 
-__all__ = ["Vp8Depacketizer", "Vp8Frame", "WebmWriter", "vp8_keyframe_size"]
+__all__ = ["Vp8Reader", "WebmWriter", "vp8_keyframe_size"]
 
-_MAX_FRAME_PACKETS = 2000  # a frame bigger than this (2 MB and more) is broken input, not video
+# Packets overtaken on the way are put back in order if they arrive within this (the recorder has
+# no latency to keep: a little more than the coder's jitter buffer)
+_REORDER_DELAY = 0.2
 _CLOCK = 90000
-
-
-@dataclass(frozen=True, slots=True)
-class Vp8Frame:
-    data: bytes
-    timestamp: int  # RTP, 90 kHz
-    keyframe: bool
 
 
 def vp8_keyframe_size(frame: bytes) -> tuple[int, int] | None:
@@ -44,77 +40,53 @@ def vp8_keyframe_size(frame: bytes) -> tuple[int, int] | None:
     return (width, height) if width and height else None
 
 
-class Vp8Depacketizer:
-    """See the module docstring. :meth:`push` takes one RTP packet's fields and returns the frame it
-    completes, if any."""
+class Vp8Reader:
+    """One VP8 stream's RTP packets in, the frames a WebM file may hold out; see the module docstring.
 
-    def __init__(self) -> None:
-        self._ts: int | None = None
-        self._parts: dict[int, tuple[bytes, bool, bool]] = {}  # seq -> (VP8 data, starts frame, marker)
-        self._last_seq: int | None = None  # of the last frame emitted: a gap before the next one is a loss
+    :meth:`push` takes one packet's fields and its arrival time and returns the frames it completes
+    (several when it fills a gap); :meth:`flush` returns what is still held, at the end.
+    """
+
+    def __init__(self, max_delay: float = _REORDER_DELAY) -> None:
+        self._buffer = VideoJitterBuffer(max_delay)
+        self._depacketizer = Vp8Depacketizer()
         self.waiting_keyframe = True
         self.frames = 0
         self.keyframes = 0
         self.dropped = 0  # frames incomplete, or undecodable (after a loss, before a keyframe)
-        self.malformed = 0
 
-    def push(self, seq: int, timestamp: int, marker: bool, payload: bytes) -> Vp8Frame | None:
-        parsed = parse_vp8_descriptor(payload)
-        if parsed is None or parsed[1] >= len(payload):
-            self.malformed += 1
-            return None
-        s_bit, n, _pid, partition = parsed
-        start = s_bit and partition == 0
-        if timestamp != self._ts:
-            if self._parts:
-                self._lost()  # the previous frame never completed
-            self._ts = timestamp
-        if len(self._parts) >= _MAX_FRAME_PACKETS:
-            self._lost()
-            return None
-        self._parts[seq] = (payload[n:], start, marker)
-        if not marker:
-            return None
-        return self._assemble()
+    @property
+    def malformed(self) -> int:
+        return self._depacketizer.malformed
 
-    def padding(self, seq: int) -> None:
-        """A packet with no payload (padding only, RFC 3550 §5.1) took a sequence number between two
-        frames: not a loss."""
-        if not self._parts and self._last_seq is not None and (seq - self._last_seq) & 0xFFFF == 1:
-            self._last_seq = seq
+    def push(self, seq: int, timestamp: int, marker: bool, payload: bytes, now: float) -> list[EncodedFrame]:
+        """An empty ``payload`` is a padding-only packet (RFC 3550 §5.1): it takes its sequence number."""
+        return self._frames(self._buffer.push((timestamp, marker, payload), seq, now))
 
-    def _lost(self) -> None:
-        self.dropped += 1
-        self.waiting_keyframe = True
-        self._parts = {}
+    def flush(self) -> list[EncodedFrame]:
+        return self._frames(self._buffer.flush(math.inf))
 
-    def _assemble(self) -> Vp8Frame | None:
-        parts, self._parts = self._parts, {}
-        first = next((s for s, (_, start, _) in parts.items() if start), None)
-        last = next((s for s, (_, _, m) in parts.items() if m), None)
-        if first is None or last is None:
-            self.dropped += 1
+    def _frames(self, released: list[tuple[int, object]]) -> list[EncodedFrame]:
+        out: list[EncodedFrame] = []
+        for seq, item in released:
+            timestamp, marker, payload = cast(tuple[int, bool, bytes], item)
+            for frame in self._depacketizer.push(payload, seq, timestamp, marker):
+                if self._admit(frame):
+                    out.append(frame)
+        return out
+
+    def _admit(self, frame: EncodedFrame) -> bool:
+        # RFC 7741 §4.3: only a keyframe decodes on its own, so after any loss the file waits for one
+        keyframe = frame.complete and vp8_keyframe_size(frame.data) is not None
+        if not frame.complete or frame.after_gap:
             self.waiting_keyframe = True
-            return None
-        count = ((last - first) & 0xFFFF) + 1
-        seqs = [(first + i) & 0xFFFF for i in range(count)]
-        if count != len(parts) or any(s not in parts for s in seqs):
+        if not frame.complete or (self.waiting_keyframe and not keyframe):
             self.dropped += 1
-            self.waiting_keyframe = True
-            return None
-        if self._last_seq is not None and (first - self._last_seq) & 0xFFFF != 1:
-            self.waiting_keyframe = True  # a whole frame went missing between the two
-        self._last_seq = last
-        data = b"".join(parts[s][0] for s in seqs)
-        keyframe = vp8_keyframe_size(data) is not None
-        assert self._ts is not None
-        if self.waiting_keyframe and not keyframe:
-            self.dropped += 1
-            return None
+            return False
         self.waiting_keyframe = False
         self.frames += 1
         self.keyframes += keyframe
-        return Vp8Frame(data, self._ts, keyframe)
+        return True
 
 
 class WebmWriter:
@@ -134,7 +106,7 @@ class WebmWriter:
         self.frames = 0
         self.seconds = 0.0
 
-    def write(self, frame: Vp8Frame) -> None:
+    def write(self, frame: EncodedFrame) -> None:
         import av
 
         if self._out is None:
