@@ -15,6 +15,7 @@ from .breaker.policy import Mode
 from .config import Settings
 from .media.certificate import default_certificate
 from .media.plane import MediaPlane
+from .media.remote import RemotePlane
 from .proxy.locate import Resolver
 from .proxy.location import LocationStore
 from .proxy.registrar import Registrar
@@ -54,7 +55,7 @@ class Gateway:
     transports: TransportLayer | None = None
     proxy: Proxy | None = None
     store: LocationStore | None = None
-    media: MediaPlane | None = None
+    media: MediaPlane | RemotePlane | None = None
     coder: CoderPool | None = None
     monitor: Monitor | None = None
     web: WebRouter | None = None
@@ -110,19 +111,28 @@ class Gateway:
                            max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime))
         proxy_ref.append(self.proxy)
         self.proxy.user_store = UserStore(data_dir / "users.sqlite3")
-        if s.gateway.breaker != "never":
+        workers = s.media.workers
+        if s.gateway.breaker != "never" and workers:
+            # [media] workers: each worker's own coder pool takes its share of the limit
+            limit = -(-(lim.max_transcoded_calls or 1_000_000) // workers)
+            remote = RemotePlane(s, default_certificate(data_dir), workers=workers, host=self._media_host(),
+                                 coder_limit=limit if s.webrtc2sip.enable_media_coder else 0)
+            await remote.start()
+            self.media = remote
+        elif s.gateway.breaker != "never":
             if s.webrtc2sip.enable_media_coder:
                 from .coder import CoderPool  # PyAV: loaded only when transcoding is on
 
                 # 0 in [limits] means unlimited, as for the other counts
                 self.coder = CoderPool(lim.max_transcoded_calls or 1_000_000)
             self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host(), coder=self.coder)
+        if self.media is not None:
             self.proxy.breaker = B2bua(
                 ProxyHost(self.proxy), self.media,
                 BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel,
                               dtmf_type=s.webrtc2sip.dtmf_type),
             )
-        if self.media is not None:
+        if isinstance(self.media, MediaPlane):
             self._start_taps()
         # the web phone, the live view, /api and /metrics on the WS/WSS ports (rtc2sip.web)
         self.monitor = Monitor(self.proxy.breaker, self.media)
@@ -152,7 +162,7 @@ class Gateway:
         from .media.recording import Recorder, breaker_call_info
 
         s, media = self.settings, self.media
-        assert media is not None and self.proxy is not None
+        assert isinstance(media, MediaPlane) and self.proxy is not None
         rec_dir = s.recording.dir or s.gateway.data_dir / "recordings"
         info = breaker_call_info(self.proxy.breaker)
         self.recorder = Recorder(s.recording, rec_dir, media, info)

@@ -50,7 +50,7 @@ from . import api, metrics
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..media.plane import MediaPlane
+    from ..media.remote import AnyPlane as MediaPlane
     from ..proxy.server import Proxy
     from ..transport.layer import TransportLayer
     from .monitor import Monitor
