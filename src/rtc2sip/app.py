@@ -192,6 +192,16 @@ class Gateway:
         out["tasks"] = len(asyncio.all_tasks())
         return out
 
+    async def state_summary_async(self) -> dict[str, int]:
+        """:meth:`state_summary` plus, with media workers, what the workers themselves hold (each
+        asked over its channel): their sessions, ports and tap sinks."""
+        out = self.state_summary()
+        if isinstance(self.media, RemotePlane):
+            states = await self.media.worker_states()
+            for key in ("sessions", "ports", "sinks"):
+                out[f"worker_{key}"] = sum(st[key] for st in states)
+        return out
+
     def _media_host(self) -> str:
         """The address media sockets bind to and SDP announces: the first SIP listener's, or the
         address of the default route's interface for a wildcard listener."""
@@ -288,8 +298,19 @@ async def run(settings: Settings, banner: bool = True) -> None:
         except (NotImplementedError, RuntimeError):
             pass
 
+    async def log_state_async() -> None:
+        state = await gw.state_summary_async()
+        log.info("rtc2sip state: %s", " ".join(f"{k}={v}" for k, v in state.items()))
+
+    state_tasks: set[asyncio.Task[None]] = set()
+
     def log_state() -> None:
-        log.info("rtc2sip state: %s", " ".join(f"{k}={v}" for k, v in gw.state_summary().items()))
+        if not isinstance(gw.media, RemotePlane):
+            log.info("rtc2sip state: %s", " ".join(f"{k}={v}" for k, v in gw.state_summary().items()))
+            return
+        task = loop.create_task(log_state_async())  # the workers answer over their channels
+        state_tasks.add(task)
+        task.add_done_callback(state_tasks.discard)
 
     try:
         loop.add_signal_handler(signal.SIGUSR1, log_state)

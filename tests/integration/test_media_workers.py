@@ -5,9 +5,12 @@ behind (sessions, ports, processes)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,13 +26,12 @@ RANGE = (46000, 46999)
 
 
 def alive(pid: int) -> bool:
+    """A zombie counts as gone (its parent reaps it soon after)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
         return False
-    # a zombie is gone for our purposes (reaped by asyncio's child watcher soon after)
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[1][0] != "Z"
 
 
 @pytest.fixture
@@ -177,3 +179,29 @@ async def test_close_with_calls_up_stops_every_worker() -> None:
     finally:
         browser.close()
         phone.close()
+
+
+async def test_workers_die_with_a_killed_gateway(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG: a gateway killed with SIGKILL (no chance to close anything) takes its workers."""
+    script = tmp_path / "gw.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from rtc2sip.config import Settings\n"
+        "from rtc2sip.media.certificate import Certificate\n"
+        "from rtc2sip.media.remote import RemotePlane\n"
+        "async def main():\n"
+        "    p = RemotePlane(Settings(), Certificate.generate('gw'), workers=1, port_range=(47000, 47999))\n"
+        "    await p.start()\n"
+        "    print(p.worker_pids[0], flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(script), stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        worker = int(await asyncio.wait_for(proc.stdout.readline(), 30))
+        assert alive(worker)
+    finally:
+        proc.kill()
+        await proc.wait()
+    await until(lambda: not alive(worker), what="the worker gone with its gateway")
