@@ -138,3 +138,35 @@ def test_calls_through_media_worker_processes(
     assert sorted(_children(gw.proc.pid)) == sorted(workers)  # nobody died or was restarted
     gw.stop()
     wait_for(lambda: not any(_alive(pid) for pid in workers), 10, "the workers to end with the gateway")
+
+
+@pytest.mark.e2e
+def test_a_killed_media_worker_ends_its_call_and_comes_back(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+) -> None:
+    """``[media] workers = 1``: the worker killed mid-call (SIGKILL) ends that call at both ends (BYE
+    each way, logged in one line), a new worker is started, and the next call has audio both ways."""
+    gw = make_gateway(extra_toml="[media]\nworkers = 1\n")
+    assert gw.proc is not None and gw.proc.pid is not None
+    (worker,) = _children(gw.proc.pid)
+    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
+    alice = make_browser("alice", tone_hz=BROWSER_HZ)
+    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice.call(gw.aor("bob"))
+    alice.wait_event("confirmed")
+    _assert_browser_hears(alice, PHONE_HZ)
+    os.kill(worker, signal.SIGKILL)
+    alice.wait_event("ended")
+    bob.wait_event("CALL_CLOSED")
+    assert f"media worker 0 (pid {worker}) died" in gw.log_text()
+    restarted = wait_for(lambda: [p for p in _children(gw.proc.pid) if p != worker and _alive(p)] or None, 15,
+                         "a new media worker")
+    wait_for(lambda: "media worker 0 started again" in gw.log_text(), 15, "the new worker ready")
+    alice.mark_events()
+    bob.mark_events()
+    alice.call(gw.aor("bob"))
+    alice.wait_event("confirmed")
+    _assert_browser_hears(alice, PHONE_HZ)
+    alice.hangup()
+    bob.wait_event("CALL_CLOSED")
+    assert _children(gw.proc.pid) == restarted

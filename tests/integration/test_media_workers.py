@@ -205,3 +205,26 @@ async def test_workers_die_with_a_killed_gateway(tmp_path: Path) -> None:
         proc.kill()
         await proc.wait()
     await until(lambda: not alive(worker), what="the worker gone with its gateway")
+
+
+async def test_gateway_with_media_workers_starts_reports_and_stops(tmp_path: Path) -> None:
+    """rtc2sip.app with ``[media] workers = 2``: a RemotePlane behind the B2BUA, the test services on
+    the gateway's own port slice, the SIGUSR1 state counting the workers' holdings, no worker after stop."""
+    from rtc2sip.app import Gateway
+    from rtc2sip.config import GatewayOptions, Listener, MediaOptions
+
+    settings = Settings(listeners=(Listener("udp", "127.0.0.1", 0), Listener("ws", "127.0.0.1", 0)),
+                        gateway=GatewayOptions(data_dir=tmp_path), media=MediaOptions(workers=2))
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        assert isinstance(gw.media, RemotePlane) and gw.proxy is not None and gw.proxy.breaker is not None
+        assert gw.recorder is None and gw.services is not None
+        pids = gw.media.worker_pids
+        assert len(pids) == 2 and all(alive(p) for p in pids)
+        assert gw.media.ports.high < min(w.port_range[0] for w in gw.media._workers)
+        state = await gw.state_summary_async()
+        assert state["media_sessions"] == 0 and state["worker_sessions"] == 0 and state["worker_ports"] == 0
+    finally:
+        await gw.stop()
+    await until(lambda: not any(alive(p) for p in pids), what="the workers gone with the gateway")

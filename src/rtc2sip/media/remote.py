@@ -114,6 +114,8 @@ class _Worker:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
+        # sock_sendall may write a frame in parts: one writer at a time, or frames would interleave
+        self._send_lock = asyncio.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -168,7 +170,9 @@ class _Worker:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
         try:
-            await asyncio.get_running_loop().sock_sendall(self.sock, frame(("call", ident, method, args)))
+            data = frame(("call", ident, method, args))
+            async with self._send_lock:
+                await asyncio.get_running_loop().sock_sendall(self.sock, data)
             return await future
         except OSError as exc:
             raise WorkerGone(f"media worker {self.index}: {exc}") from exc
