@@ -115,8 +115,10 @@ class Gateway:
         if s.gateway.breaker != "never" and workers:
             # [media] workers: each worker's own coder pool takes its share of the limit
             limit = -(-(lim.max_transcoded_calls or 1_000_000) // workers)
+            rec_dir = s.recording.dir or data_dir / "recordings"
             remote = RemotePlane(s, default_certificate(data_dir), workers=workers, host=self._media_host(),
-                                 coder_limit=limit if s.webrtc2sip.enable_media_coder else 0)
+                                 coder_limit=limit if s.webrtc2sip.enable_media_coder else 0,
+                                 recording_dir=rec_dir, forward_dir=s.forward.dir or rec_dir)
             await remote.start()
             self.media = remote
         elif s.gateway.breaker != "never":
@@ -134,6 +136,8 @@ class Gateway:
             )
         if isinstance(self.media, MediaPlane):
             self._start_taps()
+        elif isinstance(self.media, RemotePlane):
+            self._start_remote_taps(self.media)
         # the web phone, the live view, /api and /metrics on the WS/WSS ports (rtc2sip.web)
         self.monitor = Monitor(self.proxy.breaker, self.media)
         self.monitor.start()
@@ -177,6 +181,22 @@ class Gateway:
         if s.forward.to is not None:
             media.on_answered(self.forwarder.answered)
             log.info("forwarding the audio of calls matching %s to %s:%d", " ".join(s.forward.rule), *s.forward.to)
+
+    def _start_remote_taps(self, media: RemotePlane) -> None:
+        """Recording and forwarding with media workers: they run in the workers, the rules here."""
+        from .media.recording import breaker_call_info
+
+        s = self.settings
+        assert self.proxy is not None
+        media.call_info = breaker_call_info(self.proxy.breaker)
+        if s.recording.enabled:
+            if self.proxy.breaker is not None:
+                self.proxy.breaker.observers.append(media.call_ended)
+            log.info("recording calls matching %s to %s (%s), in the media workers", " ".join(s.recording.rule),
+                     media.recording_dir, s.recording.format)
+        if s.forward.to is not None:
+            log.info("forwarding the audio of calls matching %s to %s:%d, from the media workers",
+                     " ".join(s.forward.rule), *s.forward.to)
 
     def state_summary(self) -> dict[str, int]:
         """Live sizes of what calls hold (logged on SIGUSR1): media sessions and ports, the breaker's

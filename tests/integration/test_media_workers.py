@@ -228,3 +228,62 @@ async def test_gateway_with_media_workers_starts_reports_and_stops(tmp_path: Pat
     finally:
         await gw.stop()
     await until(lambda: not any(alive(p) for p in pids), what="the workers gone with the gateway")
+
+
+async def test_recording_and_forwarding_run_in_the_worker(tmp_path: Path) -> None:
+    """[recording] by rule and forwarding on demand with the plane in a worker: the rule is applied here
+    (the parties come from call_info), the files are written by the worker, the sidecar has the parties
+    and the end cause sent before the delete; the forwarded RTP reaches a player socket."""
+    import json
+    import socket
+    import wave
+
+    from rtc2sip.config import RecordingOptions
+    from rtc2sip.media.recording import CallInfo
+
+    settings = Settings(recording=RecordingOptions(enabled=True, rule=("sip:b@*",)))
+    plane = RemotePlane(settings, GW_CERT, workers=1, port_range=RANGE, recording_dir=tmp_path)
+    plane.call_info = lambda cid: CallInfo(cid, "sip:a@x", "sip:b@y", "sip-1", "sip-2", "webrtc")
+    await plane.start()
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    player = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    player.bind(("127.0.0.1", 0))
+    player.settimeout(5)
+    try:
+        session, legacy_offer = await browser_calls_phone(plane, browser, phone)
+        await until(lambda: plane._sessions[session].recording is not None, what="the rule's recording")
+        sidecar = Path((plane.stop_recording and plane._sessions[session].recording) or "")
+        assert sidecar.parent == tmp_path
+        sdp = Path(plane.start_forward(session, "127.0.0.1", player.getsockname()[1]))
+        await until(lambda: any(t.get("type") == "forward" for t in plane.stats(session).get("taps") or []),  # type: ignore[union-attr]
+                    what="the forward in the worker")
+        legacy = legacy_address(legacy_offer)
+        for i in range(50):
+            browser.send_rtp(0, i, b"\xff" * 160)
+            phone.send_rtp(legacy, 0, i, b"\xff" * 160)
+        await until(lambda: len(phone.received) >= 50 and len(browser.received) >= 50, what="relay")
+        assert len(await asyncio.to_thread(player.recv, 2048)) == 172  # legacy leg's RTP at the player
+        assert sdp.exists() and "m=audio" in sdp.read_text()
+        assert plane.stop_forward(session) and not plane.stop_forward(session)
+
+        class Call:
+            id = "call-1"
+
+        call = Call()
+        call.session = session  # type: ignore[attr-defined]
+        plane.call_ended(call, "BYE from browser")
+        await plane.delete(session)
+        await until(lambda: sidecar.exists() and "end_reason" in sidecar.read_text(), what="the sidecar")
+        await until(lambda: json.loads(sidecar.read_text()).get("ended") is not None, what="the final sidecar")
+        meta = json.loads(sidecar.read_text())
+        assert meta["parties"] == {"caller": "sip:a@x", "callee": "sip:b@y"}
+        assert meta["end_reason"] == "BYE from browser" and meta["media_session"] == session
+        for leg in ("webrtc", "legacy"):
+            assert meta["legs"][leg]["decoded"] == 50
+            with wave.open(str(tmp_path / meta["legs"][leg]["file"])) as w:
+                assert w.getnframes() >= 50 * 160
+    finally:
+        player.close()
+        browser.close()
+        phone.close()
+        await plane.close()

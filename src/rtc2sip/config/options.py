@@ -274,10 +274,6 @@ def read_options_text(text: str, source: Path | None = None) -> Options:
     recording = _recording(table("recording"), base_dir) if top.has("recording") else RecordingOptions()
     forward = _forward(table("forward"), base_dir) if top.has("forward") else ForwardOptions()
     media = _media(table("media")) if top.has("media") else MediaOptions()
-    if media.workers and (recording.enabled or forward.to is not None):
-        what = "[recording] enabled" if recording.enabled else "[forward] to"
-        raise ConfigError("media.workers", f"{what} needs the media plane in-process (workers = 0): recording "
-                          "and forwarding do not run in media worker processes yet", source)
     top.finish(_TOP_LEVEL)
     return Options(
         gateway=gateway,

@@ -15,9 +15,11 @@ about a second old.
 A worker that dies fails only its own sessions (each one's ``on_failure`` callbacks, so the B2BUA ends
 those calls), is logged in one line and started again; the other workers' calls go on.
 
-Taps: the breaker's DTMF-to-INFO sink runs in the worker (a sink with ``remote_kind`` is rebuilt there
-and its findings come back as events); recording and forwarding stay in-process only (the options
-refuse them with workers, the per-call API answers 409).
+Taps run in the workers: the breaker's DTMF-to-INFO sink (a sink with ``remote_kind`` is rebuilt there
+and its findings come back as events), recording and forwarding (each worker has its own Recorder and
+Forwarder; the ``[recording]``/``[forward]`` rules are applied here, where the parties' AORs are known,
+and a start is a request carrying them; file names are chosen here, so the synchronous API returns
+the paths at once).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import monotonic
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Settings
 from ..sdp.model import SessionDescription
@@ -43,6 +45,9 @@ from .channel import ChannelError, FrameDecoder, decode_exception, frame
 from .plane import MediaPlane, MediaPlaneError, UnknownSession
 from .ports import PortAllocator
 from .tap import TapSink
+
+if TYPE_CHECKING:  # recording loads PyAV (WebM): only where recording or forwarding is used
+    from .recording import CallInfo
 
 __all__ = ["AnyPlane", "RemotePlane", "RemoteSink", "WorkerGone", "split_port_range"]
 
@@ -95,6 +100,9 @@ class _Session:
     has_video: bool = False
     stats: dict[str, object] | None = None
     sinks: dict[int, RemoteSink] = field(default_factory=dict)
+    recording: str | None = None  # the sidecar's path while recorded
+    forward: tuple[tuple[str, int], str] | None = None  # destination and .sdp path while forwarded
+    starting: set[asyncio.Future[Any]] = field(default_factory=set)  # recording/forward starts under way
 
 
 class _Worker:
@@ -114,8 +122,10 @@ class _Worker:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
-        # sock_sendall may write a frame in parts: one writer at a time, or frames would interleave
-        self._send_lock = asyncio.Lock()
+        # Frames go out through one writer task, in the order the API was called (a recording's end
+        # cause before the session's delete); sock_sendall from several tasks could interleave frames.
+        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -161,33 +171,44 @@ class _Worker:
             await self._reap()
             raise WorkerGone(f"media worker {self.index} sent {first[0]!r} instead of ready")
         self.running = True
+        self._out = asyncio.Queue()
         self._reader = loop.create_task(self._read(decoder, first[1:]))
+        self._writer = loop.create_task(self._write(parent, self._out))
 
-    async def request(self, method: str, *args: Any) -> Any:
+    def _call(self, method: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         if not self.running or self.sock is None:
             raise WorkerGone(f"media worker {self.index} is not running")
         ident = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
-        try:
-            data = frame(("call", ident, method, args))
-            async with self._send_lock:
-                await asyncio.get_running_loop().sock_sendall(self.sock, data)
-            return await future
-        except OSError as exc:
-            raise WorkerGone(f"media worker {self.index}: {exc}") from exc
-        finally:
-            self._pending.pop(ident, None)
+        future.add_done_callback(lambda _: self._pending.pop(ident, None))
+        self._out.put_nowait(frame(("call", ident, method, args)))
+        return future
+
+    async def request(self, method: str, *args: Any) -> Any:
+        return await self._call(method, args)
 
     def post(self, method: str, *args: Any) -> None:
         """A request whose outcome nobody waits for (synchronous API methods); failures are logged."""
-        async def run() -> None:
-            try:
-                await self.request(method, *args)
-            except Exception as exc:
-                log.debug("media worker %d: %s failed: %r", self.index, method, exc)
+        try:
+            future = self._call(method, args)
+        except WorkerGone as exc:
+            log.debug("media worker %d: %s not sent: %r", self.index, method, exc)
+            return
 
-        self.owner._spawn(run())
+        def done(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.debug("media worker %d: %s failed: %r", self.index, method, f.exception())
+
+        future.add_done_callback(done)
+
+    async def _write(self, sock: socket.socket, queue: asyncio.Queue[bytes | None]) -> None:
+        loop = asyncio.get_running_loop()
+        while (data := await queue.get()) is not None:
+            try:
+                await loop.sock_sendall(sock, data)
+            except OSError:
+                return  # the reader sees the channel close and fails what is pending
 
     def refresh_stats(self) -> None:
         if self._stats_task is not None or not self.running or not self.sessions:
@@ -250,6 +271,7 @@ class _Worker:
     async def stop(self) -> None:
         """Close the channel (the worker deletes its sessions and exits), then reap it."""
         self.running = False
+        await self._stop_writer()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -258,7 +280,18 @@ class _Worker:
         self.fail_pending("stopped")
         await self._reap()
 
+    async def _stop_writer(self) -> None:
+        """Let what is queued go out (a delete sent just before), then end the writer."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self._out.put_nowait(None)
+            try:
+                await asyncio.wait_for(writer, STOP_TIMEOUT)
+            except TimeoutError:
+                pass
+
     async def _reap(self) -> int | None:
+        await self._stop_writer()
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_WR)  # EOF: the worker closes its plane and exits
@@ -290,6 +323,8 @@ class RemotePlane:
         port_range: tuple[int, int] = (20000, 29999),
         coder_limit: int = 0,
         uvloop: bool | None = None,
+        recording_dir: Path | None = None,
+        forward_dir: Path | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("RemotePlane needs at least one worker")
@@ -302,6 +337,11 @@ class RemotePlane:
         self.recorder = None
         self.forwarder = None
         self.coder = None
+        # recording and forwarding run in the workers; the rules' facts (the parties' AORs) are here:
+        # the app sets call_info once the B2BUA exists (rtc2sip.media.recording.breaker_call_info)
+        self.recording_dir = recording_dir
+        self.forward_dir = forward_dir or recording_dir
+        self.call_info: Callable[[str], CallInfo] = _bare_info
         self._coder_limit = coder_limit
         self._uvloop = uvloop
         self._workers = [_Worker(self, i, r) for i, r in enumerate(slices)]
@@ -338,7 +378,7 @@ class RemotePlane:
         return {"settings": settings, "certificate": self.certificate.certificate_pem(),
                 "key": self.certificate.key_pem(), "host": self.host, "port_range": worker.port_range,
                 "coder_limit": self._coder_limit, "log_level": root.level, "log_format": fmt,
-                "index": worker.index}
+                "index": worker.index, "recording_dir": self.recording_dir, "forward_dir": self.forward_dir}
 
     async def _start_worker(self, worker: _Worker) -> None:
         await worker.start(self._init(worker), bool(self._uvloop))
@@ -479,16 +519,90 @@ class RemotePlane:
         return False
 
     def start_recording(self, session: str) -> str:
-        raise MediaPlaneError("recording runs only with the media plane in-process ([media] workers = 0)")
+        """Record this session's call now (in its worker); returns the sidecar's path."""
+        s = self._get(session)
+        if self.recording_dir is None:
+            raise MediaPlaneError("recording is not configured ([recording])")
+        if s.recording is None:
+            from .recording import file_base
+
+            base = file_base(session)
+            path = s.recording = str(self.recording_dir / f"{base}.json")
+            self._start_tap(s, "start_recording", (session, self.call_info(s.call_id), base),
+                            lambda: s.recording == path, lambda: setattr(s, "recording", None))
+        return s.recording
 
     def stop_recording(self, session: str) -> bool:
-        return False
+        s = self._sessions.get(session)
+        if s is None or s.recording is None:
+            return False
+        s.recording = None
+        s.worker.post("stop_recording", session)
+        return True
 
     def start_forward(self, session: str, host: str, port: int) -> str:
-        raise MediaPlaneError("forwarding runs only with the media plane in-process ([media] workers = 0)")
+        """Fork this session's audio as plain RTP (from its worker); returns the ``.sdp``'s path."""
+        s = self._get(session)
+        if self.forward_dir is None:
+            raise MediaPlaneError("forwarding is not available")
+        dest = (host, port)
+        if s.forward is not None and s.forward[0] == dest:
+            return s.forward[1]
+        from .recording import file_base
+
+        base = file_base(session)
+        forward = s.forward = (dest, str(self.forward_dir / f"{base}.sdp"))
+        self._start_tap(s, "start_forward", (session, dest, self.call_info(s.call_id), base),
+                        lambda: s.forward == forward, lambda: setattr(s, "forward", None))
+        return forward[1]
+
+    def _start_tap(self, s: _Session, method: str, args: tuple[Any, ...], current: Callable[[], bool],
+                   undo: Callable[[], None]) -> None:
+        future = s.worker._call(method, args)
+        s.starting.add(future)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            s.starting.discard(f)
+            if not f.cancelled() and f.exception() is not None:
+                log.info("media session %s: %s failed in its worker: %s", s.id, method, f.exception())
+                if current():
+                    undo()
+
+        future.add_done_callback(done)
+
+    async def tap_settled(self, session: str, timeout: float = 5.0) -> None:
+        """Once the session's recording and forwarding starts are done in its worker (the files the
+        synchronous calls named exist); raises what the worker raised (the web API answers with it)."""
+        s = self._get(session)
+        if s.starting:
+            await asyncio.wait_for(asyncio.gather(*s.starting), timeout)
 
     def stop_forward(self, session: str) -> bool:
-        return False
+        s = self._sessions.get(session)
+        if s is None or s.forward is None:
+            return False
+        s.forward = None
+        s.worker.post("stop_forward", session)
+        return True
+
+    def call_ended(self, call: Any, reason: str) -> None:
+        """A B2BUA observer: the end cause for a recording's sidecar, ahead of the session's delete."""
+        s = self._sessions.get(getattr(call, "session", None) or "")
+        if s is not None and s.recording is not None:
+            s.worker.post("call_ended", getattr(call, "id", ""), reason)
+
+    def _answered_taps(self, session: str, call_id: str) -> None:
+        """The ``[recording]`` and ``[forward]`` rules, as Recorder.answered and Forwarder.answered."""
+        rec, fwd = self.settings.recording, self.settings.forward
+        if not rec.enabled and fwd.to is None:
+            return
+        from .recording import matches_rule
+
+        parties = self.call_info(call_id).parties()
+        if rec.enabled and matches_rule(rec.rule, parties):
+            self.start_recording(session)
+        if fwd.to is not None and matches_rule(fwd.rule, parties):
+            self.start_forward(session, *fwd.to)
 
     # -- from the workers ---------------------------------------------------------------------------
 
@@ -500,7 +614,7 @@ class RemotePlane:
         if name == "failure":
             _fire(self._failure, session, args[1], "on_failure")
         elif name == "answered":
-            _fire(self._answered, session, args[1], "on_answered")
+            _fire([self._answered_taps, *self._answered], session, args[1], "on_answered")
         elif name == "keyframe":
             _fire(self._keyframe, session, args[1], "on_keyframe_request")
         elif name == "sink":
@@ -555,6 +669,12 @@ class RemotePlane:
         sinks, s.sinks = s.sinks, {}
         for sink in sinks.values():
             _close(sink)
+
+
+def _bare_info(call_id: str) -> CallInfo:
+    from .recording import CallInfo
+
+    return CallInfo(call_id)
 
 
 def _has_video(sdp: SessionDescription) -> bool:

@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -75,10 +76,14 @@ class _ClosingSink:
 class WorkerServer:
     """The worker's side of the channel: the plane's API by name, its callbacks as events."""
 
-    def __init__(self, sock: socket.socket, plane: Any, coder: Any = None) -> None:
+    def __init__(self, sock: socket.socket, plane: Any, coder: Any = None, recorder: Any = None,
+                 forwarder: Any = None) -> None:
         self.sock = sock
         self.plane = plane
         self.coder = coder
+        # recording and forwarding run here, on the gateway's word (it has the rules' facts: the AORs)
+        self.recorder = recorder
+        self.forwarder = forwarder
         self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sinks: dict[tuple[str, int], Any] = {}
@@ -98,6 +103,11 @@ class WorkerServer:
             "request_keyframe": self._request_keyframe,
             "attach": self._attach,
             "detach": self._detach,
+            "start_recording": self._start_recording,
+            "stop_recording": self._stop_recording,
+            "start_forward": self._start_forward,
+            "stop_forward": self._stop_forward,
+            "call_ended": self._call_ended,
         }
 
     def event(self, name: str, *args: object) -> None:
@@ -118,7 +128,9 @@ class WorkerServer:
         finally:
             for task in list(self._tasks):
                 task.cancel()
-            await self.plane.close()
+            await self.plane.close()  # closes every tap: recordings finalise
+            if self.recorder is not None:
+                await self.recorder.close()
             if self.coder is not None:
                 await self.coder.shutdown()
             self._out.put_nowait(None)
@@ -190,6 +202,27 @@ class WorkerServer:
         self.plane.attach(session, sink)
         self._sinks[(session, sink_id)] = sink
 
+    async def _start_recording(self, session: str, info: Any, base: str) -> str:
+        if self.recorder is None:
+            raise ValueError("recording is not available")
+        return str(self.recorder.start(session, info, base=base).sidecar)
+
+    async def _stop_recording(self, session: str) -> bool:
+        return self.recorder is not None and bool(self.recorder.stop(session))
+
+    async def _start_forward(self, session: str, dest: tuple[str, int], info: Any, base: str) -> str:
+        if self.forwarder is None:
+            raise ValueError("forwarding is not available")
+        return str(self.forwarder.start(session, dest, info, base=base).sdp_path)
+
+    async def _stop_forward(self, session: str) -> bool:
+        return self.forwarder is not None and bool(self.forwarder.stop(session))
+
+    async def _call_ended(self, call_id: str, reason: str) -> None:
+        """The B2BUA's end cause, for the recording's sidecar (sent before the session's delete)."""
+        if self.recorder is not None:
+            self.recorder.call_ended(types.SimpleNamespace(id=call_id), reason)
+
     async def _detach(self, session: str, sink_id: int) -> bool:
         sink = self._sinks.pop((session, sink_id), None)
         return sink is not None and bool(self.plane.detach(session, sink))
@@ -218,7 +251,18 @@ async def _main(sock: socket.socket) -> None:
         coder = CoderPool(init["coder_limit"])
     plane = MediaPlane(settings, Certificate.from_pem(init["certificate"], init["key"]), host=init["host"],
                        port_range=init["port_range"], coder=coder)
-    server = WorkerServer(sock, plane, coder)
+    recorder = forwarder = None
+    if init.get("recording_dir") is not None:
+        from .forward import Forwarder
+        from .recording import CallInfo, Recorder
+
+        def info(call_id: str) -> CallInfo:
+            return CallInfo(call_id)  # the gateway sends what it knows with each start
+
+        recorder = Recorder(settings.recording, init["recording_dir"], plane, info)
+        forwarder = Forwarder(settings.forward, init["forward_dir"], plane, info)
+        plane.recorder, plane.forwarder = recorder, forwarder
+    server = WorkerServer(sock, plane, coder, recorder, forwarder)
     for sig in (signal.SIGINT, signal.SIGTERM):
         # the gateway's Ctrl-C reaches its whole process group: the gateway ends us by closing the channel
         with contextlib.suppress(NotImplementedError, RuntimeError):
