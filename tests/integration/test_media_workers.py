@@ -78,8 +78,13 @@ async def test_bridged_call_through_a_worker(plane: RemotePlane) -> None:
         plane.stats(session)
         await until(lambda: "webrtc" in plane.stats(session), what="a stats snapshot")
         await until(lambda: plane.stats(session)["webrtc"]["packets_in"] >= 5, what="fresh stats")  # type: ignore[index]
+        for seq in range(3):
+            browser.send_rtp(0, 105 + seq, bytes([seq]) * 160)
+        await until(lambda: len(phone.received) >= 8, what="more browser audio")
+        await plane.fresh_stats(max_age=0)  # what the web API awaits: current figures
         st: Any = plane.stats(session)
         assert st["webrtc"]["dtls"]["state"] == "connected" and st["call_id"] == "call-1"
+        assert st["webrtc"]["packets_in"] == 8
 
         # the plane's exceptions keep their types across the channel (the B2BUA answers 488 on SdpError)
         with pytest.raises(InvalidState):

@@ -469,6 +469,17 @@ class RemotePlane:
             return dict(s.stats)
         return {"session": s.id, "call_id": s.call_id, "pending": "unknown", "worker": worker.index}
 
+    async def fresh_stats(self, max_age: float = STATS_MAX_AGE, timeout: float = 2.0) -> None:
+        """Snapshots of every session no older than ``max_age`` (the web API awaits this before it
+        reads :meth:`stats`); a worker that does not answer in ``timeout`` leaves its old figures."""
+        now = monotonic()
+        stale = [w for w in self._workers if w.running and w.sessions and now - w.stats_at > max_age]
+        for w in stale:
+            w.refresh_stats()
+        tasks = [w._stats_task for w in stale if w._stats_task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
     async def worker_states(self) -> list[dict[str, int]]:
         """Each running worker's own count of sessions, ports, tasks and remote sinks (leak checks)."""
         return [await w.request("state") for w in self._workers if w.running]

@@ -183,6 +183,14 @@ class WebRouter:
             parts = path.split("/")  # "", "api", "calls", id, what, verb
             if len(parts) == 6 and (parts[4], parts[5]) in ACTIONS:
                 return self._action(parts[3], parts[4], parts[5], target, headers)
+            fresh = getattr(self.media, "fresh_stats", None)
+            if fresh is not None and path != "/api/registrations":
+                # media workers: the figures come from their snapshots; have them current first
+                async def settle() -> HttpResponse:
+                    await fresh()
+                    return self._admin(path)
+
+                return HttpResponse(200, settle=settle)
             return self._admin(path)
         return HttpResponse.text(404, f"Not found: {path[:200]} (the web phone is at /)")
 
