@@ -55,7 +55,7 @@ log = logging.getLogger("rtc2sip.media")
 
 STATS_MAX_AGE = 0.5  # seconds: an older snapshot is refreshed when read
 START_TIMEOUT = 30.0  # a worker imports the media stack (and PyAV with the coder) before it is ready
-STOP_TIMEOUT = 5.0
+STOP_TIMEOUT = 10.0  # closing a worker finalises its recordings
 RESTART_DELAYS = (0.2, 1.0, 5.0)  # after the 1st, 2nd, 3rd and later deaths in a row
 # Ports the gateway process keeps for itself (the test services' RTP, sip:echo@ and sip:diag@);
 # the rest of the range is shared out between the workers.

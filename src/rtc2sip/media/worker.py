@@ -263,10 +263,6 @@ async def _main(sock: socket.socket) -> None:
         forwarder = Forwarder(settings.forward, init["forward_dir"], plane, info)
         plane.recorder, plane.forwarder = recorder, forwarder
     server = WorkerServer(sock, plane, coder, recorder, forwarder)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # the gateway's Ctrl-C reaches its whole process group: the gateway ends us by closing the channel
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, lambda: None)
     await loop.sock_sendall(sock, frame(("ready", os.getpid())))
     for message in messages[1:]:
         server._dispatch(message)
@@ -276,6 +272,10 @@ async def _main(sock: socket.socket) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     die_with_parent()
+    # Ctrl-C and a service manager's SIGTERM reach the gateway's whole process group: the gateway then
+    # ends us by closing the channel, after our sessions are deleted and recordings finalised
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     sock = socket.socket(fileno=int(args[0]))
     sock.setblocking(False)
     if len(args) > 1 and args[1] == "uvloop":
