@@ -292,3 +292,35 @@ async def test_recording_and_forwarding_run_in_the_worker(tmp_path: Path) -> Non
         browser.close()
         phone.close()
         await plane.close()
+
+
+async def test_an_offer_given_up_leaves_nothing_in_the_worker(plane: RemotePlane) -> None:
+    """The B2BUA's task cancelled while the worker builds the session: the session is deleted there."""
+    browser = await FakeBrowser().start()
+    orphans: list[object] = []
+    orphan = plane._orphan
+
+    def spy(worker: Any, future: Any) -> None:
+        orphans.append(future.result()[0])
+        orphan(worker, future)
+
+    plane._orphan = spy  # type: ignore[method-assign]
+    try:
+        task = asyncio.get_running_loop().create_task(plane.offer_from_webrtc("call-9", browser.offer()))
+        await asyncio.sleep(0)  # the request is queued
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert plane.sessions == []
+        await until(lambda: orphans, what="the worker's answer to the offer given up")
+
+        async def worker_sessions() -> int:
+            return sum(s["sessions"] + s["ports"] for s in await plane.worker_states())
+
+        for _ in range(100):  # bounded: the worker finishes the offer, then the delete
+            if await worker_sessions() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await worker_sessions() == 0
+    finally:
+        browser.close()

@@ -137,7 +137,7 @@ class _Worker:
             package_root = str(Path(__file__).resolve().parents[2])
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-            args = [sys.executable, "-m", "rtc2sip.media.worker", str(child.fileno())]
+            args = [sys.executable, "-m", "rtc2sip.media.worker", str(child.fileno()), str(os.getpid())]
             if uvloop:
                 args.append("uvloop")
             self.process = await asyncio.create_subprocess_exec(
@@ -434,7 +434,13 @@ class RemotePlane:
         if not running:
             raise WorkerGone("no media worker is running")
         worker = min(running, key=lambda w: len(w.sessions))
-        session, out = await worker.request(method, call_id, offer)
+        future = worker._call(method, (call_id, offer))
+        try:
+            session, out = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # the caller gave up (its call ended): the worker creates the session anyway, delete it there
+            future.add_done_callback(lambda f: self._orphan(worker, f))
+            raise
         if not worker.running:  # died after answering: its sessions are failed and gone
             raise WorkerGone(f"media worker {worker.index} died")
         s = _Session(session, call_id, worker, has_video=_has_video(out))
@@ -617,10 +623,16 @@ class RemotePlane:
 
     # -- from the workers ---------------------------------------------------------------------------
 
+    def _orphan(self, worker: _Worker, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None and worker.running:
+            worker.post("delete", future.result()[0])
+
     def _event(self, worker: _Worker, name: str, args: tuple[Any, ...]) -> None:
         session = args[0]
         s = self._sessions.get(session)
         if s is None or s.worker is not worker:
+            if name == "failure":  # a session this side does not know (an offer given up): free it
+                worker.post("delete", session)
             return  # deleted meanwhile
         if name == "failure":
             _fire(self._failure, session, args[1], "on_failure")

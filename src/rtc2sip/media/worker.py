@@ -1,6 +1,6 @@
 """A media worker process: one real :class:`~rtc2sip.media.plane.MediaPlane` served over a channel.
 
-Started by :class:`rtc2sip.media.remote.RemotePlane` as ``python -m rtc2sip.media.worker FD`` with one
+Started by :class:`rtc2sip.media.remote.RemotePlane` as ``python -m rtc2sip.media.worker FD PPID`` with one
 end of a socketpair inherited as ``FD`` (:mod:`rtc2sip.media.channel` frames). The first frame is the
 configuration (settings, the gateway's DTLS certificate, the media host, this worker's slice of the
 RTP port range, the coder's share of ``max_transcoded_calls``); then each ``call`` frame is one plane
@@ -32,12 +32,13 @@ log = logging.getLogger("rtc2sip.media.worker")
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Linux: SIGKILL this process when the process that started it exits, whatever killed it."""
+def die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this process when the process that started it (pid ``parent``) exits, whatever
+    killed it."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before prctl: nobody will read us
+    if os.getppid() != parent:  # the parent died before prctl: nobody will read us
         os._exit(0)
 
 
@@ -270,15 +271,15 @@ async def _main(sock: socket.socket) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    die_with_parent()
+    args = sys.argv[1:] if argv is None else argv  # FD PARENT_PID [uvloop]
+    die_with_parent(int(args[1]))
     # Ctrl-C and a service manager's SIGTERM reach the gateway's whole process group: the gateway then
     # ends us by closing the channel, after our sessions are deleted and recordings finalised
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     sock = socket.socket(fileno=int(args[0]))
     sock.setblocking(False)
-    if len(args) > 1 and args[1] == "uvloop":
+    if len(args) > 2 and args[2] == "uvloop":
         with contextlib.suppress(ImportError):
             import uvloop
 
