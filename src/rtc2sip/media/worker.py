@@ -264,10 +264,17 @@ async def _main(sock: socket.socket) -> None:
         forwarder = Forwarder(settings.forward, init["forward_dir"], plane, info)
         plane.recorder, plane.forwarder = recorder, forwarder
     server = WorkerServer(sock, plane, coder, recorder, forwarder)
+    from ..gc_tuning import manage_gc, tune_gc
+
+    tune_gc()  # as the gateway does: a busy plane holds many long-lived objects
+    collector = loop.create_task(manage_gc())
     await loop.sock_sendall(sock, frame(("ready", os.getpid())))
     for message in messages[1:]:
         server._dispatch(message)
-    await server.serve()
+    try:
+        await server.serve()
+    finally:
+        collector.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
