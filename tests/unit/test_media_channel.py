@@ -143,3 +143,10 @@ def test_media_workers_option() -> None:
     for bad in ("[media]\nworkers = -1\n", '[media]\nworkers = "many"\n', "[media]\nworker = 1\n"):
         with pytest.raises(ValueError, match="media"):
             read_options_text(bad)
+
+
+def test_start_up_report_names_the_media_workers() -> None:
+    from rtc2sip.config import MediaOptions
+
+    assert not any("worker" in line for line in Settings().banner_lines())
+    assert "Media plane in 2 worker processes ([media] workers)" in Settings(media=MediaOptions(2)).banner_lines()

@@ -194,6 +194,9 @@ class Settings:
             lines.append(f"Upstream proxy: {self.gateway.upstream_proxy}")
         if self.gateway.open_relay:
             lines.append("Open relay: requests for any domain are forwarded")
+        if self.media.workers and self.gateway.breaker != "never":
+            n = self.media.workers
+            lines.append(f"Media plane in {n} worker process{'es' if n != 1 else ''} ([media] workers)")
         return lines
 
 
