@@ -29,6 +29,7 @@ much per packet as the relays and saturates its core at ~700 calls.
     python bench/relay.py                                  # both gateways, default steps
     python bench/relay.py --steps 200,400,800 --seconds 10 --gateways rtc2sip
     python bench/relay.py --generator python               # the all-Python generator
+    python bench/relay.py --gateways rtc2sip --workers 1   # rtc2sip's plane in a media worker process
 
 Needs rtpengine (Debian rtpengine-daemon) and util-linux's taskset; everything runs on 127.0.0.1 and
 every process it starts is killed at the end.
@@ -59,10 +60,12 @@ NOFILE = 65536
 # -- the rtc2sip side: a MediaPlane behind a JSON control socket ---------------------------------------
 
 
-async def run_worker(control_port: int, port_range: tuple[int, int], coder: bool = False) -> None:
+async def run_worker(control_port: int, port_range: tuple[int, int], coder: bool = False, workers: int = 0) -> None:
     """One MediaPlane in this process; requests {"id", "op": offer|answer|delete, ...} over UDP.
     ``coder``: ``enable-media-coder`` on, with a CoderPool as rtc2sip.app builds it and no limit on
-    transcoded calls (``[limits] max_transcoded_calls = 0``), for bench/coder.py."""
+    transcoded calls (``[limits] max_transcoded_calls = 0``), for bench/coder.py. ``workers`` >= 1:
+    the plane in that many media worker processes (``[media] workers``, rtc2sip.media.remote), the
+    children of this one, whose CPU and memory the bench counts with this process's."""
     import dataclasses
 
     from rtc2sip.config import Settings
@@ -78,7 +81,15 @@ async def run_worker(control_port: int, port_range: tuple[int, int], coder: bool
         settings = dataclasses.replace(settings, webrtc2sip=dataclasses.replace(settings.webrtc2sip,
                                                                                 enable_media_coder=True))
         pool = CoderPool(1_000_000)
-    plane = MediaPlane(settings, Certificate.generate(), host="127.0.0.1", port_range=port_range, coder=pool)
+    plane: Any
+    if workers:
+        from rtc2sip.media.remote import RemotePlane
+
+        plane = RemotePlane(settings, Certificate.generate(), workers=workers, host="127.0.0.1", port_range=port_range,
+                            coder_limit=1_000_000 if coder else 0)
+        await plane.start()
+    else:
+        plane = MediaPlane(settings, Certificate.generate(), host="127.0.0.1", port_range=port_range, coder=pool)
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     tasks: set[asyncio.Task[None]] = set()
@@ -196,6 +207,44 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (rtc2sip's media worker processes), from /proc/PID/task/*/children."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+    return out
+
+
+def tree_cpu_ns(pid: int) -> tuple[int, int]:
+    """:func:`cpu_ns` summed over the process tree (a media worker that died takes its share along)."""
+    run = wait = 0
+    for p in process_tree(pid):
+        try:
+            r, w = cpu_ns(p)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        run += r
+        wait += w
+    return run, wait
+
+
+def tree_rss_kb(pid: int) -> int:
+    total = 0
+    for p in process_tree(pid):
+        try:
+            total += rss_kb(p)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def _free_udp_port() -> int:
@@ -398,14 +447,17 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
     try:
         gateway.start()
         time.sleep(1.0)
-        base_rss = rss_kb(gateway.pid)
+        base_rss = tree_rss_kb(gateway.pid)
         generator = getattr(args, "generator", "python")  # bench/coder.py's args have none
         loadgens = [Loadgen(gateway, args.loadgen_core, args.concurrency, generator)
                     for _ in range(args.loadgens)]
         lg_pids = [lg.proc.pid for lg in loadgens]
         failed_before = 0
         misses = 0
-        print(f"\n## {gateway.name} (pid {gateway.pid}, core {args.relay_core}; idle RSS {base_rss / 1024:.1f} MB)")
+        tree = process_tree(gateway.pid)
+        extra = f", {len(tree) - 1} media worker processes counted with it" if len(tree) > 1 else ""
+        print(f"\n## {gateway.name} (pid {gateway.pid}, core {args.relay_core}; idle RSS {base_rss / 1024:.1f} MB"
+              f"{extra})")
         print("| calls | loss b→p % | loss p→b % | p50 ms | p99 ms | µs/pkt | relay CPU % | gen CPU % "
               "| gen µs/pkt | RSS MB | KB/call | KB/call settled | carried |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
@@ -423,10 +475,10 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
             end = start + int(args.seconds * 1e9)
             all_do(loadgens, [{"cmd": "window", "start_ns": start, "end_ns": end}] * len(loadgens))
             time.sleep(max(0.0, (start - time.monotonic_ns()) / 1e9))
-            (cpu0, wait0), (lg0, lgw0), t0 = cpu_ns(gateway.pid), _cpu(lg_pids), time.monotonic_ns()
+            (cpu0, wait0), (lg0, lgw0), t0 = tree_cpu_ns(gateway.pid), _cpu(lg_pids), time.monotonic_ns()
             time.sleep(max(0.0, (end - time.monotonic_ns()) / 1e9))
-            (cpu1, wait1), (lg1, lgw1), t1 = cpu_ns(gateway.pid), _cpu(lg_pids), time.monotonic_ns()
-            rss = rss_kb(gateway.pid)
+            (cpu1, wait1), (lg1, lgw1), t1 = tree_cpu_ns(gateway.pid), _cpu(lg_pids), time.monotonic_ns()
+            rss = tree_rss_kb(gateway.pid)
             time.sleep(args.grace)
             reports = all_do(loadgens, [{"cmd": "report"}] * len(loadgens))
             sent = {d: sum(r[d]["sent"] for r in reports) for d in ("b2p", "p2b")}
@@ -451,7 +503,7 @@ def run_gateway(gateway: Gateway, args: argparse.Namespace) -> list[Step]:
             settle = getattr(args, "settle", 0.0)  # bench/coder.py's arguments have none
             if settle > 0 and established:
                 time.sleep(max(0.0, grown_at + settle - time.monotonic()))
-                step.kb_per_call_settled = (rss_kb(gateway.pid) - base_rss) / established
+                step.kb_per_call_settled = (tree_rss_kb(gateway.pid) - base_rss) / established
             if new_failures:
                 step.notes.append(f"{new_failures} setups failed: {errors[:2]}")
             waits = (100.0 * (wait1 - wait0) / (t1 - t0), 100.0 * (lgw1 - lgw0) / (t1 - t0))
@@ -528,6 +580,9 @@ def main() -> None:
     parser.add_argument("--control-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port-range", help=argparse.SUPPRESS)
     parser.add_argument("--coder", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="rtc2sip's [media] workers: the plane in N worker processes (pinned with it to "
+                             "--relay-core; CPU and RSS summed over the process tree)")
     args = parser.parse_args()
     NICE = args.nice
 
@@ -535,7 +590,7 @@ def main() -> None:
         import uvloop  # as rtc2sip's CLI runs it
 
         low, high = (int(x) for x in args.port_range.split("-"))
-        uvloop.run(run_worker(args.control_port, (low, high), args.coder))
+        uvloop.run(run_worker(args.control_port, (low, high), args.coder, args.workers))
         return
 
     if shutil.which("taskset") is None:
@@ -553,7 +608,10 @@ def main() -> None:
     kinds = {"rtc2sip": Rtc2sipGateway, "rtpengine": RtpengineGateway}
     results: dict[str, list[Step]] = {}
     for name in args.gateways.split(","):
-        results[name] = run_gateway(kinds[name](args.relay_core), args)
+        gateway = kinds[name](args.relay_core)
+        if isinstance(gateway, Rtc2sipGateway) and args.workers:
+            gateway.worker_args = (*gateway.worker_args, "--workers", str(args.workers))
+        results[name] = run_gateway(gateway, args)
 
     print("\n## summary")
     best: dict[str, Step | None] = {}

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import ssl
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .breaker.b2bua import B2bua, BreakerConfig, ProxyHost
 from .breaker.policy import Mode
 from .config import Settings
+from .gc_tuning import manage_gc, tune_gc
 from .media.certificate import default_certificate
 from .media.plane import MediaPlane
+from .media.remote import RemotePlane
 from .proxy.locate import Resolver
 from .proxy.location import LocationStore
 from .proxy.registrar import Registrar
@@ -54,7 +54,7 @@ class Gateway:
     transports: TransportLayer | None = None
     proxy: Proxy | None = None
     store: LocationStore | None = None
-    media: MediaPlane | None = None
+    media: MediaPlane | RemotePlane | None = None
     coder: CoderPool | None = None
     monitor: Monitor | None = None
     web: WebRouter | None = None
@@ -110,20 +110,33 @@ class Gateway:
                            max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime))
         proxy_ref.append(self.proxy)
         self.proxy.user_store = UserStore(data_dir / "users.sqlite3")
-        if s.gateway.breaker != "never":
+        workers = s.media.workers
+        if s.gateway.breaker != "never" and workers:
+            # [media] workers: each worker's own coder pool takes its share of the limit
+            limit = -(-(lim.max_transcoded_calls or 1_000_000) // workers)
+            rec_dir = s.recording.dir or data_dir / "recordings"
+            remote = RemotePlane(s, default_certificate(data_dir), workers=workers, host=self._media_host(),
+                                 coder_limit=limit if s.webrtc2sip.enable_media_coder else 0,
+                                 recording_dir=rec_dir, forward_dir=s.forward.dir or rec_dir)
+            await remote.start()
+            self.media = remote
+        elif s.gateway.breaker != "never":
             if s.webrtc2sip.enable_media_coder:
                 from .coder import CoderPool  # PyAV: loaded only when transcoding is on
 
                 # 0 in [limits] means unlimited, as for the other counts
                 self.coder = CoderPool(lim.max_transcoded_calls or 1_000_000)
             self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host(), coder=self.coder)
+        if self.media is not None:
             self.proxy.breaker = B2bua(
                 ProxyHost(self.proxy), self.media,
                 BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel,
                               dtmf_type=s.webrtc2sip.dtmf_type),
             )
-        if self.media is not None:
+        if isinstance(self.media, MediaPlane):
             self._start_taps()
+        elif isinstance(self.media, RemotePlane):
+            self._start_remote_taps(self.media)
         # the web phone, the live view, /api and /metrics on the WS/WSS ports (rtc2sip.web)
         self.monitor = Monitor(self.proxy.breaker, self.media)
         self.monitor.start()
@@ -152,7 +165,7 @@ class Gateway:
         from .media.recording import Recorder, breaker_call_info
 
         s, media = self.settings, self.media
-        assert media is not None and self.proxy is not None
+        assert isinstance(media, MediaPlane) and self.proxy is not None
         rec_dir = s.recording.dir or s.gateway.data_dir / "recordings"
         info = breaker_call_info(self.proxy.breaker)
         self.recorder = Recorder(s.recording, rec_dir, media, info)
@@ -168,6 +181,22 @@ class Gateway:
             media.on_answered(self.forwarder.answered)
             log.info("forwarding the audio of calls matching %s to %s:%d", " ".join(s.forward.rule), *s.forward.to)
 
+    def _start_remote_taps(self, media: RemotePlane) -> None:
+        """Recording and forwarding with media workers: they run in the workers, the rules here."""
+        from .media.recording import breaker_call_info
+
+        s = self.settings
+        assert self.proxy is not None
+        media.call_info = breaker_call_info(self.proxy.breaker)
+        if s.recording.enabled:
+            if self.proxy.breaker is not None:
+                self.proxy.breaker.observers.append(media.call_ended)
+            log.info("recording calls matching %s to %s (%s), in the media workers", " ".join(s.recording.rule),
+                     media.recording_dir, s.recording.format)
+        if s.forward.to is not None:
+            log.info("forwarding the audio of calls matching %s to %s:%d, from the media workers",
+                     " ".join(s.forward.rule), *s.forward.to)
+
     def state_summary(self) -> dict[str, int]:
         """Live sizes of what calls hold (logged on SIGUSR1): media sessions and ports, the breaker's
         tables, asyncio tasks. Everything but ``tasks`` is 0 when no call is up."""
@@ -180,6 +209,16 @@ class Gateway:
         if self.proxy is not None and self.proxy.breaker is not None:
             out |= self.proxy.breaker.table_sizes()
         out["tasks"] = len(asyncio.all_tasks())
+        return out
+
+    async def state_summary_async(self) -> dict[str, int]:
+        """:meth:`state_summary` plus, with media workers, what the workers themselves hold (each
+        asked over its channel): their sessions, ports and tap sinks."""
+        out = self.state_summary()
+        if isinstance(self.media, RemotePlane):
+            states = await self.media.worker_states()
+            for key in ("sessions", "ports", "sinks"):
+                out[f"worker_{key}"] = sum(st[key] for st in states)
         return out
 
     def _media_host(self) -> str:
@@ -222,38 +261,6 @@ class Gateway:
             self.proxy.user_store.close()
 
 
-def tune_gc() -> None:
-    """Keep the cyclic GC off the hot path.
-
-    A busy proxy holds ~100,000 live transactions (RFC 6026 keeps an answered INVITE's for 32 s):
-    millions of small objects. Measured at 1,400 calls/s, each generation-1 pass walked them for
-    ~50 ms, three times a second, and found nothing: the proxy breaks its own reference cycles when
-    transactions end, and reference counting frees the rest. So :func:`manage_gc` moves everything
-    older than a second out of the collector's sight (``gc.freeze``, an O(1) list splice), young
-    collections stay small, and a full pass over everything runs only every 15 minutes.
-    """
-    gc.collect()
-    gc.freeze()  # what start-up built lives forever: never scan it again
-    gc.set_threshold(20_000, 10, 1_000_000)
-
-
-async def manage_gc(freeze_every: float = 1.0, full_every: float = 900.0) -> None:
-    """See :func:`tune_gc`. The full pass catches cycles nobody broke (exceptions, asyncio internals)."""
-    loop = asyncio.get_running_loop()
-    next_full = loop.time() + full_every
-    while True:
-        await asyncio.sleep(freeze_every)
-        if loop.time() < next_full:
-            gc.freeze()
-            continue
-        next_full = loop.time() + full_every
-        started = time.perf_counter()
-        gc.unfreeze()
-        found = gc.collect()
-        gc.freeze()
-        log.info("gc: full collection freed %d objects in %.1f ms", found, (time.perf_counter() - started) * 1e3)
-
-
 async def run(settings: Settings, banner: bool = True) -> None:
     gw = Gateway(settings)
     await gw.start()
@@ -278,8 +285,19 @@ async def run(settings: Settings, banner: bool = True) -> None:
         except (NotImplementedError, RuntimeError):
             pass
 
+    async def log_state_async() -> None:
+        state = await gw.state_summary_async()
+        log.info("rtc2sip state: %s", " ".join(f"{k}={v}" for k, v in state.items()))
+
+    state_tasks: set[asyncio.Task[None]] = set()
+
     def log_state() -> None:
-        log.info("rtc2sip state: %s", " ".join(f"{k}={v}" for k, v in gw.state_summary().items()))
+        if not isinstance(gw.media, RemotePlane):
+            log.info("rtc2sip state: %s", " ".join(f"{k}={v}" for k, v in gw.state_summary().items()))
+            return
+        task = loop.create_task(log_state_async())  # the workers answer over their channels
+        state_tasks.add(task)
+        task.add_done_callback(state_tasks.discard)
 
     try:
         loop.add_signal_handler(signal.SIGUSR1, log_state)

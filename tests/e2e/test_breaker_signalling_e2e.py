@@ -253,14 +253,17 @@ def _info_digits(b: Browser) -> str:
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("workers", [0, 1])
 def test_phone_dtmf_reaches_browser_as_info(
+    workers: int,
     make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
 ) -> None:
     """`dtmf-type` info: digits keyed on baresip go as RFC 4733 events in its RTP; the breaker sees them
     on the media plane's tap and sends each to the browser as SIP INFO application/dtmf-relay, which
     JsSIP reports as newDTMF from the remote side (a browser application never sees RFC 4733 packets;
-    without the INFO the page would get nothing). Audio keeps flowing."""
-    gw = make_gateway(extra_toml='[webrtc2sip]\ndtmf-type = "info"\n')
+    without the INFO the page would get nothing). Audio keeps flowing. With a media worker process
+    (``[media] workers``) the tap's DTMF sink runs in the worker and its digits come back to the B2BUA."""
+    gw = make_gateway(extra_toml=f'[webrtc2sip]\ndtmf-type = "info"\n\n[media]\nworkers = {workers}\n')
     bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
     alice = make_browser("alice", tone_hz=ALICE_HZ)
     assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200

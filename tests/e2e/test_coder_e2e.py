@@ -22,8 +22,8 @@ CODER_TOML = '[webrtc2sip]\nenable-media-coder = true\ncodecs = ["opus", "pcmu",
 _ENDED = re.compile(r"media session \S+: audio transcoding ended: (\{.*\})")
 
 
-def _coder_gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
-    return make_gateway(extra_toml=CODER_TOML)
+def _coder_gateway(make_gateway: Callable[..., Gateway], workers: int = 0) -> Gateway:
+    return make_gateway(extra_toml=CODER_TOML + f"\n[media]\nworkers = {workers}\n")
 
 
 def _assert_browser_hears(alice: Browser, hz: float) -> dict[str, Any]:
@@ -65,10 +65,13 @@ def _assert_transcoded(gw: Gateway, browser_codec: str, phone_codec: str) -> Non
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("workers", [0, 1])
 def test_opus_browser_calls_pcmu_phone(
+    workers: int,
     make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
 ) -> None:
-    gw = _coder_gateway(make_gateway)
+    """With a media worker (``[media] workers = 1``) the worker's own coder pool transcodes."""
+    gw = _coder_gateway(make_gateway, workers)
     bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ,
                        audio_codecs="PCMU/8000/1")
     alice = make_browser("alice", tone_hz=BROWSER_HZ)

@@ -84,12 +84,16 @@ def _assert_recorded(directory: Path, meta: dict[str, Any], browser_codec: str) 
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("workers", [0, 2])
 def test_recording_has_both_tones(
+    workers: int,
     make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
     make_baresip: Callable[..., Baresip], artifacts: Artifacts,
 ) -> None:
+    """With ``[media] workers`` the rule is applied in the gateway and the files written by a worker."""
     rec_dir = artifacts.subdir("recordings")
-    gw = make_gateway(extra_toml=f'[recording]\nenabled = true\nrule = "sip:bob@*"\ndir = "{rec_dir}"\n')
+    gw = make_gateway(extra_toml=f'[recording]\nenabled = true\nrule = "sip:bob@*"\ndir = "{rec_dir}"\n'
+                                 f'\n[media]\nworkers = {workers}\n')
     alice, bob = _call(gw, make_browser, make_baresip)
     time.sleep(3.0)
     alice.hangup()
@@ -345,12 +349,15 @@ def _api(gw: Gateway, path: str) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("workers", [0, 1])
 def test_forwarding_and_recording_through_the_api(
+    workers: int,
     make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
     make_baresip: Callable[..., Baresip], artifacts: Artifacts,
 ) -> None:
     rec_dir = artifacts.subdir("recordings")
-    gw = make_gateway(extra_toml=f'[recording]\ndir = "{rec_dir}"\n')  # where files go; no rule: not enabled
+    # where files go; no rule: not enabled. With a media worker, the worker records and forwards.
+    gw = make_gateway(extra_toml=f'[recording]\ndir = "{rec_dir}"\n\n[media]\nworkers = {workers}\n')
     # the live view first: a browser starts slowly on a loaded machine, and baresip ends calls after 60 s
     viewer = make_browser("viewer", tone_hz=None)
     base = f"http://127.0.0.1:{gw.ws_port}"

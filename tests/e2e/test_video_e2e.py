@@ -266,17 +266,19 @@ def _browser_asks_for_keyframe(gw: Gateway, alice: Browser) -> None:
 @pytest.mark.e2e
 # H.264 passthrough is left out: baresip 1.0 answers Chromium's H.264 in packetization-mode 0 and
 # then sends next to nothing, and refuses Chromium's mode-1 fmtp (level-asymmetry-allowed=1...).
-@pytest.mark.parametrize(("codec", "browser_codec"), [("VP8", None)])
+@pytest.mark.parametrize(("codec", "browser_codec", "workers"), [("VP8", None, 0), ("VP8", None, 1)])
 def test_shared_video_codec_passes_through(
     make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip],
-    codec: str, browser_codec: str | None,
+    codec: str, browser_codec: str | None, workers: int,
 ) -> None:
     """VP8 on both sides: relayed without transcoding although the coder is on, both decode,
-    feedback crosses (PLI or FIR both ways, the browser's NACKs answered from the gateway's history)."""
+    feedback crosses (PLI or FIR both ways, the browser's NACKs answered from the gateway's history).
+    With a media worker the keyframe requests and their RFC 5168 INFO cross the worker's channel."""
     _need_loss()
     # the coder is on: it must not be used
     gw, alice, bob = _video_call(make_gateway, make_browser, make_baresip, phone_codecs=codec,
-                                 browser_codec=browser_codec, extra_toml=CODER_TOML)
+                                 browser_codec=browser_codec,
+                                 extra_toml=CODER_TOML + f"\n[media]\nworkers = {workers}\n")
     _start_blocked(gw, alice, bob)
     first = _wait_browser_decodes(alice)
     print(f"browser decodes baresip's {codec}: {first}")

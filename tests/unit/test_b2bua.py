@@ -17,6 +17,8 @@ import pytest
 
 from rtc2sip.breaker.b2bua import B2bua, BreakerConfig, Cancellable, rewrite_refer_to
 from rtc2sip.breaker.dialog import Dialog, DialogError, State
+from rtc2sip.media.ports import PortsExhausted
+from rtc2sip.media.remote import WorkerGone
 from rtc2sip.sdp import NoCommonCodec, SessionDescription
 from rtc2sip.sip.digest import check_response, compute_ha1, parse_credentials
 from rtc2sip.sip.message import Message, Request, Response, make_response, parse_message
@@ -53,6 +55,7 @@ class FakeMedia:
         self.calls: list[tuple[str, object]] = []
         self.failure: Callable[[str, str], None] | None = None
         self.refuse = False
+        self.unavailable: Exception | None = None
         self._n = 0
 
     def _new(self, kind: str) -> str:
@@ -65,6 +68,8 @@ class FakeMedia:
         await asyncio.sleep(0)
         if self.refuse:
             raise NoCommonCodec("no codec in common")
+        if self.unavailable is not None:
+            raise self.unavailable
         assert "SAVPF" in str(offer)
         self.calls.append(("offer_from_webrtc", call_id))
         return self._new("webrtc"), SessionDescription.parse(sdp("legacy-offer"))
@@ -446,6 +451,18 @@ async def test_refused_offer_is_488_for_that_call_only() -> None:
     await h.settle()
     resp = h.take("488", BROWSER.flow_id)
     assert (resp.get("Warning") or "").startswith("305 ")
+    h.none("INVITE")
+    h.assert_clean()
+
+
+@pytest.mark.parametrize("error", [PortsExhausted("no port pair left"), WorkerGone("no media worker is running")])
+async def test_media_plane_without_resources_is_503(error: Exception) -> None:
+    h = Harness()
+    h.media.unavailable = error
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    resp = h.take("503", BROWSER.flow_id)
+    assert resp.get("Retry-After") == "5"
     h.none("INVITE")
     h.assert_clean()
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
+from ..media.plane import MediaPlaneError
+from ..media.ports import PortsExhausted
 from ..sdp import SdpError, SessionDescription
 from ..sip.digest import DigestError, answer_challenge, select_challenge
 from ..sip.errors import SipParseError
@@ -452,6 +454,10 @@ class B2bua:
                 session, out = await self.media.offer_from_legacy(call.id, offer)
         except SdpError as e:
             self._fail(call, 488, None, [("Warning", f'{getattr(e, "warning", 399)} rtc2sip "{_oneline(e)}"')])
+            return
+        except (MediaPlaneError, PortsExhausted) as e:  # no port left, no media worker running
+            log.warning("%s media plane refused the call: %s", call.ids(), _oneline(e))
+            self._fail(call, 503, "Media resources unavailable", [("Retry-After", "5")])
             return
         if call.ended:
             self._delete_session(session)

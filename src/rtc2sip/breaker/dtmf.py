@@ -30,6 +30,10 @@ class DtmfSink:
 
     __slots__ = ("_last_ts", "_on_digit", "_pts")
 
+    # with the media plane in worker processes (rtc2sip.media.remote), a DtmfSink of the worker's own
+    # watches the packets and each digit it finds comes back to this one's remote_event
+    remote_kind = "dtmf"
+
     def __init__(self, on_digit: Callable[[str, int], None]) -> None:
         self._on_digit: Callable[[str, int], None] | None = on_digit
         self._pts: dict[int, int] = {}  # the legacy leg's telephone-event payload types -> clock rate
@@ -59,6 +63,11 @@ class DtmfSink:
         callback = self._on_digit
         if callback is not None:
             callback(DIGITS[event], max(1, duration * 1000 // max(rate, 1)))
+
+    def remote_event(self, digit: str, duration_ms: int) -> None:
+        callback = self._on_digit
+        if callback is not None:
+            callback(digit, duration_ms)
 
     def close(self) -> None:
         self._on_digit = None  # the call is over: drop the reference to it

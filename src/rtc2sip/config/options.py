@@ -53,7 +53,8 @@ LOG_FORMATS = ("text", "json")
 # How the RTCWeb breaker is engaged. webrtc2sip engages it when the browser's REGISTER/INVITE asks
 # with "rtcweb-breaker=yes" (technical guide, "RTCWeb Breaker"); that is "client".
 BREAKER_POLICIES = ("auto", "client", "never", "always")
-_TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip", "recording", "forward")
+_TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip", "recording", "forward", "media")
+MAX_MEDIA_WORKERS = 256
 RECORDING_FORMATS = ("wav", "ogg")
 # RFC 3261 §25.1 user-part characters, less ';' and escapes, which would be ambiguous as a key
 _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,?/]+$")
@@ -137,6 +138,15 @@ class ForwardOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaOptions:
+    """``[media]``: where the RTCWeb Breaker's media plane runs. ``workers`` 0 is in the gateway's own
+    process; N >= 1 is N worker processes (rtc2sip.media.worker), each with its own slice of the RTP
+    port range; "auto" in the file is one per core."""
+
+    workers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """A parsed options file; ``listen`` is None when it has no ``[[listen]]``."""
 
@@ -144,6 +154,7 @@ class Options:
     limits: Limits = field(default_factory=Limits)
     recording: RecordingOptions = field(default_factory=RecordingOptions)
     forward: ForwardOptions = field(default_factory=ForwardOptions)
+    media: MediaOptions = field(default_factory=MediaOptions)
     users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     listen: tuple[Listener, ...] | None = None
     webrtc2sip: tuple[RawEntry, ...] = ()
@@ -262,12 +273,14 @@ def read_options_text(text: str, source: Path | None = None) -> Options:
     entries = _webrtc2sip(table("webrtc2sip"), base_dir) if top.has("webrtc2sip") else ()
     recording = _recording(table("recording"), base_dir) if top.has("recording") else RecordingOptions()
     forward = _forward(table("forward"), base_dir) if top.has("forward") else ForwardOptions()
+    media = _media(table("media")) if top.has("media") else MediaOptions()
     top.finish(_TOP_LEVEL)
     return Options(
         gateway=gateway,
         limits=limits,
         recording=recording,
         forward=forward,
+        media=media,
         users=MappingProxyType(users),
         listen=listen,
         webrtc2sip=entries,
@@ -351,6 +364,18 @@ def _recording(t: _Table, base_dir: Path) -> RecordingOptions:
     )
     t.finish(("enabled", "rule", "dir", "format"))
     return r
+
+
+def _media(t: _Table) -> MediaOptions:
+    workers = 0
+    if t.has("workers"):
+        v = t.raw("workers")
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            workers = max(1, min(MAX_MEDIA_WORKERS, os.cpu_count() or 1))
+        else:
+            workers = t.int_("workers", 0, 0, MAX_MEDIA_WORKERS)
+    t.finish(("workers",))
+    return MediaOptions(workers=workers)
 
 
 def _forward(t: _Table, base_dir: Path) -> ForwardOptions:

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .recording import CallInfo, matches_rule
+from .recording import CallInfo, file_base, matches_rule
 from .rtp import RtpRewriter
 from .tap import LEGS, CodecInfo, LegCodecs, ask_keyframes
 
@@ -196,7 +196,9 @@ class Forwarder:
         if matches_rule(self.options.rule, info.parties()):
             self.start(session, to, info)
 
-    def start(self, session: str, dest: tuple[str, int], info: CallInfo | None = None) -> RtpForward:
+    def start(self, session: str, dest: tuple[str, int], info: CallInfo | None = None, *,
+              base: str | None = None) -> RtpForward:
+        """Fork ``session`` to ``dest``; ``base`` names the ``.sdp`` (default: recording.file_base)."""
         old = self.forwards.get(session)
         if old is not None:
             if old.dest == dest:
@@ -204,8 +206,7 @@ class Forwarder:
             self.stop(session)
         call_id = self.plane.call_id(session)
         info = info or self.call_info(call_id)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
-        fwd = RtpForward(dest, self.directory / f"{stamp}-{session}.sdp", info, session, self._closed)
+        fwd = RtpForward(dest, self.directory / f"{base or file_base(session)}.sdp", info, session, self._closed)
         self.forwards[session] = fwd
         try:
             self.plane.attach(session, fwd)

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ..config.options import RecordingOptions
     from .plane import MediaPlane
 
-__all__ = ["CallInfo", "CallRecording", "Recorder", "breaker_call_info", "matches_rule"]
+__all__ = ["CallInfo", "CallRecording", "Recorder", "breaker_call_info", "file_base", "matches_rule"]
 
 log = logging.getLogger("rtc2sip.media")
 
@@ -110,6 +110,11 @@ def breaker_call_info(breaker: B2bua | None) -> Callable[[str], CallInfo]:
         return info
 
     return lookup
+
+
+def file_base(session: str) -> str:
+    """The name recordings and forwarding ``.sdp`` files of a session start with: local time, session."""
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime())}-{session}"
 
 
 def _now_iso(t: float) -> str:
@@ -580,15 +585,15 @@ class Recorder:
         if matches_rule(self.options.rule, info.parties()):
             self.start(session, info)
 
-    def start(self, session: str, info: CallInfo | None = None) -> CallRecording:
-        """Record the media session ``session`` (raises the plane's UnknownSession)."""
+    def start(self, session: str, info: CallInfo | None = None, *, base: str | None = None) -> CallRecording:
+        """Record the media session ``session`` (raises the plane's UnknownSession); ``base`` names
+        the files (default :func:`file_base`)."""
         existing = self.recordings.get(session)
         if existing is not None:
             return existing
         call_id = self.plane.call_id(session)
         info = info or self.call_info(call_id)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
-        rec = CallRecording(self.worker, self.directory, f"{stamp}-{session}", info, session,
+        rec = CallRecording(self.worker, self.directory, base or file_base(session), info, session,
                             fmt=self.options.format)
         self.recordings[session] = rec
         self._by_call[call_id] = rec

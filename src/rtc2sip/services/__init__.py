@@ -21,7 +21,7 @@ from .uas import Service, ServiceCall, ServiceUas
 
 if TYPE_CHECKING:
     from ..breaker.b2bua import B2bua
-    from ..media.plane import MediaPlane
+    from ..media.remote import AnyPlane as MediaPlane
 
 __all__ = ["DiagService", "EchoService", "Service", "ServiceCall", "ServiceUas", "Services", "TestPatternService",
            "breaker_inspector"]

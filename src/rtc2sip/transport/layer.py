@@ -9,12 +9,13 @@ outgoing TCP/TLS connections are reused (RFC 3261 §18.1.1, RFC 5626 §5.3).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import logging
 import socket
 import ssl
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,7 +32,7 @@ log = logging.getLogger("rtc2sip.transport")
 DataHandler = Callable[[bytes, Source], None]
 FlowClosedHandler = Callable[[str], None]
 # Answers an HTTP request that is not a WebSocket upgrade on a WS/WSS port (rtc2sip.web.http).
-HttpHandler = Callable[[WsRequest], WsResponse]
+HttpHandler = Callable[[WsRequest], WsResponse | Awaitable[WsResponse]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +371,8 @@ class TransportLayer:
 
     async def _ws_process_request(self, conn: ServerConnection, request: WsRequest) -> WsResponse | None:
         if self.http_handler is not None and not _is_upgrade(request):
-            return self.http_handler(request)
+            response = self.http_handler(request)
+            return await response if inspect.isawaitable(response) else response
         origins = self.limits.ws_origins
         if origins:
             origin = request.headers.get("Origin")

@@ -19,7 +19,7 @@ from ..sdp import SdpError, SessionDescription
 if TYPE_CHECKING:
     from ..breaker.b2bua import B2bua, Call, Leg
     from ..config import Settings
-    from ..media.plane import MediaPlane
+    from ..media.remote import AnyPlane as MediaPlane
     from ..proxy.location import LocationStore
     from .monitor import Monitor
 

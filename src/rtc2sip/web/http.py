@@ -31,6 +31,7 @@ refused (403), never open by default.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import hmac
@@ -38,7 +39,8 @@ import ipaddress
 import json
 import logging
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +52,7 @@ from . import api, metrics
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..media.plane import MediaPlane
+    from ..media.remote import AnyPlane as MediaPlane
     from ..proxy.server import Proxy
     from ..transport.layer import TransportLayer
     from .monitor import Monitor
@@ -95,6 +97,9 @@ class HttpResponse:
     body: bytes = b""
     content_type: str = TEXT
     headers: tuple[tuple[str, str], ...] = ()
+    # work to await before answering (a media worker writing the file the body names); it may return
+    # the response to send instead (an error)
+    settle: Callable[[], Awaitable[HttpResponse | None]] | None = field(default=None, compare=False)
 
     @classmethod
     def text(cls, status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
@@ -126,13 +131,27 @@ class WebRouter:
 
     # ---- the adapter -----------------------------------------------------------------------------
 
-    def handle(self, request: WsRequest) -> WsResponse:
-        """websockets' request in, websockets' response out (TransportLayer.http_handler)."""
+    def handle(self, request: WsRequest) -> WsResponse | Awaitable[WsResponse]:
+        """websockets' request in, websockets' response out (TransportLayer.http_handler); a coroutine
+        when the response waits for a media worker (:attr:`HttpResponse.settle`)."""
         try:
             r = self.route(request.path, request.headers)
         except Exception:
             log.exception("http: GET %s failed", request.path[:200])
             r = HttpResponse.text(500, "Internal error: see the gateway's log")
+        if r.settle is not None:
+            return self._settled(r, r.settle)
+        return self._ws_response(r)
+
+    async def _settled(self, r: HttpResponse, settle: Callable[[], Awaitable[HttpResponse | None]]) -> WsResponse:
+        try:
+            r = await settle() or r
+        except Exception:
+            log.exception("http: waiting for the media plane failed")
+            r = HttpResponse.text(500, "Internal error: see the gateway's log")
+        return self._ws_response(r)
+
+    def _ws_response(self, r: HttpResponse) -> WsResponse:
         headers = Headers([
             ("Date", email.utils.formatdate(usegmt=True)),
             ("Connection", "close"),
@@ -164,6 +183,14 @@ class WebRouter:
             parts = path.split("/")  # "", "api", "calls", id, what, verb
             if len(parts) == 6 and (parts[4], parts[5]) in ACTIONS:
                 return self._action(parts[3], parts[4], parts[5], target, headers)
+            fresh = getattr(self.media, "fresh_stats", None)
+            if fresh is not None and path != "/api/registrations":
+                # media workers: the figures come from their snapshots; have them current first
+                async def settle() -> HttpResponse:
+                    await fresh()
+                    return self._admin(path)
+
+                return HttpResponse(200, settle=settle)
             return self._admin(path)
         return HttpResponse.text(404, f"Not found: {path[:200]} (the web phone is at /)")
 
@@ -210,7 +237,8 @@ class WebRouter:
             if what == "recording" and verb == "start":
                 sidecar = media.start_recording(session)
                 log.info("call %s: recording started through the API (%s)", call_id, sidecar)
-                return HttpResponse.json({"call": call_id, "recording": True, "sidecar": sidecar})
+                return self._after_worker(HttpResponse.json({"call": call_id, "recording": True, "sidecar": sidecar}),
+                                          session)
             if what == "recording":
                 stopped = media.stop_recording(session)
                 if stopped:
@@ -226,12 +254,29 @@ class WebRouter:
                 return HttpResponse.json({"error": port}, 400)
             sdp = media.start_forward(session, host, int(port))
             log.info("call %s: forwarding to %s port %s through the API (%s)", call_id, host, port, sdp)
-            return HttpResponse.json({"call": call_id, "forwarding": True, "to": {"host": host, "port": int(port)},
-                                      "sdp": sdp})
+            return self._after_worker(HttpResponse.json({"call": call_id, "forwarding": True,
+                                                         "to": {"host": host, "port": int(port)}, "sdp": sdp}), session)
         except KeyError:  # UnknownSession: the call ended meanwhile
             return HttpResponse.json({"error": "the call's media session is gone"}, 404)
         except MediaPlaneError as exc:
             return HttpResponse.json({"error": str(exc)}, 409)
+
+    def _after_worker(self, r: HttpResponse, session: str) -> HttpResponse:
+        """With media workers the start happens in the session's worker: answer once it is done there."""
+        settled = getattr(self.media, "tap_settled", None)
+        if settled is None or r.status != 200:
+            return r
+
+        async def settle() -> HttpResponse | None:
+            try:
+                await settled(session)
+            except KeyError:
+                return HttpResponse.json({"error": "the call's media session is gone"}, 404)
+            except Exception as exc:
+                return HttpResponse.json({"error": f"the media worker refused: {exc}"}, 409)
+            return None
+
+        return dataclasses.replace(r, settle=settle)
 
     def _gate(self, authorization: str | None) -> HttpResponse | None:
         """None when the admin routes may be used; otherwise the refusal (RFC 6750 §3)."""

@@ -36,7 +36,7 @@ from .api import call_view
 
 if TYPE_CHECKING:
     from ..breaker.b2bua import B2bua, Call
-    from ..media.plane import MediaPlane
+    from ..media.remote import AnyPlane as MediaPlane
 
 HISTORY = 100  # ended calls kept for /calls and /api/calls (~3 KB each)
 LAG_INTERVAL = 0.5  # seconds between two event-loop lag probes

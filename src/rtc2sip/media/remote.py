@@ -1,0 +1,723 @@
+"""The media plane in worker processes (``[media] workers``), behind the plane's own API.
+
+:class:`RemotePlane` is what the B2BUA, the monitor and the web pages see instead of an in-process
+:class:`~rtc2sip.media.plane.MediaPlane`: the same methods, each async one a request over the channel
+(:mod:`rtc2sip.media.channel`) to one worker process (:mod:`rtc2sip.media.worker`), which runs a real
+plane on its own event loop and its own slice of the RTP port range. A new session goes to the worker
+with the fewest sessions; a session id then maps to its worker until it is deleted.
+
+The synchronous methods are served from what this process keeps: ``sessions`` and ``call_id`` from
+the session table, ``stats`` from the last snapshot of the session's worker. A snapshot is fetched when
+a reader finds it older than :data:`STATS_MAX_AGE` (the live view and /metrics read about once a
+second), so a gateway nobody watches costs its workers nothing for stats; a reader sees figures up to
+about a second old.
+
+A worker that dies fails only its own sessions (each one's ``on_failure`` callbacks, so the B2BUA ends
+those calls), is logged in one line and started again; the other workers' calls go on.
+
+Taps run in the workers: the breaker's DTMF-to-INFO sink (a sink with ``remote_kind`` is rebuilt there
+and its findings come back as events), recording and forwarding (each worker has its own Recorder and
+Forwarder; the ``[recording]``/``[forward]`` rules are applied here, where the parties' AORs are known,
+and a start is a request carrying them; file names are chosen here, so the synchronous API returns
+the paths at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import monotonic
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..config import Settings
+from ..sdp.model import SessionDescription
+from .certificate import Certificate
+from .channel import ChannelError, FrameDecoder, decode_exception, frame
+from .plane import MediaPlane, MediaPlaneError, UnknownSession
+from .ports import PortAllocator
+from .tap import TapSink
+
+if TYPE_CHECKING:  # recording loads PyAV (WebM): only where recording or forwarding is used
+    from .recording import CallInfo
+
+__all__ = ["AnyPlane", "RemotePlane", "RemoteSink", "WorkerGone", "split_port_range"]
+
+log = logging.getLogger("rtc2sip.media")
+
+STATS_MAX_AGE = 0.5  # seconds: an older snapshot is refreshed when read
+START_TIMEOUT = 30.0  # a worker imports the media stack (and PyAV with the coder) before it is ready
+STOP_TIMEOUT = 10.0  # closing a worker finalises its recordings
+RESTART_DELAYS = (0.2, 1.0, 5.0)  # after the 1st, 2nd, 3rd and later deaths in a row
+# Ports the gateway process keeps for itself (the test services' RTP, sip:echo@ and sip:diag@);
+# the rest of the range is shared out between the workers.
+LOCAL_PORTS = 1000
+
+
+class WorkerGone(MediaPlaneError):
+    """The worker holding the session died (or none is running): its calls have failed."""
+
+
+class RemoteSink(TapSink, Protocol):
+    """A tap sink that can run in a media worker: the worker builds its own of ``remote_kind``
+    (:mod:`rtc2sip.media.worker` knows "dtmf") and hands what it reports to :meth:`remote_event`."""
+
+    remote_kind: str
+
+    def remote_event(self, *args: Any) -> None: ...
+
+
+def split_port_range(low: int, high: int, workers: int, local: int = LOCAL_PORTS) -> tuple[tuple[int, int],
+                                                                                            list[tuple[int, int]]]:
+    """The gateway's own slice (``local`` ports, fewer in a small range) and one disjoint slice per
+    worker out of ``low..high``; every slice starts on an even port (RTP pairs, RFC 3550 §11)."""
+    total = high - low + 1
+    local = min(local, total // (workers + 1))
+    local -= local % 2
+    if local < 2 or (total - local) // workers < 4:
+        raise ValueError(f"port range {low}-{high} is too small for {workers} media workers")
+    mine = (low, low + local - 1)
+    start = low + local
+    size = (high - start + 1) // workers
+    size -= size % 2
+    slices = [(start + i * size, start + (i + 1) * size - 1) for i in range(workers)]
+    return mine, slices
+
+
+@dataclass(eq=False)
+class _Session:
+    id: str
+    call_id: str
+    worker: _Worker
+    has_video: bool = False
+    stats: dict[str, object] | None = None
+    sinks: dict[int, RemoteSink] = field(default_factory=dict)
+    recording: str | None = None  # the sidecar's path while recorded
+    forward: tuple[tuple[str, int], str] | None = None  # destination and .sdp path while forwarded
+    starting: set[asyncio.Future[Any]] = field(default_factory=set)  # recording/forward starts under way
+
+
+class _Worker:
+    """One worker process and its channel; :meth:`request` is one API call."""
+
+    def __init__(self, owner: RemotePlane, index: int, port_range: tuple[int, int]) -> None:
+        self.owner = owner
+        self.index = index
+        self.port_range = port_range
+        self.process: asyncio.subprocess.Process | None = None
+        self.sock: socket.socket | None = None
+        self.sessions: set[str] = set()
+        self.running = False
+        self.deaths = 0  # in a row, reset by a worker that served a call
+        self.stats_at = -1e9
+        self._stats_task: asyncio.Task[None] | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        # Frames go out through one writer task, in the order the API was called (a recording's end
+        # cause before the session's delete); sock_sendall from several tasks could interleave frames.
+        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    async def start(self, init: dict[str, Any], uvloop: bool) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            package_root = str(Path(__file__).resolve().parents[2])
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+            args = [sys.executable, "-m", "rtc2sip.media.worker", str(child.fileno()), str(os.getpid())]
+            if uvloop:
+                args.append("uvloop")
+            self.process = await asyncio.create_subprocess_exec(
+                *args, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, env=env)
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        parent.setblocking(False)
+        self.sock = parent
+        loop = asyncio.get_running_loop()
+        decoder = FrameDecoder()
+        try:
+            await loop.sock_sendall(parent, frame(init))
+
+            async def ready() -> list[Any]:
+                while True:
+                    data = await loop.sock_recv(parent, 1 << 16)
+                    if not data:
+                        raise WorkerGone(f"media worker {self.index} exited while starting")
+                    got = decoder.feed(data)
+                    if got:
+                        return got
+
+            first = await asyncio.wait_for(ready(), START_TIMEOUT)
+        except BaseException:
+            await self._reap()
+            raise
+        if not (isinstance(first[0], tuple) and first[0][0] == "ready"):
+            await self._reap()
+            raise WorkerGone(f"media worker {self.index} sent {first[0]!r} instead of ready")
+        self.running = True
+        self._out = asyncio.Queue()
+        self._reader = loop.create_task(self._read(decoder, first[1:]))
+        self._writer = loop.create_task(self._write(parent, self._out))
+
+    def _call(self, method: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        if not self.running or self.sock is None:
+            raise WorkerGone(f"media worker {self.index} is not running")
+        ident = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = future
+        future.add_done_callback(lambda _: self._pending.pop(ident, None))
+        self._out.put_nowait(frame(("call", ident, method, args)))
+        return future
+
+    async def request(self, method: str, *args: Any) -> Any:
+        return await self._call(method, args)
+
+    def post(self, method: str, *args: Any) -> None:
+        """A request whose outcome nobody waits for (synchronous API methods); failures are logged."""
+        try:
+            future = self._call(method, args)
+        except WorkerGone as exc:
+            log.debug("media worker %d: %s not sent: %r", self.index, method, exc)
+            return
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.debug("media worker %d: %s failed: %r", self.index, method, f.exception())
+
+        future.add_done_callback(done)
+
+    async def _write(self, sock: socket.socket, queue: asyncio.Queue[bytes | None]) -> None:
+        loop = asyncio.get_running_loop()
+        while (data := await queue.get()) is not None:
+            try:
+                await loop.sock_sendall(sock, data)
+            except OSError:
+                return  # the reader sees the channel close and fails what is pending
+
+    def refresh_stats(self) -> None:
+        if self._stats_task is not None or not self.running or not self.sessions:
+            return
+        self.stats_at = monotonic()
+
+        async def run() -> None:
+            try:
+                snapshots = await self.request("stats", None)
+                for session, stats in snapshots.items():
+                    s = self.owner._sessions.get(session)
+                    if s is not None and s.worker is self:
+                        s.stats = stats
+                self.stats_at = monotonic()
+            except Exception as exc:
+                log.debug("media worker %d: stats failed: %r", self.index, exc)
+            finally:
+                self._stats_task = None
+
+        self._stats_task = self.owner._spawn(run())
+
+    async def _read(self, decoder: FrameDecoder, early: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.sock is not None
+        reason = "channel closed"
+        try:
+            for message in early:
+                self._handle(message)
+            while True:
+                data = await loop.sock_recv(self.sock, 1 << 16)
+                if not data:
+                    break
+                for message in decoder.feed(data):
+                    self._handle(message)
+        except (OSError, ChannelError) as exc:
+            reason = repr(exc)
+        except asyncio.CancelledError:
+            return
+        self.owner._worker_gone(self, reason)
+
+    def _handle(self, message: Any) -> None:
+        kind = message[0]
+        if kind in ("ok", "error"):
+            future = self._pending.get(message[1])
+            if future is None or future.done():
+                return
+            if kind == "ok":
+                future.set_result(message[2])
+            else:
+                future.set_exception(decode_exception(message[2]))
+        elif kind == "event":
+            self.owner._event(self, message[1], message[2])
+
+    def fail_pending(self, reason: str) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WorkerGone(f"media worker {self.index} died: {reason}"))
+        self._pending.clear()
+
+    async def stop(self) -> None:
+        """Close the channel (the worker deletes its sessions and exits), then reap it."""
+        self.running = False
+        await self._stop_writer()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        self.fail_pending("stopped")
+        await self._reap()
+
+    async def _stop_writer(self) -> None:
+        """Let what is queued go out (a delete sent just before), then end the writer."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            self._out.put_nowait(None)
+            try:
+                await asyncio.wait_for(writer, STOP_TIMEOUT)
+            except TimeoutError:
+                pass
+
+    async def _reap(self) -> int | None:
+        await self._stop_writer()
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)  # EOF: the worker closes its plane and exits
+        process, self.process = self.process, None
+        code: int | None = None
+        if process is not None:
+            try:
+                code = await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                code = await process.wait()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        return code
+
+
+class RemotePlane:
+    """The media plane API over ``workers`` worker processes (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        certificate: Certificate,
+        *,
+        workers: int,
+        host: str = "127.0.0.1",
+        port_range: tuple[int, int] = (20000, 29999),
+        coder_limit: int = 0,
+        uvloop: bool | None = None,
+        recording_dir: Path | None = None,
+        forward_dir: Path | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("RemotePlane needs at least one worker")
+        self.settings = settings
+        self.certificate = certificate
+        self.host = host
+        local, slices = split_port_range(*port_range, workers)
+        # the gateway's own media (test services): never a port a worker may take
+        self.ports = PortAllocator(*local, buffer_size=settings.webrtc2sip.rtp_buffsize)
+        self.recorder = None
+        self.forwarder = None
+        self.coder = None
+        # recording and forwarding run in the workers; the rules' facts (the parties' AORs) are here:
+        # the app sets call_info once the B2BUA exists (rtc2sip.media.recording.breaker_call_info)
+        self.recording_dir = recording_dir
+        self.forward_dir = forward_dir or recording_dir
+        self.call_info: Callable[[str], CallInfo] = _bare_info
+        self._coder_limit = coder_limit
+        self._uvloop = uvloop
+        self._workers = [_Worker(self, i, r) for i, r in enumerate(slices)]
+        self._sessions: dict[str, _Session] = {}
+        self._failure: list[Callable[[str, str], None]] = []
+        self._answered: list[Callable[[str, str], None]] = []
+        self._keyframe: list[Callable[[str, str], None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sink_ids = itertools.count(1)
+        self._closing = False
+
+    # -- life cycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._uvloop is None:
+            self._uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        try:
+            await asyncio.gather(*(self._start_worker(w) for w in self._workers))
+        except BaseException:
+            await self.close()
+            raise
+        log.info("media plane in %d worker processes (pids %s), ports %s", len(self._workers),
+                 " ".join(str(w.pid) for w in self._workers),
+                 " ".join(f"{lo}-{hi}" for lo, hi in (w.port_range for w in self._workers)))
+
+    def _init(self, worker: _Worker) -> dict[str, Any]:
+        root = logging.getLogger()
+        fmt = "json" if any(type(h.formatter).__name__ == "JsonFormatter" for h in root.handlers) else "text"
+        # the registrar's passwords stay here: the media plane never needs them
+        settings = Settings(listeners=self.settings.listeners, gateway=self.settings.gateway,
+                            limits=self.settings.limits, recording=self.settings.recording,
+                            forward=self.settings.forward, media=self.settings.media,
+                            webrtc2sip=self.settings.webrtc2sip)
+        return {"settings": settings, "certificate": self.certificate.certificate_pem(),
+                "key": self.certificate.key_pem(), "host": self.host, "port_range": worker.port_range,
+                "coder_limit": self._coder_limit, "log_level": root.level, "log_format": fmt,
+                "index": worker.index, "recording_dir": self.recording_dir, "forward_dir": self.forward_dir}
+
+    async def _start_worker(self, worker: _Worker) -> None:
+        await worker.start(self._init(worker), bool(self._uvloop))
+
+    async def close(self) -> None:
+        """Delete every session (the workers do, as their channels close) and stop every worker."""
+        self._closing = True
+        for s in list(self._sessions.values()):
+            self._forget(s)
+        await asyncio.gather(*(w.stop() for w in self._workers), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- the API: offers and answers ----------------------------------------------------------------
+
+    async def offer_from_webrtc(self, call_id: str, offer: SessionDescription) -> tuple[str, SessionDescription]:
+        return await self._new(call_id, "offer_from_webrtc", offer)
+
+    async def offer_from_legacy(self, call_id: str, offer: SessionDescription) -> tuple[str, SessionDescription]:
+        return await self._new(call_id, "offer_from_legacy", offer)
+
+    async def answer_from_legacy(self, session: str, answer: SessionDescription) -> SessionDescription:
+        return await self._sdp(session, "answer_from_legacy", answer)
+
+    async def answer_from_webrtc(self, session: str, answer: SessionDescription) -> SessionDescription:
+        return await self._sdp(session, "answer_from_webrtc", answer)
+
+    async def update(self, session: str, offer: SessionDescription, from_webrtc: bool) -> SessionDescription:
+        return await self._sdp(session, "update", offer, from_webrtc)
+
+    async def send_dtmf(self, session: str, digit: str, duration_ms: int = 100) -> bool:
+        return bool(await self._get(session).worker.request("send_dtmf", session, digit, duration_ms))
+
+    async def delete(self, session: str) -> None:
+        """Release the session in its worker; unknown ids (and a dead worker's) are ignored."""
+        s = self._sessions.get(session)
+        if s is None:
+            return
+        self._forget(s)
+        with contextlib.suppress(WorkerGone):
+            await s.worker.request("delete", session)
+
+    async def _new(self, call_id: str, method: str, offer: SessionDescription) -> tuple[str, SessionDescription]:
+        running = [w for w in self._workers if w.running]
+        if not running:
+            raise WorkerGone("no media worker is running")
+        worker = min(running, key=lambda w: len(w.sessions))
+        future = worker._call(method, (call_id, offer))
+        try:
+            session, out = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # the caller gave up (its call ended): the worker creates the session anyway, delete it there
+            future.add_done_callback(lambda f: self._orphan(worker, f))
+            raise
+        if not worker.running:  # died after answering: its sessions are failed and gone
+            raise WorkerGone(f"media worker {worker.index} died")
+        s = _Session(session, call_id, worker, has_video=_has_video(out))
+        self._sessions[session] = s
+        worker.sessions.add(session)
+        worker.deaths = 0
+        return session, out
+
+    async def _sdp(self, session: str, method: str, sdp: SessionDescription, *args: Any) -> SessionDescription:
+        s = self._get(session)
+        out: SessionDescription = await s.worker.request(method, session, sdp, *args)
+        s.has_video = s.has_video or _has_video(out)
+        return out
+
+    # -- the API: observation -----------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> list[str]:
+        return list(self._sessions)
+
+    def call_id(self, session: str) -> str:
+        return self._get(session).call_id
+
+    def stats(self, session: str) -> dict[str, object]:
+        """The session's last snapshot from its worker (at most about a second old when read once a
+        second); before the first one, only what this process knows."""
+        s = self._get(session)
+        worker = s.worker
+        if monotonic() - worker.stats_at > STATS_MAX_AGE:
+            worker.refresh_stats()
+        if s.stats is not None:
+            return dict(s.stats)
+        return {"session": s.id, "call_id": s.call_id, "pending": "unknown", "worker": worker.index}
+
+    async def fresh_stats(self, max_age: float = STATS_MAX_AGE, timeout: float = 2.0) -> None:
+        """Snapshots of every session no older than ``max_age`` (the web API awaits this before it
+        reads :meth:`stats`); a worker that does not answer in ``timeout`` leaves its old figures."""
+        now = monotonic()
+        stale = [w for w in self._workers if w.running and w.sessions and now - w.stats_at > max_age]
+        for w in stale:
+            w.refresh_stats()
+        tasks = [w._stats_task for w in stale if w._stats_task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def worker_states(self) -> list[dict[str, int]]:
+        """Each running worker's own count of sessions, ports, tasks and remote sinks (leak checks)."""
+        return [await w.request("state") for w in self._workers if w.running]
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [pid for pid in (w.pid for w in self._workers) if pid is not None]
+
+    def request_keyframe(self, session: str, *, from_webrtc: bool) -> bool:
+        """As in-process; the request reaches the worker a moment later. False without video."""
+        s = self._get(session)
+        if not s.has_video:
+            return False
+        s.worker.post("request_keyframe", session, from_webrtc)
+        return True
+
+    def on_failure(self, callback: Callable[[str, str], None]) -> None:
+        self._failure.append(callback)
+
+    def on_answered(self, callback: Callable[[str, str], None]) -> None:
+        self._answered.append(callback)
+
+    def on_keyframe_request(self, callback: Callable[[str, str], None]) -> None:
+        self._keyframe.append(callback)
+
+    # -- taps ---------------------------------------------------------------------------------------
+
+    def attach(self, session: str, sink: TapSink) -> None:
+        """Sinks with a ``remote_kind`` (the breaker's DTMF sink) run in the worker; others cannot."""
+        kind = getattr(sink, "remote_kind", None)
+        if not isinstance(kind, str):
+            raise MediaPlaneError(f"{type(sink).__name__} cannot run in a media worker ([media] workers)")
+        s = self._get(session)
+        sink_id = next(self._sink_ids)
+        s.sinks[sink_id] = sink  # type: ignore[assignment]
+        s.worker.post("attach", session, sink_id, kind)
+
+    def detach(self, session: str, sink: TapSink) -> bool:
+        s = self._sessions.get(session)
+        if s is None:
+            return False
+        for sink_id, held in list(s.sinks.items()):
+            if held is sink:
+                del s.sinks[sink_id]
+                s.worker.post("detach", session, sink_id)
+                _close(sink)
+                return True
+        return False
+
+    def start_recording(self, session: str) -> str:
+        """Record this session's call now (in its worker); returns the sidecar's path."""
+        s = self._get(session)
+        if self.recording_dir is None:
+            raise MediaPlaneError("recording is not configured ([recording])")
+        if s.recording is None:
+            from .recording import file_base
+
+            base = file_base(session)
+            path = s.recording = str(self.recording_dir / f"{base}.json")
+            self._start_tap(s, "start_recording", (session, self.call_info(s.call_id), base),
+                            lambda: s.recording == path, lambda: setattr(s, "recording", None))
+        return s.recording
+
+    def stop_recording(self, session: str) -> bool:
+        s = self._sessions.get(session)
+        if s is None or s.recording is None:
+            return False
+        s.recording = None
+        s.worker.post("stop_recording", session)
+        return True
+
+    def start_forward(self, session: str, host: str, port: int) -> str:
+        """Fork this session's audio as plain RTP (from its worker); returns the ``.sdp``'s path."""
+        s = self._get(session)
+        if self.forward_dir is None:
+            raise MediaPlaneError("forwarding is not available")
+        dest = (host, port)
+        if s.forward is not None and s.forward[0] == dest:
+            return s.forward[1]
+        from .recording import file_base
+
+        base = file_base(session)
+        forward = s.forward = (dest, str(self.forward_dir / f"{base}.sdp"))
+        self._start_tap(s, "start_forward", (session, dest, self.call_info(s.call_id), base),
+                        lambda: s.forward == forward, lambda: setattr(s, "forward", None))
+        return forward[1]
+
+    def _start_tap(self, s: _Session, method: str, args: tuple[Any, ...], current: Callable[[], bool],
+                   undo: Callable[[], None]) -> None:
+        future = s.worker._call(method, args)
+        s.starting.add(future)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            s.starting.discard(f)
+            if not f.cancelled() and f.exception() is not None:
+                log.info("media session %s: %s failed in its worker: %s", s.id, method, f.exception())
+                if current():
+                    undo()
+
+        future.add_done_callback(done)
+
+    async def tap_settled(self, session: str, timeout: float = 5.0) -> None:
+        """Once the session's recording and forwarding starts are done in its worker (the files the
+        synchronous calls named exist); raises what the worker raised (the web API answers with it)."""
+        s = self._get(session)
+        if s.starting:
+            await asyncio.wait_for(asyncio.gather(*s.starting), timeout)
+
+    def stop_forward(self, session: str) -> bool:
+        s = self._sessions.get(session)
+        if s is None or s.forward is None:
+            return False
+        s.forward = None
+        s.worker.post("stop_forward", session)
+        return True
+
+    def call_ended(self, call: Any, reason: str) -> None:
+        """A B2BUA observer: the end cause for a recording's sidecar, ahead of the session's delete."""
+        s = self._sessions.get(getattr(call, "session", None) or "")
+        if s is not None and s.recording is not None:
+            s.worker.post("call_ended", getattr(call, "id", ""), reason)
+
+    def _answered_taps(self, session: str, call_id: str) -> None:
+        """The ``[recording]`` and ``[forward]`` rules, as Recorder.answered and Forwarder.answered."""
+        rec, fwd = self.settings.recording, self.settings.forward
+        if not rec.enabled and fwd.to is None:
+            return
+        from .recording import matches_rule
+
+        parties = self.call_info(call_id).parties()
+        if rec.enabled and matches_rule(rec.rule, parties):
+            self.start_recording(session)
+        if fwd.to is not None and matches_rule(fwd.rule, parties):
+            self.start_forward(session, *fwd.to)
+
+    # -- from the workers ---------------------------------------------------------------------------
+
+    def _orphan(self, worker: _Worker, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None and worker.running:
+            worker.post("delete", future.result()[0])
+
+    def _event(self, worker: _Worker, name: str, args: tuple[Any, ...]) -> None:
+        session = args[0]
+        s = self._sessions.get(session)
+        if s is None or s.worker is not worker:
+            if name == "failure":  # a session this side does not know (an offer given up): free it
+                worker.post("delete", session)
+            return  # deleted meanwhile
+        if name == "failure":
+            _fire(self._failure, session, args[1], "on_failure")
+        elif name == "answered":
+            _fire([self._answered_taps, *self._answered], session, args[1], "on_answered")
+        elif name == "keyframe":
+            _fire(self._keyframe, session, args[1], "on_keyframe_request")
+        elif name == "sink":
+            sink = s.sinks.get(args[1])
+            if sink is not None:
+                try:
+                    sink.remote_event(*args[2])
+                except Exception:
+                    log.exception("media session %s: %s failed", session, type(sink).__name__)
+
+    def _worker_gone(self, worker: _Worker, reason: str) -> None:
+        """The channel closed under a running worker: fail its calls, start another."""
+        worker.running = False
+        worker.fail_pending(reason)
+        lost = [self._sessions[s] for s in list(worker.sessions) if s in self._sessions]
+        worker.sessions.clear()
+        self._spawn(self._restart(worker, reason, lost))
+
+    async def _restart(self, worker: _Worker, reason: str, lost: list[_Session]) -> None:
+        pid = worker.pid
+        code = await worker._reap()
+        log.warning("media worker %d (pid %s) died (exit %s, %s): %d calls failed%s", worker.index, pid, code,
+                    reason, len(lost), "" if self._closing else "; starting another")
+        for s in lost:
+            self._forget(s)
+            _fire(self._failure, s.id, f"media worker died (exit {code})", "on_failure")
+        while not self._closing:
+            delay = RESTART_DELAYS[min(worker.deaths, len(RESTART_DELAYS) - 1)]
+            worker.deaths += 1
+            await asyncio.sleep(delay)
+            if self._closing:
+                return
+            try:
+                await self._start_worker(worker)
+            except Exception as exc:
+                log.warning("media worker %d did not start again: %r", worker.index, exc)
+                continue
+            log.info("media worker %d started again (pid %s)", worker.index, worker.pid)
+            return
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _get(self, session: str) -> _Session:
+        s = self._sessions.get(session)
+        if s is None:
+            raise UnknownSession(session)
+        return s
+
+    def _forget(self, s: _Session) -> None:
+        self._sessions.pop(s.id, None)
+        s.worker.sessions.discard(s.id)
+        sinks, s.sinks = s.sinks, {}
+        for sink in sinks.values():
+            _close(sink)
+
+
+def _bare_info(call_id: str) -> CallInfo:
+    from .recording import CallInfo
+
+    return CallInfo(call_id)
+
+
+def _has_video(sdp: SessionDescription) -> bool:
+    return any(m.kind == "video" and not m.rejected for m in sdp.media)
+
+
+def _close(sink: TapSink) -> None:
+    try:
+        sink.close()
+    except Exception:
+        log.exception("%s: close failed", type(sink).__name__)
+
+
+def _fire(callbacks: list[Callable[[str, str], None]], session: str, arg: str, what: str) -> None:
+    for callback in list(callbacks):
+        try:
+            callback(session, arg)
+        except Exception:
+            log.exception("media plane: %s callback raised for %s", what, session)
+
+
+# what the B2BUA's neighbours (monitor, web pages, services) take: either plane
+AnyPlane = MediaPlane | RemotePlane
