@@ -42,6 +42,7 @@ from ..config import Settings
 from ..sdp.model import Crypto, Media, SdpError, SessionDescription
 from ..sdp.model import Fingerprint as SdpFingerprint
 from ..sdp.translate import (
+    MID_EXTENSION,
     BreakerPolicy,
     LegacyEndpoint,
     Mapping,
@@ -629,6 +630,9 @@ class MediaPlane:
         return WebRtcEndpoint(
             media.ice.local_ufrag, media.ice.local_pwd, (self._fingerprint,), candidates,
             ice_lite=False, session_id=call.webrtc_session_id, ssrcs=ssrcs, rtcp_fb=VIDEO_FEEDBACK,
+            # Received only: the relay demultiplexes the browser's packets by it (RFC 8843 §9.2). What
+            # the gateway sends needs none, its SSRCs are announced (RFC 8843 §9.2 allows either).
+            extmaps=(MID_EXTENSION,),
         )
 
     async def _stun_server(self) -> tuple[str, int] | None:
@@ -695,7 +699,8 @@ def _stream_configs(mapping: Mapping, legacy_sdp: SessionDescription,
             plan = _TranscodePlan.of(mm, legacy_sdp.media[mm.legacy_index], webrtc_sdp.media[mm.webrtc_index])
             to_legacy = plan.pt_map()
             configs.append(StreamConfig(mm.kind, to_legacy, {v: k for k, v in to_legacy.items()},
-                                        plan.legacy_clock, mm.legacy_peer, plan.legacy_dtmf, plan.webrtc_clock))
+                                        plan.legacy_clock, mm.legacy_peer, plan.legacy_dtmf, plan.webrtc_clock,
+                                        mm.mid, mm.webrtc_ssrcs, mm.mid_extmap))
             continue
         media = legacy_sdp.media[mm.legacy_index] if mm.legacy_index < len(legacy_sdp.media) else None
         clock_rate = _clock_rate(media, mm)
@@ -704,7 +709,7 @@ def _stream_configs(mapping: Mapping, legacy_sdp: SessionDescription,
         if codec is None or codec.clock_rate != clock_rate:
             dtmf = None  # events are timed on the stream's clock: only at the codec's rate
         configs.append(StreamConfig(mm.kind, dict(mm.to_legacy), dict(mm.to_webrtc), clock_rate,
-                                    mm.legacy_peer, dtmf))
+                                    mm.legacy_peer, dtmf, None, mm.mid, mm.webrtc_ssrcs, mm.mid_extmap))
     return configs
 
 
