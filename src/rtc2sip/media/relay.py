@@ -50,7 +50,7 @@ from .certificate import Certificate
 from .dtls import DtlsEndpoint, DtlsRole, DtlsState, FingerprintMismatchError
 from .ice import IceAgent
 from .nack import RetransmissionHistory
-from .ports import PortAllocator
+from .ports import Address, PortAllocator, wire_address
 from .rtcp import (
     Bye,
     FirEntry,
@@ -84,7 +84,6 @@ __all__ = ["Address", "CoderLink", "LegStats", "MediaSession", "StreamConfig"]
 
 log = logging.getLogger("rtc2sip.media")
 
-Address = tuple[str, int]
 
 # Stock asyncio reads every datagram into a fresh 256 KiB buffer, an mmap/munmap per packet
 # (PERFORMANCE.md); the largest datagram here is a 1500-byte-MTU video packet or DTLS flight.
@@ -283,7 +282,8 @@ class _Stream(asyncio.DatagramProtocol):
         if peer is None:
             return
         hold = peer.address in _HOLD_ADDRESSES or peer.port == 0
-        sdp_dest = None if hold else (peer.address, peer.port)
+        # as the socket reports the peer's packets, for latching's comparisons (IPv6: a 4-tuple)
+        sdp_dest = None if hold else wire_address(peer.address, peer.port)
         if sdp_dest != self.sdp_dest or hold:
             # New SDP address (or hold): latch afresh from the packets that follow. The same address
             # in a re-INVITE keeps the latch, which may differ from it behind a NAT.
@@ -297,7 +297,7 @@ class _Stream(asyncio.DatagramProtocol):
         elif peer.rtcp_mux:
             self.legacy_rtcp_dest = self.legacy_dest
         else:
-            self.legacy_rtcp_dest = (peer.rtcp_address, peer.rtcp_port)
+            self.legacy_rtcp_dest = wire_address(peer.rtcp_address, peer.rtcp_port)
         crypto = str(peer.crypto) if peer.crypto is not None else None
         if crypto != self.legacy_peer_crypto:
             self.legacy_peer_crypto = crypto
@@ -945,7 +945,7 @@ class MediaSession:
         media_timeout: float,
         connect_timeout: float,
         addresses: Iterable[str] | None = None,
-        stun_server: Address | None = None,
+        stun_server: tuple[str, int] | None = None,
         avpf_tail: tuple[int, int] | None = (100, 400),
     ) -> None:
         self.id = session_id
@@ -1462,4 +1462,6 @@ def _receive_summary(
 
 
 def _fmt(addr: Address | None) -> str | None:
-    return None if addr is None else f"{addr[0]}:{addr[1]}"
+    if addr is None:
+        return None
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
