@@ -104,6 +104,8 @@ def test_same_payload_type_told_apart_by_mid_then_by_learnt_ssrc() -> None:
     b.send(V_SSRC)
     assert b.counts() == (2, 3)
     assert b.session.streams_by_ssrc == {A_SSRC: b.audio, V_SSRC: b.video}
+    bundle: Any = b.session.stats()["webrtc"]["bundle"]  # type: ignore[index]
+    assert bundle == {"mid_extmap": MID_ID, "sources_learnt": {"mid": 2, "ssrc": 0, "pt": 0}}
 
 
 def test_two_byte_header_extension_form() -> None:
@@ -118,6 +120,7 @@ def test_same_payload_type_told_apart_by_announced_ssrc() -> None:
     b.send(A_SSRC)
     b.send(V_SSRC, "0")  # a MID the session did not negotiate means nothing
     assert b.counts() == (1, 2)
+    assert b.session.sources_learnt == {"mid": 0, "ssrc": 2, "pt": 0}
 
 
 def test_order_learnt_ssrc_then_mid_then_announced_then_payload_type() -> None:
@@ -137,6 +140,7 @@ def test_payload_type_alone_when_unambiguous_and_learnt() -> None:
     b.send(0x5555, pt=96)
     assert b.counts() == (1, 1)
     assert b.session.streams_by_ssrc == {0x4444: b.audio, 0x5555: b.video}
+    assert b.session.sources_learnt == {"mid": 0, "ssrc": 0, "pt": 2}
 
 
 def test_payload_type_no_stream_relays_is_dropped_whatever_the_mid() -> None:

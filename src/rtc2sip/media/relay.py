@@ -983,6 +983,7 @@ class MediaSession:
         self.streams_by_announced: dict[int, _Stream] = {}  # the browser's a=ssrc
         self.ambiguous_pts: frozenset[int] = frozenset()
         self.mid_extmap = 0  # 0: no MID header extension negotiated
+        self.sources_learnt = {"mid": 0, "ssrc": 0, "pt": 0}  # how demultiplex() learnt each source
         self.dropped = 0
         self.srtp_errors = 0
         self.failed: str | None = None
@@ -1061,6 +1062,9 @@ class MediaSession:
             self.dtls.close()
             self._flush_dtls(None)
         await self.ice.close()  # its checks and consent tasks; the socket is closed below
+        if len(self.streams) > 1:
+            log.info("media session %s: BUNDLE sources learnt by %s (mid extmap %s)", self.id,
+                     self.sources_learnt, self.mid_extmap or None)
         for kind, stream in self.streams.items():
             history = stream.history
             if kind == "video" and (stream.feedback or history is not None):
@@ -1148,16 +1152,18 @@ class MediaSession:
         if by_pt is None:
             return None
         stream: _Stream | None = None
+        how = "mid"
         if self.mid_extmap:
             mid = header_extension(plain, self.mid_extmap)
             if mid is not None:
                 stream = self.streams_by_mid.get(mid)
         if stream is None:
-            stream = self.streams_by_announced.get(ssrc)
+            stream, how = self.streams_by_announced.get(ssrc), "ssrc"
         if stream is None:
-            stream = by_pt
+            stream, how = by_pt, "pt"
             if pt in self.ambiguous_pts:
                 return stream
+        self.sources_learnt[how] += 1
         learnt = self.streams_by_ssrc
         if len(learnt) >= MAX_LEARNT_SSRCS:
             # Bounded whatever the browser sends; the sources still in use are learnt again.
@@ -1421,6 +1427,7 @@ class MediaSession:
                 "dropped": webrtc.dropped + self.dropped,
                 "srtp_errors": webrtc.srtp_errors + self.srtp_errors,
                 "port": self.webrtc_port,
+                "bundle": {"mid_extmap": self.mid_extmap or None, "sources_learnt": dict(self.sources_learnt)},
                 "ice": {
                     "selected": _fmt(self.ice.selected),
                     "nominated": self.ice.nominated,
