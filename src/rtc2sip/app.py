@@ -116,7 +116,8 @@ class Gateway:
 
                 # 0 in [limits] means unlimited, as for the other counts
                 self.coder = CoderPool(lim.max_transcoded_calls or 1_000_000)
-            self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host(), coder=self.coder)
+            self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host(webrtc=True),
+                                    legacy_host=self._media_host(), coder=self.coder)
             self.proxy.breaker = B2bua(
                 ProxyHost(self.proxy), self.media,
                 BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel,
@@ -182,13 +183,19 @@ class Gateway:
         out["tasks"] = len(asyncio.all_tasks())
         return out
 
-    def _media_host(self) -> str:
-        """The address media sockets bind to and SDP announces: the first SIP listener's, or the
-        address of the default route's interface for a wildcard listener."""
-        for lst in self.settings.active_listeners():
-            host = lst.host
-            if host not in ("0.0.0.0", "::", ""):
-                return host
+    def _media_host(self, *, webrtc: bool = False) -> str:
+        """The address media sockets bind to and SDP announces: for the browser leg (``webrtc``) the
+        first WebSocket listener's, for the legacy leg the first other SIP listener's (so that each
+        leg's media takes the address family its signalling does: browsers on IPv4 and phones on
+        IPv6, or the other way), else the first listener's, or the address of the default route's
+        interface for a wildcard listener."""
+        listeners = [lst for lst in self.settings.active_listeners()
+                     if lst.transport in ("udp", "tcp", "tls", "ws", "wss") and lst.host not in ("0.0.0.0", "::", "")]
+        for lst in listeners:
+            if (lst.transport in ("ws", "wss")) == webrtc:
+                return lst.host
+        if listeners:
+            return listeners[0].host
         return TransportLayer._advertised("0.0.0.0", False)
 
     def web_urls(self) -> list[str]:

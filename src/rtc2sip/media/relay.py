@@ -947,6 +947,7 @@ class MediaSession:
         addresses: Iterable[str] | None = None,
         stun_server: tuple[str, int] | None = None,
         avpf_tail: tuple[int, int] | None = (100, 400),
+        legacy_host: str | None = None,
     ) -> None:
         self.id = session_id
         # webrtc2sip avpf-tail-length: (min, max) packets of video history for NACKs; None: none
@@ -954,6 +955,7 @@ class MediaSession:
         # A keyframe request sent to the legacy peer (kind): the plane adds a SIP INFO for it
         self.on_keyframe_request: Callable[[str], None] | None = None
         self.host = host
+        self.legacy_host = legacy_host or host  # the legacy sockets' address (its family may differ)
         # host candidates: the plane's announced addresses (a wildcard ``host`` has several)
         self._addresses = list(addresses) if addresses is not None else [host]
         self._stun_server = stun_server
@@ -1023,7 +1025,7 @@ class MediaSession:
         if kind in self.streams:
             return
         loop = asyncio.get_running_loop()
-        rtp, rtcp = self._ports.bind_pair(self.host)
+        rtp, rtcp = self._ports.bind_pair(self.legacy_host)
         port = rtp.getsockname()[1]
         self._ports_held += [port, port + 1]
         stream = _Stream(self, kind, port, self._symmetric)

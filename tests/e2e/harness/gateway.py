@@ -36,7 +36,8 @@ def toml_value(value: TomlValue) -> str:
 
 class Gateway:
     """One rtc2sip process on `host` (127.0.0.1; "::1" for IPv6): SIP over UDP and TCP on `sip_port`,
-    WebSocket on `ws_port`; its media binds the same address (the first listener's).
+    WebSocket on `ws_port` (on `ws_host` when given: browsers on one address family, phones on the
+    other); media binds the address of its leg's signalling.
 
     `gateway_options` adds keys to the `[gateway]` table; `extra_toml` is appended verbatim and must
     start with its own table header (`[media]`, `[[route]]`...), or its keys would land in the last
@@ -54,11 +55,14 @@ class Gateway:
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
+        ws_host: str | None = None,
     ) -> None:
         self.artifacts = artifacts
         self.host = host
+        self.ws_host = ws_host or host
         # in URIs and URLs an IPv6 address goes in brackets (RFC 3261 §25.1, RFC 3986 §3.2.2)
         self.uri_host = f"[{host}]" if ":" in host else host
+        self.ws_uri_host = f"[{self.ws_host}]" if ":" in self.ws_host else self.ws_host
         self.domains = list(domains)
         self.gateway_options = dict(gateway_options or {})
         self.extra_toml = extra_toml
@@ -94,7 +98,7 @@ class Gateway:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.uri_host}:{self.ws_port}/"
+        return f"ws://{self.ws_uri_host}:{self.ws_port}/"
 
     @property
     def sip_address(self) -> str:
@@ -110,12 +114,13 @@ class Gateway:
             f"domains = {toml_value(self.domains)}",
             *(f"{k} = {toml_value(v)}" for k, v in self.gateway_options.items()),
         ]
-        for transport, port in (("udp", self.sip_port), ("tcp", self.sip_port), ("ws", self.ws_port)):
+        for transport, host, port in (("udp", self.host, self.sip_port), ("tcp", self.host, self.sip_port),
+                                      ("ws", self.ws_host, self.ws_port)):
             lines += [
                 "",
                 "[[listen]]",
                 f'transport = "{transport}"',
-                f"host = {toml_value(self.host)}",
+                f"host = {toml_value(host)}",
                 f"port = {port}",
             ]
         text = "\n".join(lines) + "\n"
@@ -142,7 +147,7 @@ class Gateway:
         with self.proc.explain_failure():
             wait_udp_bound(self.sip_port, timeout, alive)
             wait_tcp(self.host, self.sip_port, timeout, alive)
-            wait_tcp(self.host, self.ws_port, timeout, alive)
+            wait_tcp(self.ws_host, self.ws_port, timeout, alive)
         return self
 
     def stop(self) -> int | None:
