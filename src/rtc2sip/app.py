@@ -115,7 +115,8 @@ class Gateway:
             # [media] workers: each worker's own coder pool takes its share of the limit
             limit = -(-(lim.max_transcoded_calls or 1_000_000) // workers)
             rec_dir = s.recording.dir or data_dir / "recordings"
-            remote = RemotePlane(s, default_certificate(data_dir), workers=workers, host=self._media_host(),
+            remote = RemotePlane(s, default_certificate(data_dir), workers=workers, host=self._media_host(webrtc=True),
+                                 legacy_host=self._media_host(),
                                  coder_limit=limit if s.webrtc2sip.enable_media_coder else 0,
                                  recording_dir=rec_dir, forward_dir=s.forward.dir or rec_dir)
             await remote.start()
@@ -126,7 +127,8 @@ class Gateway:
 
                 # 0 in [limits] means unlimited, as for the other counts
                 self.coder = CoderPool(lim.max_transcoded_calls or 1_000_000)
-            self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host(), coder=self.coder)
+            self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host(webrtc=True),
+                                    legacy_host=self._media_host(), coder=self.coder)
         if self.media is not None:
             self.proxy.breaker = B2bua(
                 ProxyHost(self.proxy), self.media,
@@ -221,13 +223,19 @@ class Gateway:
                 out[f"worker_{key}"] = sum(st[key] for st in states)
         return out
 
-    def _media_host(self) -> str:
-        """The address media sockets bind to and SDP announces: the first SIP listener's, or the
-        address of the default route's interface for a wildcard listener."""
-        for lst in self.settings.active_listeners():
-            host = lst.host
-            if host not in ("0.0.0.0", "::", ""):
-                return host
+    def _media_host(self, *, webrtc: bool = False) -> str:
+        """The address media sockets bind to and SDP announces: for the browser leg (``webrtc``) the
+        first WebSocket listener's, for the legacy leg the first other SIP listener's (so that each
+        leg's media takes the address family its signalling does: browsers on IPv4 and phones on
+        IPv6, or the other way), else the first listener's, or the address of the default route's
+        interface for a wildcard listener."""
+        listeners = [lst for lst in self.settings.active_listeners()
+                     if lst.transport in ("udp", "tcp", "tls", "ws", "wss") and lst.host not in ("0.0.0.0", "::", "")]
+        for lst in listeners:
+            if (lst.transport in ("ws", "wss")) == webrtc:
+                return lst.host
+        if listeners:
+            return listeners[0].host
         return TransportLayer._advertised("0.0.0.0", False)
 
     def web_urls(self) -> list[str]:

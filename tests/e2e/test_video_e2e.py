@@ -193,6 +193,23 @@ def _feedback_report(gw: Gateway) -> dict[str, Any]:
     return found
 
 
+_BUNDLE = re.compile(r"media session \S+: BUNDLE sources learnt by (\{.*?\})")
+
+
+def _bundle_report(gw: Gateway) -> dict[str, int]:
+    """How the gateway learnt the browser's sources (relay.py MediaSession.demultiplex), logged at
+    the end of the call."""
+
+    def find() -> dict[str, int] | None:
+        m = _BUNDLE.search(gw.log_text())
+        return ast.literal_eval(m.group(1)) if m else None
+
+    found = wait_for(find, 10.0, "the gateway to log the BUNDLE sources of the call")
+    assert isinstance(found, dict)
+    print(f"gateway BUNDLE sources: {found}")
+    return found
+
+
 def _ports(gw: Gateway) -> dict[str, int]:
     """The browser's port (ICE remote) and the gateway's legacy video port, from /api/calls."""
     [call] = _api_calls(gw)["active"]
@@ -301,6 +318,10 @@ def test_shared_video_codec_passes_through(
     assert report.get("pli_in_legacy", 0) + report.get("fir_in_legacy", 0) >= 1, report
     assert report.get("keyframe_request_to_webrtc", 0) >= 1, report
     assert report.get("nack_in_webrtc", 0) >= 1 and report.get("retransmitted", 0) >= 1, report
+    # RFC 8843 §9.2: Chromium's audio and video sources were told apart by the MID header extension
+    # the gateway answered (its own a=ssrc lines would have done too, checked only after the MID)
+    bundle = _bundle_report(gw)
+    assert bundle["mid"] >= 2 and bundle["pt"] == 0, bundle
     assert "video transcoded" not in gw.log_text()
     # the RFC 5168 INFO that goes with each keyframe request toward the phone reached it
     assert "receive media control: fast_update" in bob.log_text()
@@ -381,3 +402,7 @@ def test_h264_phone_calls_vp8_browser(
     assert report["to_legacy"]["keyframes_requested"] >= 1, report
     feedback = _feedback_report(gw)
     assert feedback["transcoded"] is True and feedback["fir_in_legacy"] >= 1, feedback
+    # the MID header extension the gateway offered (RFC 8843 §9.2), accepted by Chromium's answer
+    assert "urn:ietf:params:rtp-hdrext:sdes:mid" in offer, offer
+    bundle = _bundle_report(gw)
+    assert bundle["mid"] >= 2 and bundle["pt"] == 0, bundle

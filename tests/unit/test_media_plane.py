@@ -894,3 +894,51 @@ def test_heap_trimmed_after_releases_once_per_burst() -> None:
     assert calls == [0, 0]
     trimmer.tick(200.0)
     assert calls == [0, 0]
+
+
+async def test_bundle_same_payload_type_audio_and_video_told_apart_by_mid(plane: MediaPlane) -> None:
+    """Audio (opus) and video (VP8) both on payload type 96 in one BUNDLE (RFC 8843 §9.2): the gateway
+    answers the browser's MID header extension with its ID, and the relay sends each packet to the
+    right phone socket: by the MID at first, then by the SSRC it learnt (packets without the MID)."""
+    from rtc2sip.media.rtp import RtpPacket, build_extensions
+
+    mid_uri = "urn:ietf:params:rtp-hdrext:sdes:mid"
+    browser, audio_phone, video_phone = await FakeBrowser().start(), await Phone().start(), await Phone().start()
+    transport = browser._transport_sdp("actpass").replace("a=mid:0\r\n", "")
+    offer = SessionDescription.parse(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n"
+        f"m=audio {browser.port} UDP/TLS/RTP/SAVPF 96\r\n" + transport
+        + f"a=mid:0\r\na=extmap:5 {mid_uri}\r\na=rtpmap:96 opus/48000/2\r\n"
+        f"m=video {browser.port} UDP/TLS/RTP/SAVPF 96\r\n" + transport
+        + f"a=mid:1\r\na=extmap:5 {mid_uri}\r\na=rtpmap:96 VP8/90000\r\n"
+    )
+    try:
+        session, _ = await plane.offer_from_webrtc("call-bundle", offer)
+        phone_answer = SessionDescription.parse(
+            "v=0\r\no=- 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {audio_phone.port} RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\na=sendrecv\r\n"
+            f"m=video {video_phone.port} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=sendrecv\r\n"
+        )
+        answer = await plane.answer_from_legacy(session, phone_answer)
+        assert [[(e.id, e.uri) for e in m.extmaps] for m in answer.media] == [[(5, mid_uri)], [(5, mid_uri)]]
+        await browser.connect(answer)
+        await until(lambda: browser.tx is not None, what="DTLS")
+        assert browser.tx is not None and browser.transport is not None and browser.gateway is not None
+
+        def send(ssrc: int, seq: int, mid: str | None) -> None:
+            profile, ext = build_extensions({5: mid.encode()}) if mid is not None else (None, b"")
+            packet = RtpPacket(96, seq, seq * 960, ssrc, b"media %d" % ssrc, extension_profile=profile,
+                               extension=ext)
+            assert browser.tx is not None and browser.transport is not None
+            browser.transport.sendto(browser.tx.protect(packet.serialize()), browser.gateway)
+
+        for seq in range(1, 4):
+            send(0xA0D10, seq, "0" if seq == 1 else None)
+            send(0x71DE0, seq, "1" if seq == 1 else None)
+        await until(lambda: len(audio_phone.received) >= 3 and len(video_phone.received) >= 3, what="both phones")
+        assert {p.payload for p in audio_phone.received} == {b"media %d" % 0xA0D10}
+        assert {p.payload for p in video_phone.received} == {b"media %d" % 0x71DE0}
+    finally:
+        browser.close()
+        audio_phone.close()
+        video_phone.close()

@@ -17,6 +17,7 @@ from rtc2sip.media.rtp import (
     build_extensions,
     build_rtp,
     classify,
+    header_extension,
     is_rtcp,
     parse_extensions,
     rewrite_header,
@@ -206,3 +207,60 @@ def test_benchmark_header(capsys: pytest.CaptureFixture[str]) -> None:
             f"\n[bench] rewrite_header {rewrite:.2f} µs, RtpRewriter.rewrite {stream:.2f} µs, "
             f"classify {demux:.2f} µs, RtpPacket.parse {parse:.2f} µs per packet"
         )
+
+
+# -- header_extension: one element of a whole packet, for the BUNDLE demultiplexer (RFC 8843 §9.2) --
+
+
+def _with_ext(profile: int, data: bytes, csrc: tuple[int, ...] = ()) -> bytes:
+    return RtpPacket(96, 1, 2, 3, b"payload", csrc=csrc, extension_profile=profile, extension=data).serialize()
+
+
+def test_header_extension_one_byte_with_padding_and_csrcs() -> None:
+    # padding bytes between elements (RFC 8285 §4.2), MID "1" as ID 3 after a 3-byte element
+    data = bytes([0x12, 1, 2, 3, 0x00, 0x00, 0x30]) + b"1"
+    packet = _with_ext(ONE_BYTE_PROFILE, data + bytes(-len(data) % 4), csrc=(7, 8))
+    assert header_extension(packet, 3) == b"1"
+    assert header_extension(packet, 1) == b"\x01\x02\x03"
+    assert header_extension(packet, 2) is None
+    assert header_extension(packet, 15) is None and header_extension(packet, 0) is None
+
+
+def test_header_extension_one_byte_stops_at_the_reserved_id() -> None:
+    packet = _with_ext(ONE_BYTE_PROFILE, bytes([0xF0, 0x00, 0x30, ord("a")]))
+    assert header_extension(packet, 3) is None
+
+
+def test_header_extension_two_byte_form() -> None:
+    profile, data = build_extensions({1: b"", 20: b"video-mid-that-is-long" * 2})
+    packet = _with_ext(profile, data)
+    assert header_extension(packet, 20) == b"video-mid-that-is-long" * 2
+    assert header_extension(packet, 1) == b""
+    assert header_extension(packet, 2) is None
+
+
+def test_header_extension_absent_or_of_another_profile() -> None:
+    assert header_extension(build_rtp(0, 1, 2, 3, b"x" * 20), 1) is None
+    assert header_extension(_with_ext(0xABCD, bytes([0x10, 0x41, 0, 0])), 1) is None
+
+
+@pytest.mark.parametrize("packet", [
+    b"",
+    bytes([0x90]) + bytes(10),  # shorter than the fixed header
+    bytes([0x90]) + bytes(11),  # X set, no extension header
+    bytes([0x9F]) + bytes(11 + 8),  # 15 CSRCs announced, not there
+    bytes([0x90, 0, 0, 0]) + bytes(8) + bytes([0xBE, 0xDE, 0, 5]) + bytes(4),  # length beyond the packet
+    bytes([0x90, 0, 0, 0]) + bytes(8) + bytes([0xBE, 0xDE, 0, 1, 0x3F, 1, 2, 3]),  # element overruns
+    bytes([0x90, 0, 0, 0]) + bytes(8) + bytes([0x10, 0x00, 0, 1, 0, 0, 3, 9]),  # two-byte element overruns
+    bytes([0x90, 0, 0, 0]) + bytes(8) + bytes([0x10, 0x00, 0, 1, 0, 0, 0, 3]),  # two-byte length byte missing
+])
+def test_header_extension_malformed_is_none(packet: bytes) -> None:
+    assert header_extension(packet, 3) is None
+
+
+@given(st.binary(max_size=80), st.integers(0, 255))
+def test_header_extension_never_raises(data: bytes, ext_id: int) -> None:
+    for packet in (data, bytes([0x90]) + data, bytes([0x90]) + bytes(11) + b"\xbe\xde" + data,
+                   bytes([0x90]) + bytes(11) + b"\x10\x00" + data):
+        value = header_extension(packet, ext_id)
+        assert value is None or isinstance(value, bytes)

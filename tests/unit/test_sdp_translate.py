@@ -234,8 +234,10 @@ def test_gateway_ssrc_extmap_and_feedback_announced_only_when_given() -> None:
         extmaps=("urn:ietf:params:rtp-hdrext:sdes:mid",), rtcp_fb=("nack", "nack pli"), rtcp_rsize=True,
     )
     answer = legacy_answer([("audio", 10012, ["0 PCMU/8000"]), ("video", 10014, ["96 VP8/90000"])])
-    browser, _ = legacy_answer_to_webrtc(answer, offer, web, mapping)
+    browser, final = legacy_answer_to_webrtc(answer, offer, web, mapping)
     audio, video = browser.media
+    # RFC 8285 §7: the browser's ID, for the relay's BUNDLE demultiplexer too
+    assert [m.mid_extmap for m in final.active] == [4, 4]
     assert audio.ssrcs[0].ssrc == 1111 and audio.msid is not None and audio.msid.stream == "gw-stream"
     assert not video.ssrcs and video.msid is None  # nothing the gateway does not really send
     assert [e.id for e in audio.extmaps] == [4] and audio.extmaps[0].uri.endswith("sdes:mid")
@@ -663,3 +665,31 @@ def test_fuzz_translation_only_raises_sdp_error(name: str, edits: list[tuple[int
         webrtc_answer_to_legacy(chrome_answer(offer, {"0": offer.media[0].payload_types[:1]}), sdp, LEG, mapping)
     except SdpError:
         pass
+
+
+def test_mid_extension_not_answered_unless_the_gateway_implements_it() -> None:
+    offer = sample("chrome_av_offer.sdp")
+    _, mapping = webrtc_offer_to_legacy(offer, LEG, POLICY)
+    answer = legacy_answer([("audio", 10012, ["0 PCMU/8000"]), ("video", 10014, ["96 VP8/90000"])])
+    browser, final = legacy_answer_to_webrtc(answer, offer, WEB, mapping)
+    assert not any(m.extmaps for m in browser.media)
+    assert [m.mid_extmap for m in final.media] == [None, None]
+
+
+def test_gateway_offer_carries_the_mid_extension_and_keeps_its_id() -> None:
+    mid = "urn:ietf:params:rtp-hdrext:sdes:mid"
+    web = dataclasses.replace(WEB, extmaps=(mid,))
+    legacy_offer = legacy_answer([("audio", 10012, ["0 PCMU/8000"]), ("video", 10014, ["96 VP8/90000"])])
+    browser_offer, mapping = legacy_offer_to_webrtc(legacy_offer, web, POLICY)
+    # RFC 8843 §9.1: one ID for the extension in every bundled section
+    assert [[(e.id, e.uri) for e in m.extmaps] for m in browser_offer.media] == [[(1, mid)], [(1, mid)]]
+    text = str(chrome_answer(browser_offer, {"0": [0], "1": [96]}))
+    text = text.replace("a=mid:0\r\n", f"a=mid:0\r\na=extmap:1 {mid}\r\n")
+    text = text.replace("a=mid:1\r\n", f"a=mid:1\r\na=extmap:1 {mid}\r\n")
+    _, final = webrtc_answer_to_legacy(SessionDescription.parse(text), legacy_offer, LEG, mapping)
+    assert [m.mid_extmap for m in final.active] == [1, 1]
+    # A re-offer keeps the ID the browser agreed to, whatever the numbering would give now.
+    renumbered = dataclasses.replace(final, media=tuple(dataclasses.replace(m, mid_extmap=7) for m in final.media))
+    again, _ = legacy_offer_to_webrtc(legacy_offer, web, POLICY, renumbered)
+    assert {e.id for m in again.media for e in m.extmaps} == {7}
+

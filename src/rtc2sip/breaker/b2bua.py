@@ -530,7 +530,8 @@ class B2bua:
         invite = dialog.request("INVITE", body, "application/sdp", headers, cseq=req.cseq.number)
         dialog.local_seq = req.cseq.number
         self._send_invite(b, invite)
-        log.info("%s INVITE -> %s %s:%s:%s", call.ids(), b.name, target.transport, target.host, target.port)
+        shown = f"[{target.host}]" if ":" in target.host else target.host
+        log.info("%s INVITE -> %s %s:%s:%s", call.ids(), b.name, target.transport, shown, target.port)
 
     def _draft_invite(self, req: Request) -> Request:
         """The caller's Request-URI and remaining Route, for the proxy's routing to work on."""

@@ -51,6 +51,7 @@ from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import CandidatePair, StunProtocol
 
 from ..sdp.model import Candidate
+from .ports import Address, wire_address
 
 __all__ = ["CONSENT_INTERVAL", "CONSENT_TIMEOUT", "IceAgent", "generate_password", "generate_ufrag"]
 
@@ -66,7 +67,6 @@ STUN_TIMEOUT = 2.0
 MAX_VALIDATED = 16
 _ICE_CHARS = string.ascii_letters + string.digits + "+/"  # ice-char (RFC 8839 §5.4)
 
-Address = tuple[str, int]
 
 
 def _check_aioice() -> None:
@@ -238,7 +238,7 @@ class IceAgent:
     # -- gathering ----------------------------------------------------------------------------------
 
     async def gather(self, transport: asyncio.DatagramTransport, addresses: Sequence[str], port: int,
-                     stun_server: Address | None = None) -> None:
+                     stun_server: tuple[str, int] | None = None) -> None:
         """Host candidates on ``addresses`` (all on the one socket bound to ``port``), and with
         ``stun_server`` the server-reflexive one of each IPv4 address (RFC 8445 §5.1.1.2)."""
         self._transport = transport
@@ -430,11 +430,14 @@ class IceAgent:
             log.info("ice %s: consent expired (RFC 7675)", self.name)
 
     def _validate(self, addr: Address) -> None:
+        # Stored as the socket reports the source (IPv6: a 4-tuple), for is_validated's lookups.
+        addr = wire_address(addr[0], addr[1])
         if addr not in self._validated and len(self._validated) >= MAX_VALIDATED:
             del self._validated[min(self._validated, key=self._validated.__getitem__)]
         self._validated[addr] = monotonic()
 
     def _select(self, addr: Address) -> None:
+        addr = wire_address(addr[0], addr[1])  # compared with each datagram's source by the relay
         if addr == self.selected:
             return
         self.selected = addr

@@ -42,6 +42,7 @@ from ..config import Settings
 from ..sdp.model import Crypto, Media, SdpError, SessionDescription
 from ..sdp.model import Fingerprint as SdpFingerprint
 from ..sdp.translate import (
+    MID_EXTENSION,
     BreakerPolicy,
     LegacyEndpoint,
     Mapping,
@@ -121,8 +122,10 @@ class MediaPlane:
     """Every bridged call's media of one process (see the module docstring).
 
     ``host`` is the address both legs bind and announce (127.0.0.1 in tests; a wildcard address
-    announces every interface, loopback included). ``port_range`` bounds every socket (RTP even
-    port and RTCP + 1 per legacy stream, one port per WebRTC leg). ``media_timeout`` (0: never)
+    announces every interface, loopback included), ``legacy_host`` the legacy leg's when it differs
+    (another address family: the SDP translation then changes c=IN IP4 into c=IN IP6 or back).
+    ``port_range`` bounds every socket (RTP even port and RTCP + 1 per legacy stream, one port per
+    WebRTC leg). ``media_timeout`` (0: never)
     fails a session with no packet on either leg for that long; ``connect_timeout`` one whose ICE or
     DTLS has not connected that long after the answer.
 
@@ -142,6 +145,7 @@ class MediaPlane:
         media_timeout: float = 60.0,
         connect_timeout: float = 30.0,
         coder: CoderPool | None = None,
+        legacy_host: str | None = None,
     ) -> None:
         self.settings = settings
         self.coder = coder
@@ -160,6 +164,10 @@ class MediaPlane:
         self.recorder: Recorder | None = None
         self.forwarder: Forwarder | None = None
         self._addresses = _announced_addresses(host)
+        # The legacy leg may be of the other address family (a browser on IPv4, a phone on IPv6):
+        # its sockets and the c= line of its SDP use legacy_host.
+        self.legacy_host = legacy_host or host
+        self._legacy_address = _announced_addresses(self.legacy_host)[0]
         self._stun_resolved: tuple[tuple[str, int], float] | None = None
         self._fingerprint = SdpFingerprint("sha-256", certificate.fingerprint("sha-256").hex)
 
@@ -581,6 +589,7 @@ class MediaPlane:
         media = MediaSession(
             session_id,
             host=self.host,
+            legacy_host=self.legacy_host,
             ports=self.ports,
             certificate=self.certificate,
             symmetric=self._symmetric,
@@ -593,7 +602,7 @@ class MediaPlane:
         )
         media.on_keyframe_request = lambda kind: self._keyframe_requested(session_id, kind)
         await media.open(kinds)
-        legacy_local = LegacyEndpoint(self._addresses[0], {}, rtcp_mux=True)
+        legacy_local = LegacyEndpoint(self._legacy_address, {}, rtcp_mux=True)
         call = _Call(session_id, call_id, media, legacy_local, str(secrets.randbits(62)))
         self._sessions[session_id] = call
         return call
@@ -629,6 +638,9 @@ class MediaPlane:
         return WebRtcEndpoint(
             media.ice.local_ufrag, media.ice.local_pwd, (self._fingerprint,), candidates,
             ice_lite=False, session_id=call.webrtc_session_id, ssrcs=ssrcs, rtcp_fb=VIDEO_FEEDBACK,
+            # Received only: the relay demultiplexes the browser's packets by it (RFC 8843 §9.2). What
+            # the gateway sends needs none, its SSRCs are announced (RFC 8843 §9.2 allows either).
+            extmaps=(MID_EXTENSION,),
         )
 
     async def _stun_server(self) -> tuple[str, int] | None:
@@ -695,7 +707,8 @@ def _stream_configs(mapping: Mapping, legacy_sdp: SessionDescription,
             plan = _TranscodePlan.of(mm, legacy_sdp.media[mm.legacy_index], webrtc_sdp.media[mm.webrtc_index])
             to_legacy = plan.pt_map()
             configs.append(StreamConfig(mm.kind, to_legacy, {v: k for k, v in to_legacy.items()},
-                                        plan.legacy_clock, mm.legacy_peer, plan.legacy_dtmf, plan.webrtc_clock))
+                                        plan.legacy_clock, mm.legacy_peer, plan.legacy_dtmf, plan.webrtc_clock,
+                                        mm.mid, mm.webrtc_ssrcs, mm.mid_extmap))
             continue
         media = legacy_sdp.media[mm.legacy_index] if mm.legacy_index < len(legacy_sdp.media) else None
         clock_rate = _clock_rate(media, mm)
@@ -704,7 +717,7 @@ def _stream_configs(mapping: Mapping, legacy_sdp: SessionDescription,
         if codec is None or codec.clock_rate != clock_rate:
             dtmf = None  # events are timed on the stream's clock: only at the codec's rate
         configs.append(StreamConfig(mm.kind, dict(mm.to_legacy), dict(mm.to_webrtc), clock_rate,
-                                    mm.legacy_peer, dtmf))
+                                    mm.legacy_peer, dtmf, None, mm.mid, mm.webrtc_ssrcs, mm.mid_extmap))
     return configs
 
 

@@ -13,9 +13,27 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import socket
 
-__all__ = ["PortAllocator", "PortsExhausted", "bind_udp"]
+__all__ = ["Address", "PortAllocator", "PortsExhausted", "bind_udp", "wire_address"]
+
+# A peer's UDP address as a socket reports it: (host, port) for IPv4, (host, port, flowinfo,
+# scope_id) for IPv6.
+Address = tuple[str, int] | tuple[str, int, int, int]
+
+
+def wire_address(host: str, port: int) -> Address:
+    """``host``:``port`` (from SDP or ICE) in the form a datagram's source takes on a socket of its
+    family: IPv6 as a compressed 4-tuple with flowinfo and scope 0 (neither a browser nor a phone
+    on a routable or loopback address uses them), IPv4 as a pair. The packet path compares sources
+    with ``==`` against addresses stored in this form, with no conversion per packet. A host name
+    (SDP allows one in c=) is kept as it is."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return (host, port)
+    return (str(ip), port, 0, 0) if ip.version == 6 else (str(ip), port)
 
 
 class PortsExhausted(RuntimeError):

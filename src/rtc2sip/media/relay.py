@@ -35,6 +35,7 @@ import ctypes.util
 import logging
 import random
 import secrets
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -49,7 +50,7 @@ from .certificate import Certificate
 from .dtls import DtlsEndpoint, DtlsRole, DtlsState, FingerprintMismatchError
 from .ice import IceAgent
 from .nack import RetransmissionHistory
-from .ports import PortAllocator
+from .ports import Address, PortAllocator, wire_address
 from .rtcp import (
     Bye,
     FirEntry,
@@ -72,7 +73,7 @@ from .rtcp import (
     round_trip_time,
     serialize_compound,
 )
-from .rtp import RTP_HEADER, RtpRewriter, build_rtp, payload_bounds
+from .rtp import RTP_HEADER, RtpRewriter, build_rtp, header_extension, payload_bounds
 from .srtp import AES128_CM_SHA1_80, SdesCrypto, SrtpError, SrtpSession
 from .tap import Tap
 
@@ -83,7 +84,6 @@ __all__ = ["Address", "CoderLink", "LegStats", "MediaSession", "StreamConfig"]
 
 log = logging.getLogger("rtc2sip.media")
 
-Address = tuple[str, int]
 
 # Stock asyncio reads every datagram into a fresh 256 KiB buffer, an mmap/munmap per packet
 # (PERFORMANCE.md); the largest datagram here is a 1500-byte-MTU video packet or DTLS flight.
@@ -93,6 +93,9 @@ RTCP_INTERVAL = 5.0
 # A latched legacy source silent this long lets another source take over (a phone whose NAT
 # binding changed); before that, packets from elsewhere are dropped so nobody can hijack the stream.
 RELATCH_AFTER = 2.0
+_RTCP_SENDER = struct.Struct("!I")
+# Browser sources remembered for BUNDLE demultiplexing: a call has a few (audio, video, their RTX).
+MAX_LEARNT_SSRCS = 32
 PT_FIR_RFC2032 = 192  # RFC 2032 §5.2.1 Full Intra Request, before RFC 5104
 _HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})  # RFC 3264 §8.4 (RFC 2543 hold)
 
@@ -115,7 +118,9 @@ class LegStats:
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
     """What a stream needs from the negotiated SDP (see plane.py): payload-type maps both ways
-    (:attr:`MediaMap.to_legacy`/``to_webrtc``), the codecs' clock rate, and the legacy peer."""
+    (:attr:`MediaMap.to_legacy`/``to_webrtc``), the codecs' clock rate, and the legacy peer; for
+    BUNDLE demultiplexing (RFC 8843 §9.2) its mid, the SSRCs the browser announced for it and the
+    ID of the MID header extension on the browser leg (None: not negotiated)."""
 
     kind: str
     to_legacy: dict[int, int]
@@ -124,6 +129,9 @@ class StreamConfig:
     legacy_peer: LegacyPeer | None
     legacy_dtmf_pt: int | None = None  # telephone-event toward the legacy peer, at ``clock_rate``
     webrtc_clock_rate: int | None = None  # the browser leg's clock when it differs (transcoding)
+    mid: str | None = None
+    webrtc_ssrcs: tuple[int, ...] = ()
+    mid_extmap: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +282,8 @@ class _Stream(asyncio.DatagramProtocol):
         if peer is None:
             return
         hold = peer.address in _HOLD_ADDRESSES or peer.port == 0
-        sdp_dest = None if hold else (peer.address, peer.port)
+        # as the socket reports the peer's packets, for latching's comparisons (IPv6: a 4-tuple)
+        sdp_dest = None if hold else wire_address(peer.address, peer.port)
         if sdp_dest != self.sdp_dest or hold:
             # New SDP address (or hold): latch afresh from the packets that follow. The same address
             # in a re-INVITE keeps the latch, which may differ from it behind a NAT.
@@ -288,7 +297,7 @@ class _Stream(asyncio.DatagramProtocol):
         elif peer.rtcp_mux:
             self.legacy_rtcp_dest = self.legacy_dest
         else:
-            self.legacy_rtcp_dest = (peer.rtcp_address, peer.rtcp_port)
+            self.legacy_rtcp_dest = wire_address(peer.rtcp_address, peer.rtcp_port)
         crypto = str(peer.crypto) if peer.crypto is not None else None
         if crypto != self.legacy_peer_crypto:
             self.legacy_peer_crypto = crypto
@@ -302,12 +311,12 @@ class _Stream(asyncio.DatagramProtocol):
 
     # -- browser -> phone ---------------------------------------------------------------------------
 
-    def from_webrtc(self, plain: bytes, now: float) -> None:
+    def from_webrtc(self, plain: bytes, now: float, seq: int, ts: int, ssrc: int) -> None:
+        # seq, ts, ssrc: the header the demultiplexer already read
         stats = self.webrtc
         stats.packets_in += 1
         stats.bytes_in += len(plain)
         stats.last_in = now
-        _, _, seq, ts, ssrc = RTP_HEADER.unpack_from(plain)
         rx = self.webrtc_rx
         if rx is None or rx.ssrc != ssrc:
             # SRTP already authenticated the source: no probation (RFC 3550 A.1).
@@ -850,11 +859,14 @@ class _WebRtcProtocol(asyncio.DatagramProtocol):
             except SrtpError:
                 session.srtp_errors += 1
                 return
-            stream = session.streams_by_pt[plain[1] & 0x7F]
+            _, _, seq, ts, ssrc = RTP_HEADER.unpack_from(plain)
+            stream = session.streams_by_ssrc.get(ssrc)  # the common case: a source already seen
             if stream is None:
-                session.dropped += 1
-                return
-            stream.from_webrtc(plain, monotonic())
+                stream = session.demultiplex(plain, ssrc)
+                if stream is None:
+                    session.dropped += 1
+                    return
+            stream.from_webrtc(plain, monotonic(), seq, ts, ssrc)
         elif b < 4:  # STUN (RFC 7983: 0..3)
             session.stun_received(data, addr)
         elif 19 < b < 64:  # DTLS (RFC 7983: 20..63)
@@ -933,8 +945,9 @@ class MediaSession:
         media_timeout: float,
         connect_timeout: float,
         addresses: Iterable[str] | None = None,
-        stun_server: Address | None = None,
+        stun_server: tuple[str, int] | None = None,
         avpf_tail: tuple[int, int] | None = (100, 400),
+        legacy_host: str | None = None,
     ) -> None:
         self.id = session_id
         # webrtc2sip avpf-tail-length: (min, max) packets of video history for NACKs; None: none
@@ -942,6 +955,7 @@ class MediaSession:
         # A keyframe request sent to the legacy peer (kind): the plane adds a SIP INFO for it
         self.on_keyframe_request: Callable[[str], None] | None = None
         self.host = host
+        self.legacy_host = legacy_host or host  # the legacy sockets' address (its family may differ)
         # host candidates: the plane's announced addresses (a wildcard ``host`` has several)
         self._addresses = list(addresses) if addresses is not None else [host]
         self._stun_server = stun_server
@@ -964,7 +978,14 @@ class MediaSession:
         self.transport: asyncio.DatagramTransport | None = None
         self.webrtc_port = 0
         self.streams: dict[str, _Stream] = {}
+        # BUNDLE demultiplexing of the browser's packets (RFC 8843 §9.2, see demultiplex())
         self.streams_by_pt: list[_Stream | None] = [None] * 128
+        self.streams_by_ssrc: dict[int, _Stream] = {}  # learnt, at most MAX_LEARNT_SSRCS
+        self.streams_by_mid: dict[bytes, _Stream] = {}
+        self.streams_by_announced: dict[int, _Stream] = {}  # the browser's a=ssrc
+        self.ambiguous_pts: frozenset[int] = frozenset()
+        self.mid_extmap = 0  # 0: no MID header extension negotiated
+        self.sources_learnt = {"mid": 0, "ssrc": 0, "pt": 0}  # how demultiplex() learnt each source
         self.dropped = 0
         self.srtp_errors = 0
         self.failed: str | None = None
@@ -1004,7 +1025,7 @@ class MediaSession:
         if kind in self.streams:
             return
         loop = asyncio.get_running_loop()
-        rtp, rtcp = self._ports.bind_pair(self.host)
+        rtp, rtcp = self._ports.bind_pair(self.legacy_host)
         port = rtp.getsockname()[1]
         self._ports_held += [port, port + 1]
         stream = _Stream(self, kind, port, self._symmetric)
@@ -1043,6 +1064,9 @@ class MediaSession:
             self.dtls.close()
             self._flush_dtls(None)
         await self.ice.close()  # its checks and consent tasks; the socket is closed below
+        if len(self.streams) > 1:
+            log.info("media session %s: BUNDLE sources learnt by %s (mid extmap %s)", self.id,
+                     self.sources_learnt, self.mid_extmap or None)
         for kind, stream in self.streams.items():
             history = stream.history
             if kind == "video" and (stream.feedback or history is not None):
@@ -1090,15 +1114,64 @@ class MediaSession:
 
     def configure_streams(self, configs: Iterable[StreamConfig]) -> None:
         table: list[_Stream | None] = [None] * 128
+        ambiguous: set[int] = set()
+        by_mid: dict[bytes, _Stream] = {}
+        announced: dict[int, _Stream] = {}
+        mid_extmap = 0
         for config in configs:
             stream = self.streams[config.kind]
             stream.configure(config)
             for pt in config.to_legacy:
                 if table[pt] is None:
                     table[pt] = stream
+                elif table[pt] is not stream:
+                    ambiguous.add(pt)
+            if config.mid is not None:
+                by_mid[config.mid.encode()] = stream
+            for ssrc in config.webrtc_ssrcs:
+                announced.setdefault(ssrc, stream)
+            if config.mid_extmap is not None and not mid_extmap:
+                mid_extmap = config.mid_extmap  # one ID for every bundled section (RFC 8843 §9.1)
         self.streams_by_pt = table
+        self.ambiguous_pts = frozenset(ambiguous)
+        self.streams_by_mid = by_mid
+        self.streams_by_announced = announced
+        self.mid_extmap = mid_extmap
+        # A new answer may move sources between sections: learn them again.
+        self.streams_by_ssrc = {}
         if self.answered is None:
             self.answered = monotonic()
+
+    def demultiplex(self, plain: bytes, ssrc: int) -> _Stream | None:
+        """The stream of a browser packet whose SSRC is not learnt yet (RFC 8843 §9.2): by the MID
+        header extension, else the SSRCs the browser announced (RFC 5576), else the payload type
+        when only one stream uses it. The SSRC is learnt for the packets that follow, so this runs
+        for the first packet of each source only; a payload type several streams share routes to
+        the first of them without being learnt (a MID or an a=ssrc may tell better later). A payload
+        type no stream relays (RTX, FEC the answer left out) is dropped and its source not learnt."""
+        pt = plain[1] & 0x7F
+        by_pt = self.streams_by_pt[pt]
+        if by_pt is None:
+            return None
+        stream: _Stream | None = None
+        how = "mid"
+        if self.mid_extmap:
+            mid = header_extension(plain, self.mid_extmap)
+            if mid is not None:
+                stream = self.streams_by_mid.get(mid)
+        if stream is None:
+            stream, how = self.streams_by_announced.get(ssrc), "ssrc"
+        if stream is None:
+            stream, how = by_pt, "pt"
+            if pt in self.ambiguous_pts:
+                return stream
+        self.sources_learnt[how] += 1
+        learnt = self.streams_by_ssrc
+        if len(learnt) >= MAX_LEARNT_SSRCS:
+            # Bounded whatever the browser sends; the sources still in use are learnt again.
+            learnt.clear()
+        learnt[ssrc] = stream
+        return stream
 
     def set_coder(self, kind: str, link: CoderLink | None) -> CoderLink | None:
         """Transcode the ``kind`` stream through ``link`` from now on (None: relay it as is again);
@@ -1230,6 +1303,15 @@ class MediaSession:
             self.srtp_errors += 1
             return
         now = monotonic()
+        # RFC 8843 §9.2: a compound's first packet (SR or RR) names its sender; Chrome sends one
+        # compound per sending stream, so a learnt source's reports concern that stream alone. A
+        # source never seen in RTP (Chrome's receive-only streams report as SSRC 1) goes to every
+        # stream, which keeps what names its own SSRC.
+        stream = self.streams_by_ssrc.get(_RTCP_SENDER.unpack_from(plain, 4)[0]) if len(plain) >= 8 else None
+        if stream is not None:
+            stream.webrtc.last_in = now
+            stream.webrtc_rtcp(plain)
+            return
         for stream in self.streams.values():
             stream.webrtc.last_in = now
             stream.webrtc_rtcp(plain)
@@ -1347,6 +1429,7 @@ class MediaSession:
                 "dropped": webrtc.dropped + self.dropped,
                 "srtp_errors": webrtc.srtp_errors + self.srtp_errors,
                 "port": self.webrtc_port,
+                "bundle": {"mid_extmap": self.mid_extmap or None, "sources_learnt": dict(self.sources_learnt)},
                 "ice": {
                     "selected": _fmt(self.ice.selected),
                     "nominated": self.ice.nominated,
@@ -1388,4 +1471,6 @@ def _receive_summary(
 
 
 def _fmt(addr: Address | None) -> str | None:
-    return None if addr is None else f"{addr[0]}:{addr[1]}"
+    if addr is None:
+        return None
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"

@@ -320,6 +320,7 @@ class RemotePlane:
         *,
         workers: int,
         host: str = "127.0.0.1",
+        legacy_host: str | None = None,
         port_range: tuple[int, int] = (20000, 29999),
         coder_limit: int = 0,
         uvloop: bool | None = None,
@@ -331,6 +332,7 @@ class RemotePlane:
         self.settings = settings
         self.certificate = certificate
         self.host = host
+        self.legacy_host = legacy_host
         local, slices = split_port_range(*port_range, workers)
         # the gateway's own media (test services): never a port a worker may take
         self.ports = PortAllocator(*local, buffer_size=settings.webrtc2sip.rtp_buffsize)
@@ -376,7 +378,8 @@ class RemotePlane:
                             forward=self.settings.forward, media=self.settings.media,
                             webrtc2sip=self.settings.webrtc2sip)
         return {"settings": settings, "certificate": self.certificate.certificate_pem(),
-                "key": self.certificate.key_pem(), "host": self.host, "port_range": worker.port_range,
+                "key": self.certificate.key_pem(), "host": self.host, "legacy_host": self.legacy_host,
+                "port_range": worker.port_range,
                 "coder_limit": self._coder_limit, "log_level": root.level, "log_format": fmt,
                 "index": worker.index, "recording_dir": self.recording_dir, "forward_dir": self.forward_dir}
 

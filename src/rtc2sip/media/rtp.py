@@ -19,6 +19,7 @@ __all__ = [
     "build_extensions",
     "build_rtp",
     "classify",
+    "header_extension",
     "is_rtcp",
     "parse_extensions",
     "rewrite_header",
@@ -214,6 +215,58 @@ def parse_extensions(profile: int, data: bytes) -> dict[int, bytes]:
     else:
         raise RtpParseError(f"unknown header extension profile 0x{profile:04x}")
     return elements
+
+
+def header_extension(packet: bytes | bytearray | memoryview, ext_id: int) -> bytes | None:
+    """The value of header extension element ``ext_id`` in a whole RTP packet (RFC 8285 §4.2 one-byte
+    and §4.3 two-byte forms), or None: no extension (X bit clear, checked first and free of
+    allocation), no such element, or a malformed header. Never raises: it runs on what a peer sent.
+
+    For the BUNDLE demultiplexer (RFC 8843 §9.2), which needs one element (the MID) of packets
+    whose SSRC it does not know yet, so it does not build :func:`parse_extensions`' dict.
+    """
+    n = len(packet)
+    if n < 12 or not packet[0] & 0x10:
+        return None
+    start = 12 + 4 * (packet[0] & 0x0F)  # after the CSRCs (RFC 3550 §5.3.1)
+    if start + 4 > n:
+        return None
+    profile = packet[start] << 8 | packet[start + 1]
+    end = start + 4 + 4 * (packet[start + 2] << 8 | packet[start + 3])
+    if end > n:
+        return None
+    i = start + 4
+    if profile == ONE_BYTE_PROFILE:
+        if not 1 <= ext_id <= 14:
+            return None
+        while i < end:
+            b = packet[i]
+            if b == 0:  # padding between elements
+                i += 1
+                continue
+            if b >> 4 == 15:  # reserved: stop processing (RFC 8285 §4.2)
+                return None
+            length = (b & 0x0F) + 1
+            if i + 1 + length > end:
+                return None
+            if b >> 4 == ext_id:
+                return bytes(packet[i + 1 : i + 1 + length])
+            i += 1 + length
+    elif profile & 0xFFF0 == TWO_BYTE_PROFILE:
+        while i < end:
+            b = packet[i]
+            if b == 0:
+                i += 1
+                continue
+            if i + 2 > end:
+                return None
+            length = packet[i + 1]
+            if i + 2 + length > end:
+                return None
+            if b == ext_id:
+                return bytes(packet[i + 2 : i + 2 + length])
+            i += 2 + length
+    return None
 
 
 def build_extensions(elements: dict[int, bytes]) -> tuple[int, bytes]:

@@ -251,6 +251,7 @@ async def _main(sock: socket.socket) -> None:
 
         coder = CoderPool(init["coder_limit"])
     plane = MediaPlane(settings, Certificate.from_pem(init["certificate"], init["key"]), host=init["host"],
+                       legacy_host=init.get("legacy_host"),
                        port_range=init["port_range"], coder=coder)
     recorder = forwarder = None
     if init.get("recording_dir") is not None:

@@ -36,6 +36,7 @@ from .model import (
     Codec,
     Connection,
     Crypto,
+    Extmap,
     Fingerprint,
     Media,
     Msid,
@@ -49,6 +50,7 @@ from .model import (
 __all__ = [
     "AUXILIARY",
     "CODEC_SPECS",
+    "MID_EXTENSION",
     "REQUIRED_TOWARD_WEBRTC",
     "SETUP_ANSWER",
     "TO_LEGACY",
@@ -77,6 +79,9 @@ __all__ = [
 
 WEBRTC_PROTO = "UDP/TLS/RTP/SAVPF"  # RFC 8827 §6.5 / RFC 5764 §8: what browsers offer and accept
 MEDIA_KINDS = ("audio", "video")  # what the relay carries; anything else (application...) is refused
+# RFC 8843 §15.1: the m= section's mid in every RTP packet, how a BUNDLE receiver tells streams apart
+# whose SSRCs it has not learnt yet (§9.2).
+MID_EXTENSION = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
 
 class NoCommonCodec(SdpError):
@@ -356,7 +361,9 @@ class MediaMap:
     ``to_legacy`` maps browser payload types to legacy ones for packets going that way,
     ``to_webrtc`` the reverse; both are complete only after the answer. ``webrtc_index`` and
     ``legacy_index`` are m= line positions (None: that leg has no m= section for it);
-    ``webrtc_ssrcs``/``legacy_ssrcs`` what each peer announced, for BUNDLE demultiplexing.
+    ``webrtc_ssrcs``/``legacy_ssrcs`` what each peer announced, for BUNDLE demultiplexing, as is
+    ``mid_extmap``: the ID of the :data:`MID_EXTENSION` header extension both sides agreed on for the
+    browser leg (RFC 8285 §7; None: not negotiated).
     """
 
     kind: str
@@ -376,6 +383,7 @@ class MediaMap:
     legacy_proto: str = "RTP/AVP"
     legacy_format: str = "0"
     legacy_peer: LegacyPeer | None = None
+    mid_extmap: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -962,7 +970,9 @@ def legacy_answer_to_webrtc(
         offered_ext = {e.uri: e for e in offered.extmaps}
         for uri in webrtc_local.extmaps:
             if uri in offered_ext:
+                # RFC 8285 §7: the answer keeps the offerer's ID.
                 am.add("extmap", dataclasses.replace(offered_ext[uri], direction=None))
+        mid_ext = offered_ext.get(MID_EXTENSION) if MID_EXTENSION in webrtc_local.extmaps else None
         am.direction = _answer_direction(offered.direction, _effective_direction(lm))
         _announce_msid(am, webrtc_local.ssrcs.get(offered.kind))
         am.set_flag("rtcp-mux", True)  # RFC 8829 §5.3.1: browsers require it
@@ -976,7 +986,7 @@ def legacy_answer_to_webrtc(
             mm, to_legacy=to_legacy, to_webrtc={v: k for k, v in to_legacy.items()}, transcode=transcode,
             legacy_ssrcs=lm.ssrc_ids, webrtc_dtmf_pt=_dtmf(pairs),
             legacy_dtmf_pt=_dtmf((to_legacy[pt], c) for pt, c in pairs if pt in to_legacy),
-            legacy_peer=LegacyPeer.of(lm, rtcp_mux=lm.rtcp_mux),
+            legacy_peer=LegacyPeer.of(lm, rtcp_mux=lm.rtcp_mux), mid_extmap=mid_ext.id if mid_ext else None,
         ))
     maps += [m for m in mapping.media if m.webrtc_index is None]
     if all(m.rejected for m in maps):
@@ -1059,6 +1069,8 @@ def legacy_offer_to_webrtc(
             used_mids.add(mid)
         wm = Media(lm.kind, 0, WEBRTC_PROTO, [])
         wm.add("mid", mid)
+        for ext in _offered_extmaps(webrtc_local, prev):
+            wm.add("extmap", ext)
         wm.direction = _effective_direction(lm)
         _announce_msid(wm, webrtc_local.ssrcs.get(lm.kind))
         wm.set_flag("rtcp-mux", True)  # RFC 8829 §5.2.1
@@ -1116,6 +1128,21 @@ def legacy_offer_to_webrtc(
     return sdp, mapping
 
 
+def _mid_extmap(media: Media) -> int | None:
+    """The ID the browser gave :data:`MID_EXTENSION` (the parser refused a malformed a=extmap)."""
+    return next((e.id for e in media.extmaps if e.uri == MID_EXTENSION), None)
+
+
+def _offered_extmaps(local: WebRtcEndpoint, previous: Mapping | None) -> list[Extmap]:
+    """The header extensions the gateway offers the browser, one ID each, the same in every bundled
+    section (RFC 8843 §9.1) and kept from the previous negotiation (a re-offer renumbers nothing)."""
+    old = next((m.mid_extmap for m in previous.media if m.mid_extmap is not None), None) if previous else None
+    out: list[Extmap] = []
+    for n, uri in enumerate(local.extmaps, start=1):
+        out.append(Extmap(old if uri == MID_EXTENSION and old is not None else n, uri))
+    return out
+
+
 def webrtc_answer_to_legacy(
     answer: SessionDescription,
     original_offer: SessionDescription,
@@ -1167,6 +1194,7 @@ def webrtc_answer_to_legacy(
             mm, to_webrtc=to_webrtc, to_legacy={v: k for k, v in to_webrtc.items()}, transcode=transcode,
             webrtc_ssrcs=wm.ssrc_ids, legacy_dtmf_pt=_dtmf(pairs),
             webrtc_dtmf_pt=_dtmf((to_webrtc[pt], c) for pt, c in pairs if pt in to_webrtc),
+            mid_extmap=_mid_extmap(wm),
             legacy_peer=LegacyPeer.of(offered, rtcp_mux=mux, crypto_tag=crypto.tag if crypto else None),
         ))
     maps += [m for m in mapping.media if m.legacy_index is None]

@@ -162,8 +162,12 @@ class Baresip:
         extra_config: str = "",
         sip_trace: bool = True,
         binary: str = "baresip",
+        host: str = "127.0.0.1",
     ) -> None:
         self.artifacts = artifacts
+        # SIP and RTP address; "::1" runs it IPv6 only (baresip -6)
+        self.host = host
+        self.uri_host = f"[{host}]" if ":" in host else host
         self.name = name
         self.user = user
         self.domain = domain
@@ -207,7 +211,7 @@ class Baresip:
     @property
     def contact_uri(self) -> str:
         """Where it can be reached directly, bypassing any proxy."""
-        return f"sip:{self.user}@127.0.0.1:{self.sip_port};transport={self.transport}"
+        return f"sip:{self.user}@{self.uri_host}:{self.sip_port};transport={self.transport}"
 
     def _write_config(self) -> None:
         # aufile plays the WAV at its own rate: the first codec's (G.722 carries 16 kHz audio)
@@ -230,7 +234,7 @@ class Baresip:
             ]
         lines = [
             "poll_method epoll",
-            f"sip_listen 127.0.0.1:{self.sip_port}",
+            f"sip_listen {self.uri_host}:{self.sip_port}",
             "call_local_timeout 120",
             "call_max_calls 4",
             "audio_player aubridge,sink",
@@ -239,7 +243,7 @@ class Baresip:
             f"rtp_ports {self.rtp_port}-{self.rtp_port + 19}",
             "rtcp_mux no",
             "jitter_buffer_delay 5-10",
-            "net_interface 127.0.0.1",
+            f"net_interface {self.host}",
             f"module_path {_module_path()}",
             *(f"module {m}.so" for m in modules),
             "module stdio.so",
@@ -274,6 +278,8 @@ class Baresip:
         self._write_config()
         self.artifacts.add_log(self.name, self.log_path)
         argv = [self.binary, "-f", str(self.confdir), *(["-s"] if self.sip_trace else [])]
+        if ":" in self.host:
+            argv.append("-6")
         if self.video_codecs is not None:
             argv.append("-v")  # the codecs' debug lines: avcodec's decoder stats, keyframe requests
         self.proc = Proc(self.name, argv, self.log_path)

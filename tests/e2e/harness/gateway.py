@@ -35,7 +35,9 @@ def toml_value(value: TomlValue) -> str:
 
 
 class Gateway:
-    """One rtc2sip process on 127.0.0.1: SIP over UDP and TCP on `sip_port`, WebSocket on `ws_port`.
+    """One rtc2sip process on `host` (127.0.0.1; "::1" for IPv6): SIP over UDP and TCP on `sip_port`,
+    WebSocket on `ws_port` (on `ws_host` when given: browsers on one address family, phones on the
+    other); media binds the address of its leg's signalling.
 
     `gateway_options` adds keys to the `[gateway]` table; `extra_toml` is appended verbatim and must
     start with its own table header (`[media]`, `[[route]]`...), or its keys would land in the last
@@ -52,8 +54,15 @@ class Gateway:
         name: str = "gateway",
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        ws_host: str | None = None,
     ) -> None:
         self.artifacts = artifacts
+        self.host = host
+        self.ws_host = ws_host or host
+        # in URIs and URLs an IPv6 address goes in brackets (RFC 3261 §25.1, RFC 3986 §3.2.2)
+        self.uri_host = f"[{host}]" if ":" in host else host
+        self.ws_uri_host = f"[{self.ws_host}]" if ":" in self.ws_host else self.ws_host
         self.domains = list(domains)
         self.gateway_options = dict(gateway_options or {})
         self.extra_toml = extra_toml
@@ -81,19 +90,19 @@ class Gateway:
     @property
     def udp_uri(self) -> str:
         """Outbound proxy address for UDP peers (baresip's `outbound`, sipp's remote)."""
-        return f"sip:127.0.0.1:{self.sip_port};transport=udp"
+        return f"sip:{self.uri_host}:{self.sip_port};transport=udp"
 
     @property
     def tcp_uri(self) -> str:
-        return f"sip:127.0.0.1:{self.sip_port};transport=tcp"
+        return f"sip:{self.uri_host}:{self.sip_port};transport=tcp"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}/"
+        return f"ws://{self.ws_uri_host}:{self.ws_port}/"
 
     @property
     def sip_address(self) -> str:
-        return f"127.0.0.1:{self.sip_port}"
+        return f"{self.uri_host}:{self.sip_port}"
 
     def aor(self, user: str, domain: str | None = None) -> str:
         return f"sip:{user}@{domain or self.domain}"
@@ -105,12 +114,13 @@ class Gateway:
             f"domains = {toml_value(self.domains)}",
             *(f"{k} = {toml_value(v)}" for k, v in self.gateway_options.items()),
         ]
-        for transport, port in (("udp", self.sip_port), ("tcp", self.sip_port), ("ws", self.ws_port)):
+        for transport, host, port in (("udp", self.host, self.sip_port), ("tcp", self.host, self.sip_port),
+                                      ("ws", self.ws_host, self.ws_port)):
             lines += [
                 "",
                 "[[listen]]",
                 f'transport = "{transport}"',
-                'host = "127.0.0.1"',
+                f"host = {toml_value(host)}",
                 f"port = {port}",
             ]
         text = "\n".join(lines) + "\n"
@@ -136,8 +146,8 @@ class Gateway:
         alive = self.proc.check_alive
         with self.proc.explain_failure():
             wait_udp_bound(self.sip_port, timeout, alive)
-            wait_tcp("127.0.0.1", self.sip_port, timeout, alive)
-            wait_tcp("127.0.0.1", self.ws_port, timeout, alive)
+            wait_tcp(self.host, self.sip_port, timeout, alive)
+            wait_tcp(self.ws_host, self.ws_port, timeout, alive)
         return self
 
     def stop(self) -> int | None:
