@@ -117,6 +117,7 @@ class Gateway:
                 # 0 in [limits] means unlimited, as for the other counts
                 self.coder = CoderPool(lim.max_transcoded_calls or 1_000_000)
             self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host(), coder=self.coder)
+            await self.media.start()  # the shared WebRTC socket ([media] webrtc_socket)
             self.proxy.breaker = B2bua(
                 ProxyHost(self.proxy), self.media,
                 BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel,

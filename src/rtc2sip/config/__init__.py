@@ -21,6 +21,7 @@ from .options import (
     ForwardOptions,
     GatewayOptions,
     Limits,
+    MediaOptions,
     Options,
     RecordingOptions,
     default_data_dir,
@@ -73,6 +74,7 @@ __all__ = [
     "Limits",
     "Listener",
     "MailAccount",
+    "MediaOptions",
     "Options",
     "Recaptcha",
     "RecordingOptions",
@@ -125,6 +127,7 @@ class Settings:
     users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     recording: RecordingOptions = field(default_factory=RecordingOptions)
     forward: ForwardOptions = field(default_factory=ForwardOptions)
+    media: MediaOptions = field(default_factory=MediaOptions)
     webrtc2sip: Webrtc2sipSettings = field(default_factory=Webrtc2sipSettings)
     config_xml: Path | None = None
     options_toml: Path | None = None
@@ -255,6 +258,7 @@ def settings_from(
         users=opts.users,
         recording=opts.recording,
         forward=opts.forward,
+        media=opts.media,
         webrtc2sip=xml.settings,
         config_xml=config_xml,
         options_toml=opts.source,

@@ -38,9 +38,11 @@ __all__ = [
     "BREAKER_POLICIES",
     "LOG_FORMATS",
     "RECORDING_FORMATS",
+    "WEBRTC_SOCKETS",
     "ForwardOptions",
     "GatewayOptions",
     "Limits",
+    "MediaOptions",
     "Options",
     "RecordingOptions",
     "default_data_dir",
@@ -53,7 +55,9 @@ LOG_FORMATS = ("text", "json")
 # How the RTCWeb breaker is engaged. webrtc2sip engages it when the browser's REGISTER/INVITE asks
 # with "rtcweb-breaker=yes" (technical guide, "RTCWeb Breaker"); that is "client".
 BREAKER_POLICIES = ("auto", "client", "never", "always")
-_TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip", "recording", "forward")
+_TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip", "recording", "forward", "media")
+# shared: every browser leg on one UDP port (rtc2sip.media.udpmux); per-call: a port per call
+WEBRTC_SOCKETS = ("shared", "per-call")
 RECORDING_FORMATS = ("wav", "ogg")
 # RFC 3261 §25.1 user-part characters, less ';' and escapes, which would be ambiguous as a key
 _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,?/]+$")
@@ -137,6 +141,16 @@ class ForwardOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaOptions:
+    """``[media]``: the RTCWeb breaker's media sockets. ``webrtc_socket = "shared"`` puts every
+    browser leg on one UDP port (per address family), ``webrtc_port`` (0: the first free port of
+    the media port range); ``"per-call"`` gives each call's browser leg a port of its own."""
+
+    webrtc_socket: str = "shared"
+    webrtc_port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """A parsed options file; ``listen`` is None when it has no ``[[listen]]``."""
 
@@ -144,6 +158,7 @@ class Options:
     limits: Limits = field(default_factory=Limits)
     recording: RecordingOptions = field(default_factory=RecordingOptions)
     forward: ForwardOptions = field(default_factory=ForwardOptions)
+    media: MediaOptions = field(default_factory=MediaOptions)
     users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     listen: tuple[Listener, ...] | None = None
     webrtc2sip: tuple[RawEntry, ...] = ()
@@ -262,12 +277,14 @@ def read_options_text(text: str, source: Path | None = None) -> Options:
     entries = _webrtc2sip(table("webrtc2sip"), base_dir) if top.has("webrtc2sip") else ()
     recording = _recording(table("recording"), base_dir) if top.has("recording") else RecordingOptions()
     forward = _forward(table("forward"), base_dir) if top.has("forward") else ForwardOptions()
+    media = _media(table("media")) if top.has("media") else MediaOptions()
     top.finish(_TOP_LEVEL)
     return Options(
         gateway=gateway,
         limits=limits,
         recording=recording,
         forward=forward,
+        media=media,
         users=MappingProxyType(users),
         listen=listen,
         webrtc2sip=entries,
@@ -366,6 +383,20 @@ def _forward(t: _Table, base_dir: Path) -> ForwardOptions:
     f = ForwardOptions(to=to, rule=_rule(t), dir=_path(t, "dir", base_dir))
     t.finish(("to", "rule", "dir"))
     return f
+
+
+def _media(t: _Table) -> MediaOptions:
+    d = MediaOptions()
+    m = MediaOptions(
+        webrtc_socket=t.choice("webrtc_socket", d.webrtc_socket, WEBRTC_SOCKETS),
+        webrtc_port=t.int_("webrtc_port", d.webrtc_port, 0, 65535),
+    )
+    if m.webrtc_port and m.webrtc_socket != "shared":
+        raise t.error("webrtc_port", "is the shared socket's port: needs webrtc_socket = \"shared\"")
+    if 0 < m.webrtc_port < 1024:
+        raise t.error("webrtc_port", f"{m.webrtc_port} is a privileged port: use 1024..65535 (0: from the media range)")
+    t.finish(("webrtc_socket", "webrtc_port"))
+    return m
 
 
 ADMIN_TOKEN_MIN_LENGTH = 16

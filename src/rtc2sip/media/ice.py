@@ -43,7 +43,7 @@ import secrets
 import string
 from collections.abc import Callable, Sequence
 from time import monotonic
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from aioice import Candidate as AioCandidate
 from aioice import Connection, stun
@@ -52,7 +52,7 @@ from aioice.ice import CandidatePair, StunProtocol
 
 from ..sdp.model import Candidate
 
-__all__ = ["CONSENT_INTERVAL", "CONSENT_TIMEOUT", "IceAgent", "generate_password", "generate_ufrag"]
+__all__ = ["CONSENT_INTERVAL", "CONSENT_TIMEOUT", "IceAgent", "IceRoutes", "generate_password", "generate_ufrag"]
 
 log = logging.getLogger("rtc2sip.media")
 
@@ -111,6 +111,22 @@ class _Discard:
 _DISCARD = _Discard()
 
 
+class IceRoutes(Protocol):
+    """What a shared socket (:mod:`rtc2sip.media.udpmux`) needs to know to route datagrams to this
+    agent's session: its ufrags (checks), the transactions of its requests (answers) and the
+    addresses it validated (DTLS and SRTP)."""
+
+    def ufrag_added(self, ufrag: str) -> bool: ...
+
+    def ufrag_removed(self, ufrag: str) -> None: ...
+
+    def address_validated(self, addr: Address) -> None: ...
+
+    def address_dropped(self, addr: Address) -> None: ...
+
+    def request_sent(self, transaction_id: bytes) -> None: ...
+
+
 class _Endpoint(StunProtocol):
     """aioice's view of one local host candidate on the session's socket (which it must not close)."""
 
@@ -124,6 +140,9 @@ class _Endpoint(StunProtocol):
     def send_stun(self, message: stun.Message, addr: Address) -> None:
         if "USE-CANDIDATE" in message.attributes:
             self._agent.use_candidate_sent += 1
+        routes = self._agent.routes
+        if routes is not None and message.message_class == stun.Class.REQUEST:
+            routes.request_sent(message.transaction_id)
         self.transport.sendto(bytes(message), addr)
 
     async def close(self) -> None:
@@ -216,6 +235,35 @@ class IceAgent:
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # a shared socket's routing table (None: the session has a socket of its own)
+        self.routes: IceRoutes | None = None
+
+    def use_routes(self, routes: IceRoutes) -> None:
+        """Declare this agent's routes to a shared socket from now on. Before any SDP went out:
+        a ufrag another session already has is replaced by a fresh one (RFC 8839 §5.4)."""
+        self.routes = routes
+        for _ in range(16):
+            if routes.ufrag_added(self.local_ufrag):
+                return
+            self.connection = _GatewayConnection(self, self.controlling, generate_ufrag(), generate_password())
+        raise RuntimeError("no free ICE ufrag on the shared socket")
+
+    def _claim_new_ufrag(self) -> str:
+        ufrag = generate_ufrag()
+        routes = self.routes
+        for _ in range(16):
+            if routes is None or routes.ufrag_added(ufrag):
+                return ufrag
+            ufrag = generate_ufrag()
+        raise RuntimeError("no free ICE ufrag on the shared socket")
+
+    def _retire(self, conn: _GatewayConnection) -> None:
+        """Close a connection left behind by a restart; its ufrag stops routing here."""
+        routes = self.routes
+        live = {c.local_username for c in (self.connection, self._previous) if c is not None}
+        if routes is not None and conn.local_username not in live:
+            routes.ufrag_removed(conn.local_username)
+        self._spawn(conn.close())
 
     # -- credentials --------------------------------------------------------------------------------
 
@@ -309,17 +357,18 @@ class IceAgent:
 
     def restart(self) -> None:
         """New local credentials (RFC 8445 §9); media stays on the old pair until a new nomination."""
-        self._begin_restart(generate_ufrag(), generate_password())
+        self._begin_restart(self._claim_new_ufrag(), generate_password())
 
     def _begin_restart(self, ufrag: str, pwd: str) -> None:
         self.restarts += 1
         old = self.connection
-        if self._previous is not None:
-            self._spawn(self._previous.close())
+        retired = [self._previous] if self._previous is not None else []
+        self.connection = _GatewayConnection(self, self.controlling, ufrag, pwd)
         self._previous = old if old.remote_username is not None else None
         if self._previous is None:
-            self._spawn(old.close())
-        self.connection = _GatewayConnection(self, self.controlling, ufrag, pwd)
+            retired.append(old)
+        for conn in retired:
+            self._retire(conn)
         self.connection.ice_controlling = old.ice_controlling  # keeps a role a conflict repaired
         if self._transport is not None:
             self._attach(self.connection)
@@ -419,7 +468,7 @@ class IceAgent:
             previous, self._previous = self._previous, None
             if previous is not None:
                 log.info("ice %s: restart complete", self.name)
-                self._spawn(previous.close())
+                self._retire(previous)
             self._select(addr)
         elif not self.nominated and self._browser_nominated is None:
             self._select(addr)
@@ -430,9 +479,17 @@ class IceAgent:
             log.info("ice %s: consent expired (RFC 7675)", self.name)
 
     def _validate(self, addr: Address) -> None:
-        if addr not in self._validated and len(self._validated) >= MAX_VALIDATED:
-            del self._validated[min(self._validated, key=self._validated.__getitem__)]
-        self._validated[addr] = monotonic()
+        validated = self._validated
+        routes = self.routes
+        if addr not in validated and len(validated) >= MAX_VALIDATED:
+            # the oldest goes, never the selected one (media flows there)
+            oldest = min((a for a in validated if a != self.selected), key=validated.__getitem__)
+            del validated[oldest]
+            if routes is not None:
+                routes.address_dropped(oldest)
+        validated[addr] = monotonic()
+        if routes is not None:
+            routes.address_validated(addr)
 
     def _select(self, addr: Address) -> None:
         if addr == self.selected:

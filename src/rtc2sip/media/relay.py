@@ -75,6 +75,7 @@ from .rtcp import (
 from .rtp import RTP_HEADER, RtpRewriter, build_rtp, payload_bounds
 from .srtp import AES128_CM_SHA1_80, SdesCrypto, SrtpError, SrtpSession
 from .tap import Tap
+from .udpmux import UdpMux
 
 if TYPE_CHECKING:  # the coder imports PyAV: only a plane that transcodes loads it
     from ..coder import CoderPool, CoderSession, OutPacket
@@ -935,8 +936,11 @@ class MediaSession:
         addresses: Iterable[str] | None = None,
         stun_server: Address | None = None,
         avpf_tail: tuple[int, int] | None = (100, 400),
+        mux: UdpMux | None = None,
     ) -> None:
         self.id = session_id
+        # the plane's shared WebRTC socket ([media] webrtc_socket = "shared"); None: a socket per call
+        self._mux = mux
         # webrtc2sip avpf-tail-length: (min, max) packets of video history for NACKs; None: none
         self.avpf_tail = avpf_tail
         # A keyframe request sent to the legacy peer (kind): the plane adds a SIP INFO for it
@@ -986,11 +990,19 @@ class MediaSession:
         loop = asyncio.get_running_loop()
         self._all_closed = asyncio.Event()
         try:
-            sock = self._ports.bind_one(self.host)
-            self.webrtc_port = sock.getsockname()[1]
-            self._ports_held.append(self.webrtc_port)
-            self._open_transports += 1
-            await loop.create_datagram_endpoint(lambda: _WebRtcProtocol(self), sock=sock)
+            if self._mux is not None:
+                protocol = _WebRtcProtocol(self)
+                view = self._mux.attach(protocol)
+                self._open_transports += 1
+                protocol.connection_made(cast(asyncio.BaseTransport, view))
+                self.webrtc_port = self._mux.port
+                self.ice.use_routes(view)
+            else:
+                sock = self._ports.bind_one(self.host)
+                self.webrtc_port = sock.getsockname()[1]
+                self._ports_held.append(self.webrtc_port)
+                self._open_transports += 1
+                await loop.create_datagram_endpoint(lambda: _WebRtcProtocol(self), sock=sock)
             assert self.transport is not None
             await self.ice.gather(self.transport, self._addresses, self.webrtc_port, self._stun_server)
             for kind in kinds:
@@ -1270,6 +1282,8 @@ class MediaSession:
             self._dtls_connected_at = None
             _TRIMMER.released(now)
         _TRIMMER.tick(now)
+        if self._mux is not None:
+            self._mux.log_drops(now)
         if self.ice.consent_expired(now):
             self.fail(f"ice consent lost: no answer to our checks for {_ice.CONSENT_TIMEOUT:g} s (RFC 7675)")
             return
