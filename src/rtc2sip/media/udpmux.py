@@ -74,6 +74,10 @@ MAX_TRANSACTIONS = 256
 # Address caches (raw sockaddr <-> tuple) are cleared when this big: a peer spraying from many
 # source ports costs a rebuild, never unbounded memory.
 MAX_CACHED_ADDRESSES = 8192
+# recvmmsg calls per readiness at most while they come back full: the socket carries every call's
+# browser traffic, and one call per event-loop iteration (an iteration also runs every legacy socket's
+# callbacks) would fall behind; 64 x 64 datagrams bounds the time the loop spends here.
+MAX_ROUNDS = 64
 # At most one log line per this many seconds about datagrams nobody owns.
 DROP_LOG_INTERVAL = 60.0
 
@@ -427,13 +431,21 @@ class _SharedSocket:
 
     def _receive_batch(self) -> None:
         assert _BATCH is not None
-        n = _BATCH[0](self.fd, self._rhdr_base, SLOTS, _MSG_DONTWAIT, None)
-        if n <= 0:
-            if n < 0:
-                err = ctypes.get_errno()
-                if err not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                    self.mux.socket_error(self, OSError(err, f"recvmmsg: {errno.errorcode.get(err, err)}"))
-            return
+        recvmmsg = _BATCH[0]
+        for _ in range(MAX_ROUNDS):
+            n = recvmmsg(self.fd, self._rhdr_base, SLOTS, _MSG_DONTWAIT, None)
+            if n <= 0:
+                if n < 0:
+                    err = ctypes.get_errno()
+                    if err not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                        self.mux.socket_error(self, OSError(err, f"recvmmsg: {errno.errorcode.get(err, err)}"))
+                return
+            self._dispatch(n)
+            if n < SLOTS:
+                return
+
+    def _dispatch(self, n: int) -> None:
+        """Hand the ``n`` datagrams of the receive slots to their owners."""
         self.received += n
         mux = self.mux
         table = mux.table
@@ -475,7 +487,7 @@ class _SharedSocket:
         mux = self.mux
         table = mux.table
         buffer = self._fallback_buffer
-        for _ in range(SLOTS):
+        for _ in range(SLOTS * MAX_ROUNDS):
             try:
                 n, source = self.sock.recvfrom_into(buffer)
             except (BlockingIOError, InterruptedError):
