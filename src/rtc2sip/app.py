@@ -176,6 +176,8 @@ class Gateway:
         if self.media is not None:
             out["media_sessions"] = len(self.media.sessions)
             out["media_ports"] = self.media.ports.in_use
+            # the shared WebRTC socket's routing keys (rtc2sip.media.udpmux): what calls left there
+            out["webrtc_routes"] = self.media.mux.table.routes if self.media.mux is not None else 0
         if self.coder is not None:
             out["transcoded_calls"] = self.coder.active
         if self.proxy is not None and self.proxy.breaker is not None:

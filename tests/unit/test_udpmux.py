@@ -144,6 +144,8 @@ def test_removing_a_session_leaves_nothing_of_it() -> None:
     assert table.keys_of(a) == (set(), set(), set())
     assert list(table.ufrags.values()) == [b] and list(table.addresses.values()) == [b]
     assert [o for o, _ in table.transactions.values()] == [b] and len(table) == 1
+    table.remove(b)
+    assert table.routes == 0
 
 
 def test_transactions_are_bounded_and_expire() -> None:

@@ -232,6 +232,11 @@ class DemuxTable:
             if keys is not None:
                 keys.transactions.pop(txid, None)
 
+    @property
+    def routes(self) -> int:
+        """Every key held (sessions, ufrags, addresses, transactions): 0 once no call is up."""
+        return len(self._keys) + len(self.ufrags) + len(self.addresses) + len(self.transactions)
+
     def keys_of(self, owner: MuxOwner) -> tuple[set[str], set[Address], set[bytes]]:
         keys = self._keys.get(owner) or _Keys()
         return set(keys.ufrags), set(keys.addresses), set(keys.transactions)
