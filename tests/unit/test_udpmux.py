@@ -223,7 +223,7 @@ async def test_shared_socket_routes_and_batches(batch: bool) -> None:
     a, b = Owner("a"), Owner("b")
     view_a, view_b = mux.attach(a), mux.attach(b)
     assert view_a.ufrag_added("ufA") and view_b.ufrag_added("ufB") and not view_b.ufrag_added("ufA")
-    peers = []
+    peers: list[socket.socket] = []
     try:
         for host in hosts:
             peers += await _exchange(mux, host, (a, view_a), (b, view_b))
@@ -371,3 +371,62 @@ def test_media_options() -> None:
                        ("webrtc_sockets = 1", "did you mean")):
         with pytest.raises(ConfigError, match=where):
             read_options_text(f"[media]\n{bad}\n")
+
+
+class FakeStunServer(asyncio.DatagramProtocol):
+    """Answers Binding requests as a NAT'ed client's STUN server would: a public address, its port."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.requests: list[Address] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        request = stun.parse_message(data)
+        self.requests.append(addr)
+        response = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, transaction_id=request.transaction_id,
+                                attributes={"XOR-MAPPED-ADDRESS": ("203.0.113.7", addr[1])})
+        assert self.transport is not None
+        self.transport.sendto(bytes(response), addr)
+
+
+@pytest.mark.parametrize("webrtc_socket", ["shared", "per-call"])
+async def test_server_reflexive_candidate_learnt_once_per_shared_socket(webrtc_socket: str) -> None:
+    """The answer to the gateway's Binding request reaches the call that asked (by transaction ID);
+    on a shared socket the next calls reuse it (one mapping for one socket), per call each asks."""
+    import dataclasses
+
+    from rtc2sip.config import StunServer
+
+    loop = asyncio.get_running_loop()
+    _, server = await loop.create_datagram_endpoint(FakeStunServer, local_addr=("127.0.0.1", 0))
+    assert server.transport is not None
+    host, port = server.transport.get_extra_info("sockname")[:2]
+    base = Settings(media=MediaOptions(webrtc_socket=webrtc_socket))
+    settings = dataclasses.replace(base, webrtc2sip=dataclasses.replace(
+        base.webrtc2sip, enable_icestun=True, stun_server=StunServer(host, port, None, None)))
+    plane = MediaPlane(settings, GW_CERT, port_range=(47100, 47199))
+    peers: list[FakeBrowser | Phone] = []
+    try:
+        srflx = []
+        for i in range(3):
+            browser = await FakeBrowser().start()
+            peers.append(browser)
+            session, _ = await plane.offer_from_webrtc(f"call-{i}", browser.offer())
+            phone = await Phone().start()
+            peers.append(phone)
+            answer = await plane.answer_from_legacy(session, phone.sdp())
+            srflx += [(c.ip, c.port) for c in answer.media[0].candidates if c.type == "srflx"]
+        if webrtc_socket == "shared":
+            assert plane.mux is not None
+            assert srflx == [("203.0.113.7", plane.mux.port)] * 3 and len(server.requests) == 1
+            assert plane.mux.srflx.hits == 2 and plane.mux.table.unrouted == 0
+        else:
+            assert len(server.requests) == 3 and [ip for ip, _ in srflx] == ["203.0.113.7"] * 3
+    finally:
+        for peer in peers:
+            peer.close()
+        await plane.close()
+        server.transport.close()

@@ -52,7 +52,8 @@ from aioice.ice import CandidatePair, StunProtocol
 
 from ..sdp.model import Candidate
 
-__all__ = ["CONSENT_INTERVAL", "CONSENT_TIMEOUT", "IceAgent", "IceRoutes", "generate_password", "generate_ufrag"]
+__all__ = ["CONSENT_INTERVAL", "CONSENT_TIMEOUT", "IceAgent", "IceRoutes", "SrflxCache", "generate_password",
+           "generate_ufrag"]
 
 log = logging.getLogger("rtc2sip.media")
 
@@ -62,6 +63,9 @@ CONSENT_INTERVAL = 5.0
 CONSENT_TIMEOUT = 30.0
 # Gathering the server-reflexive candidate delays the offer or answer: bounded.
 STUN_TIMEOUT = 2.0
+# A shared socket's server-reflexive address is learnt once and reused by the calls that follow for
+# this long (a NAT keeps an active mapping; a call after a rebinding still has its host candidates).
+SRFLX_TTL = 30.0
 # Addresses remembered as validated; a bound keeps a peer spraying checks from growing the table.
 MAX_VALIDATED = 16
 _ICE_CHARS = string.ascii_letters + string.digits + "+/"  # ice-char (RFC 8839 §5.4)
@@ -109,6 +113,26 @@ class _Discard:
 
 
 _DISCARD = _Discard()
+
+
+class SrflxCache:
+    """Server-reflexive addresses of one socket, per (local address, STUN server), for
+    :data:`SRFLX_TTL` seconds: the calls sharing a socket share its NAT mapping."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, Address], tuple[Address, float]] = {}
+        self.queries = 0
+        self.hits = 0
+
+    def get(self, local: str, server: Address, now: float) -> Address | None:
+        entry = self._entries.get((local, server))
+        if entry is None or entry[1] <= now:
+            return None
+        self.hits += 1
+        return entry[0]
+
+    def put(self, local: str, server: Address, mapped: Address, now: float) -> None:
+        self._entries[(local, server)] = (mapped, now + SRFLX_TTL)
 
 
 class IceRoutes(Protocol):
@@ -286,9 +310,10 @@ class IceAgent:
     # -- gathering ----------------------------------------------------------------------------------
 
     async def gather(self, transport: asyncio.DatagramTransport, addresses: Sequence[str], port: int,
-                     stun_server: Address | None = None) -> None:
+                     stun_server: Address | None = None, srflx_cache: SrflxCache | None = None) -> None:
         """Host candidates on ``addresses`` (all on the one socket bound to ``port``), and with
-        ``stun_server`` the server-reflexive one of each IPv4 address (RFC 8445 §5.1.1.2)."""
+        ``stun_server`` the server-reflexive one of each IPv4 address (RFC 8445 §5.1.1.2), from
+        ``srflx_cache`` when the socket is shared and another call learnt it lately."""
         self._transport = transport
         self.local_candidates = [Candidate.host(ip, port, index=i) for i, ip in enumerate(addresses)]
         self._attach(self.connection)
@@ -299,17 +324,23 @@ class IceAgent:
             host = cast(_Endpoint, endpoint).local_candidate
             if ipaddress.ip_address(host.host).version != 4:
                 continue
-            request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-            try:
-                response, _ = await asyncio.wait_for(endpoint.request(request, stun_server), STUN_TIMEOUT)
-            except (TimeoutError, stun.TransactionError) as exc:
-                log.info("ice %s: no server-reflexive candidate from %s:%d: %s", self.name, *stun_server,
-                         exc or "timeout")
-                continue
-            mapped = response.attributes.get("XOR-MAPPED-ADDRESS")
-            if not isinstance(mapped, tuple):
-                continue
-            ip, mapped_port = mapped[0], int(mapped[1])
+            known = srflx_cache.get(host.host, stun_server, monotonic()) if srflx_cache is not None else None
+            if known is None:
+                request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+                try:
+                    response, _ = await asyncio.wait_for(endpoint.request(request, stun_server), STUN_TIMEOUT)
+                except (TimeoutError, stun.TransactionError) as exc:
+                    log.info("ice %s: no server-reflexive candidate from %s:%d: %s", self.name, *stun_server,
+                             exc or "timeout")
+                    continue
+                mapped = response.attributes.get("XOR-MAPPED-ADDRESS")
+                if not isinstance(mapped, tuple):
+                    continue
+                known = (str(mapped[0]), int(mapped[1]))
+                if srflx_cache is not None:
+                    srflx_cache.queries += 1
+                    srflx_cache.put(host.host, stun_server, known, monotonic())
+            ip, mapped_port = known
             candidate = Candidate(candidate_foundation("srflx", "udp", host.host), 1, "udp",
                                   candidate_priority(1, "srflx") - len(srflx), ip, mapped_port, "srflx",
                                   host.host, host.port)

@@ -1004,7 +1004,8 @@ class MediaSession:
                 self._open_transports += 1
                 await loop.create_datagram_endpoint(lambda: _WebRtcProtocol(self), sock=sock)
             assert self.transport is not None
-            await self.ice.gather(self.transport, self._addresses, self.webrtc_port, self._stun_server)
+            await self.ice.gather(self.transport, self._addresses, self.webrtc_port, self._stun_server,
+                                  self._mux.srflx if self._mux is not None else None)
             for kind in kinds:
                 await self.add_kind(kind)
         except BaseException:

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import Any, Protocol
 
+from .ice import SrflxCache
 from .ports import PortAllocator, PortsExhausted
 
 __all__ = [
@@ -602,6 +603,8 @@ class UdpMux:
     def __init__(self, loop: asyncio.AbstractEventLoop, *, batch: bool = True) -> None:
         self.loop = loop
         self.table = DemuxTable()
+        # the sockets' server-reflexive addresses (stun-server), learnt by one call for the next ones
+        self.srflx = SrflxCache()
         self.sockets: list[_SharedSocket] = []
         self.port = 0
         self.batch = batch and _BATCH is not None
