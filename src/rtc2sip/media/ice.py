@@ -5,9 +5,11 @@ browser), controlled when it answers the browser's offer. aioice does the RFC 84
 checks, pairing, pacing and retransmitting checks, nominating (aggressive nomination when
 controlling), role conflicts, peer-reflexive candidates. This module fits it to the media session:
 
-- **One socket.** The session's WebRTC socket (from the port range) carries STUN, DTLS and SRTP
-  (RFC 7983). aioice never gets a socket of its own: each local host candidate is an
-  :class:`_Endpoint`, an aioice ``StunProtocol`` whose transport is the session's; the session's
+- **One socket.** The session's WebRTC socket (its own from the port range, or its view of the
+  plane's shared socket, which the agent tells its ufrags, validated addresses and transaction IDs
+  through :class:`IceRoutes`) carries STUN, DTLS and SRTP (RFC 7983). aioice never gets a socket
+  of its own: each local host candidate is an :class:`_Endpoint`, an aioice ``StunProtocol`` whose
+  transport is the session's; the session's
   protocol hands only STUN datagrams (first byte 0..3) to :meth:`IceAgent.datagram`, so media never
   goes through aioice's ``recv()`` queue or its per-datagram STUN parse, and it is sent straight on
   the socket to :attr:`IceAgent.selected` (the nominated pair's remote address: there is one local

@@ -11,7 +11,8 @@ SIP. Four moves cover both call directions and re-INVITEs (RFC 3264)::
 
 ``update`` is a new offer in an existing session (hold, resume, ICE restart), answered as above.
 SDP translation is :mod:`rtc2sip.sdp.translate`; transports and the packet path are
-:mod:`rtc2sip.media.relay`. Everything of a session lives in its own sockets and task, so one
+:mod:`rtc2sip.media.relay`. Everything of a session lives in its own sockets (the browser leg's
+routes on the shared WebRTC socket, :mod:`rtc2sip.media.udpmux`) and task, so one
 session's failure (DTLS, ICE consent, media timeout) reaches :meth:`MediaPlane.on_failure` for that
 session only, and :meth:`MediaPlane.delete` releases all of it in whatever state it is.
 

@@ -2,9 +2,11 @@
 
 A :class:`MediaSession` owns:
 
-- one UDP socket for the WebRTC leg (BUNDLE, RFC 8843, and rtcp-mux, RFC 5761: STUN, DTLS, SRTP
+- the WebRTC leg's UDP transport (BUNDLE, RFC 8843, and rtcp-mux, RFC 5761: STUN, DTLS, SRTP
   and SRTCP all share it), demultiplexed by first byte (RFC 7983 §7) into the ICE agent (full ICE
-  on aioice, :mod:`rtc2sip.media.ice`, which sees STUN only), the DTLS endpoint, and SRTP;
+  on aioice, :mod:`rtc2sip.media.ice`, which sees STUN only), the DTLS endpoint, and SRTP: by
+  default its view of the plane's one shared socket (:mod:`rtc2sip.media.udpmux`, which routes the
+  session's datagrams to it), else a socket of its own (``[media] webrtc_socket = "per-call"``);
 - per media kind, an RTP/RTCP socket pair for the legacy leg (plain RTP/AVP, or SDES SRTP when the
   legacy peer agreed to a=crypto), with symmetric RTP latching (webrtc2sip ``enable-rtp-symetric``);
 - one housekeeping task: DTLS retransmission timers (RFC 6347 §4.2.4), RTCP reports, consent
