@@ -152,12 +152,12 @@ class CoderGenerator(loadgen.Generator):
         self.opus_configs = [0] * 32  # RFC 6716 §3.1 TOC config of the Opus the gateway sends the browser
 
     def browser_offer(self, call: Call) -> str:
-        port = self.browser_port
+        port, ip = self.browser_port, call.ip
         return (
-            f"v=0\r\no=- {call.b_ssrc} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+            f"v=0\r\no=- {call.b_ssrc} 2 IN IP4 {ip}\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
             "a=msid-semantic: WMS *\r\n"
-            f"m=audio {port} UDP/TLS/RTP/SAVPF {OPUS_PT}\r\nc=IN IP4 127.0.0.1\r\n"
-            f"a=rtcp:{port} IN IP4 127.0.0.1\r\na=candidate:1 1 udp 2113937151 127.0.0.1 {port} typ host\r\n"
+            f"m=audio {port} UDP/TLS/RTP/SAVPF {OPUS_PT}\r\nc=IN IP4 {ip}\r\n"
+            f"a=rtcp:{port} IN IP4 {ip}\r\na=candidate:1 1 udp 2113937151 {ip} {port} typ host\r\n"
             f"a=ice-ufrag:{call.ufrag}\r\na=ice-pwd:{call.pwd}\r\n"
             f"a=fingerprint:{loadgen.CERT.sdp_fingerprint}\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\n"
             f"a=rtcp-mux\r\na=rtpmap:{OPUS_PT} opus/48000/2\r\na=fmtp:{OPUS_PT} minptime=10;useinbandfec=1\r\n"
@@ -219,21 +219,22 @@ class CoderGenerator(loadgen.Generator):
             d.hist[min((now - sent) // loadgen.BIN_NS, loadgen.BINS - 1)] += 1
 
     def _browser_readable(self) -> None:
-        recv = self.browser.recvfrom
-        by_gateway = self.by_gateway
+        recv = self.browser.recvmsg
+        by_key = self.by_key
         clock = time.monotonic_ns
         ws, we = self.window
         d = self.p2b
         while True:
             try:
-                data, addr = recv(2048)
+                data, ancdata, _, addr = recv(2048, 64)
             except BlockingIOError:
                 return
+            key = loadgen._local_key(ancdata)
             b0 = data[0]
             if 127 < b0 < 192:
                 if 191 < data[1] < 224:
                     continue  # RTCP
-                call = by_gateway.get(addr)
+                call = by_key.get(key)
                 if call is None or call.rx is None:
                     continue
                 try:
@@ -249,7 +250,7 @@ class CoderGenerator(loadgen.Generator):
             elif b0 < 4:
                 self._stun(data, addr)
             elif 19 < b0 < 64:
-                call = by_gateway.get(addr)
+                call = by_key.get(key)
                 if call is not None and call.dtls is not None:
                     call.dtls.feed(data)
                     self._flush_dtls(call)
@@ -284,7 +285,7 @@ class CoderGenerator(loadgen.Generator):
         poller.register(phone_fd, select.EPOLLIN)
         pack = loadgen.RTP.pack
         clock = time.monotonic_ns
-        bsend, psend = self.browser.sendto, self.phone.sendto
+        bsend, psend = self.browser.sendmsg, self.phone.sendto
         browser_readable, phone_readable = self._browser_readable, self._phone_readable
         slots = self.slots
         opus, pcmu = self.opus, self.pcmu
@@ -317,7 +318,7 @@ class CoderGenerator(loadgen.Generator):
                             header = pack(0x80, OPUS_PT, (call.b_seq + n) & 0xFFFF,
                                           (ts_base + n * OPUS_STEP) & 0xFFFFFFFF, call.b_ssrc)
                             try:
-                                bsend(tx.protect(header + opus[n % LOOP_FRAMES]), call.gw_browser)
+                                bsend([tx.protect(header + opus[n % LOOP_FRAMES])], call.pktinfo, 0, call.gw_browser)
                             except BlockingIOError:
                                 self.send_errors += 1
                             n = pt.count

@@ -19,8 +19,12 @@ carries the call, a sequence number and the send time (CLOCK_MONOTONIC, shared b
 machine), so the receiving side measures one-way latency and counts, per direction, the packets whose
 send time falls in the measurement window: loss = 1 - received / sent over exactly those packets.
 
-All browsers of a process share one UDP socket and all phones another (the gateway tells calls apart
-by its own ports), so the generator drains two sockets instead of polling thousands.
+All browsers of a process share one UDP socket and all phones another, so the generator drains two
+sockets instead of polling thousands. A relay with a port per call tells the calls apart by its
+ports; one with all browser legs on one port (rtc2sip's shared WebRTC socket) needs a source address
+per browser, as real browsers have: each call's browser has a loopback address of its own,
+127.1.x.y (x.y its index; Linux routes all of 127/8 to ``lo``), sent from with IP_PKTINFO on the
+wildcard-bound browser socket and told apart on arrival by IP_PKTINFO's destination.
 
 ``--generator c`` (what bench/relay.py runs by default) keeps the call setup here and moves the media
 of every set-up call to a C loop (bench/loadgen_c/loadgen.c, :class:`CGenerator`): the Python loop
@@ -232,14 +236,40 @@ class RtpengineControl:
 # -- calls ---------------------------------------------------------------------------------------------
 
 
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; the socket module has it from 3.12
+
+
+def local_ip(index: int) -> str:
+    """The browser address of call ``index`` (see the module docstring): its key is x.y."""
+    return f"127.1.{(index >> 8) & 0xFF}.{index & 0xFF}"
+
+
+def _pktinfo(ip: str) -> list[tuple[int, int, bytes]]:
+    """sendmsg's ancillary data for sending from ``ip`` (struct in_pktinfo: ifindex, spec_dst, addr)."""
+    return [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("=I4s4s", 0, socket.inet_aton(ip), bytes(4)))]
+
+
+def _local_key(ancdata: list[tuple[int, int, bytes]]) -> int:
+    """x.y of the 127.1.x.y a datagram was sent to (its IP_PKTINFO), -1 if another address."""
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and data[8:10] == b"\x7f\x01":
+            return int.from_bytes(data[10:12], "big")
+    return -1
+
+
 class Call:
     __slots__ = (
         "b_seq", "b_ssrc", "call_id", "connected", "dtls", "gw_browser", "gw_phone", "gw_pwd",
-        "gw_ufrag", "index", "p_seq", "p_ssrc", "pwd", "rx", "session", "tx", "ufrag",
+        "gw_ufrag", "index", "ip", "key", "p_seq", "p_ssrc", "pktinfo", "pwd", "rx", "session", "tx", "ufrag",
     )
 
     def __init__(self, index: int) -> None:
+        if index >= 65536:
+            raise RuntimeError("at most 65536 calls per generator process (127.1.x.y)")
         self.index = index
+        self.ip = local_ip(index)
+        self.key = index
+        self.pktinfo = _pktinfo(self.ip)
         self.call_id = f"bench-{os.getpid()}-{index}-{secrets.token_hex(4)}"
         self.ufrag = f"b{os.getpid() % 10000}x{index}"
         self.pwd = secrets.token_hex(12)
@@ -259,11 +289,12 @@ class Call:
 
 
 def browser_offer(call: Call, port: int) -> str:
+    ip = call.ip
     return (
-        f"v=0\r\no=- {call.b_ssrc} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+        f"v=0\r\no=- {call.b_ssrc} 2 IN IP4 {ip}\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
         "a=msid-semantic: WMS *\r\n"
-        f"m=audio {port} UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.1\r\na=rtcp:{port} IN IP4 127.0.0.1\r\n"
-        f"a=candidate:1 1 udp 2113937151 127.0.0.1 {port} typ host\r\n"
+        f"m=audio {port} UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 {ip}\r\na=rtcp:{port} IN IP4 {ip}\r\n"
+        f"a=candidate:1 1 udp 2113937151 {ip} {port} typ host\r\n"
         f"a=ice-ufrag:{call.ufrag}\r\na=ice-pwd:{call.pwd}\r\n"
         f"a=fingerprint:{CERT.sdp_fingerprint}\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n"
         f"a=rtpmap:0 PCMU/8000\r\na=ssrc:{call.b_ssrc} cname:loadgen{call.index}\r\n"
@@ -327,12 +358,13 @@ class Generator:
         self.control = control
         self.concurrency = concurrency
         self.loop = asyncio.get_running_loop()
-        self.browser = self._socket()
+        self.browser = self._socket("0.0.0.0")  # every call's 127.1.x.y reaches it
+        self.browser.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         self.phone = self._socket()
         self.browser_port = self.browser.getsockname()[1]
         self.phone_port = self.phone.getsockname()[1]
         self.calls: list[Call] = []
-        self.by_gateway: dict[Address, Call] = {}
+        self.by_key: dict[int, Call] = {}  # the local key (see the module docstring)
         self.by_ufrag: dict[str, Call] = {}
         self.slots: list[list[Call]] = [[] for _ in range(SLOTS)]
         self.stun_waiting: dict[bytes, asyncio.Future[stun.Message]] = {}
@@ -352,22 +384,26 @@ class Generator:
         return [self.loop.create_task(self._pump()), self.loop.create_task(self._consent())]
 
     @staticmethod
-    def _socket() -> socket.socket:
+    def _socket(host: str = "127.0.0.1") -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for force, option in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)  # past net.core.*mem_max (root)
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         sock.setblocking(False)
         return sock
+
+    def _bsend(self, call: Call, data: bytes, addr: Address) -> None:
+        """A datagram of ``call``'s browser, from its own address."""
+        self.browser.sendmsg([data], call.pktinfo, 0, addr)
 
     # -- receive paths (drain the socket on each wakeup) ---------------------------------------------
 
     def _browser_readable(self) -> None:
-        recv = self.browser.recvfrom
-        by_gateway = self.by_gateway
+        recv = self.browser.recvmsg
+        by_key = self.by_key
         unpack = MARK.unpack_from
         clock = time.monotonic_ns
         ws, we = self.window
@@ -375,14 +411,15 @@ class Generator:
         hist = d.hist
         while True:
             try:
-                data, addr = recv(2048)
+                data, ancdata, _, addr = recv(2048, 64)
             except BlockingIOError:
                 return
+            key = _local_key(ancdata)
             b0 = data[0]
             if 127 < b0 < 192:
                 if 191 < data[1] < 224:
                     continue  # the gateway's RTCP
-                call = by_gateway.get(addr)
+                call = by_key.get(key)
                 if call is None or call.rx is None:
                     continue
                 try:
@@ -397,7 +434,7 @@ class Generator:
             elif b0 < 4:
                 self._stun(data, addr)
             elif 19 < b0 < 64:
-                call = by_gateway.get(addr)
+                call = by_key.get(key)
                 if call is not None and call.dtls is not None:
                     call.dtls.feed(data)
                     self._flush_dtls(call)
@@ -437,7 +474,7 @@ class Generator:
         rtp_pack = RTP.pack_into
         mark_pack = MARK.pack_into
         clock = time.monotonic_ns
-        bsend = self.browser.sendto
+        bsend = self.browser.sendmsg
         psend = self.phone.sendto
         browser_readable, phone_readable = self._browser_readable, self._phone_readable
         slots = self.slots
@@ -465,7 +502,7 @@ class Generator:
                             rtp_pack(buf, 0, 0x80, 0, seq, seq * 160, call.b_ssrc)
                             mark_pack(buf, 12, call.index, seq, t)
                             try:
-                                bsend(tx.protect(bytes(buf)), call.gw_browser)
+                                bsend([tx.protect(bytes(buf))], call.pktinfo, 0, call.gw_browser)
                             except BlockingIOError:
                                 self.send_errors += 1  # counted as sent, hence lost: shown in the notes
                             seq = call.p_seq = (call.p_seq + 1) & 0xFFFF
@@ -498,7 +535,7 @@ class Generator:
             await asyncio.sleep(CONSENT_PERIOD / 5)
             for call in self.calls[part::5]:
                 if call.tx is not None and call.gw_browser is not None:
-                    self.browser.sendto(self._check(call, use_candidate=False), call.gw_browser)
+                    self._bsend(call, self._check(call, use_candidate=False), call.gw_browser)
             part = (part + 1) % 5
 
     # -- ICE ---------------------------------------------------------------------------------------------
@@ -530,7 +567,7 @@ class Generator:
                                     transaction_id=message.transaction_id,
                                     attributes={"XOR-MAPPED-ADDRESS": addr})
             response.add_message_integrity(call.pwd.encode())
-            self.browser.sendto(bytes(response), addr)
+            self._bsend(call, bytes(response), addr)
             return
         future = self.stun_waiting.pop(message.transaction_id, None)
         if future is not None and not future.done():
@@ -542,7 +579,7 @@ class Generator:
         dtls = call.dtls
         assert dtls is not None and call.gw_browser is not None
         for datagram in dtls.datagrams_to_send():
-            self.browser.sendto(datagram, call.gw_browser)
+            self._bsend(call, datagram, call.gw_browser)
         if dtls.state is DtlsState.CONNECTED and call.tx is None and dtls.srtp_keys is not None:
             call.tx = dtls.srtp_keys.tx_session()
             call.rx = dtls.srtp_keys.rx_session()
@@ -568,14 +605,14 @@ class Generator:
         fingerprint = _attribute(answer, "fingerprint")
         if _attribute(answer, "setup") != "passive":
             raise RuntimeError("the gateway did not answer a=setup:passive")
-        self.by_gateway[call.gw_browser] = call
+        self.by_key[call.key] = call
         self.by_ufrag[call.ufrag] = call
         deadline = self.loop.time() + SETUP_TIMEOUT
         # ICE: the browser (controlling) checks with USE-CANDIDATE until a response comes back.
         while True:
             request = self._check(call, use_candidate=True)
             txid = request[8:20]
-            self.browser.sendto(request, call.gw_browser)
+            self._bsend(call, request, call.gw_browser)
             try:
                 response = await asyncio.wait_for(self.stun_waiting[txid], 0.2)
             except TimeoutError:
@@ -627,7 +664,7 @@ class Generator:
                 except Exception as exc:
                     self.failed += 1
                     errors.append(f"{type(exc).__name__}: {exc}")
-                    self.by_gateway.pop(call.gw_browser, None)  # type: ignore[arg-type]
+                    self.by_key.pop(call.key, None)
                     self.by_ufrag.pop(call.ufrag, None)
                     try:
                         await self.control.delete(call)
@@ -684,7 +721,7 @@ def load_c_library(path: Path = C_LIBRARY) -> ctypes.CDLL:
     lib.lg_create.restype = p
     lib.lg_create.argtypes = [i, i, i]
     lib.lg_add_call.restype = i
-    lib.lg_add_call.argtypes = [p, u32, s, i, s, i, u32, u32, i, i, buf, buf, s, s, s, s]
+    lib.lg_add_call.argtypes = [p, u32, s, i, s, i, u32, u32, i, i, buf, buf, s, s, s, s, s]
     lib.lg_run.restype = i
     lib.lg_run.argtypes = [p]
     lib.lg_stop.restype = None
@@ -747,14 +784,15 @@ class CGenerator(Generator):
             except BlockingIOError:
                 return
             addr = (socket.inet_ntoa(data[:4]), int.from_bytes(data[4:6], "big"))
-            data = data[6:]
+            key = int.from_bytes(data[6:8], "big")
+            data = data[8:]
             if not data:
                 continue
             b0 = data[0]
             if b0 < 4:
                 self._stun(data, addr)
             elif 19 < b0 < 64:
-                call = self.by_gateway.get(addr)
+                call = self.by_key.get(key)
                 if call is not None and call.dtls is not None:
                     call.dtls.feed(data)
                     self._flush_dtls(call)
@@ -767,7 +805,7 @@ class CGenerator(Generator):
             self.handle, call.index, call.gw_browser[0].encode(), call.gw_browser[1], call.gw_phone[0].encode(),
             call.gw_phone[1], call.b_ssrc, call.p_ssrc, call.b_seq, call.p_seq, keys.local_key_salt,
             keys.remote_key_salt, call.ufrag.encode(), call.pwd.encode(), call.gw_ufrag.encode(),
-            call.gw_pwd.encode())
+            call.gw_pwd.encode(), call.ip.encode())
         if rc != 0:
             raise RuntimeError("lg_add_call failed")
         call.tx = call.rx = None  # the C loop has its own libsrtp sessions

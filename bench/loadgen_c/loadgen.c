@@ -18,7 +18,14 @@
  *   and FINGERPRINT (CRC-32), and success responses to the relay's own checks (rtpengine is a full
  *   ICE agent), signed with the browser's password;
  * - whatever it does not handle itself (DTLS, STUN of calls still being set up, responses to Python's
- *   checks) goes to Python over a datagram socketpair, prefixed with the 6-byte source address.
+ *   checks) goes to Python over a datagram socketpair, prefixed with the 6-byte source address and
+ *   the 2-byte local key (below; 0 without one).
+ *
+ * Calls are told apart by the relay's source port (a relay port per call), or, for a relay that puts
+ * every browser leg on one port (rtc2sip's shared WebRTC socket), by the browser's own address: each
+ * call then has a loopback address of its own, 127.1.x.y with x.y its index (the "local key"), sent
+ * from with IP_PKTINFO on the one browser socket (bound to the wildcard) and read back from the
+ * IP_PKTINFO of what arrives.
  *
  * One mutex: this thread holds it while it works and drops it while it sleeps, so the Python
  * thread's lg_add_call/lg_window/lg_report never see half-updated state.
@@ -58,9 +65,16 @@
 #define BUFSZ 2048
 #define UFRAG_MAX 256
 
+typedef union {
+    struct cmsghdr align;
+    uint8_t buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+} pktinfo_t;
+
 typedef struct {
     uint32_t index;
     struct sockaddr_in gw_browser, gw_phone;
+    int local_key;       /* -1: none (the call is known by the relay's port) */
+    pktinfo_t local_ctl; /* IP_PKTINFO with the call's own source address */
     uint32_t b_ssrc, p_ssrc;
     uint16_t b_seq, p_seq;
     srtp_t tx, rx;
@@ -93,6 +107,7 @@ typedef struct {
     call_t **slot[SLOTS];
     size_t slot_len[SLOTS], slot_cap[SLOTS];
     call_t *by_port[65536];
+    call_t *by_local[65536];
     int64_t window_start, window_end;
     direction_t b2p, p2b;
     lg_report_t counters; /* the scalar counters; the direction fields are filled by lg_report */
@@ -106,7 +121,7 @@ typedef struct {
     struct mmsghdr rmsg[RBATCH];
     struct iovec riov[RBATCH];
     struct sockaddr_in rname[RBATCH];
-    uint8_t rctl[RBATCH][CMSG_SPACE(sizeof(struct timespec))];
+    uint8_t rctl[RBATCH][CMSG_SPACE(sizeof(struct timespec)) + CMSG_SPACE(sizeof(struct in_pktinfo))];
     int64_t real_to_mono; /* CLOCK_MONOTONIC - CLOCK_REALTIME, for the kernel's receive stamps */
 } lg_t;
 
@@ -179,6 +194,34 @@ static size_t stun_finish(uint8_t *msg, size_t off, const char *key) {
     return stun_attr(msg, off, 0x8028, fp, 4);
 }
 
+/* A datagram of call c's browser: from its own address when it has one (IP_PKTINFO). */
+static ssize_t send_browser(lg_t *lg, call_t *c, const void *data, size_t len, const struct sockaddr_in *to) {
+    struct iovec iov = {(void *)data, len};
+    struct msghdr m = {.msg_name = (void *)to, .msg_namelen = sizeof *to, .msg_iov = &iov, .msg_iovlen = 1};
+    if (c != NULL && c->local_key >= 0) {
+        m.msg_control = c->local_ctl.buf;
+        m.msg_controllen = sizeof c->local_ctl.buf;
+    }
+    return sendmsg(lg->browser_fd, &m, MSG_DONTWAIT);
+}
+
+/* The local key of a datagram from its IP_PKTINFO: x.y of 127.1.x.y, -1 for another address. */
+static int local_key(struct msghdr *m) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            uint32_t dst = ntohl(pi.ipi_addr.s_addr);
+            return (dst >> 16) == 0x7F01 ? (int)(dst & 0xFFFF) : -1;
+        }
+    }
+    return -1;
+}
+
+static call_t *call_of(lg_t *lg, int key, const struct sockaddr_in *from) {
+    return key >= 0 ? lg->by_local[key] : lg->by_port[ntohs(from->sin_port)];
+}
+
 static void send_consent(lg_t *lg, call_t *c) {
     uint8_t msg[600];
     put16(msg, 0x0001);
@@ -195,17 +238,18 @@ static void send_consent(lg_t *lg, call_t *c) {
     off = stun_attr(msg, off, 0x0024, prio, 4);
     off = stun_attr(msg, off, 0x802A, ctl, 8);
     off = stun_finish(msg, off, c->gw_pwd);
-    if (sendto(lg->browser_fd, msg, off, 0, (struct sockaddr *)&c->gw_browser, sizeof c->gw_browser) < 0)
+    if (send_browser(lg, c, msg, off, &c->gw_browser) < 0)
         lg->counters.send_errors++;
     else
         lg->counters.consent_sent++;
 }
 
-static void forward(lg_t *lg, const uint8_t *data, size_t len, const struct sockaddr_in *from) {
-    uint8_t head[6];
+static void forward(lg_t *lg, const uint8_t *data, size_t len, const struct sockaddr_in *from, int key) {
+    uint8_t head[8];
     memcpy(head, &from->sin_addr.s_addr, 4);
     memcpy(head + 4, &from->sin_port, 2);
-    struct iovec iov[2] = {{head, 6}, {(void *)data, len}};
+    put16(head + 6, (uint16_t)(key < 0 ? 0 : key));
+    struct iovec iov[2] = {{head, 8}, {(void *)data, len}};
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
     if (sendmsg(lg->forward_fd, &m, MSG_DONTWAIT) < 0)
         lg->counters.forward_dropped++;
@@ -215,7 +259,7 @@ static void forward(lg_t *lg, const uint8_t *data, size_t len, const struct sock
 
 /* A STUN message on the browser socket: the relay's check of a call we own is answered here, a
  * response to one of our consent checks is counted, anything else goes to Python. */
-static void on_stun(lg_t *lg, const uint8_t *d, size_t len, const struct sockaddr_in *from) {
+static void on_stun(lg_t *lg, const uint8_t *d, size_t len, const struct sockaddr_in *from, int key) {
     if (len < 20 || get32(d + 4) != STUN_COOKIE) return;
     uint16_t type = get16(d);
     if ((type == 0x0101 || type == 0x0111) && memcmp(d + 8, "lgc", 3) == 0) {
@@ -223,7 +267,7 @@ static void on_stun(lg_t *lg, const uint8_t *d, size_t len, const struct sockadd
         else lg->counters.consent_error++;
         return;
     }
-    call_t *c = lg->by_port[ntohs(from->sin_port)];
+    call_t *c = call_of(lg, key, from);
     if (type == 0x0001 && c != NULL && c->gw_browser.sin_addr.s_addr == from->sin_addr.s_addr) {
         size_t end = 20 + get16(d + 2), off = 20;
         if (end > len) return;
@@ -246,12 +290,12 @@ static void on_stun(lg_t *lg, const uint8_t *d, size_t len, const struct sockadd
             put32(xma + 4, ntohl(from->sin_addr.s_addr) ^ STUN_COOKIE);
             size_t o = stun_attr(msg, 20, 0x0020, xma, 8);
             o = stun_finish(msg, o, c->pwd);
-            sendto(lg->browser_fd, msg, o, 0, (const struct sockaddr *)from, sizeof *from);
+            send_browser(lg, c, msg, o, from);
             lg->counters.checks_answered++;
             return;
         }
     }
-    forward(lg, d, len, from);
+    forward(lg, d, len, from, key);
 }
 
 /* -- media ------------------------------------------------------------------------------------------ */
@@ -307,9 +351,10 @@ static void drain_browser(lg_t *lg) {
             const struct sockaddr_in *from = &lg->rname[i];
             if (len < 1) continue;
             uint8_t b0 = d[0];
+            int key = local_key(&lg->rmsg[i].msg_hdr);
             if (b0 > 127 && b0 < 192) {
                 if (len < 2 || (d[1] > 191 && d[1] < 224)) continue; /* the relay's RTCP */
-                call_t *c = lg->by_port[ntohs(from->sin_port)];
+                call_t *c = call_of(lg, key, from);
                 if (c == NULL || c->gw_browser.sin_addr.s_addr != from->sin_addr.s_addr) continue;
                 if (S.unprotect(c->rx, d, &len) != srtp_err_status_ok) {
                     lg->counters.srtp_errors++;
@@ -317,9 +362,9 @@ static void drain_browser(lg_t *lg) {
                 }
                 if (len >= 28) count(lg, &lg->p2b, d + 12, arrival(lg, &lg->rmsg[i].msg_hdr, now));
             } else if (b0 < 4) {
-                on_stun(lg, d, (size_t)len, from);
+                on_stun(lg, d, (size_t)len, from, key);
             } else if (b0 > 19 && b0 < 64) {
-                forward(lg, d, (size_t)len, from); /* DTLS: Python's, if anyone's */
+                forward(lg, d, (size_t)len, from, key); /* DTLS: Python's, if anyone's */
             }
         }
         if (n < RBATCH) return;
@@ -376,6 +421,10 @@ static void send_slot(lg_t *lg, int k) {
                 lg->smsg_b[nb].msg_hdr = (struct msghdr){.msg_name = &c->gw_browser,
                                                          .msg_namelen = sizeof c->gw_browser,
                                                          .msg_iov = &lg->siov_b[nb], .msg_iovlen = 1};
+                if (c->local_key >= 0) {
+                    lg->smsg_b[nb].msg_hdr.msg_control = c->local_ctl.buf;
+                    lg->smsg_b[nb].msg_hdr.msg_controllen = sizeof c->local_ctl.buf;
+                }
                 nb++;
             }
             seq = ++c->p_seq;
@@ -460,6 +509,7 @@ lg_t *lg_create(int browser_fd, int phone_fd, int forward_fd) {
     int on = 1;
     setsockopt(browser_fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
     setsockopt(phone_fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
+    setsockopt(browser_fd, IPPROTO_IP, IP_PKTINFO, &on, sizeof on); /* the local key of what arrives */
     clocks(lg);
     lg->running = 1;
     return lg;
@@ -494,11 +544,12 @@ static int grow(void **array, size_t *cap, size_t need) {
     return 0;
 }
 
-/* 0 when the call is in; keys are 30 bytes of master key || salt (RFC 5764 §4.2, already per direction). */
+/* 0 when the call is in; keys are 30 bytes of master key || salt (RFC 5764 §4.2, already per direction).
+ * local_ip: the browser's own address, 127.1.x.y ("" when the call is known by the relay's port). */
 int lg_add_call(lg_t *lg, uint32_t index, const char *gw_browser_host, int gw_browser_port,
                 const char *gw_phone_host, int gw_phone_port, uint32_t b_ssrc, uint32_t p_ssrc, int b_seq,
                 int p_seq, const uint8_t *tx_key, const uint8_t *rx_key, const char *ufrag, const char *pwd,
-                const char *gw_ufrag, const char *gw_pwd) {
+                const char *gw_ufrag, const char *gw_pwd, const char *local_ip) {
     if (strlen(ufrag) >= UFRAG_MAX || strlen(pwd) >= UFRAG_MAX || strlen(gw_ufrag) >= UFRAG_MAX ||
         strlen(gw_pwd) >= UFRAG_MAX)
         return -1;
@@ -514,6 +565,22 @@ int lg_add_call(lg_t *lg, uint32_t index, const char *gw_browser_host, int gw_br
     strcpy(c->pwd, pwd);
     strcpy(c->gw_pwd, gw_pwd);
     c->username_len = (size_t)snprintf(c->username, sizeof c->username, "%s:%s", gw_ufrag, ufrag);
+    c->local_key = -1;
+    if (local_ip != NULL && local_ip[0] != 0) {
+        struct in_pktinfo pi;
+        memset(&pi, 0, sizeof pi);
+        uint32_t a;
+        if (inet_pton(AF_INET, local_ip, &pi.ipi_spec_dst) != 1 || ((a = ntohl(pi.ipi_spec_dst.s_addr)) >> 16) != 0x7F01) {
+            free(c);
+            return -1;
+        }
+        c->local_key = (int)(a & 0xFFFF);
+        struct cmsghdr *cm = (struct cmsghdr *)c->local_ctl.buf;
+        cm->cmsg_level = IPPROTO_IP;
+        cm->cmsg_type = IP_PKTINFO;
+        cm->cmsg_len = CMSG_LEN(sizeof pi);
+        memcpy(CMSG_DATA(cm), &pi, sizeof pi);
+    }
     if (parse_addr(&c->gw_browser, gw_browser_host, gw_browser_port) ||
         parse_addr(&c->gw_phone, gw_phone_host, gw_phone_port) || session(&c->tx, tx_key, 1)) {
         free(c);
@@ -536,7 +603,10 @@ int lg_add_call(lg_t *lg, uint32_t index, const char *gw_browser_host, int gw_br
         c->next_consent = now_ns() + (int64_t)(((uint64_t)lg->ncalls * 2654435761u) % (uint64_t)CONSENT_NS);
         lg->calls[lg->ncalls++] = c;
         lg->slot[k][lg->slot_len[k]++] = c;
-        lg->by_port[gw_browser_port & 0xFFFF] = c;
+        if (c->local_key >= 0)
+            lg->by_local[c->local_key] = c;
+        else
+            lg->by_port[gw_browser_port & 0xFFFF] = c;
     }
     api_unlock(lg);
     if (rc) {

@@ -67,7 +67,7 @@ def selftest(lib: ctypes.CDLL | None = None) -> None:
         rb_port, rp_port = relay_b.getsockname()[1], relay_p.getsockname()[1]
         assert lib.lg_add_call(handle, 7, b"127.0.0.1", rb_port, b"127.0.0.1", rp_port, b_ssrc, p_ssrc, 65530,
                                100, tx_key, rx_key, ufrag.encode(), pwd.encode(), gw_ufrag.encode(),
-                               gw_pwd.encode()) == 0, "lg_add_call failed"
+                               gw_pwd.encode(), b"") == 0, "lg_add_call failed"
         start = time.monotonic_ns()
         lib.lg_window(handle, start, start + 60_000_000_000)
         thread.start()
@@ -130,7 +130,7 @@ def selftest(lib: ctypes.CDLL | None = None) -> None:
         forward_py.settimeout(TIMEOUT)
         forwarded = forward_py.recv(4096)
         assert forwarded[:6] == socket.inet_aton("127.0.0.1") + rb_port.to_bytes(2, "big")
-        assert forwarded[6:9] == b"\x16\xfe\xfd"
+        assert forwarded[8:11] == b"\x16\xfe\xfd"
 
         report = loadgen._CReport()
         hist = (ctypes.c_uint32 * loadgen.BINS)()

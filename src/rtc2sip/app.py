@@ -116,6 +116,7 @@ class Gateway:
             limit = -(-(lim.max_transcoded_calls or 1_000_000) // workers)
             rec_dir = s.recording.dir or data_dir / "recordings"
             remote = RemotePlane(s, default_certificate(data_dir), workers=workers, host=self._media_host(webrtc=True),
+                                 port_range=s.media.rtp_ports,
                                  legacy_host=self._media_host(),
                                  coder_limit=limit if s.webrtc2sip.enable_media_coder else 0,
                                  recording_dir=rec_dir, forward_dir=s.forward.dir or rec_dir)
@@ -128,7 +129,8 @@ class Gateway:
                 # 0 in [limits] means unlimited, as for the other counts
                 self.coder = CoderPool(lim.max_transcoded_calls or 1_000_000)
             self.media = MediaPlane(s, default_certificate(data_dir), host=self._media_host(webrtc=True),
-                                    legacy_host=self._media_host(), coder=self.coder)
+                                    legacy_host=self._media_host(), port_range=s.media.rtp_ports, coder=self.coder)
+            await self.media.start()  # the shared WebRTC socket ([media] webrtc_socket)
         if self.media is not None:
             self.proxy.breaker = B2bua(
                 ProxyHost(self.proxy), self.media,
@@ -206,6 +208,9 @@ class Gateway:
         if self.media is not None:
             out["media_sessions"] = len(self.media.sessions)
             out["media_ports"] = self.media.ports.in_use
+            # the shared WebRTC socket's routing keys (rtc2sip.media.udpmux): what calls left there
+            mux = self.media.mux if isinstance(self.media, MediaPlane) else None
+            out["webrtc_routes"] = mux.table.routes if mux is not None else 0
         if self.coder is not None:
             out["transcoded_calls"] = self.coder.active
         if self.proxy is not None and self.proxy.breaker is not None:

@@ -145,6 +145,17 @@ def test_media_workers_option() -> None:
             read_options_text(bad)
 
 
+def test_media_port_range_option() -> None:
+    assert read_options_text("").media.rtp_ports == (20000, 29999)
+    assert read_options_text('[media]\nrtp_ports = "30000 - 30999"\n').media.rtp_ports == (30000, 30999)
+    for bad in ('rtp_ports = "30000"', 'rtp_ports = 30000', 'rtp_ports = "999-2000"', 'rtp_ports = "3000-2000"',
+                'rtp_ports = "30000-70000"', 'rtp_ports = "30000-30009"',
+                'workers = 4\nrtp_ports = "30000-30040"',  # under 16 ports per worker
+                'workers = 2\nwebrtc_port = 40000'):  # one port cannot serve two workers' shared sockets
+        with pytest.raises(ValueError, match="media"):
+            read_options_text(f"[media]\n{bad}\n")
+
+
 def test_start_up_report_names_the_media_workers() -> None:
     from rtc2sip.config import MediaOptions
 

@@ -22,7 +22,7 @@ from media_peers import (  # noqa: F401 - test_recording imports them from here
     open_fds,
     until,
 )
-from rtc2sip.config import Settings
+from rtc2sip.config import MediaOptions, Settings
 from rtc2sip.media.dtls import DtlsRole
 from rtc2sip.media.plane import InvalidState, MediaPlane, UnknownSession
 from rtc2sip.media.ports import PortAllocator, PortsExhausted
@@ -32,9 +32,15 @@ from rtc2sip.media.srtp import SdesCrypto
 from rtc2sip.sdp import SdpError, SessionDescription
 
 
-@pytest.fixture
-async def plane() -> Any:
-    p = MediaPlane(Settings(), GW_CERT, port_range=(41000, 41999))
+def settings(webrtc_socket: str = "shared") -> Settings:
+    return Settings(media=MediaOptions(webrtc_socket=webrtc_socket))
+
+
+# Every test of a plane runs with the browser legs on one shared socket (the default) and with a
+# socket per call.
+@pytest.fixture(params=["shared", "per-call"])
+async def plane(request: pytest.FixtureRequest) -> Any:
+    p = MediaPlane(settings(request.param), GW_CERT, port_range=(41000, 41999))
     yield p
     await p.close()
 
@@ -412,8 +418,9 @@ async def test_reinvite_hold_and_resume_keeps_the_stream_continuous(plane: Media
 # Leaks
 
 
-async def test_twenty_sessions_leave_nothing_behind() -> None:
-    plane = MediaPlane(Settings(), GW_CERT, port_range=(43000, 43999))
+@pytest.mark.parametrize("webrtc_socket", ["shared", "per-call"])
+async def test_twenty_sessions_leave_nothing_behind(webrtc_socket: str) -> None:
+    plane = MediaPlane(settings(webrtc_socket), GW_CERT, port_range=(43000, 43999))
     await asyncio.sleep(0)
     fds, tasks = open_fds(), len(asyncio.all_tasks())
     peers: list[FakeBrowser | Phone] = []
@@ -430,14 +437,20 @@ async def test_twenty_sessions_leave_nothing_behind() -> None:
                 browser.send_rtp(0, 1, b"z" * 160)
                 await until(lambda p=phone: p.received)  # type: ignore[misc]
             sessions.append(session)
-        assert plane.ports.in_use == 20 * 3
+        # an RTP/RTCP pair per call, and the browser leg's own port when it has one
+        assert plane.ports.in_use == 20 * (2 if webrtc_socket == "shared" else 3)
         assert len(asyncio.all_tasks()) >= tasks + 20
+        if plane.mux is not None:
+            assert len(plane.mux.table) == 20
         for peer in peers:
             peer.close()
         peers.clear()
         for session in sessions:
             await plane.delete(session)
         await plane.delete(sessions[0])  # twice: harmless
+        if plane.mux is not None:  # the shared socket stays, with no route left
+            table = plane.mux.table
+            assert (len(table), table.ufrags, table.addresses, table.transactions) == (0, {}, {}, {})
     finally:
         for peer in peers:
             peer.close()
@@ -446,6 +459,7 @@ async def test_twenty_sessions_leave_nothing_behind() -> None:
     assert plane.ports.in_use == 0
     assert open_fds() == fds
     assert len(asyncio.all_tasks()) == tasks
+    assert plane.mux is None
 
 
 def test_port_allocator_pairs_round_robin_and_bound() -> None:

@@ -38,9 +38,11 @@ __all__ = [
     "BREAKER_POLICIES",
     "LOG_FORMATS",
     "RECORDING_FORMATS",
+    "WEBRTC_SOCKETS",
     "ForwardOptions",
     "GatewayOptions",
     "Limits",
+    "MediaOptions",
     "Options",
     "RecordingOptions",
     "default_data_dir",
@@ -55,6 +57,10 @@ LOG_FORMATS = ("text", "json")
 BREAKER_POLICIES = ("auto", "client", "never", "always")
 _TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip", "recording", "forward", "media")
 MAX_MEDIA_WORKERS = 256
+# shared: every browser leg on one UDP port (rtc2sip.media.udpmux); per-call: a port per call
+WEBRTC_SOCKETS = ("shared", "per-call")
+# The smallest media port range: a call holds three ports (two with the shared socket)
+MIN_RTP_PORTS = 16
 RECORDING_FORMATS = ("wav", "ogg")
 # RFC 3261 §25.1 user-part characters, less ';' and escapes, which would be ambiguous as a key
 _USER = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,?/]+$")
@@ -139,11 +145,17 @@ class ForwardOptions:
 
 @dataclass(frozen=True, slots=True)
 class MediaOptions:
-    """``[media]``: where the RTCWeb Breaker's media plane runs. ``workers`` 0 is in the gateway's own
-    process; N >= 1 is N worker processes (rtc2sip.media.worker), each with its own slice of the RTP
-    port range; "auto" in the file is one per core."""
+    """``[media]``: the RTCWeb Breaker's media plane. ``workers`` 0 runs it in the gateway's own
+    process; N >= 1 in N worker processes (rtc2sip.media.worker), each with its own slice of
+    ``rtp_ports``; "auto" in the file is one per core. ``rtp_ports`` bounds every media socket
+    (inclusive). ``webrtc_socket = "shared"`` puts every browser leg on one UDP port (per address
+    family, and per worker), ``webrtc_port`` (0: the first free port of the range);
+    ``"per-call"`` gives each call's browser leg a port of its own."""
 
     workers: int = 0
+    rtp_ports: tuple[int, int] = (20000, 29999)
+    webrtc_socket: str = "shared"
+    webrtc_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +379,7 @@ def _recording(t: _Table, base_dir: Path) -> RecordingOptions:
 
 
 def _media(t: _Table) -> MediaOptions:
+    d = MediaOptions()
     workers = 0
     if t.has("workers"):
         v = t.raw("workers")
@@ -374,8 +387,33 @@ def _media(t: _Table) -> MediaOptions:
             workers = max(1, min(MAX_MEDIA_WORKERS, os.cpu_count() or 1))
         else:
             workers = t.int_("workers", 0, 0, MAX_MEDIA_WORKERS)
-    t.finish(("workers",))
-    return MediaOptions(workers=workers)
+    rtp_ports = d.rtp_ports
+    if t.has("rtp_ports"):
+        v = t.raw("rtp_ports")
+        m_ = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", v) if isinstance(v, str) else None
+        if m_ is None:
+            raise t.error("rtp_ports", f"{v!r} is not a range like \"20000-29999\"")
+        low, high = int(m_[1]), int(m_[2])
+        if not 1024 <= low < high <= 65535:
+            raise t.error("rtp_ports", f"{low}-{high}: want 1024 <= low < high <= 65535")
+        if high - low + 1 < MIN_RTP_PORTS * max(1, workers):
+            raise t.error("rtp_ports", f"{low}-{high} is too small: at least {MIN_RTP_PORTS} ports per media process")
+        rtp_ports = (low, high)
+    m = MediaOptions(
+        workers=workers,
+        rtp_ports=rtp_ports,
+        webrtc_socket=t.choice("webrtc_socket", d.webrtc_socket, WEBRTC_SOCKETS),
+        webrtc_port=t.int_("webrtc_port", d.webrtc_port, 0, 65535),
+    )
+    if m.webrtc_port and m.webrtc_socket != "shared":
+        raise t.error("webrtc_port", "is the shared socket's port: needs webrtc_socket = \"shared\"")
+    if 0 < m.webrtc_port < 1024:
+        raise t.error("webrtc_port", f"{m.webrtc_port} is a privileged port: use 1024..65535 (0: from the media range)")
+    if m.webrtc_port and workers > 1:
+        # each worker process has a shared socket of its own; one port cannot be bound by all
+        raise t.error("webrtc_port", f"one port cannot serve {workers} media workers: leave it at 0")
+    t.finish(("workers", "rtp_ports", "webrtc_socket", "webrtc_port"))
+    return m
 
 
 def _forward(t: _Table, base_dir: Path) -> ForwardOptions:

@@ -5,9 +5,11 @@ browser), controlled when it answers the browser's offer. aioice does the RFC 84
 checks, pairing, pacing and retransmitting checks, nominating (aggressive nomination when
 controlling), role conflicts, peer-reflexive candidates. This module fits it to the media session:
 
-- **One socket.** The session's WebRTC socket (from the port range) carries STUN, DTLS and SRTP
-  (RFC 7983). aioice never gets a socket of its own: each local host candidate is an
-  :class:`_Endpoint`, an aioice ``StunProtocol`` whose transport is the session's; the session's
+- **One socket.** The session's WebRTC socket (its own from the port range, or its view of the
+  plane's shared socket, which the agent tells its ufrags, validated addresses and transaction IDs
+  through :class:`IceRoutes`) carries STUN, DTLS and SRTP (RFC 7983). aioice never gets a socket
+  of its own: each local host candidate is an :class:`_Endpoint`, an aioice ``StunProtocol`` whose
+  transport is the session's; the session's
   protocol hands only STUN datagrams (first byte 0..3) to :meth:`IceAgent.datagram`, so media never
   goes through aioice's ``recv()`` queue or its per-datagram STUN parse, and it is sent straight on
   the socket to :attr:`IceAgent.selected` (the nominated pair's remote address: there is one local
@@ -43,7 +45,7 @@ import secrets
 import string
 from collections.abc import Callable, Sequence
 from time import monotonic
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from aioice import Candidate as AioCandidate
 from aioice import Connection, stun
@@ -53,7 +55,8 @@ from aioice.ice import CandidatePair, StunProtocol
 from ..sdp.model import Candidate
 from .ports import Address, wire_address
 
-__all__ = ["CONSENT_INTERVAL", "CONSENT_TIMEOUT", "IceAgent", "generate_password", "generate_ufrag"]
+__all__ = ["CONSENT_INTERVAL", "CONSENT_TIMEOUT", "IceAgent", "IceRoutes", "SrflxCache", "generate_password",
+           "generate_ufrag"]
 
 log = logging.getLogger("rtc2sip.media")
 
@@ -63,10 +66,12 @@ CONSENT_INTERVAL = 5.0
 CONSENT_TIMEOUT = 30.0
 # Gathering the server-reflexive candidate delays the offer or answer: bounded.
 STUN_TIMEOUT = 2.0
+# A shared socket's server-reflexive address is learnt once and reused by the calls that follow for
+# this long (a NAT keeps an active mapping; a call after a rebinding still has its host candidates).
+SRFLX_TTL = 30.0
 # Addresses remembered as validated; a bound keeps a peer spraying checks from growing the table.
 MAX_VALIDATED = 16
 _ICE_CHARS = string.ascii_letters + string.digits + "+/"  # ice-char (RFC 8839 §5.4)
-
 
 
 def _check_aioice() -> None:
@@ -111,6 +116,42 @@ class _Discard:
 _DISCARD = _Discard()
 
 
+class SrflxCache:
+    """Server-reflexive addresses of one socket, per (local address, STUN server), for
+    :data:`SRFLX_TTL` seconds: the calls sharing a socket share its NAT mapping."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, Address], tuple[Address, float]] = {}
+        self.queries = 0
+        self.hits = 0
+
+    def get(self, local: str, server: Address, now: float) -> Address | None:
+        entry = self._entries.get((local, server))
+        if entry is None or entry[1] <= now:
+            return None
+        self.hits += 1
+        return entry[0]
+
+    def put(self, local: str, server: Address, mapped: Address, now: float) -> None:
+        self._entries[(local, server)] = (mapped, now + SRFLX_TTL)
+
+
+class IceRoutes(Protocol):
+    """What a shared socket (:mod:`rtc2sip.media.udpmux`) needs to know to route datagrams to this
+    agent's session: its ufrags (checks), the transactions of its requests (answers) and the
+    addresses it validated (DTLS and SRTP)."""
+
+    def ufrag_added(self, ufrag: str) -> bool: ...
+
+    def ufrag_removed(self, ufrag: str) -> None: ...
+
+    def address_validated(self, addr: Address) -> None: ...
+
+    def address_dropped(self, addr: Address) -> None: ...
+
+    def request_sent(self, transaction_id: bytes) -> None: ...
+
+
 class _Endpoint(StunProtocol):
     """aioice's view of one local host candidate on the session's socket (which it must not close)."""
 
@@ -124,6 +165,9 @@ class _Endpoint(StunProtocol):
     def send_stun(self, message: stun.Message, addr: Address) -> None:
         if "USE-CANDIDATE" in message.attributes:
             self._agent.use_candidate_sent += 1
+        routes = self._agent.routes
+        if routes is not None and message.message_class == stun.Class.REQUEST:
+            routes.request_sent(message.transaction_id)
         self.transport.sendto(bytes(message), addr)
 
     async def close(self) -> None:
@@ -216,6 +260,35 @@ class IceAgent:
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # a shared socket's routing table (None: the session has a socket of its own)
+        self.routes: IceRoutes | None = None
+
+    def use_routes(self, routes: IceRoutes) -> None:
+        """Declare this agent's routes to a shared socket from now on. Before any SDP went out:
+        a ufrag another session already has is replaced by a fresh one (RFC 8839 §5.4)."""
+        self.routes = routes
+        for _ in range(16):
+            if routes.ufrag_added(self.local_ufrag):
+                return
+            self.connection = _GatewayConnection(self, self.controlling, generate_ufrag(), generate_password())
+        raise RuntimeError("no free ICE ufrag on the shared socket")
+
+    def _claim_new_ufrag(self) -> str:
+        ufrag = generate_ufrag()
+        routes = self.routes
+        for _ in range(16):
+            if routes is None or routes.ufrag_added(ufrag):
+                return ufrag
+            ufrag = generate_ufrag()
+        raise RuntimeError("no free ICE ufrag on the shared socket")
+
+    def _retire(self, conn: _GatewayConnection) -> None:
+        """Close a connection left behind by a restart; its ufrag stops routing here."""
+        routes = self.routes
+        live = {c.local_username for c in (self.connection, self._previous) if c is not None}
+        if routes is not None and conn.local_username not in live:
+            routes.ufrag_removed(conn.local_username)
+        self._spawn(conn.close())
 
     # -- credentials --------------------------------------------------------------------------------
 
@@ -238,9 +311,10 @@ class IceAgent:
     # -- gathering ----------------------------------------------------------------------------------
 
     async def gather(self, transport: asyncio.DatagramTransport, addresses: Sequence[str], port: int,
-                     stun_server: tuple[str, int] | None = None) -> None:
+                     stun_server: tuple[str, int] | None = None, srflx_cache: SrflxCache | None = None) -> None:
         """Host candidates on ``addresses`` (all on the one socket bound to ``port``), and with
-        ``stun_server`` the server-reflexive one of each IPv4 address (RFC 8445 §5.1.1.2)."""
+        ``stun_server`` the server-reflexive one of each IPv4 address (RFC 8445 §5.1.1.2), from
+        ``srflx_cache`` when the socket is shared and another call learnt it lately."""
         self._transport = transport
         self.local_candidates = [Candidate.host(ip, port, index=i) for i, ip in enumerate(addresses)]
         self._attach(self.connection)
@@ -251,17 +325,23 @@ class IceAgent:
             host = cast(_Endpoint, endpoint).local_candidate
             if ipaddress.ip_address(host.host).version != 4:
                 continue
-            request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-            try:
-                response, _ = await asyncio.wait_for(endpoint.request(request, stun_server), STUN_TIMEOUT)
-            except (TimeoutError, stun.TransactionError) as exc:
-                log.info("ice %s: no server-reflexive candidate from %s:%d: %s", self.name, *stun_server,
-                         exc or "timeout")
-                continue
-            mapped = response.attributes.get("XOR-MAPPED-ADDRESS")
-            if not isinstance(mapped, tuple):
-                continue
-            ip, mapped_port = mapped[0], int(mapped[1])
+            known = srflx_cache.get(host.host, stun_server, monotonic()) if srflx_cache is not None else None
+            if known is None:
+                request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+                try:
+                    response, _ = await asyncio.wait_for(endpoint.request(request, stun_server), STUN_TIMEOUT)
+                except (TimeoutError, stun.TransactionError) as exc:
+                    log.info("ice %s: no server-reflexive candidate from %s:%d: %s", self.name, *stun_server,
+                             exc or "timeout")
+                    continue
+                mapped = response.attributes.get("XOR-MAPPED-ADDRESS")
+                if not isinstance(mapped, tuple):
+                    continue
+                known = (str(mapped[0]), int(mapped[1]))
+                if srflx_cache is not None:
+                    srflx_cache.queries += 1
+                    srflx_cache.put(host.host, stun_server, known, monotonic())
+            ip, mapped_port = known[0], known[1]
             candidate = Candidate(candidate_foundation("srflx", "udp", host.host), 1, "udp",
                                   candidate_priority(1, "srflx") - len(srflx), ip, mapped_port, "srflx",
                                   host.host, host.port)
@@ -309,17 +389,18 @@ class IceAgent:
 
     def restart(self) -> None:
         """New local credentials (RFC 8445 §9); media stays on the old pair until a new nomination."""
-        self._begin_restart(generate_ufrag(), generate_password())
+        self._begin_restart(self._claim_new_ufrag(), generate_password())
 
     def _begin_restart(self, ufrag: str, pwd: str) -> None:
         self.restarts += 1
         old = self.connection
-        if self._previous is not None:
-            self._spawn(self._previous.close())
+        retired = [self._previous] if self._previous is not None else []
+        self.connection = _GatewayConnection(self, self.controlling, ufrag, pwd)
         self._previous = old if old.remote_username is not None else None
         if self._previous is None:
-            self._spawn(old.close())
-        self.connection = _GatewayConnection(self, self.controlling, ufrag, pwd)
+            retired.append(old)
+        for conn in retired:
+            self._retire(conn)
         self.connection.ice_controlling = old.ice_controlling  # keeps a role a conflict repaired
         if self._transport is not None:
             self._attach(self.connection)
@@ -419,7 +500,7 @@ class IceAgent:
             previous, self._previous = self._previous, None
             if previous is not None:
                 log.info("ice %s: restart complete", self.name)
-                self._spawn(previous.close())
+                self._retire(previous)
             self._select(addr)
         elif not self.nominated and self._browser_nominated is None:
             self._select(addr)
@@ -432,9 +513,17 @@ class IceAgent:
     def _validate(self, addr: Address) -> None:
         # Stored as the socket reports the source (IPv6: a 4-tuple), for is_validated's lookups.
         addr = wire_address(addr[0], addr[1])
-        if addr not in self._validated and len(self._validated) >= MAX_VALIDATED:
-            del self._validated[min(self._validated, key=self._validated.__getitem__)]
-        self._validated[addr] = monotonic()
+        validated = self._validated
+        routes = self.routes
+        if addr not in validated and len(validated) >= MAX_VALIDATED:
+            # the oldest goes, never the selected one (media flows there)
+            oldest = min((a for a in validated if a != self.selected), key=validated.__getitem__)
+            del validated[oldest]
+            if routes is not None:
+                routes.address_dropped(oldest)
+        validated[addr] = monotonic()
+        if routes is not None:
+            routes.address_validated(addr)
 
     def _select(self, addr: Address) -> None:
         addr = wire_address(addr[0], addr[1])  # compared with each datagram's source by the relay

@@ -11,7 +11,8 @@ SIP. Four moves cover both call directions and re-INVITEs (RFC 3264)::
 
 ``update`` is a new offer in an existing session (hold, resume, ICE restart), answered as above.
 SDP translation is :mod:`rtc2sip.sdp.translate`; transports and the packet path are
-:mod:`rtc2sip.media.relay`. Everything of a session lives in its own sockets and task, so one
+:mod:`rtc2sip.media.relay`. Everything of a session lives in its own sockets (the browser leg's
+routes on the shared WebRTC socket, :mod:`rtc2sip.media.udpmux`) and task, so one
 session's failure (DTLS, ICE consent, media timeout) reaches :meth:`MediaPlane.on_failure` for that
 session only, and :meth:`MediaPlane.delete` releases all of it in whatever state it is.
 
@@ -61,6 +62,7 @@ from .dtls import DtlsRole
 from .ports import PortAllocator
 from .relay import CoderLink, MediaSession, StreamConfig
 from .tap import CodecInfo, LegCodecs, Tap, TapSink
+from .udpmux import UdpMux
 
 if TYPE_CHECKING:  # PyAV is loaded only where transcoding is enabled
     from ..coder import CoderPool
@@ -168,6 +170,10 @@ class MediaPlane:
         # its sockets and the c= line of its SDP use legacy_host.
         self.legacy_host = legacy_host or host
         self._legacy_address = _announced_addresses(self.legacy_host)[0]
+        # [media] webrtc_socket = "shared": every browser leg on this one socket (per family), opened
+        # by start() or the first call, closed by close()
+        self._shared = settings.media.webrtc_socket == "shared"
+        self.mux: UdpMux | None = None
         self._stun_resolved: tuple[tuple[str, int], float] | None = None
         self._fingerprint = SdpFingerprint("sha-256", certificate.fingerprint("sha-256").hex)
 
@@ -426,10 +432,28 @@ class MediaPlane:
             except Exception:
                 log.exception("media plane: on_answered callback raised for %s", call.id)
 
+    async def start(self) -> None:
+        """Open the shared WebRTC socket now (else the first call opens it): a port taken by someone
+        else then stops the start instead of the first call."""
+        self._open_mux()
+
+    def _open_mux(self) -> UdpMux | None:
+        if not self._shared or self.mux is not None:
+            return self.mux
+        mux = UdpMux(asyncio.get_running_loop())
+        mux.open(_mux_hosts(self.host, self._addresses), self.settings.media.webrtc_port, self.ports,
+                 self.settings.webrtc2sip.rtp_buffsize)
+        self.mux = mux
+        log.info("media plane: every browser leg on UDP %s", mux.describe())
+        return mux
+
     async def close(self) -> None:
-        """Delete every session."""
+        """Delete every session, close the shared socket."""
         for session in list(self._sessions):
             await self.delete(session)
+        mux, self.mux = self.mux, None
+        if mux is not None:
+            mux.close()
 
     @property
     def sessions(self) -> list[str]:
@@ -599,6 +623,7 @@ class MediaPlane:
             addresses=self._addresses,
             stun_server=await self._stun_server(),
             avpf_tail=self.settings.webrtc2sip.avpf_tail_length,
+            mux=self._open_mux(),
         )
         media.on_keyframe_request = lambda kind: self._keyframe_requested(session_id, kind)
         await media.open(kinds)
@@ -818,6 +843,16 @@ def _clock_rate(media: Media | None, mm: MediaMap) -> int:
             if pt in mm.to_webrtc and codec is not None and codec.name.lower() not in _AUXILIARY:
                 return codec.clock_rate
     return 90000 if mm.kind == "video" else 8000
+
+
+def _mux_hosts(host: str, addresses: list[str]) -> list[str]:
+    """What the shared sockets bind: ``host`` itself, or for a wildcard one wildcard per address
+    family announced (an IPv6 socket does not take IPv4 there: each family has its own)."""
+    ip = ipaddress.ip_address(host)
+    if not ip.is_unspecified:
+        return [host]
+    families = {ipaddress.ip_address(a.partition("%")[0]).version for a in addresses}
+    return [h for h, v in (("0.0.0.0", 4), ("::", 6)) if v in families] or [host]
 
 
 def _announced_addresses(host: str) -> list[str]:

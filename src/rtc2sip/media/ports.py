@@ -68,6 +68,8 @@ class PortAllocator:
         self.high = high
         self.buffer_size = buffer_size
         self._in_use: set[int] = set()
+        # held for good by the plane (the shared WebRTC socket, rtc2sip.media.udpmux): skipped, not counted
+        self._reserved: set[int] = set()
         self._next = self.low
 
     @property
@@ -81,6 +83,16 @@ class PortAllocator:
     def ports_in_use(self) -> frozenset[int]:
         return frozenset(self._in_use)
 
+    def is_taken(self, port: int) -> bool:
+        return port in self._in_use or port in self._reserved
+
+    def reserve(self, port: int) -> None:
+        """Keep ``port`` out of the calls' allocations (it is not counted in :attr:`in_use`)."""
+        self._reserved.add(port)
+
+    def unreserve(self, port: int) -> None:
+        self._reserved.discard(port)
+
     def _candidates(self, step: int) -> list[int]:
         """Every start port once, from the cursor onward (round-robin)."""
         first = self._next
@@ -91,7 +103,7 @@ class PortAllocator:
     def bind_pair(self, host: str) -> tuple[socket.socket, socket.socket]:
         """RTP (even port) and RTCP (port + 1) sockets; raises :class:`PortsExhausted`."""
         for port in self._candidates(2):
-            if port in self._in_use or port + 1 in self._in_use:
+            if self.is_taken(port) or self.is_taken(port + 1):
                 continue
             try:
                 rtp = bind_udp(host, port, self.buffer_size)
@@ -114,7 +126,7 @@ class PortAllocator:
     def bind_one(self, host: str) -> socket.socket:
         """One socket (the WebRTC leg: BUNDLE and rtcp-mux put everything on one 5-tuple)."""
         for port in self._candidates(1):
-            if port in self._in_use:
+            if self.is_taken(port):
                 continue
             try:
                 sock = bind_udp(host, port, self.buffer_size)

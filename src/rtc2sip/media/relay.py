@@ -2,9 +2,11 @@
 
 A :class:`MediaSession` owns:
 
-- one UDP socket for the WebRTC leg (BUNDLE, RFC 8843, and rtcp-mux, RFC 5761: STUN, DTLS, SRTP
+- the WebRTC leg's UDP transport (BUNDLE, RFC 8843, and rtcp-mux, RFC 5761: STUN, DTLS, SRTP
   and SRTCP all share it), demultiplexed by first byte (RFC 7983 §7) into the ICE agent (full ICE
-  on aioice, :mod:`rtc2sip.media.ice`, which sees STUN only), the DTLS endpoint, and SRTP;
+  on aioice, :mod:`rtc2sip.media.ice`, which sees STUN only), the DTLS endpoint, and SRTP: by
+  default its view of the plane's one shared socket (:mod:`rtc2sip.media.udpmux`, which routes the
+  session's datagrams to it), else a socket of its own (``[media] webrtc_socket = "per-call"``);
 - per media kind, an RTP/RTCP socket pair for the legacy leg (plain RTP/AVP, or SDES SRTP when the
   legacy peer agreed to a=crypto), with symmetric RTP latching (webrtc2sip ``enable-rtp-symetric``);
 - one housekeeping task: DTLS retransmission timers (RFC 6347 §4.2.4), RTCP reports, consent
@@ -76,6 +78,7 @@ from .rtcp import (
 from .rtp import RTP_HEADER, RtpRewriter, build_rtp, header_extension, payload_bounds
 from .srtp import AES128_CM_SHA1_80, SdesCrypto, SrtpError, SrtpSession
 from .tap import Tap
+from .udpmux import UdpMux
 
 if TYPE_CHECKING:  # the coder imports PyAV: only a plane that transcodes loads it
     from ..coder import CoderPool, CoderSession, OutPacket
@@ -948,8 +951,11 @@ class MediaSession:
         stun_server: tuple[str, int] | None = None,
         avpf_tail: tuple[int, int] | None = (100, 400),
         legacy_host: str | None = None,
+        mux: UdpMux | None = None,
     ) -> None:
         self.id = session_id
+        # the plane's shared WebRTC socket ([media] webrtc_socket = "shared"); None: a socket per call
+        self._mux = mux
         # webrtc2sip avpf-tail-length: (min, max) packets of video history for NACKs; None: none
         self.avpf_tail = avpf_tail
         # A keyframe request sent to the legacy peer (kind): the plane adds a SIP INFO for it
@@ -1007,13 +1013,22 @@ class MediaSession:
         loop = asyncio.get_running_loop()
         self._all_closed = asyncio.Event()
         try:
-            sock = self._ports.bind_one(self.host)
-            self.webrtc_port = sock.getsockname()[1]
-            self._ports_held.append(self.webrtc_port)
-            self._open_transports += 1
-            await loop.create_datagram_endpoint(lambda: _WebRtcProtocol(self), sock=sock)
+            if self._mux is not None:
+                protocol = _WebRtcProtocol(self)
+                view = self._mux.attach(protocol)
+                self._open_transports += 1
+                protocol.connection_made(cast(asyncio.BaseTransport, view))
+                self.webrtc_port = self._mux.port
+                self.ice.use_routes(view)
+            else:
+                sock = self._ports.bind_one(self.host)
+                self.webrtc_port = sock.getsockname()[1]
+                self._ports_held.append(self.webrtc_port)
+                self._open_transports += 1
+                await loop.create_datagram_endpoint(lambda: _WebRtcProtocol(self), sock=sock)
             assert self.transport is not None
-            await self.ice.gather(self.transport, self._addresses, self.webrtc_port, self._stun_server)
+            await self.ice.gather(self.transport, self._addresses, self.webrtc_port, self._stun_server,
+                                  self._mux.srflx if self._mux is not None else None)
             for kind in kinds:
                 await self.add_kind(kind)
         except BaseException:
@@ -1352,6 +1367,8 @@ class MediaSession:
             self._dtls_connected_at = None
             _TRIMMER.released(now)
         _TRIMMER.tick(now)
+        if self._mux is not None:
+            self._mux.log_drops(now)
         if self.ice.consent_expired(now):
             self.fail(f"ice consent lost: no answer to our checks for {_ice.CONSENT_TIMEOUT:g} s (RFC 7675)")
             return

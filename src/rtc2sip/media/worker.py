@@ -253,6 +253,7 @@ async def _main(sock: socket.socket) -> None:
     plane = MediaPlane(settings, Certificate.from_pem(init["certificate"], init["key"]), host=init["host"],
                        legacy_host=init.get("legacy_host"),
                        port_range=init["port_range"], coder=coder)
+    await plane.start()  # this worker's shared WebRTC socket, bound before it says ready
     recorder = forwarder = None
     if init.get("recording_dir") is not None:
         from .forward import Forwarder
