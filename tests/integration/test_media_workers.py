@@ -235,6 +235,33 @@ async def test_gateway_with_media_workers_starts_reports_and_stops(tmp_path: Pat
     await until(lambda: not any(alive(p) for p in pids), what="the workers gone with the gateway")
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+async def test_media_ports_come_from_the_configured_range(tmp_path: Path, workers: int) -> None:
+    """``[media] rtp_ports``: the in-process plane, or the gateway's slice and every worker's, and the
+    shared WebRTC socket, inside the range the operator gave."""
+    from rtc2sip.app import Gateway
+    from rtc2sip.config import GatewayOptions, Listener, MediaOptions
+    from rtc2sip.media.plane import MediaPlane
+
+    low, high = 47200, 47599
+    settings = Settings(listeners=(Listener("udp", "127.0.0.1", 0), Listener("ws", "127.0.0.1", 0)),
+                        gateway=GatewayOptions(data_dir=tmp_path),
+                        media=MediaOptions(workers=workers, rtp_ports=(low, high)))
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        media = gw.media
+        if isinstance(media, MediaPlane):
+            assert (media.ports.low, media.ports.high) == (low, high)
+            assert media.mux is not None and low <= media.mux.port <= high
+        else:
+            assert isinstance(media, RemotePlane)
+            slices = [(media.ports.low, media.ports.high), *(w.port_range for w in media._workers)]
+            assert len(slices) == 3 and all(low <= lo < hi <= high for lo, hi in slices)
+    finally:
+        await gw.stop()
+
+
 async def test_recording_and_forwarding_run_in_the_worker(tmp_path: Path) -> None:
     """[recording] by rule and forwarding on demand with the plane in a worker: the rule is applied here
     (the parties come from call_info), the files are written by the worker, the sidecar has the parties
