@@ -230,6 +230,9 @@ async def test_gateway_with_media_workers_starts_reports_and_stops(tmp_path: Pat
         assert gw.media.ports.high < min(w.port_range[0] for w in gw.media._workers)
         state = await gw.state_summary_async()
         assert state["media_sessions"] == 0 and state["worker_sessions"] == 0 and state["worker_ports"] == 0
+        # /metrics sums the workers' shared WebRTC sockets' counters (fetched with the fresh stats)
+        await gw.media.fresh_stats()
+        assert gw.media.webrtc_socket_stats()["received"] == 0 and "garbage" in gw.media.webrtc_socket_stats()
     finally:
         await gw.stop()
     await until(lambda: not any(alive(p) for p in pids), what="the workers gone with the gateway")

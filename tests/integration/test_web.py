@@ -235,6 +235,24 @@ async def test_registrations_calls_and_metrics_move_with_sip(gateway: Gateway) -
     assert metric(after, "rtc2sip_event_loop_lag_seconds") >= 0
     assert metric(after, "rtc2sip_transcoding_sessions") == 0  # moving: tests/e2e/test_recording_e2e.py
 
+    # the shared WebRTC socket's counters: a datagram that is not STUN, DTLS or RTP is garbage
+    from rtc2sip.media.plane import MediaPlane
+
+    assert isinstance(gateway.media, MediaPlane) and gateway.media.mux is not None
+    garbage = metric(after, "rtc2sip_webrtc_socket_dropped_total", reason="garbage")
+    received = metric(after, "rtc2sip_webrtc_socket_datagrams_total", direction="received")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+        junk.sendto(b"\xff not media", ("127.0.0.1", gateway.media.mux.port))
+        for _ in range(200):
+            now = parse_metrics((await get(gateway, "/metrics")).body.decode())
+            if metric(now, "rtc2sip_webrtc_socket_dropped_total", reason="garbage") > garbage:
+                break
+            await asyncio.sleep(0.01)
+    assert metric(now, "rtc2sip_webrtc_socket_dropped_total", reason="garbage") == garbage + 1
+    assert metric(now, "rtc2sip_webrtc_socket_datagrams_total", direction="received") == received + 1
+    for reason in ("unrouted", "unsendable", "send_error"):
+        assert ("rtc2sip_webrtc_socket_dropped_total", frozenset({("reason", reason)})) in now
+
     regs = (await get(gateway, "/api/registrations")).json()
     assert isinstance(regs, dict)
     [alice] = regs["registrations"]

@@ -455,6 +455,11 @@ class MediaPlane:
         if mux is not None:
             mux.close()
 
+    def webrtc_socket_stats(self) -> dict[str, int]:
+        """The shared WebRTC socket's counters (:meth:`rtc2sip.media.udpmux.UdpMux.stats`; /metrics);
+        empty with a socket per call."""
+        return self.mux.stats() if self.mux is not None else {}
+
     @property
     def sessions(self) -> list[str]:
         return list(self._sessions)

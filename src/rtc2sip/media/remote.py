@@ -333,6 +333,7 @@ class RemotePlane:
         self.certificate = certificate
         self.host = host
         self.legacy_host = legacy_host
+        self._socket_totals: dict[str, int] = {}
         local, slices = split_port_range(*port_range, workers)
         # the gateway's own media (test services): never a port a worker may take
         self.ports = PortAllocator(*local, buffer_size=settings.webrtc2sip.rtp_buffsize)
@@ -485,9 +486,26 @@ class RemotePlane:
         stale = [w for w in self._workers if w.running and w.sessions and now - w.stats_at > max_age]
         for w in stale:
             w.refresh_stats()
-        tasks = [w._stats_task for w in stale if w._stats_task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        tasks: list[asyncio.Future[Any]] = [w._stats_task for w in stale if w._stats_task is not None]
+        counters: list[asyncio.Future[Any]] = [asyncio.ensure_future(w.request("socket_stats"))
+                                               for w in self._workers if w.running]
+        if tasks or counters:
+            await asyncio.wait(tasks + counters, timeout=timeout)
+        totals: dict[str, int] = {}
+        for task in counters:
+            if not task.done():
+                task.cancel()
+                return  # a worker that did not answer: keep the last totals
+            if task.cancelled() or task.exception() is not None:
+                return
+            for key, value in task.result().items():
+                totals[key] = totals.get(key, 0) + value
+        # (a restarted worker counts from zero again: a counter reset, which Prometheus's rate() expects)
+        self._socket_totals = totals
+
+    def webrtc_socket_stats(self) -> dict[str, int]:
+        """The workers' shared WebRTC sockets' counters, summed, as of the last :meth:`fresh_stats`."""
+        return dict(self._socket_totals)
 
     async def worker_states(self) -> list[dict[str, int]]:
         """Each running worker's own count of sessions, ports, tasks and remote sinks (leak checks)."""

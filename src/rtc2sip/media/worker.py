@@ -101,6 +101,7 @@ class WorkerServer:
             "delete": plane.delete,
             "stats": self._stats,
             "state": self._state,
+            "socket_stats": self._socket_stats,
             "request_keyframe": self._request_keyframe,
             "attach": self._attach,
             "detach": self._detach,
@@ -186,6 +187,9 @@ class WorkerServer:
         """What this worker holds (tests check it drops to zero after calls)."""
         return {"pid": os.getpid(), "sessions": len(self.plane.sessions), "ports": self.plane.ports.in_use,
                 "tasks": len(asyncio.all_tasks()), "sinks": len(self._sinks)}
+
+    async def _socket_stats(self) -> dict[str, int]:
+        return dict(self.plane.webrtc_socket_stats())
 
     async def _request_keyframe(self, session: str, from_webrtc: bool) -> bool:
         return bool(self.plane.request_keyframe(session, from_webrtc=from_webrtc))

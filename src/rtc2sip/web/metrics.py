@@ -128,6 +128,26 @@ def render(proxy: Proxy, transports: TransportLayer | None, monitor: Monitor) ->
           "Media sessions ended by the media plane, by kind (ice, dtls, timeout, closed: DTLS close_notify, other)",
           [({"kind": k}, monitor.media_failures.get(k, 0)) for k in ("ice", "dtls", "timeout", "closed", "other")])
 
+    # -- the shared WebRTC socket ([media] webrtc_socket = "shared"; per worker, summed) --
+    mux = monitor.media.webrtc_socket_stats() if monitor.media is not None else {}
+    if mux:
+        e.add("rtc2sip_webrtc_socket_datagrams_total", "counter",
+              "Datagrams through the shared WebRTC socket, by direction",
+              [({"direction": "received"}, mux.get("received", 0)), ({"direction": "sent"}, mux.get("sent", 0))])
+        e.add("rtc2sip_webrtc_socket_send_batches_total", "counter",
+              "sendmmsg calls on the shared WebRTC socket (datagrams sent / batches: the batching)",
+              mux.get("batches", 0))
+        e.add("rtc2sip_webrtc_socket_dropped_total", "counter",
+              "Datagrams the shared WebRTC socket dropped, by reason (unrouted: no call owns the ufrag, "
+              "transaction or address; garbage: not STUN, DTLS, RTP or RTCP; unsendable: too long or a bad "
+              "address; send_error: refused by the kernel)",
+              [({"reason": reason}, mux.get(key, 0)) for reason, key in (
+                  ("unrouted", "unrouted"), ("garbage", "garbage"), ("unsendable", "dropped"),
+                  ("send_error", "send_errors"))])
+        e.add("rtc2sip_webrtc_socket_refused_claims_total", "counter",
+              "Browser addresses a call's ICE validated that another call already owned (refused)",
+              mux.get("refused", 0))
+
     # -- process --
     e.add("rtc2sip_event_loop_lag_seconds", "gauge", "How late the event loop ran a timer at the last probe",
           monitor.lag)
