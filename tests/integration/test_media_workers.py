@@ -6,6 +6,7 @@ behind (sessions, ports, processes)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -169,6 +170,45 @@ async def test_a_killed_worker_fails_only_its_calls_and_comes_back(plane: Remote
         for b, p in peers:
             b.close()
             p.close()
+
+
+async def test_a_worker_that_stops_answering_is_killed_and_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker alive but stuck (SIGSTOP here) is found by the heartbeat, killed, its call failed, and
+    started again; the other worker's call goes on."""
+    from rtc2sip.media import remote
+
+    monkeypatch.setattr(remote, "HEARTBEAT_INTERVAL", 0.2)
+    monkeypatch.setattr(remote, "HEARTBEAT_TIMEOUT", 0.5)
+    plane = RemotePlane(Settings(), GW_CERT, workers=2, port_range=RANGE)
+    await plane.start()
+    failures: list[tuple[str, str]] = []
+    plane.on_failure(lambda s, reason: failures.append((s, reason)))
+    peers = [(await FakeBrowser().start(), await Phone().start()) for _ in range(2)]
+    stuck: int | None = None
+    try:
+        (s1, _), (s2, offer2) = [await browser_calls_phone(plane, b, p) for b, p in peers]
+        stuck = plane._sessions[s1].worker.pid
+        assert stuck is not None and stuck != plane._sessions[s2].worker.pid
+        os.kill(stuck, signal.SIGSTOP)
+        await until(lambda: failures, timeout=10, what="the stuck worker's call failed")
+        assert [f[0] for f in failures] == [s1] and "worker died" in failures[0][1]
+        assert not alive(stuck)
+        await until(lambda: len(plane.worker_pids) == 2 and stuck not in plane.worker_pids
+                    and all(w.running for w in plane._workers), timeout=15, what="the worker replaced")
+        b, p = peers[1]
+        await media_both_ways(b, p, legacy_address(offer2), 100)
+        await plane.delete(s2)
+        assert len(failures) == 1
+    finally:
+        for b, p in peers:
+            b.close()
+            p.close()
+        pids = plane.worker_pids
+        await plane.close()
+        if stuck is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stuck, signal.SIGKILL)
+    await until(lambda: not any(alive(pid) for pid in pids), what="worker processes gone")
 
 
 async def test_close_with_calls_up_stops_every_worker() -> None:

@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -57,6 +58,12 @@ STATS_MAX_AGE = 0.5  # seconds: an older snapshot is refreshed when read
 START_TIMEOUT = 30.0  # a worker imports the media stack (and PyAV with the coder) before it is ready
 STOP_TIMEOUT = 10.0  # closing a worker finalises its recordings
 RESTART_DELAYS = (0.2, 1.0, 5.0)  # after the 1st, 2nd, 3rd and later deaths in a row
+# A worker that is alive but does not answer (stuck in a loop, stopped, swapping) is worse than a dead
+# one: its calls hang. Each running worker is asked for its state every HEARTBEAT_INTERVAL; one that
+# has not answered within HEARTBEAT_TIMEOUT is killed, and its death is handled as any other (its
+# calls fail, it is started again). Read at use time, so tests may shorten them.
+HEARTBEAT_INTERVAL = 5.0
+HEARTBEAT_TIMEOUT = 10.0
 # Ports the gateway process keeps for itself (the test services' RTP, sip:echo@ and sip:diag@);
 # the rest of the range is shared out between the workers.
 LOCAL_PORTS = 1000
@@ -366,6 +373,7 @@ class RemotePlane:
         except BaseException:
             await self.close()
             raise
+        self._spawn(self._watchdog())
         log.info("media plane in %d worker processes (pids %s), ports %s", len(self._workers),
                  " ".join(str(w.pid) for w in self._workers),
                  " ".join(f"{lo}-{hi}" for lo, hi in (w.port_range for w in self._workers)))
@@ -668,6 +676,25 @@ class RemotePlane:
                     sink.remote_event(*args[2])
                 except Exception:
                     log.exception("media session %s: %s failed", session, type(sink).__name__)
+
+    async def _watchdog(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            await asyncio.gather(*(self._ping(w) for w in self._workers if w.running))
+
+    async def _ping(self, worker: _Worker) -> None:
+        pid = worker.pid
+        try:
+            await asyncio.wait_for(worker.request("state"), HEARTBEAT_TIMEOUT)
+        except TimeoutError:
+            if not worker.running or worker.pid != pid or pid is None or self._closing:
+                return  # it died or was replaced meanwhile: that path has it
+            log.warning("media worker %d (pid %d) did not answer for %g s: killed", worker.index, pid,
+                        HEARTBEAT_TIMEOUT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # the channel closes: _worker_gone fails its calls, restarts it
+        except MediaPlaneError:
+            pass  # the worker died while asked: _worker_gone has it
 
     def _worker_gone(self, worker: _Worker, reason: str) -> None:
         """The channel closed under a running worker: fail its calls, start another."""
