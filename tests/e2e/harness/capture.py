@@ -71,7 +71,10 @@ class Capture:
         """tshark's reading of the capture so far (stop first for a complete file)."""
         if not self.pcap.exists():
             raise HarnessError(f"no capture file {self.pcap}")
-        argv = [self.binary, "-r", str(self.pcap), "-Y", display_filter, *(["-V"] if verbose else [])]
+        # Heuristic dissectors first: SIP on a random port that tshark registers for another protocol
+        # (25826 is collectd's) would not be read as SIP, and then neither would the RTP its SDP sets up.
+        argv = [self.binary, "-o", "udp.try_heuristic_first:TRUE", "-r", str(self.pcap), "-Y", display_filter,
+                *(["-V"] if verbose else [])]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:
             raise HarnessError(f"{' '.join(argv)} failed: {done.stderr[-2000:]}")
