@@ -8,18 +8,15 @@ each end hears, and the gateway's log says whether the call was transcoded and w
 
 from __future__ import annotations
 
-import ast
-import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness import Baresip, Browser, Gateway, wait_for
+from harness import Baresip, Browser, Gateway
 
 BROWSER_HZ = 1000.0
 PHONE_HZ = 440.0
 CODER_TOML = '[webrtc2sip]\nenable-media-coder = true\ncodecs = ["opus", "pcmu", "pcma", "g722"]\n'
-_ENDED = re.compile(r"media session \S+: audio transcoding ended: (\{.*\})")
 
 
 def _coder_gateway(make_gateway: Callable[..., Gateway], workers: int = 0) -> Gateway:
@@ -44,15 +41,7 @@ def _assert_phone_heard(bob: Baresip, hz: float) -> None:
 
 def _coder_report(gw: Gateway) -> dict[str, Any]:
     """What the gateway logged of the transcoded call when it ended (MediaSession.coder_stats)."""
-
-    def find() -> dict[str, Any] | None:
-        m = _ENDED.search(gw.log_text())
-        return ast.literal_eval(m.group(1)) if m else None
-
-    found = wait_for(find, 10.0, "the gateway to log the transcoded call's end")
-    assert isinstance(found, dict)
-    print(f"coder: {found}")
-    return found
+    return gw.logged_dict(r"media session \S+: audio transcoding ended: (\{.*\})", "the transcoded call's end")
 
 
 def _assert_transcoded(gw: Gateway, browser_codec: str, phone_codec: str) -> None:

@@ -14,10 +14,8 @@ both the offer it receives and the SDP it sends).
 
 from __future__ import annotations
 
-import ast
 import json
 import os
-import re
 import time
 import urllib.request
 from collections.abc import Callable
@@ -177,37 +175,17 @@ def _video_call(make_gateway: Callable[..., Gateway], make_browser: Callable[...
 
 CODER_TOML = ('[webrtc2sip]\nenable-media-coder = true\nvideo-size-pref = "qvga"\n'
               'codecs = ["opus", "pcmu", "pcma", "g722", "vp8", "h264-bp"]\n')
-_FEEDBACK = re.compile(r"media session \S+: video feedback: (\{.*\})")
 
 
 def _feedback_report(gw: Gateway) -> dict[str, Any]:
     """What the gateway logged of the video stream's feedback when the call ended (relay.py)."""
-
-    def find() -> dict[str, Any] | None:
-        m = _FEEDBACK.search(gw.log_text())
-        return ast.literal_eval(m.group(1)) if m else None
-
-    found = wait_for(find, 10.0, "the gateway to log the video feedback of the call")
-    assert isinstance(found, dict)
-    print(f"gateway video feedback: {found}")
-    return found
+    return gw.logged_dict(r"media session \S+: video feedback: (\{.*\})", "the video feedback of the call")
 
 
-_BUNDLE = re.compile(r"media session \S+: BUNDLE sources learnt by (\{.*?\})")
-
-
-def _bundle_report(gw: Gateway) -> dict[str, int]:
+def _bundle_report(gw: Gateway) -> dict[str, Any]:
     """How the gateway learnt the browser's sources (relay.py MediaSession.demultiplex), logged at
     the end of the call."""
-
-    def find() -> dict[str, int] | None:
-        m = _BUNDLE.search(gw.log_text())
-        return ast.literal_eval(m.group(1)) if m else None
-
-    found = wait_for(find, 10.0, "the gateway to log the BUNDLE sources of the call")
-    assert isinstance(found, dict)
-    print(f"gateway BUNDLE sources: {found}")
-    return found
+    return gw.logged_dict(r"media session \S+: BUNDLE sources learnt by (\{.*?\})", "the BUNDLE sources of the call")
 
 
 def _ports(gw: Gateway) -> dict[str, int]:
@@ -327,18 +305,8 @@ def test_shared_video_codec_passes_through(
     assert "receive media control: fast_update" in bob.log_text()
 
 
-_ENDED = re.compile(r"media session \S+: video transcoding ended: (\{.*\})")
-
-
 def _coder_report(gw: Gateway) -> dict[str, Any]:
-    def find() -> dict[str, Any] | None:
-        m = _ENDED.search(gw.log_text())
-        return ast.literal_eval(m.group(1)) if m else None
-
-    found = wait_for(find, 10.0, "the gateway to log the transcoded video's end")
-    assert isinstance(found, dict)
-    print(f"video coder: {found}")
-    return found
+    return gw.logged_dict(r"media session \S+: video transcoding ended: (\{.*\})", "the transcoded video's end")
 
 
 @pytest.mark.e2e

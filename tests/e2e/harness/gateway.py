@@ -7,14 +7,17 @@ Readiness is the listening sockets, not the banner it prints.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .artifacts import Artifacts
-from .procs import HarnessError, Proc, free_port, wait_tcp, wait_udp_bound
+from .procs import HarnessError, Proc, free_port, wait_for, wait_tcp, wait_udp_bound
 
 __all__ = ["Gateway", "toml_value"]
 
@@ -160,3 +163,17 @@ class Gateway:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def logged_dict(self, pattern: str, what: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The Python dict literal the gateway logs in group 1 of ``pattern`` (its end-of-call reports:
+        video feedback, BUNDLE sources, transcoding), waited for up to ``timeout``."""
+        regex = re.compile(pattern)
+
+        def find() -> dict[str, Any] | None:
+            m = regex.search(self.log_text())
+            return ast.literal_eval(m.group(1)) if m else None
+
+        found = wait_for(find, timeout, f"the gateway to log {what}")
+        assert isinstance(found, dict)
+        print(f"gateway {what}: {found}")
+        return found
