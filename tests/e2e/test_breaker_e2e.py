@@ -14,23 +14,10 @@ from collections.abc import Callable
 
 import pytest
 from harness import Baresip, Browser, Gateway, wait_for
+from harness.audio import assert_browser_hears, assert_phone_heard
 
 BROWSER_HZ = 1000.0
 PHONE_HZ = 440.0
-
-
-def _assert_browser_hears(alice: Browser, hz: float) -> None:
-    stats = alice.wait_media(min_packets=50)
-    assert stats["transport"]["dtlsState"] == "connected"
-    assert stats["inbound"]["packetsReceived"] >= 50
-    assert stats["inbound"]["totalAudioEnergy"] > 0
-    assert abs(alice.wait_tone(hz)["frequency"] - hz) <= 25
-
-
-def _assert_phone_heard(bob: Baresip, hz: float) -> None:
-    tone = bob.recorded_tone()
-    assert tone.rms > 0.01, tone
-    assert abs(tone.frequency - hz) <= 25, tone
 
 
 @pytest.mark.e2e
@@ -43,10 +30,10 @@ def test_browser_calls_legacy_phone(
     assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     alice.hangup()
     bob.wait_event("CALL_CLOSED")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
 
 
 @pytest.mark.e2e
@@ -59,10 +46,10 @@ def test_legacy_phone_calls_browser(
     assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True)["status"] == 200
     bob.dial(gw.aor("alice"))
     bob.wait_event("CALL_ESTABLISHED")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     bob.hangup()
     alice.wait_event("ended")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
 
 
 def _children(pid: int) -> list[int]:
@@ -118,7 +105,7 @@ def test_calls_through_media_worker_processes(
     else:
         bob.dial(gw.aor("alice"))
         bob.wait_event("CALL_ESTABLISHED")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     during = _worker_state(gw)
     assert during["media_sessions"] == 1 and during["worker_sessions"] == 1, during
     if caller == "browser":
@@ -127,7 +114,7 @@ def test_calls_through_media_worker_processes(
     else:
         bob.hangup()
         alice.wait_event("ended")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
 
     def released() -> dict[str, int] | None:
         state = _worker_state(gw)
@@ -154,7 +141,7 @@ def test_a_killed_media_worker_ends_its_call_and_comes_back(
     assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     os.kill(worker, signal.SIGKILL)
     alice.wait_event("ended")
     bob.wait_event("CALL_CLOSED")
@@ -166,7 +153,7 @@ def test_a_killed_media_worker_ends_its_call_and_comes_back(
     bob.mark_events()
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     alice.hangup()
     bob.wait_event("CALL_CLOSED")
     assert _children(gw.proc.pid) == restarted

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from harness import Baresip, Browser, Capture, Gateway, Kamailio, ToneResult, wait_for
+from harness.audio import assert_browser_hears, assert_phone_heard
 from harness.tone import analyse_samples, read_wav
 
 BROWSER_HZ = 1000.0
@@ -20,20 +21,6 @@ PHONE_HZ = 440.0
 REALM = "legacy.test"
 ALICE_PW = "alice-secret"
 BOB_PW = "bob-secret"
-
-
-def _assert_browser_hears(alice: Browser, hz: float, min_packets: int = 50) -> dict[str, object]:
-    stats = alice.wait_media(min_packets=min_packets)
-    assert stats["transport"]["dtlsState"] == "connected"
-    assert stats["inbound"]["totalAudioEnergy"] > 0
-    assert abs(alice.wait_tone(hz)["frequency"] - hz) <= 25
-    return stats
-
-
-def _assert_phone_heard(bob: Baresip, hz: float) -> None:
-    tone = bob.recorded_tone()
-    assert tone.rms > 0.01, tone
-    assert abs(tone.frequency - hz) <= 25, tone
 
 
 # ---- 1. digest authentication on the legacy side ---------------------------------------------------
@@ -71,10 +58,10 @@ def test_legacy_digest_auth(
         assert alice.register(gw.ws_url, gw.aor("alice"), password=ALICE_PW)["status"] == 200
     alice.call(f"sip:bob@{REALM}")
     alice.wait_event("confirmed", timeout=20)
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     alice.hangup()
     bob.wait_event("CALL_CLOSED")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
 
     capture.stop()
     sip = capture.decode("sip")
@@ -139,7 +126,7 @@ def test_hold_and_unhold(
     assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
 
     alice.hold()
     assert "a=recvonly" in _last_remote_sdp(alice) or "a=inactive" in _last_remote_sdp(alice)
@@ -199,13 +186,13 @@ def test_browser_dtmf_reaches_phone(
     capture = start_capture(capture_filter=f"udp portrange {rtp_ports} or udp port {bob.sip_port}")
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     alice.send_dtmf("1234#", transport, duration=160, interToneGap=120)
     wait_for(lambda: _dtmf_digits(bob) == "1234#", 10, f"baresip to receive DTMF 1234# (got {_dtmf_digits(bob)!r})")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     alice.hangup()
     bob.wait_event("CALL_CLOSED")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
     capture.stop()
     # how they reached baresip: RFC 4733 events in its RTP stream, never an INFO
     events = capture.decode("rtpevent", timeout=60)
@@ -232,7 +219,7 @@ def test_phone_transfers_browser_with_refer(
     assert alice.register(gw.ws_url, gw.aor("alice"), acceptRefer=True)["status"] == 200
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     alice.mark_events()
 
     bob.command("transfer", gw.aor("carol"))
@@ -241,10 +228,10 @@ def test_phone_transfers_browser_with_refer(
     alice.wait_event("confirmed", timeout=20)  # the new call, to carol
     carol.wait_event("CALL_ESTABLISHED")
     bob.wait_event("CALL_CLOSED", timeout=15)  # the transferor leaves once the transfer succeeded
-    _assert_browser_hears(alice, CAROL_HZ)
+    assert_browser_hears(alice, CAROL_HZ)
     alice.hangup()
     carol.wait_event("CALL_CLOSED")
-    _assert_phone_heard(carol, BROWSER_HZ)
+    assert_phone_heard(carol, BROWSER_HZ)
     log = gw.log_text()
     assert "REFER legacy -> browser" in log, log[-3000:]
     assert "NOTIFY browser -> legacy" in log, log[-3000:]
@@ -264,7 +251,7 @@ def test_browser_transfers_phone_with_refer(
     assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     bob.mark_events()
 
     alice.refer(gw.aor("carol"))
@@ -275,7 +262,7 @@ def test_browser_transfers_phone_with_refer(
     time.sleep(3)  # bob and carol talk
     carol.hangup()
     carol.wait_event("CALL_CLOSED")
-    _assert_phone_heard(carol, PHONE_HZ)
+    assert_phone_heard(carol, PHONE_HZ)
     bob.wait_event("CALL_CLOSED")
     tone = _tail_tone(bob, 2.0)
     assert tone.rms > 0.01 and abs(tone.frequency - CAROL_HZ) <= 25, tone

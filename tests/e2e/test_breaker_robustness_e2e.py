@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from harness import Baresip, Browser, Coturn, Gateway, HarnessError, wait_for
+from harness.audio import assert_browser_hears, assert_phone_heard
 
 BROWSER_HZ = 1000.0
 PHONE_HZ = 440.0
@@ -82,22 +83,6 @@ _TRACK_WEBSOCKETS_JS = r"""
 
 
 # ---- evidence helpers ---------------------------------------------------------------------------------
-
-
-def _assert_browser_hears(browser: Browser, hz: float, min_packets: int = 50) -> dict[str, Any]:
-    stats = browser.wait_media(min_packets=min_packets)
-    assert stats["transport"]["dtlsState"] == "connected", stats
-    assert stats["inbound"]["packetsReceived"] >= min_packets, stats
-    assert stats["inbound"]["totalAudioEnergy"] > 0, stats
-    assert stats["outbound"]["packetsSent"] > 0, stats
-    assert abs(browser.wait_tone(hz)["frequency"] - hz) <= 25
-    return stats
-
-
-def _assert_phone_heard(phone: Baresip, hz: float) -> None:
-    tone = phone.recorded_tone()
-    assert tone.rms > 0.01, tone
-    assert abs(tone.frequency - hz) <= 25, tone
 
 
 def _inbound_packets(browser: Browser) -> int:
@@ -188,7 +173,7 @@ def test_browser_through_turn_relay(
     candidates = [ln for ln in offer.splitlines() if ln.startswith("a=candidate:")]
     assert candidates and all(" typ relay" in c for c in candidates), candidates
 
-    stats = _assert_browser_hears(alice, PHONE_HZ)
+    stats = assert_browser_hears(alice, PHONE_HZ)
     pair = stats["selectedPair"]
     assert pair is not None, stats
     assert pair["local"]["candidateType"] == "relay", pair
@@ -199,7 +184,7 @@ def test_browser_through_turn_relay(
     assert int(pair["remote"]["port"]) in gateway_ports, (pair, gateway_ports)
     alice.hangup()
     bob.wait_event("CALL_CLOSED")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
     assert "ALLOCATE" in turn.log_text().upper()
     _wait_released(gw)
 
@@ -229,7 +214,7 @@ def test_wrong_dtls_fingerprint_fails_only_that_call(
     # The good call first, with audio established.
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
 
     # The bad one: mallory's INVITE announces a certificate fingerprint that is not hers.
     assert mallory.eval(_CORRUPT_FINGERPRINT_JS) is True
@@ -268,7 +253,7 @@ def test_wrong_dtls_fingerprint_fails_only_that_call(
 
     alice.hangup()
     bob.wait_event("CALL_CLOSED")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
     _wait_released(gw)
 
 
@@ -304,7 +289,7 @@ def test_twenty_calls_in_a_row_leave_nothing_behind(
             bob.wait_event("CALL_ESTABLISHED")
             alice.wait_event("confirmed")
         try:
-            _assert_browser_hears(alice, PHONE_HZ, min_packets=25)
+            assert_browser_hears(alice, PHONE_HZ, min_packets=25)
         except (AssertionError, HarnessError) as exc:
             raise AssertionError(f"call {n + 1} ({'browser' if from_browser else 'phone'} calling): {exc}") from exc
         if n == 0:
@@ -323,7 +308,7 @@ def test_twenty_calls_in_a_row_leave_nothing_behind(
             bob.wait_event("CALL_CLOSED")
         wait_for(functools.partial(_has_more_recordings, bob, recordings), 5, f"bob's recording of call {n + 1}")
         try:
-            _assert_phone_heard(bob, BROWSER_HZ)
+            assert_phone_heard(bob, BROWSER_HZ)
         except AssertionError as exc:
             raise AssertionError(f"call {n + 1}: bob heard {exc}") from exc
 
@@ -361,7 +346,7 @@ def test_websocket_closed_mid_call_ends_legacy_leg(
     assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     assert _gateway_state(gw)["media_sessions"] == 1
 
     started = time.monotonic()
@@ -370,5 +355,5 @@ def test_websocket_closed_mid_call_ends_legacy_leg(
     # Well before the media timeout (60 s) or ICE consent (30 s): the closed connection did it.
     assert time.monotonic() - started < 10
     assert "connection closed" in gw.log_text()
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
     _wait_released(gw)

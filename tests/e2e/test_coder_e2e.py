@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from harness import Baresip, Browser, Gateway
+from harness.audio import assert_browser_hears, assert_phone_heard
 
 BROWSER_HZ = 1000.0
 PHONE_HZ = 440.0
@@ -21,22 +22,6 @@ CODER_TOML = '[webrtc2sip]\nenable-media-coder = true\ncodecs = ["opus", "pcmu",
 
 def _coder_gateway(make_gateway: Callable[..., Gateway], workers: int = 0) -> Gateway:
     return make_gateway(extra_toml=CODER_TOML + f"\n[media]\nworkers = {workers}\n")
-
-
-def _assert_browser_hears(alice: Browser, hz: float) -> dict[str, Any]:
-    stats = alice.wait_media(min_packets=50)
-    assert stats["transport"]["dtlsState"] == "connected"
-    assert stats["inbound"]["totalAudioEnergy"] > 0
-    tone = alice.wait_tone(hz)
-    assert abs(tone["frequency"] - hz) <= 25, tone
-    return {"stats": stats, "tone": tone}
-
-
-def _assert_phone_heard(bob: Baresip, hz: float) -> None:
-    tone = bob.recorded_tone()
-    print(f"{bob.name} heard {tone}")
-    assert tone.rms > 0.01, tone
-    assert abs(tone.frequency - hz) <= 25, tone
 
 
 def _coder_report(gw: Gateway) -> dict[str, Any]:
@@ -67,11 +52,11 @@ def test_opus_browser_calls_pcmu_phone(
     assert alice.register(gw.ws_url, gw.aor("alice"), codecs=["opus", "telephone-event"])["status"] == 200
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    heard = _assert_browser_hears(alice, PHONE_HZ)
-    print(f"alice heard {heard['tone']}, inbound {heard['stats']['inbound']}")
+    heard = assert_browser_hears(alice, PHONE_HZ)
+    print(f"alice heard {heard['tone']}, inbound {heard['inbound']}")
     alice.hangup()
     bob.wait_event("CALL_CLOSED")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
     _assert_transcoded(gw, "opus", "pcmu")
 
 
@@ -88,11 +73,11 @@ def test_pcmu_phone_calls_opus_browser(
     assert reg["status"] == 200
     bob.dial(gw.aor("alice"))
     bob.wait_event("CALL_ESTABLISHED")
-    heard = _assert_browser_hears(alice, PHONE_HZ)
-    assert heard["stats"]["inbound"]["codec"]["mimeType"] == "audio/opus"
+    heard = assert_browser_hears(alice, PHONE_HZ)
+    assert heard["inbound"]["codec"]["mimeType"] == "audio/opus"
     bob.hangup()
     alice.wait_event("ended")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
     _assert_transcoded(gw, "opus", "pcmu")
 
 
@@ -108,11 +93,11 @@ def test_common_codec_is_not_transcoded(
     assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    heard = _assert_browser_hears(alice, PHONE_HZ)
-    assert heard["stats"]["inbound"]["codec"]["mimeType"] == "audio/PCMU"
+    heard = assert_browser_hears(alice, PHONE_HZ)
+    assert heard["inbound"]["codec"]["mimeType"] == "audio/PCMU"
     alice.hangup()
     bob.wait_event("CALL_CLOSED")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
     log = gw.log_text()  # " transcoded, " would be there since the answer
     assert " transcoded, " not in log and "transcoding ended" not in log
 
@@ -130,8 +115,8 @@ def test_opus_browser_calls_g722_phone(
     assert alice.register(gw.ws_url, gw.aor("alice"), codecs=codecs)["status"] == 200
     alice.call(gw.aor("bob"))
     alice.wait_event("confirmed")
-    _assert_browser_hears(alice, PHONE_HZ)
+    assert_browser_hears(alice, PHONE_HZ)
     alice.hangup()
     bob.wait_event("CALL_CLOSED")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
     _assert_transcoded(gw, "opus", "g722")

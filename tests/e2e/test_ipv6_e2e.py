@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from harness import Baresip, Browser, BrowserDriver, Gateway, non_loopback_interfaces
+from harness.audio import assert_browser_hears, assert_phone_heard
 
 from conftest import require_binaries
 
@@ -61,10 +62,7 @@ def ipv6_route(browser_driver: BrowserDriver) -> Iterator[None]:
 
 
 def _assert_browser_hears(alice: Browser, hz: float, browser_ip: str) -> None:
-    stats = alice.wait_media(min_packets=50)
-    assert stats["transport"]["dtlsState"] == "connected"
-    assert stats["inbound"]["packetsReceived"] >= 50 and stats["inbound"]["totalAudioEnergy"] > 0
-    assert abs(alice.wait_tone(hz)["frequency"] - hz) <= 25
+    stats = assert_browser_hears(alice, hz)
     pair = stats["selectedPair"]
     assert pair is not None, stats
     local, remote = ipaddress.ip_address(pair["local"]["address"]), ipaddress.ip_address(pair["remote"]["address"])
@@ -88,12 +86,6 @@ def _assert_sdp(alice: Browser, bob: Baresip, browser_ip: str) -> None:
         assert "c=IN IP4 127.0.0.1" in sdp and "IP6" not in sdp and candidates == ["127.0.0.1"], sdp
     log = bob.log_text()
     assert "c=IN IP6 ::1" in log and "c=IN IP4" not in log, "baresip saw IPv4 SDP"
-
-
-def _assert_phone_heard(bob: Baresip, hz: float) -> None:
-    tone = bob.recorded_tone()
-    assert tone.rms > 0.01, tone
-    assert abs(tone.frequency - hz) <= 25, tone
 
 
 def _start(
@@ -123,7 +115,7 @@ def test_browser_calls_ipv6_phone(
     _assert_browser_hears(alice, PHONE_HZ, browser_ip)
     alice.hangup()
     bob.wait_event("CALL_CLOSED")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
     _assert_sdp(alice, bob, browser_ip)
 
 
@@ -139,5 +131,5 @@ def test_ipv6_phone_calls_browser(
     _assert_browser_hears(alice, PHONE_HZ, browser_ip)
     bob.hangup()
     alice.wait_event("ended")
-    _assert_phone_heard(bob, BROWSER_HZ)
+    assert_phone_heard(bob, BROWSER_HZ)
     _assert_sdp(alice, bob, browser_ip)

@@ -22,25 +22,12 @@ from typing import Any
 
 import pytest
 from harness import Artifacts, Baresip, Browser, Gateway
-from harness.procs import HarnessError, wait_for
+from harness.pages import LIVE_VIEW_READY, open_page
+from harness.procs import wait_for
 
 BROWSER_HZ = 1000.0
 PHONE_HZ = 440.0
 CHROMIUM = os.environ.get("RTC2SIP_CHROMIUM", "/usr/bin/chromium")
-
-
-def _open(browser: Browser, url: str, ready: str) -> None:
-    """Navigate a harness page to `url` and wait until `ready` (a JS expression) is true."""
-    browser.eval(f"(location.href = {json.dumps(url)}, true)")
-
-    def loaded() -> bool:
-        try:
-            return bool(browser.eval(f"location.href === {json.dumps(url)} && document.readyState === 'complete' "
-                                     f"&& !!({ready})"))
-        except HarnessError:  # the old page's context went away under the evaluation
-            return False
-
-    wait_for(loaded, 20, f"{browser.name} to load {url}", interval=0.2)
 
 
 def _click(browser: Browser, element_id: str) -> None:
@@ -120,7 +107,7 @@ def test_served_web_phone_calls_baresip_and_live_view_shows_both_legs(
 
     # -- the real page, from the gateway itself, filled in and clicked like a user would --
     alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    _open(alice, f"{base}/", "document.body.dataset.ready === 'true' && window.rtc2sipPhone")
+    open_page(alice, f"{base}/", "document.body.dataset.ready === 'true' && window.rtc2sipPhone")
     assert alice.eval("document.getElementById('domain').value") == gw.domain  # from /api/config
     assert alice.eval("document.getElementById('server').value") == f"ws://127.0.0.1:{gw.ws_port}/"
     _fill(alice, user="alice", display_name="Alice")
@@ -158,7 +145,7 @@ def test_served_web_phone_calls_baresip_and_live_view_shows_both_legs(
 
     # -- the live view, in another browser, during the call --
     viewer = make_browser("viewer", tone_hz=None)
-    _open(viewer, f"{base}/calls", "window.rtc2sipLiveView && window.rtc2sipLiveView.updates > 0")
+    open_page(viewer, f"{base}/calls", LIVE_VIEW_READY)
 
     def both_legs_flowing() -> list[dict[str, Any]] | None:
         legs = viewer.eval(_LEGS_JS)
@@ -278,7 +265,7 @@ def test_served_web_phone_answers_a_call_from_baresip(
     gw = make_gateway()
     bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
     alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    _open(alice, f"http://127.0.0.1:{gw.ws_port}/", "document.body.dataset.ready === 'true' && window.rtc2sipPhone")
+    open_page(alice, f"http://127.0.0.1:{gw.ws_port}/", "document.body.dataset.ready === 'true' && window.rtc2sipPhone")
     _fill(alice, user="alice")
     _click(alice, "register")
     wait_for(lambda: _phone(alice, "state")["registered"], 15, "the web phone to register", interval=0.2)
@@ -338,7 +325,7 @@ def test_web_phone_video_calls(make_gateway: Callable[..., Gateway], make_browse
     gw = make_gateway()
     base = f"http://127.0.0.1:{gw.ws_port}"
     alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    _open(alice, f"{base}/", "document.body.dataset.ready === 'true' && window.rtc2sipPhone")
+    open_page(alice, f"{base}/", "document.body.dataset.ready === 'true' && window.rtc2sipPhone")
     _fill(alice, user="alice")
     _click(alice, "register")
     wait_for(lambda: _phone(alice, "state")["registered"], 15, "the web phone to register", interval=0.2)

@@ -32,8 +32,6 @@ The browser's NACKs are answered from a :class:`RetransmissionHistory` of what w
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import random
 import secrets
@@ -51,6 +49,7 @@ from . import ice as _ice
 from .certificate import Certificate
 from .dtls import DtlsEndpoint, DtlsRole, DtlsState, FingerprintMismatchError
 from .ice import IceAgent
+from .libc import libc
 from .nack import RetransmissionHistory
 from .ports import Address, PortAllocator, wire_address
 from .rtcp import (
@@ -908,12 +907,8 @@ class _HeapTrimmer:
     def __init__(self) -> None:
         self._pending_since: float | None = None
         self._last = 0.0
-        self._trim: Callable[[int], int] | None = None
-        name = ctypes.util.find_library("c")
-        try:
-            self._trim = ctypes.CDLL(name).malloc_trim if name else None
-        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
-            self._trim = None
+        # not glibc (musl, macOS): no malloc_trim, nothing to do
+        self._trim: Callable[[int], int] | None = getattr(libc(), "malloc_trim", None)
 
     def released(self, now: float) -> None:
         if self._trim is not None and self._pending_since is None:

@@ -579,12 +579,7 @@ class RemotePlane:
         return s.recording
 
     def stop_recording(self, session: str) -> bool:
-        s = self._sessions.get(session)
-        if s is None or s.recording is None:
-            return False
-        s.recording = None
-        s.worker.post("stop_recording", session)
-        return True
+        return self._stop_tap(session, "recording")
 
     def start_forward(self, session: str, host: str, port: int) -> str:
         """Fork this session's audio as plain RTP (from its worker); returns the ``.sdp``'s path."""
@@ -624,11 +619,15 @@ class RemotePlane:
             await asyncio.wait_for(asyncio.gather(*s.starting), timeout)
 
     def stop_forward(self, session: str) -> bool:
+        return self._stop_tap(session, "forward")
+
+    def _stop_tap(self, session: str, tap: str) -> bool:
+        """Stop the session's ``tap`` ("recording" or "forward", a _Session field) in its worker."""
         s = self._sessions.get(session)
-        if s is None or s.forward is None:
+        if s is None or getattr(s, tap) is None:
             return False
-        s.forward = None
-        s.worker.post("stop_forward", session)
+        setattr(s, tap, None)
+        s.worker.post(f"stop_{tap}", session)
         return True
 
     def call_ended(self, call: Any, reason: str) -> None:

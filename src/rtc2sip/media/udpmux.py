@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import ipaddress
 import logging
@@ -44,6 +43,7 @@ from time import monotonic
 from typing import Any, Protocol
 
 from .ice import SrflxCache
+from .libc import libc
 from .ports import Address, PortAllocator, PortsExhausted
 
 __all__ = [
@@ -302,11 +302,8 @@ class _MMsgHdr(ctypes.Structure):
 
 def _batch_calls() -> tuple[Any, Any] | None:
     """libc's recvmmsg and sendmmsg (Linux), or None."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        recvmmsg, sendmmsg = libc.recvmmsg, libc.sendmmsg
-    except (OSError, AttributeError, TypeError):
+    recvmmsg, sendmmsg = getattr(libc(), "recvmmsg", None), getattr(libc(), "sendmmsg", None)
+    if recvmmsg is None or sendmmsg is None:
         return None
     recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
     recvmmsg.restype = ctypes.c_int

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .channel import ChannelError, FrameDecoder, encode_exception, frame
+from .libc import libc
 
 log = logging.getLogger("rtc2sip.media.worker")
 
@@ -35,9 +35,9 @@ _PR_SET_PDEATHSIG = 1
 def die_with_parent(parent: int) -> None:
     """Linux: SIGKILL this process when the process that started it (pid ``parent``) exits, whatever
     killed it."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    prctl = getattr(libc(), "prctl", None)
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl: nobody will read us
         os._exit(0)
 
