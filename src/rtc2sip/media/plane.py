@@ -126,10 +126,10 @@ class MediaPlane:
     ``host`` is the address both legs bind and announce (127.0.0.1 in tests; a wildcard address
     announces every interface, loopback included), ``legacy_host`` the legacy leg's when it differs
     (another address family: the SDP translation then changes c=IN IP4 into c=IN IP6 or back).
-    ``port_range`` bounds every socket (RTP even port and RTCP + 1 per legacy stream, one port per
-    WebRTC leg). ``media_timeout`` (0: never)
-    fails a session with no packet on either leg for that long; ``connect_timeout`` one whose ICE or
-    DTLS has not connected that long after the answer.
+    ``port_range`` bounds every socket (RTP even port and RTCP + 1 per legacy stream; the shared
+    WebRTC socket's port, or with ``webrtc_socket = "per-call"`` one port per WebRTC leg).
+    ``media_timeout`` (0: never) fails a session with no packet on either leg for that long;
+    ``connect_timeout`` one whose ICE or DTLS has not connected that long after the answer.
 
     ``coder`` is the Media Coder's pool (``enable-media-coder``): a stream whose legs end up with no
     common codec is transcoded through it (:attr:`MediaMap.transcode`), one pool session per call.

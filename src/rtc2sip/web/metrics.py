@@ -139,8 +139,8 @@ def render(proxy: Proxy, transports: TransportLayer | None, monitor: Monitor) ->
               mux.get("batches", 0))
         e.add("rtc2sip_webrtc_socket_dropped_total", "counter",
               "Datagrams the shared WebRTC socket dropped, by reason (unrouted: no call owns the ufrag, "
-              "transaction or address; garbage: not STUN, DTLS, RTP or RTCP; unsendable: too long or a bad "
-              "address; send_error: refused by the kernel)",
+              "transaction or address; garbage: not STUN, DTLS, RTP or RTCP; unsendable: too long, a bad address "
+              "or the send buffer full; send_error: refused by the kernel)",
               [({"reason": reason}, mux.get(key, 0)) for reason, key in (
                   ("unrouted", "unrouted"), ("garbage", "garbage"), ("unsendable", "dropped"),
                   ("send_error", "send_errors"))])
