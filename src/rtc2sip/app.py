@@ -8,7 +8,9 @@ import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .breaker.b2bua import B2bua, BreakerConfig, ProxyHost
+from .breaker.b2bua import B2bua
+from .breaker.call import BreakerConfig
+from .breaker.host import ProxyHost
 from .breaker.policy import Mode
 from .config import Settings
 from .gc_tuning import manage_gc, tune_gc

@@ -23,7 +23,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from rtc2sip.app import Gateway
-from rtc2sip.breaker.b2bua import Call, Leg
+from rtc2sip.breaker.call import Call, Leg
 from rtc2sip.breaker.dialog import Dialog
 from rtc2sip.config import GatewayOptions, Listener, Settings
 from rtc2sip.web import monitor as monitor_module

@@ -15,8 +15,12 @@ from typing import Any
 
 import pytest
 
-from rtc2sip.breaker.b2bua import B2bua, BreakerConfig, Cancellable, rewrite_refer_to
+from rtc2sip.breaker import refer
+from rtc2sip.breaker.b2bua import B2bua
+from rtc2sip.breaker.call import BreakerConfig
 from rtc2sip.breaker.dialog import Dialog, DialogError, State
+from rtc2sip.breaker.host import Cancellable
+from rtc2sip.breaker.refer import rewrite_refer_to
 from rtc2sip.media.ports import PortsExhausted
 from rtc2sip.media.remote import WorkerGone
 from rtc2sip.sdp import NoCommonCodec, SessionDescription
@@ -856,10 +860,10 @@ async def test_invite_replacing_a_dialog_as_our_peer_knows_it_passes() -> None:
     raw = parse_message(_wire(replacing_invite(f"{inv.call_id};to-tag=phonetag;from-tag={inv.from_.tag}"),
                               sdp("dave-offer")))
     assert isinstance(raw, Request)
-    assert h.b2b._replaces(raw) is None
+    assert refer.replaces(h.b2b, raw) is None
     assert h.b2b.on_request(raw, PHONE_SRC, None) is False
     other = parse_message(_wire(replacing_invite("elsewhere@x;to-tag=a;from-tag=b"), sdp("dave-offer")))
-    assert isinstance(other, Request) and h.b2b._replaces(other) is None
+    assert isinstance(other, Request) and refer.replaces(h.b2b, other) is None
 
 
 async def test_refer_with_replaces_toward_a_browser_names_its_address_of_record() -> None:
@@ -867,7 +871,7 @@ async def test_refer_with_replaces_toward_a_browser_names_its_address_of_record(
     address of record of the browser leg instead."""
     h = Harness()
     inv, tag = await established(h)
-    found = h.b2b._replaced_dialog(inv.call_id, inv.from_.tag or "", "phonetag")
+    found = refer.replaced_dialog(h.b2b, inv.call_id, inv.from_.tag or "", "phonetag")
     assert found == ("browser-call-1", "atag", tag, "sip:alice@pbx.example")
 
 

@@ -17,7 +17,8 @@ from .. import __version__
 from ..sdp import SdpError, SessionDescription
 
 if TYPE_CHECKING:
-    from ..breaker.b2bua import B2bua, Call, Leg
+    from ..breaker.b2bua import B2bua
+    from ..breaker.call import Call, Leg
     from ..config import Settings
     from ..media.remote import AnyPlane as MediaPlane
     from ..proxy.location import LocationStore

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any, cast
 from .api import call_view
 
 if TYPE_CHECKING:
-    from ..breaker.b2bua import B2bua, Call
+    from ..breaker.b2bua import B2bua
+    from ..breaker.call import Call
     from ..media.remote import AnyPlane as MediaPlane
 
 HISTORY = 100  # ended calls kept for /calls and /api/calls (~3 KB each)
