@@ -9,11 +9,26 @@ Every scenario ends by checking that the B2BUA's tables and the media plane's se
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from b2bua_messages import (
+    BROWSER_OFFER,
+    PICTURE_FAST_UPDATE,
+    browser_cancel,
+    browser_invite,
+    browser_response,
+    in_dialog,
+    phone_invite,
+    phone_prack,
+    phone_request,
+    phone_response,
+    replacing_invite,
+    rtp_event,
+    sdp,
+    wire,
+)
 
 from rtc2sip.breaker import refer
 from rtc2sip.breaker.b2bua import B2bua
@@ -44,11 +59,6 @@ BROWSER = Source("ws", "127.0.0.1", 50000, "127.0.0.1", 8080, "ws-7")
 PHONE = Target("udp", "192.0.2.10", 5060)
 PHONE_SRC = Source("udp", "192.0.2.10", 5060, "192.0.2.1", 5060, "udp:192.0.2.1:5060/192.0.2.10:5060")
 HA1_PASSWORD = "secret"
-
-
-def sdp(name: str, proto: str = "RTP/AVP", direction: str = "sendrecv") -> str:
-    return (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns={name}\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio 40000 {proto} 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n")
 
 
 class FakeMedia:
@@ -182,7 +192,7 @@ class Harness:
                 self.b2b.on_transaction_failed(a.txn, a.response)
 
     def request(self, text: str, source: Source = BROWSER, body: str = "") -> None:
-        req = parse_message(_wire(text, body))
+        req = parse_message(wire(text, body))
         assert isinstance(req, Request)
         for a in self.tl.receive_request(req, 0.0, reliable=source.reliable, peer=source):
             if isinstance(a, Deliver):
@@ -227,70 +237,18 @@ class Harness:
         assert self.media.sessions == {}
 
 
-def _wire(text: str, body: str = "") -> bytes:
-    head = re.sub(r"\n\s+", "\n", text.strip()).replace("\n", "\r\n")
-    return f"{head}\r\nContent-Length: {len(body.encode())}\r\n\r\n{body}".encode()
-
-
-BROWSER_OFFER = sdp("browser-offer", "UDP/TLS/RTP/SAVPF")
 HA1 = compute_ha1("MD5", "alice", "pbx.example", HA1_PASSWORD)
 
 
-def browser_invite(cseq: int = 1, contact_params: str = "", extra: str = "") -> str:
-    return f"""INVITE sip:bob@pbx.example SIP/2.0
-        Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKbr{cseq};received=127.0.0.1;rport=50000
-        Max-Forwards: 69
-        From: "Alice" <sip:alice@pbx.example>;tag=atag
-        To: <sip:bob@pbx.example>
-        Call-ID: browser-call-1
-        CSeq: {cseq} INVITE
-        Contact: <sip:alice@df7jal23ls0d.invalid;transport=ws{contact_params}>;+sip.ice
-        Content-Type: application/sdp
-        {extra}"""
-
-
-def phone_response(h: Harness, req: Message, status: int, body: str = "",
-                   extra: tuple[tuple[str, str], ...] | list[tuple[str, str]] = ()) -> Response:
-    assert isinstance(req, Request)
-    resp = make_response(req, status, to_tag="phonetag" if status > 100 else None)
-    if 100 < status < 300:
-        resp.add("Contact", "<sip:bob@192.0.2.10:5060>")
-    for name, value in extra:
-        resp.add(name, value)
-    if body:
-        resp.add("Content-Type", "application/sdp")
-        resp.body = body.encode()
-    return resp
-
-
-def in_dialog(method: str, cseq: int, to_tag: str, extra: str = "", branch: str = "z9hG4bKx") -> str:
-    return f"""{method} sip:bob@192.0.2.1:8080;transport=ws;r2sb SIP/2.0
-        Via: SIP/2.0/WS df7jal23ls0d.invalid;branch={branch};received=127.0.0.1;rport=50000
-        Max-Forwards: 70
-        From: "Alice" <sip:alice@pbx.example>;tag=atag
-        To: <sip:bob@pbx.example>;tag={to_tag}
-        Call-ID: browser-call-1
-        CSeq: {cseq} {method}
-        {extra}"""
-
-
-def phone_request(method: str, legacy_invite: Request, cseq: int, body: str = "", branch: str = "z9hG4bKp1"
-                  ) -> str:
-    """A request from the phone in the legacy dialog (From/To swapped)."""
-    return f"""{method} {_contact_uri(legacy_invite)} SIP/2.0
-        Via: SIP/2.0/UDP 192.0.2.10:5060;branch={branch}
-        Max-Forwards: 70
-        From: <sip:bob@pbx.example>;tag=phonetag
-        To: {legacy_invite.get("From")}
-        Call-ID: {legacy_invite.call_id}
-        CSeq: {cseq} {method}
-        Contact: <sip:bob@192.0.2.10:5060>
-        {"Content-Type: application/sdp" if body else ""}"""
-
-
-def _contact_uri(req: Request) -> str:
-    value = req.get("Contact") or ""
-    return value[value.index("<") + 1 : value.index(">")]
+async def invited(h: Harness, provisional: int | None = None) -> Message:
+    """Browser -> phone call up to the legacy INVITE, and the phone's ``provisional`` to it when given."""
+    h.request(browser_invite(), body=BROWSER_OFFER)
+    await h.settle()
+    inv = h.take("INVITE", PHONE)
+    if provisional is not None:
+        h.response(phone_response(inv, provisional))
+        await h.settle()
+    return inv
 
 
 async def established(h: Harness, contact_params: str = "") -> tuple[Request, str]:
@@ -300,10 +258,10 @@ async def established(h: Harness, contact_params: str = "") -> tuple[Request, st
     assert h.take("100 Trying", BROWSER.flow_id)
     inv = h.take("INVITE", PHONE)
     assert isinstance(inv, Request)
-    h.response(phone_response(h, inv, 180))
+    h.response(phone_response(inv, 180))
     await h.settle()
     ringing = h.take("180", BROWSER.flow_id)
-    h.response(phone_response(h, inv, 200, sdp("phone-answer")))
+    h.response(phone_response(inv, 200, sdp("phone-answer")))
     await h.settle()
     h.take("ACK", PHONE)
     ok = h.take("200 OK", BROWSER.flow_id)
@@ -336,11 +294,11 @@ async def test_call_setup_translates_sdp_both_ways() -> None:
     assert inv.top_via.transport == "UDP" and inv.top_via.host == "192.0.2.1"
     assert h.media.calls[0][0] == "offer_from_webrtc"
 
-    h.response(phone_response(h, inv, 183, sdp("phone-early")))
+    h.response(phone_response(inv, 183, sdp("phone-early")))
     await h.settle()
     early = h.take("183", BROWSER.flow_id)
     assert b"s=browser-answer" in early.body
-    h.response(phone_response(h, inv, 200, sdp("phone-early")))
+    h.response(phone_response(inv, 200, sdp("phone-early")))
     await h.settle()
     ack = h.take("ACK", PHONE)
     assert isinstance(ack, Request)
@@ -363,7 +321,7 @@ async def test_bye_from_browser_ends_legacy_leg() -> None:
     bye = h.take("BYE", PHONE)
     assert isinstance(bye, Request)
     assert bye.call_id == inv.call_id and bye.cseq.number == 2 and bye.to.tag == "phonetag"
-    h.response(phone_response(h, bye, 200))
+    h.response(phone_response(bye, 200))
     await h.settle()
     h.assert_clean()
 
@@ -387,19 +345,9 @@ async def test_bye_from_phone_ends_browser_leg() -> None:
 
 async def test_cancel_before_answer() -> None:
     h = Harness()
-    h.request(browser_invite(), body=BROWSER_OFFER)
-    await h.settle()
-    inv = h.take("INVITE", PHONE)
-    h.response(phone_response(h, inv, 180))
-    await h.settle()
+    inv = await invited(h, 180)
     h.sent.clear()
-    h.request("""CANCEL sip:bob@pbx.example SIP/2.0
-        Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKbr1;received=127.0.0.1;rport=50000
-        Max-Forwards: 70
-        From: "Alice" <sip:alice@pbx.example>;tag=atag
-        To: <sip:bob@pbx.example>
-        Call-ID: browser-call-1
-        CSeq: 1 CANCEL""")
+    h.request(browser_cancel())
     await h.settle()
     assert h.take("200 OK", BROWSER.flow_id).cseq.method == "CANCEL"
     assert h.take("487", BROWSER.flow_id).cseq.method == "INVITE"
@@ -407,8 +355,8 @@ async def test_cancel_before_answer() -> None:
     assert isinstance(cancel, Request) and isinstance(inv, Request)
     assert cancel.top_via.branch == inv.top_via.branch and cancel.call_id == inv.call_id
     h.assert_clean()  # released at once; the legacy INVITE transaction finishes on its own
-    h.response(phone_response(h, cancel, 200))
-    h.response(phone_response(h, inv, 487))
+    h.response(phone_response(cancel, 200))
+    h.response(phone_response(inv, 487))
     await h.settle()
     assert h.take("ACK", PHONE).cseq.method == "ACK"  # the transaction's own ACK of the 487
     h.none("BYE")
@@ -417,15 +365,11 @@ async def test_cancel_before_answer() -> None:
 
 async def test_cancel_crossing_a_200_ends_the_legacy_dialog() -> None:
     h = Harness()
-    h.request(browser_invite(), body=BROWSER_OFFER)
-    await h.settle()
-    inv = h.take("INVITE", PHONE)
-    h.response(phone_response(h, inv, 180))
-    await h.settle()
+    inv = await invited(h, 180)
     h.request(browser_invite().replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL"))
     await h.settle()
     h.take("CANCEL", PHONE)
-    h.response(phone_response(h, inv, 200, sdp("phone-answer")))
+    h.response(phone_response(inv, 200, sdp("phone-answer")))
     await h.settle()
     h.take("ACK", PHONE)
     assert h.take("BYE", PHONE).call_id == inv.call_id
@@ -435,10 +379,8 @@ async def test_cancel_crossing_a_200_ends_the_legacy_dialog() -> None:
 
 async def test_busy_is_mapped() -> None:
     h = Harness()
-    h.request(browser_invite(), body=BROWSER_OFFER)
-    await h.settle()
-    inv = h.take("INVITE", PHONE)
-    h.response(phone_response(h, inv, 486, extra=[("Retry-After", "30"), ("X-Internal", "leak")]))
+    inv = await invited(h)
+    h.response(phone_response(inv, 486, extra=[("Retry-After", "30"), ("X-Internal", "leak")]))
     await h.settle()
     h.take("ACK", PHONE)
     busy = h.take("486 Busy Here", BROWSER.flow_id)
@@ -490,7 +432,7 @@ async def test_401_answered_with_ha1_which_is_never_forwarded() -> None:
     await h.settle()
     inv = h.take("INVITE", PHONE)
     challenge = 'Digest realm="pbx.example", nonce="n0nce", qop="auth", algorithm=MD5'
-    h.response(phone_response(h, inv, 401, extra=[("WWW-Authenticate", challenge)]))
+    h.response(phone_response(inv, 401, extra=[("WWW-Authenticate", challenge)]))
     await h.settle()
     h.take("ACK", PHONE)
     retry = h.take("INVITE", PHONE)
@@ -502,7 +444,7 @@ async def test_401_answered_with_ha1_which_is_never_forwarded() -> None:
     assert creds.username == "alice" and creds.uri == retry.uri_text
     assert check_response(creds, "INVITE", password=HA1_PASSWORD, username="alice")
     h.none("401")  # the browser never sees the challenge
-    h.response(phone_response(h, retry, 200, sdp("phone-answer")))
+    h.response(phone_response(retry, 200, sdp("phone-answer")))
     await h.settle()
     ack = h.take("ACK", PHONE)
     assert ack.get("Authorization") == retry.get("Authorization")  # §13.2.2.4 / §22.4
@@ -516,11 +458,9 @@ async def test_401_answered_with_ha1_which_is_never_forwarded() -> None:
 
 async def test_407_without_ha1_is_relayed_and_the_browser_credentials_reused() -> None:
     h = Harness()
-    h.request(browser_invite(), body=BROWSER_OFFER)
-    await h.settle()
-    inv = h.take("INVITE", PHONE)
+    inv = await invited(h)
     challenge = 'Digest realm="pbx.example", nonce="abc", qop="auth", algorithm=MD5'
-    h.response(phone_response(h, inv, 407, extra=[("Proxy-Authenticate", challenge)]))
+    h.response(phone_response(inv, 407, extra=[("Proxy-Authenticate", challenge)]))
     await h.settle()
     relayed = h.take("407", BROWSER.flow_id)
     assert relayed.get("Proxy-Authenticate") == challenge
@@ -536,7 +476,7 @@ async def test_407_without_ha1_is_relayed_and_the_browser_credentials_reused() -
     assert retry.uri_text == "sip:bob@pbx.example"  # the digest's uri still matches (same Request-URI)
     # the same legacy dialog tries again: servers that bind nonces to a Call-ID accept it
     assert retry.call_id == inv.call_id and retry.cseq.number == 2
-    h.response(phone_response(h, retry, 486))
+    h.response(phone_response(retry, 486))
     await h.settle()
     h.take("486", BROWSER.flow_id)
     h.assert_clean()
@@ -556,7 +496,7 @@ async def test_hold_reinvite_from_browser() -> None:
     assert isinstance(re_inv, Request)
     assert re_inv.call_id == inv.call_id and re_inv.cseq.number == 2 and re_inv.to.tag == "phonetag"
     assert b"s=updated-offer" in re_inv.body and b"a=sendonly" in re_inv.body
-    h.response(phone_response(h, re_inv, 200, sdp("phone-held", direction="recvonly")))
+    h.response(phone_response(re_inv, 200, sdp("phone-held", direction="recvonly")))
     await h.settle()
     ack = h.take("ACK", PHONE)
     assert ack.cseq.number == 2
@@ -578,10 +518,7 @@ async def test_reinvite_from_phone_goes_to_browser() -> None:
     out = h.take("INVITE", BROWSER.flow_id)
     assert isinstance(out, Request)
     assert out.call_id == "browser-call-1" and out.to.tag == "atag" and out.from_.tag == tag
-    resp = make_response(out, 200, to_tag="atag")
-    resp.add("Contact", "<sip:alice@df7jal23ls0d.invalid;transport=ws>")
-    resp.add("Content-Type", "application/sdp")
-    resp.body = sdp("browser-held", "UDP/TLS/RTP/SAVPF", "recvonly").encode()
+    resp = browser_response(out, 200, sdp("browser-held", "UDP/TLS/RTP/SAVPF", "recvonly"))
     h.response(resp)
     await h.settle()
     assert h.take("ACK", BROWSER.flow_id).cseq.number == out.cseq.number
@@ -596,7 +533,7 @@ async def test_info_is_relayed_with_its_body() -> None:
     await h.settle()
     info = h.take("INFO", PHONE)
     assert info.body == b"Signal=5\r\nDuration=160\r\n" and info.get("Content-Type") == "application/dtmf-relay"
-    h.response(phone_response(h, info, 200))
+    h.response(phone_response(info, 200))
     await h.settle()
     assert h.take("200 OK", BROWSER.flow_id).cseq.method == "INFO"
 
@@ -629,11 +566,7 @@ async def test_websocket_closed_ends_the_legacy_leg_with_bye() -> None:
 
 async def test_websocket_closed_while_ringing_cancels() -> None:
     h = Harness()
-    h.request(browser_invite(), body=BROWSER_OFFER)
-    await h.settle()
-    inv = h.take("INVITE", PHONE)
-    h.response(phone_response(h, inv, 180))
-    await h.settle()
+    await invited(h, 180)
     h.b2b.on_flow_closed(BROWSER.flow_id)
     await h.settle()
     h.take("CANCEL", PHONE)
@@ -657,23 +590,13 @@ async def test_media_failure_ends_both_legs() -> None:
 async def test_phone_calls_browser() -> None:
     h = Harness()
     h.targets = [Target("ws", "127.0.0.1", 50000, BROWSER.flow_id)]
-    h.request("""INVITE sip:alice@pbx.example SIP/2.0
-        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKph1
-        Max-Forwards: 70
-        From: <sip:bob@pbx.example>;tag=phonetag
-        To: <sip:alice@pbx.example>
-        Call-ID: phone-call-1
-        CSeq: 10 INVITE
-        Contact: <sip:bob@192.0.2.10:5060>
-        Content-Type: application/sdp""", source=PHONE_SRC, body=sdp("phone-offer"))
+    h.request(phone_invite(), source=PHONE_SRC, body=sdp("phone-offer"))
     await h.settle()
     out = h.take("INVITE", BROWSER.flow_id)
     assert isinstance(out, Request)
     assert b"s=browser-offer" in out.body and out.top_via.transport == "WS"
-    resp = make_response(out, 200, to_tag="btag")
-    resp.add("Contact", "<sip:alice@x.invalid;transport=ws>")
-    resp.add("Content-Type", "application/sdp")
-    resp.body = sdp("browser-answer", "UDP/TLS/RTP/SAVPF").encode()
+    resp = browser_response(out, 200, sdp("browser-answer", "UDP/TLS/RTP/SAVPF"), "btag",
+                            "<sip:alice@x.invalid;transport=ws>")
     h.response(resp)
     await h.settle()
     h.take("ACK", BROWSER.flow_id)
@@ -725,22 +648,22 @@ def test_strict_route_set() -> None:
 
 
 def test_uas_dialog_checks_requests() -> None:
-    inv = parse_message(_wire(browser_invite()))
+    inv = parse_message(wire(browser_invite()))
     assert isinstance(inv, Request)
     inv.add("Record-Route", "<sip:edge;lr>")
     d = Dialog.uas(inv, "<sip:b2b@h>", local_tag="ours")
     assert d.route_set == ["<sip:edge;lr>"] and d.remote_tag == "atag" and d.remote_seq == 1
     ok = d.response(inv, 200)
     assert ok.to.tag == "ours" and ok.get("Contact") == "<sip:b2b@h>" and d.state is State.CONFIRMED
-    bye = parse_message(_wire(in_dialog("BYE", 2, "ours")))
+    bye = parse_message(wire(in_dialog("BYE", 2, "ours")))
     assert isinstance(bye, Request) and d.matches(bye)
     d.receive(bye)
-    old = parse_message(_wire(in_dialog("INFO", 1, "ours")))
+    old = parse_message(wire(in_dialog("INFO", 1, "ours")))
     assert isinstance(old, Request)
     with pytest.raises(DialogError) as e:
         d.receive(old)
     assert e.value.status == 500
-    stranger = parse_message(_wire(in_dialog("BYE", 3, "theirs")))
+    stranger = parse_message(wire(in_dialog("BYE", 3, "theirs")))
     assert isinstance(stranger, Request) and not d.matches(stranger)
 
 
@@ -783,25 +706,12 @@ async def test_blind_refer_is_relayed() -> None:
     await h.settle()
     refer = h.take("REFER", PHONE)
     assert refer.get("Refer-To") == "<sip:carol@pbx.example>" and refer.call_id == inv.call_id
-    h.response(phone_response(h, refer, 202))
+    h.response(phone_response(refer, 202))
     await h.settle()
     assert h.take("202", BROWSER.flow_id)
 
 
 # ---- attended transfer: INVITE with Replaces (RFC 3891) ---------------------------------------------
-
-
-def replacing_invite(replaces: str, call_id: str = "phone-call-2") -> str:
-    return f"""INVITE sip:alice@192.0.2.1:5060;transport=udp;r2sb SIP/2.0
-        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKrep1
-        Max-Forwards: 70
-        From: <sip:dave@pbx.example>;tag=davetag
-        To: <sip:alice@pbx.example>
-        Call-ID: {call_id}
-        CSeq: 1 INVITE
-        Contact: <sip:dave@192.0.2.10:5060>
-        Replaces: {replaces}
-        Content-Type: application/sdp"""
 
 
 async def test_invite_replacing_our_legacy_leg_goes_to_the_browser_with_its_dialog() -> None:
@@ -819,10 +729,7 @@ async def test_invite_replacing_our_legacy_leg_goes_to_the_browser_with_its_dial
     assert out.uri_text == "sip:alice@df7jal23ls0d.invalid;transport=ws"  # the browser's own Contact
     assert out.get("To") == '"Alice" <sip:alice@pbx.example>'
     assert b"s=browser-offer" in out.body
-    resp = make_response(out, 200, to_tag="newtag")
-    resp.add("Contact", "<sip:alice@df7jal23ls0d.invalid;transport=ws>")
-    resp.add("Content-Type", "application/sdp")
-    resp.body = sdp("browser-answer", "UDP/TLS/RTP/SAVPF").encode()
+    resp = browser_response(out, 200, sdp("browser-answer", "UDP/TLS/RTP/SAVPF"), "newtag")
     h.response(resp)
     await h.settle()
     h.take("ACK", BROWSER.flow_id)
@@ -833,7 +740,7 @@ async def test_invite_replacing_our_legacy_leg_goes_to_the_browser_with_its_dial
     h.take("200 OK", BROWSER.flow_id)
     bye = h.take("BYE", PHONE)
     assert bye.call_id == inv.call_id
-    h.response(phone_response(h, bye, 200))
+    h.response(phone_response(bye, 200))
     assert len(h.b2b.calls) == 1  # the new call stays up
     h.b2b.on_flow_closed(BROWSER.flow_id)
     await h.settle()
@@ -857,12 +764,12 @@ async def test_invite_replacing_a_dialog_as_our_peer_knows_it_passes() -> None:
     (to-tag = the peer's tag): it is for that peer, not for us, and is not taken."""
     h = Harness()
     inv, _tag = await established(h)
-    raw = parse_message(_wire(replacing_invite(f"{inv.call_id};to-tag=phonetag;from-tag={inv.from_.tag}"),
+    raw = parse_message(wire(replacing_invite(f"{inv.call_id};to-tag=phonetag;from-tag={inv.from_.tag}"),
                               sdp("dave-offer")))
     assert isinstance(raw, Request)
     assert refer.replaces(h.b2b, raw) is None
     assert h.b2b.on_request(raw, PHONE_SRC, None) is False
-    other = parse_message(_wire(replacing_invite("elsewhere@x;to-tag=a;from-tag=b"), sdp("dave-offer")))
+    other = parse_message(wire(replacing_invite("elsewhere@x;to-tag=a;from-tag=b"), sdp("dave-offer")))
     assert isinstance(other, Request) and refer.replaces(h.b2b, other) is None
 
 
@@ -884,18 +791,16 @@ async def test_reliable_183_is_acknowledged_by_the_b2bua_when_the_browser_has_no
     """JsSIP never supports 100rel: the B2BUA PRACKs the phone's reliable 183 itself and gives the
     browser an ordinary 183 with the translated early SDP."""
     h = Harness()
-    h.request(browser_invite(), body=BROWSER_OFFER)
-    await h.settle()
-    inv = h.take("INVITE", PHONE)
+    inv = await invited(h)
     assert "100rel" not in (inv.get("Supported") or "")
-    h.response(phone_response(h, inv, 183, sdp("phone-early"), REL))
+    h.response(phone_response(inv, 183, sdp("phone-early"), REL))
     await h.settle()
     prack = h.take("PRACK", PHONE)
     assert prack.get("RAck") == "7 1 INVITE" and prack.call_id == inv.call_id
     early = h.take("183", BROWSER.flow_id)
     assert early.get("Require") is None and early.get("RSeq") is None and b"s=browser-answer" in early.body
-    h.response(phone_response(h, prack, 200))
-    h.response(phone_response(h, inv, 183, sdp("phone-early"), REL))  # a retransmission: no new PRACK
+    h.response(phone_response(prack, 200))
+    h.response(phone_response(inv, 183, sdp("phone-early"), REL))  # a retransmission: no new PRACK
     await h.settle()
     h.none("PRACK")
     h.b2b.on_flow_closed(BROWSER.flow_id)
@@ -909,7 +814,7 @@ async def test_reliable_183_relayed_end_to_end_and_the_prack_mapped() -> None:
     await h.settle()
     inv = h.take("INVITE", PHONE)
     assert "100rel" in (inv.get("Supported") or "")
-    h.response(phone_response(h, inv, 183, sdp("phone-early"), REL))
+    h.response(phone_response(inv, 183, sdp("phone-early"), REL))
     await h.settle()
     h.none("PRACK")  # the browser's PRACK will be the one
     early = h.take("183", BROWSER.flow_id)
@@ -927,11 +832,11 @@ async def test_reliable_183_relayed_end_to_end_and_the_prack_mapped() -> None:
     await h.settle()
     prack = h.take("PRACK", PHONE)
     assert prack.get("RAck") == "7 1 INVITE" and prack.call_id == inv.call_id
-    h.response(phone_response(h, prack, 200))
+    h.response(phone_response(prack, 200))
     await h.settle()
     ok = h.take("200 OK", BROWSER.flow_id)
     assert ok.cseq.method == "PRACK"
-    h.response(phone_response(h, inv, 200, sdp("phone-early")))
+    h.response(phone_response(inv, 200, sdp("phone-early")))
     await h.settle()
     h.take("ACK", PHONE)
     assert h.take("200 OK", BROWSER.flow_id).cseq.method == "INVITE"
@@ -947,16 +852,7 @@ async def test_caller_requiring_100rel_gets_reliable_provisionals_retransmitted_
     reliable 180, retransmits it (T1, doubling) until the PRACK, and answers the PRACK itself."""
     h = Harness()
     h.targets = [Target("ws", "127.0.0.1", 50000, BROWSER.flow_id)]
-    h.request("""INVITE sip:alice@pbx.example SIP/2.0
-        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKph1
-        Max-Forwards: 70
-        From: <sip:bob@pbx.example>;tag=phonetag
-        To: <sip:alice@pbx.example>
-        Call-ID: phone-call-1
-        CSeq: 10 INVITE
-        Require: 100rel
-        Contact: <sip:bob@192.0.2.10:5060>
-        Content-Type: application/sdp""", source=PHONE_SRC, body=sdp("phone-offer"))
+    h.request(phone_invite("Require: 100rel"), source=PHONE_SRC, body=sdp("phone-offer"))
     await h.settle()
     out = h.take("INVITE", BROWSER.flow_id)
     assert isinstance(out, Request) and "100rel" in (out.get("Supported") or "")
@@ -970,14 +866,7 @@ async def test_caller_requiring_100rel_gets_reliable_provisionals_retransmitted_
     again = h.take("180", PHONE_SRC)
     assert again.get("RSeq") == rseq
     ours = ringing.to.tag
-    h.request(f"""PRACK sip:alice@192.0.2.1:5060;transport=udp;r2sb SIP/2.0
-        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKprack
-        Max-Forwards: 70
-        From: <sip:bob@pbx.example>;tag=phonetag
-        To: <sip:alice@pbx.example>;tag={ours}
-        Call-ID: phone-call-1
-        CSeq: 11 PRACK
-        RAck: {rseq} 10 INVITE""", source=PHONE_SRC)
+    h.request(phone_prack(ours, rseq), source=PHONE_SRC)
     await h.settle()
     assert h.take("200 OK", PHONE_SRC).cseq.method == "PRACK"
     await asyncio.sleep(0.6)
@@ -1000,10 +889,7 @@ async def test_update_with_sdp_from_the_phone_goes_through_the_media_plane_witho
     out = h.take("UPDATE", BROWSER.flow_id)
     assert isinstance(out, Request) and b"s=updated-offer" in out.body and b"a=sendonly" in out.body
     assert out.call_id == "browser-call-1" and out.get("Contact") is not None
-    resp = make_response(out, 200, to_tag="atag")
-    resp.add("Contact", "<sip:alice@df7jal23ls0d.invalid;transport=ws>")
-    resp.add("Content-Type", "application/sdp")
-    resp.body = sdp("browser-held", "UDP/TLS/RTP/SAVPF", "recvonly").encode()
+    resp = browser_response(out, 200, sdp("browser-held", "UDP/TLS/RTP/SAVPF", "recvonly"))
     h.response(resp)
     await h.settle()
     h.none("ACK")  # an UPDATE has no ACK
@@ -1020,7 +906,7 @@ async def test_update_with_sdp_from_the_browser_and_its_failure_mapped() -> None
     assert ("update", True) in h.media.calls
     out = h.take("UPDATE", PHONE)
     assert b"a=sendonly" in out.body
-    h.response(phone_response(h, out, 488))
+    h.response(phone_response(out, 488))
     await h.settle()
     assert h.take("488", BROWSER.flow_id).cseq.method == "UPDATE"
     # the leg is free for the next offer
@@ -1032,11 +918,7 @@ async def test_update_with_sdp_from_the_browser_and_its_failure_mapped() -> None
 
 async def test_update_without_sdp_is_relayed_in_an_early_dialog() -> None:
     h = Harness()
-    h.request(browser_invite(), body=BROWSER_OFFER)
-    await h.settle()
-    inv = h.take("INVITE", PHONE)
-    h.response(phone_response(h, inv, 180))
-    await h.settle()
+    inv = await invited(h, 180)
     ringing = h.take("180", BROWSER.flow_id)
     tag = ringing.to.tag
     assert tag is not None
@@ -1044,7 +926,7 @@ async def test_update_without_sdp_is_relayed_in_an_early_dialog() -> None:
     await h.settle()
     up = h.take("UPDATE", PHONE)
     assert up.body == b"" and up.call_id == inv.call_id and up.to.tag == "phonetag"
-    h.response(phone_response(h, up, 200))
+    h.response(phone_response(up, 200))
     await h.settle()
     assert h.take("200 OK", BROWSER.flow_id).cseq.method == "UPDATE"
     h.b2b.on_flow_closed(BROWSER.flow_id)
@@ -1055,11 +937,6 @@ async def test_update_without_sdp_is_relayed_in_an_early_dialog() -> None:
 # ---- RFC 4733 from the phone -> SIP INFO toward the browser (dtmf-type info) ---------------------------
 
 
-def _event(pt: int, event: int, end: bool, duration: int, ts: int = 1000, seq: int = 1) -> bytes:
-    header = bytes([0x80, pt]) + seq.to_bytes(2, "big") + ts.to_bytes(4, "big") + (42).to_bytes(4, "big")
-    return header + bytes([event, (0x80 if end else 0) | 10]) + duration.to_bytes(2, "big")
-
-
 def test_dtmf_sink_reports_each_event_once_at_its_end() -> None:
     from rtc2sip.breaker.dtmf import DtmfSink
     from rtc2sip.media.tap import CodecInfo
@@ -1068,17 +945,17 @@ def test_dtmf_sink_reports_each_event_once_at_its_end() -> None:
     sink = DtmfSink(lambda d, ms: got.append((d, ms)))
     sink.codecs_changed({"audio": {"legacy": {0: CodecInfo("PCMU", 8000), 101: CodecInfo("telephone-event", 8000)},
                                    "webrtc": {126: CodecInfo("telephone-event", 48000)}}})
-    sink.packet("audio", "legacy", _event(101, 5, False, 160), 0.0)
-    sink.packet("audio", "legacy", _event(101, 5, True, 800, seq=2), 0.0)
-    sink.packet("audio", "legacy", _event(101, 5, True, 800, seq=3), 0.0)  # the end, retransmitted
-    sink.packet("audio", "webrtc", _event(126, 1, True, 800), 0.0)  # the browser's: not ours to report
-    sink.packet("audio", "legacy", _event(0, 7, True, 800, ts=5000), 0.0)  # PCMU, not an event
-    sink.packet("audio", "legacy", _event(101, 11, True, 400, ts=9000), 0.0)
-    sink.packet("audio", "legacy", _event(101, 16, True, 400, ts=9999), 0.0)  # flash: no DTMF digit
+    sink.packet("audio", "legacy", rtp_event(101, 5, False, 160), 0.0)
+    sink.packet("audio", "legacy", rtp_event(101, 5, True, 800, seq=2), 0.0)
+    sink.packet("audio", "legacy", rtp_event(101, 5, True, 800, seq=3), 0.0)  # the end, retransmitted
+    sink.packet("audio", "webrtc", rtp_event(126, 1, True, 800), 0.0)  # the browser's: not ours to report
+    sink.packet("audio", "legacy", rtp_event(0, 7, True, 800, ts=5000), 0.0)  # PCMU, not an event
+    sink.packet("audio", "legacy", rtp_event(101, 11, True, 400, ts=9000), 0.0)
+    sink.packet("audio", "legacy", rtp_event(101, 16, True, 400, ts=9999), 0.0)  # flash: no DTMF digit
     sink.packet("audio", "legacy", b"\x80\x65\x00\x01", 0.0)  # short: ignored
     assert got == [("5", 100), ("#", 50)]
     sink.close()
-    sink.packet("audio", "legacy", _event(101, 1, True, 400, ts=12000), 0.0)
+    sink.packet("audio", "legacy", rtp_event(101, 1, True, 400, ts=12000), 0.0)
     assert got == [("5", 100), ("#", 50)]
 
 
@@ -1105,7 +982,7 @@ async def test_phone_rfc4733_becomes_info_toward_the_browser_with_dtmf_type_info
     _inv, tag = await established(h)
     [sink] = h.media.sinks[next(iter(h.media.sessions))]
     sink.codecs_changed({"audio": {"legacy": {101: CodecInfo("telephone-event", 8000)}}})
-    sink.packet("audio", "legacy", _event(101, 10, True, 1280), 0.0)
+    sink.packet("audio", "legacy", rtp_event(101, 10, True, 1280), 0.0)
     await h.settle()
     info = h.take("INFO", BROWSER.flow_id)
     assert info.get("Content-Type") == "application/dtmf-relay"
@@ -1145,38 +1022,20 @@ async def test_200_waits_for_the_prack_of_a_reliable_183_with_sdp() -> None:
     the browser's 200 is held until the phone PRACKs that 183."""
     h = Harness()
     h.targets = [Target("ws", "127.0.0.1", 50000, BROWSER.flow_id)]
-    h.request("""INVITE sip:alice@pbx.example SIP/2.0
-        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKph1
-        Max-Forwards: 70
-        From: <sip:bob@pbx.example>;tag=phonetag
-        To: <sip:alice@pbx.example>
-        Call-ID: phone-call-1
-        CSeq: 10 INVITE
-        Require: 100rel
-        Contact: <sip:bob@192.0.2.10:5060>
-        Content-Type: application/sdp""", source=PHONE_SRC, body=sdp("phone-offer"))
+    h.request(phone_invite("Require: 100rel"), source=PHONE_SRC, body=sdp("phone-offer"))
     await h.settle()
     out = h.take("INVITE", BROWSER.flow_id)
     assert isinstance(out, Request)
     for status in (183, 200):
-        resp = make_response(out, status, to_tag="btag")
-        resp.add("Contact", "<sip:alice@x.invalid;transport=ws>")
-        resp.add("Content-Type", "application/sdp")
-        resp.body = sdp("browser-answer", "UDP/TLS/RTP/SAVPF").encode()
+        resp = browser_response(out, status, sdp("browser-answer", "UDP/TLS/RTP/SAVPF"), "btag",
+                                "<sip:alice@x.invalid;transport=ws>")
         h.response(resp)
         await h.settle()
     h.take("ACK", BROWSER.flow_id)
     early = h.take("183", PHONE_SRC)
     assert isinstance(early, Response) and early.get("Require") == "100rel" and early.body
     h.none("200 OK")  # held
-    h.request(f"""PRACK sip:alice@192.0.2.1:5060;transport=udp;r2sb SIP/2.0
-        Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKprack
-        Max-Forwards: 70
-        From: <sip:bob@pbx.example>;tag=phonetag
-        To: <sip:alice@pbx.example>;tag={early.to.tag}
-        Call-ID: phone-call-1
-        CSeq: 11 PRACK
-        RAck: {early.get("RSeq")} 10 INVITE""", source=PHONE_SRC)
+    h.request(phone_prack(early.to.tag, early.get("RSeq")), source=PHONE_SRC)
     await h.settle()
     assert h.take("200 OK", PHONE_SRC).cseq.method == "PRACK"
     ok = h.take("200 OK", PHONE_SRC)
@@ -1190,18 +1049,14 @@ async def test_update_with_sdp_in_an_early_dialog_after_the_early_answer() -> No
     """RFC 3311 §5.1: once the phone's 183 gave the early answer, its UPDATE with a new offer goes to the
     browser (in the still early dialog) through the media plane; before that it is 491."""
     h = Harness()
-    h.request(browser_invite(), body=BROWSER_OFFER)
-    await h.settle()
-    inv = h.take("INVITE", PHONE)
+    inv = await invited(h, 180)
     assert isinstance(inv, Request)
-    h.response(phone_response(h, inv, 180))
-    await h.settle()
     h.take("180", BROWSER.flow_id)
     h.request(phone_request("UPDATE", inv, 2, branch="z9hG4bKu0"), source=PHONE_SRC,
               body=sdp("phone-early-hold", direction="sendonly"))
     await h.settle()
     assert h.take("491", PHONE_SRC)  # no offer/answer done yet
-    h.response(phone_response(h, inv, 183, sdp("phone-early")))
+    h.response(phone_response(inv, 183, sdp("phone-early")))
     await h.settle()
     early = h.take("183", BROWSER.flow_id)
     h.request(phone_request("UPDATE", inv, 3, branch="z9hG4bKu1"), source=PHONE_SRC,
@@ -1210,10 +1065,7 @@ async def test_update_with_sdp_in_an_early_dialog_after_the_early_answer() -> No
     up = h.take("UPDATE", BROWSER.flow_id)
     assert isinstance(up, Request) and b"a=sendonly" in up.body and up.to.tag == "atag"
     assert up.from_.tag == early.to.tag
-    resp = make_response(up, 200, to_tag="atag")
-    resp.add("Contact", "<sip:alice@df7jal23ls0d.invalid;transport=ws>")
-    resp.add("Content-Type", "application/sdp")
-    resp.body = sdp("browser-held", "UDP/TLS/RTP/SAVPF", "recvonly").encode()
+    resp = browser_response(up, 200, sdp("browser-held", "UDP/TLS/RTP/SAVPF", "recvonly"))
     h.response(resp)
     await h.settle()
     ok = h.take("200 OK", PHONE_SRC)
@@ -1239,10 +1091,6 @@ class VideoMedia(FakeMedia):
 
     def on_keyframe_request(self, callback: Callable[[str, str], None]) -> None:
         self.keyframe_hook = callback
-
-
-PICTURE_FAST_UPDATE = ('<?xml version="1.0" encoding="utf-8" ?><media_control><vc_primitive><to_encoder>'
-                       "<picture_fast_update/></to_encoder></vc_primitive></media_control>")
 
 
 async def test_picture_fast_update_both_ways() -> None:
