@@ -10,8 +10,8 @@ import os
 
 from ..sip.headers import NameAddr, parse_name_addr
 from ..sip.message import Request, Response
-from ..sip.uri import SipUri, del_param
-from .policy import CLIENT_PARAMS
+from ..sip.uri import SipUri
+from .policy import CLIENT_PARAMS, strip_client_params
 
 # A URI parameter in the Contacts the B2BUA gives out: a late request for a call already gone is
 # answered 481 (§12.2.2) instead of being routed as if it were for a registered user.
@@ -38,43 +38,39 @@ CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization")
 def new_tag() -> str:
     return os.urandom(6).hex()
 
+
 def oneline(e: Exception) -> str:
     return str(e).replace("\r", " ").replace("\n", " ").replace('"', "'")[:120]
+
 
 def user_of(uri: object) -> str | None:
     return uri.user if isinstance(uri, SipUri) else None
 
+
 def safe_uri(uri: object) -> str:
     """A URI for a log line: without the client's parameters (ha1 is never logged)."""
-    if isinstance(uri, SipUri):
-        u = uri.copy()
-        for name in CLIENT_PARAMS:
-            del_param(u.params, name)
-        return str(u)
-    return str(uri)
+    return str(strip_client_params(uri)) if isinstance(uri, SipUri) else str(uri)
+
 
 def strip_na(na: NameAddr) -> NameAddr:
     """From/To for the other leg: no tag, no client parameters."""
     out = parse_name_addr(str(na), allow_star=False)
     out.params = [p for p in out.params if p[0].lower() not in ("tag", *CLIENT_PARAMS)]
     if isinstance(out.uri, SipUri):
-        out.uri = strip_uri(out.uri)
+        out.uri = strip_client_params(out.uri)
     return out
 
-def strip_uri(uri: SipUri) -> SipUri:
-    u = uri.copy()
-    for name in CLIENT_PARAMS:
-        del_param(u.params, name)
-    return u
 
 def carried(msg: Request | Response, allowed: frozenset[str]) -> list[tuple[str, str]]:
     return [(h[0], h[1]) for h in msg.headers if h[0] in allowed]
+
 
 def credentials(req: Request | None) -> list[tuple[str, str]]:
     """§22.4 / §13.2.2.4: the ACK of a 2xx carries the credentials of its INVITE."""
     if req is None:
         return []
     return [(h, v) for h in CREDENTIAL_HEADERS for v in req.get_all(h)]
+
 
 def direction(body: bytes) -> str:
     for d in (b"a=sendonly", b"a=recvonly", b"a=inactive"):

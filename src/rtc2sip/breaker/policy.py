@@ -1,5 +1,9 @@
 """When the RTCWeb Breaker takes a call (issue 3, item 1): a pure decision over a few facts.
 
+No RFC procedure of its own: it reads the URI and Contact parameters a webrtc2sip client adds
+(RFC 3261 §19.1.1, §20.10), and tells a WebRTC endpoint by its offer's ``UDP/TLS/RTP/SAVPF`` profile
+(RFC 5764 §8, RFC 8827 §6.5) when the proxy does not already know it by its WebSocket flow (RFC 7118).
+
 webrtc2sip breaks a call when the browser asks for it with ``rtcweb-breaker=yes`` in its Contact or
 Request-URI (technical guide, "RTCWeb Breaker"); that is mode ``client``. rtc2sip's default, ``auto``,
 also breaks every call that *crosses* between a WebRTC endpoint and a legacy one, and leaves calls

@@ -8,7 +8,6 @@ Replaces names one of our legs is found here (RFC 3891 §3, §6.1; 481 for a gon
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -21,8 +20,6 @@ from .dialog import State
 
 if TYPE_CHECKING:
     from .core import B2buaCore
-
-log = logging.getLogger("rtc2sip.breaker")
 
 
 def replaced_dialog(core: B2buaCore, call_id: str, to_tag: str, from_tag: str) -> tuple[str, str, str, str] | None:
