@@ -55,6 +55,7 @@ class Gateway:
     proxy: Proxy | None = None
     store: LocationStore | None = None
     media: MediaPlane | RemotePlane | None = None
+    breaker: B2bua | None = None  # the RTCWeb Breaker; the proxy sees it as its Interceptor
     coder: CoderPool | None = None
     monitor: Monitor | None = None
     web: WebRouter | None = None
@@ -132,17 +133,18 @@ class Gateway:
                                     legacy_host=self._media_host(), port_range=s.media.rtp_ports, coder=self.coder)
             await self.media.start()  # the shared WebRTC socket ([media] webrtc_socket)
         if self.media is not None:
-            self.proxy.breaker = B2bua(
+            self.breaker = B2bua(
                 ProxyHost(self.proxy), self.media,
                 BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel,
                               dtmf_type=s.webrtc2sip.dtmf_type),
             )
+            self.proxy.breaker = self.breaker
         if isinstance(self.media, MediaPlane):
             self._start_taps()
         elif isinstance(self.media, RemotePlane):
             self._start_remote_taps(self.media)
         # the web phone, the live view, /api and /metrics on the WS/WSS ports (rtc2sip.web)
-        self.monitor = Monitor(self.proxy.breaker, self.media)
+        self.monitor = Monitor(self.breaker, self.media)
         self.monitor.start()
         self.web = WebRouter(s, self.proxy, self.monitor, self.media, self.transports)
         self.transports.http_handler = self.web.handle
@@ -158,7 +160,7 @@ class Gateway:
                                      ports=self.media.ports if self.media is not None else None,
                                      diag_duration=float(s.gateway.diag_duration),
                                      on_verdict=self.monitor.diagnostics.appendleft,
-                                     inspect=breaker_inspector(self.proxy.breaker, self.media))
+                                     inspect=breaker_inspector(self.breaker, self.media))
             await self.services.start()
             self.proxy.services = self.services
 
@@ -171,14 +173,14 @@ class Gateway:
         s, media = self.settings, self.media
         assert isinstance(media, MediaPlane) and self.proxy is not None
         rec_dir = s.recording.dir or s.gateway.data_dir / "recordings"
-        info = breaker_call_info(self.proxy.breaker)
+        info = breaker_call_info(self.breaker)
         self.recorder = Recorder(s.recording, rec_dir, media, info)
         self.forwarder = Forwarder(s.forward, s.forward.dir or rec_dir, media, info)
         media.recorder, media.forwarder = self.recorder, self.forwarder
         if s.recording.enabled:
             media.on_answered(self.recorder.answered)
-            if self.proxy.breaker is not None:
-                self.proxy.breaker.observers.append(self.recorder.call_ended)
+            if self.breaker is not None:
+                self.breaker.observers.append(self.recorder.call_ended)
             log.info("recording calls matching %s to %s (%s)", " ".join(s.recording.rule), rec_dir,
                      s.recording.format)
         if s.forward.to is not None:
@@ -191,10 +193,10 @@ class Gateway:
 
         s = self.settings
         assert self.proxy is not None
-        media.call_info = breaker_call_info(self.proxy.breaker)
+        media.call_info = breaker_call_info(self.breaker)
         if s.recording.enabled:
-            if self.proxy.breaker is not None:
-                self.proxy.breaker.observers.append(media.call_ended)
+            if self.breaker is not None:
+                self.breaker.observers.append(media.call_ended)
             log.info("recording calls matching %s to %s (%s), in the media workers", " ".join(s.recording.rule),
                      media.recording_dir, s.recording.format)
         if s.forward.to is not None:
@@ -213,8 +215,8 @@ class Gateway:
             out["webrtc_routes"] = mux.table.routes if mux is not None else 0
         if self.coder is not None:
             out["transcoded_calls"] = self.coder.active
-        if self.proxy is not None and self.proxy.breaker is not None:
-            out |= self.proxy.breaker.table_sizes()
+        if self.breaker is not None:
+            out |= self.breaker.table_sizes()
         out["tasks"] = len(asyncio.all_tasks())
         return out
 

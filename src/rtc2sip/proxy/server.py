@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..sip.digest import DigestServer, Outcome, find_credentials
 from ..sip.errors import SipParseError
@@ -41,14 +41,11 @@ from ..transport.base import DEFAULT_PORTS, Source, Target
 from ..transport.layer import TransportLayer
 from ..transport.timers import LayerTimer
 from . import core
+from .handlers import Interceptor, LocalServices
 from .locate import Resolver, locate
 from .location import Binding, LocationStore, reachable, targets_for
 from .registrar import Registrar
 from .users import UserStore
-
-if TYPE_CHECKING:
-    from ..breaker.b2bua import B2bua
-    from ..services import Services
 
 log = logging.getLogger("rtc2sip.proxy")
 
@@ -149,8 +146,8 @@ class Proxy:
         self.timers = LayerTimer(self.tl, self._act, "proxy")
         self._salt = os.urandom(8).hex()
         self.user_store: UserStore | None = None  # SQLite users beside the TOML ones (set by the app)
-        self.breaker: B2bua | None = None  # the RTCWeb Breaker (issue 3), set by the app when enabled
-        self.services: Services | None = None  # sip:echo@ / sip:diag@ (rtc2sip.services), set by the app
+        self.breaker: Interceptor | None = None  # the RTCWeb Breaker (issue 3), set by the app when enabled
+        self.services: LocalServices | None = None  # sip:echo@ / sip:diag@ (rtc2sip.services), set by the app
         self._tasks: set[asyncio.Task[Any]] = set()
         self.digest = DigestServer(
             next(iter(sorted(policy.domains)), "rtc2sip"), os.urandom(32), nonce_lifetime=nonce_lifetime,
