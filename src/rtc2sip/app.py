@@ -15,10 +15,11 @@ from .gc_tuning import manage_gc, tune_gc
 from .media.certificate import default_certificate
 from .media.plane import MediaPlane
 from .media.remote import RemotePlane
+from .proxy.auth import Policy
 from .proxy.locate import Resolver
 from .proxy.location import LocationStore
 from .proxy.registrar import Registrar
-from .proxy.server import Policy, Proxy
+from .proxy.server import Proxy
 from .proxy.users import UserStore
 from .services import Services, breaker_inspector
 from .sip.uri import parse_sip_uri
@@ -54,6 +55,7 @@ class Gateway:
     transports: TransportLayer | None = None
     proxy: Proxy | None = None
     store: LocationStore | None = None
+    users: UserStore | None = None
     media: MediaPlane | RemotePlane | None = None
     breaker: B2bua | None = None  # the RTCWeb Breaker; the proxy sees it as its Interceptor
     coder: CoderPool | None = None
@@ -107,10 +109,11 @@ class Gateway:
                 ws_origins=tuple(lim.ws_origins),
             ),
         )
+        self.users = UserStore(data_dir / "users.sqlite3")  # beside the TOML ones ([users])
         self.proxy = Proxy(self.transports, self.store, registrar, resolver, policy,
-                           max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime))
+                           max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime),
+                           user_store=self.users)
         proxy_ref.append(self.proxy)
-        self.proxy.user_store = UserStore(data_dir / "users.sqlite3")
         workers = s.media.workers
         if s.gateway.breaker != "never" and workers:
             # [media] workers: each worker's own coder pool takes its share of the limit
@@ -272,8 +275,8 @@ class Gateway:
             await self.transports.close()
         if self.store is not None:
             self.store.close()
-        if self.proxy is not None and self.proxy.user_store is not None:
-            self.proxy.user_store.close()
+        if self.users is not None:
+            self.users.close()
 
 
 async def run(settings: Settings, banner: bool = True) -> None:
