@@ -17,10 +17,11 @@ from .gc_tuning import manage_gc, tune_gc
 from .media.certificate import default_certificate
 from .media.plane import MediaPlane
 from .media.remote import RemotePlane
+from .proxy.auth import Policy
 from .proxy.locate import Resolver
 from .proxy.location import LocationStore
 from .proxy.registrar import Registrar
-from .proxy.server import Policy, Proxy
+from .proxy.server import Proxy
 from .proxy.users import UserStore
 from .services import Services, breaker_inspector
 from .sip.uri import parse_sip_uri
@@ -56,7 +57,9 @@ class Gateway:
     transports: TransportLayer | None = None
     proxy: Proxy | None = None
     store: LocationStore | None = None
+    users: UserStore | None = None
     media: MediaPlane | RemotePlane | None = None
+    breaker: B2bua | None = None  # the RTCWeb Breaker; the proxy sees it as its Interceptor
     coder: CoderPool | None = None
     monitor: Monitor | None = None
     web: WebRouter | None = None
@@ -108,10 +111,11 @@ class Gateway:
                 ws_origins=tuple(lim.ws_origins),
             ),
         )
+        self.users = UserStore(data_dir / "users.sqlite3")  # beside the TOML ones ([users])
         self.proxy = Proxy(self.transports, self.store, registrar, resolver, policy,
-                           max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime))
+                           max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime),
+                           user_store=self.users)
         proxy_ref.append(self.proxy)
-        self.proxy.user_store = UserStore(data_dir / "users.sqlite3")
         workers = s.media.workers
         if s.gateway.breaker != "never" and workers:
             # [media] workers: each worker's own coder pool takes its share of the limit
@@ -134,17 +138,18 @@ class Gateway:
                                     legacy_host=self._media_host(), port_range=s.media.rtp_ports, coder=self.coder)
             await self.media.start()  # the shared WebRTC socket ([media] webrtc_socket)
         if self.media is not None:
-            self.proxy.breaker = B2bua(
+            self.breaker = B2bua(
                 ProxyHost(self.proxy), self.media,
                 BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel,
                               dtmf_type=s.webrtc2sip.dtmf_type),
             )
+            self.proxy.breaker = self.breaker
         if isinstance(self.media, MediaPlane):
             self._start_taps()
         elif isinstance(self.media, RemotePlane):
             self._start_remote_taps(self.media)
         # the web phone, the live view, /api and /metrics on the WS/WSS ports (rtc2sip.web)
-        self.monitor = Monitor(self.proxy.breaker, self.media)
+        self.monitor = Monitor(self.breaker, self.media)
         self.monitor.start()
         self.web = WebRouter(s, self.proxy, self.monitor, self.media, self.transports)
         self.transports.http_handler = self.web.handle
@@ -160,7 +165,7 @@ class Gateway:
                                      ports=self.media.ports if self.media is not None else None,
                                      diag_duration=float(s.gateway.diag_duration),
                                      on_verdict=self.monitor.diagnostics.appendleft,
-                                     inspect=breaker_inspector(self.proxy.breaker, self.media))
+                                     inspect=breaker_inspector(self.breaker, self.media))
             await self.services.start()
             self.proxy.services = self.services
 
@@ -173,14 +178,14 @@ class Gateway:
         s, media = self.settings, self.media
         assert isinstance(media, MediaPlane) and self.proxy is not None
         rec_dir = s.recording.dir or s.gateway.data_dir / "recordings"
-        info = breaker_call_info(self.proxy.breaker)
+        info = breaker_call_info(self.breaker)
         self.recorder = Recorder(s.recording, rec_dir, media, info)
         self.forwarder = Forwarder(s.forward, s.forward.dir or rec_dir, media, info)
         media.recorder, media.forwarder = self.recorder, self.forwarder
         if s.recording.enabled:
             media.on_answered(self.recorder.answered)
-            if self.proxy.breaker is not None:
-                self.proxy.breaker.observers.append(self.recorder.call_ended)
+            if self.breaker is not None:
+                self.breaker.observers.append(self.recorder.call_ended)
             log.info("recording calls matching %s to %s (%s)", " ".join(s.recording.rule), rec_dir,
                      s.recording.format)
         if s.forward.to is not None:
@@ -193,10 +198,10 @@ class Gateway:
 
         s = self.settings
         assert self.proxy is not None
-        media.call_info = breaker_call_info(self.proxy.breaker)
+        media.call_info = breaker_call_info(self.breaker)
         if s.recording.enabled:
-            if self.proxy.breaker is not None:
-                self.proxy.breaker.observers.append(media.call_ended)
+            if self.breaker is not None:
+                self.breaker.observers.append(media.call_ended)
             log.info("recording calls matching %s to %s (%s), in the media workers", " ".join(s.recording.rule),
                      media.recording_dir, s.recording.format)
         if s.forward.to is not None:
@@ -215,8 +220,8 @@ class Gateway:
             out["webrtc_routes"] = mux.table.routes if mux is not None else 0
         if self.coder is not None:
             out["transcoded_calls"] = self.coder.active
-        if self.proxy is not None and self.proxy.breaker is not None:
-            out |= self.proxy.breaker.table_sizes()
+        if self.breaker is not None:
+            out |= self.breaker.table_sizes()
         out["tasks"] = len(asyncio.all_tasks())
         return out
 
@@ -272,8 +277,8 @@ class Gateway:
             await self.transports.close()
         if self.store is not None:
             self.store.close()
-        if self.proxy is not None and self.proxy.user_store is not None:
-            self.proxy.user_store.close()
+        if self.users is not None:
+            self.users.close()
 
 
 async def run(settings: Settings, banner: bool = True) -> None:

@@ -205,7 +205,7 @@ class ProxyHost:
 
     async def resolve(self, uri: SipUri) -> list[Target]:
         from ..proxy.locate import locate
-        from ..proxy.server import SUPPORTED_TRANSPORTS
+        from ..proxy.stateful import SUPPORTED_TRANSPORTS
 
         found = self.p._numeric_targets(uri)
         if found is not None:

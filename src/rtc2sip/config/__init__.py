@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from .config_xml import read_config_xml, read_config_xml_text
 from .options import (
     AUTH_MODES,
     BREAKER_POLICIES,
@@ -28,6 +29,7 @@ from .options import (
     read_options,
     read_options_text,
 )
+from .validate import parse_entries
 from .webrtc2sip import (
     CODECS,
     DEBUG_LEVELS,
@@ -48,9 +50,6 @@ from .webrtc2sip import (
     SslCertificates,
     StunServer,
     Webrtc2sipSettings,
-    parse_entries,
-    read_config_xml,
-    read_config_xml_text,
 )
 
 __all__ = [

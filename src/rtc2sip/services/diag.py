@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .uas import Address, ServiceCall, Stream
+from .streams import Address, Stream
+from .uas import ServiceCall
 
 log = logging.getLogger("rtc2sip.services")
 

@@ -40,7 +40,8 @@ from av.video.frame import PictureType
 
 from ..coder import rtp_video
 from ..sdp.model import Codec
-from .uas import Address, ServiceCall, Stream
+from .streams import Address, Stream
+from .uas import ServiceCall
 
 __all__ = ["AudioTone", "PatternGenerator", "TestPatternService", "Vp8Encoder", "packetize_vp8", "parse_vp8_descriptor"]
 

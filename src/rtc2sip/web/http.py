@@ -206,7 +206,7 @@ class WebRouter:
                 return HttpResponse.json({"error": "no time series for this call (not in progress, not among the "
                                                    "last ended ones, or beyond the tracked calls)"}, 404)
             return HttpResponse.json(history)
-        view = api.calls_view(self.proxy.breaker, self.media, self.monitor)
+        view = api.calls_view(self.monitor.breaker, self.media, self.monitor)
         if path == "/api/calls":
             return HttpResponse.json(view)
         call = api.find_call(view, path[len("/api/calls/"):])
@@ -223,7 +223,7 @@ class WebRouter:
         site = headers.get("Sec-Fetch-Site")
         if site is not None and site not in ("same-origin", "none"):
             return HttpResponse.json({"error": f"cross-site action refused (Sec-Fetch-Site: {site[:40]})"}, 403)
-        breaker, media = self.proxy.breaker, self.media
+        breaker, media = self.monitor.breaker, self.media
         call = breaker.calls.get(call_id) if breaker is not None else None
         if call is None or media is None:
             return HttpResponse.json({"error": "no such call in progress"}, 404)

@@ -6,7 +6,7 @@ copy them, and the format is a few lines per family (HELP, TYPE, one sample per 
 are read when scraped; nothing is computed on the SIP or media paths for them.
 
 Label sets are bounded: SIP methods outside a known list count as "other"
-(:func:`rtc2sip.proxy.server.method_label`), status codes are three digits, end causes come from
+(:func:`rtc2sip.proxy.stateful.method_label`), status codes are three digits, end causes come from
 :func:`rtc2sip.web.monitor.cause_label`.
 """
 

@@ -32,7 +32,7 @@ from array import array
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, cast
 
-from .api import call_view
+from .callview import call_view
 
 if TYPE_CHECKING:
     from ..breaker.b2bua import B2bua
@@ -144,7 +144,7 @@ def e_model(loss_pct: float, rtt_ms: float | None, jitter_ms: float, codec: str 
 def _leg_figures(stats: dict[str, Any], side: str) -> tuple[int, int, int, int, int, float, float | None]:
     """(bytes in, bytes out, packets in, packets out, lost, jitter ms, RTT ms) of one leg of a
     MediaPlane.stats() result; loss, jitter and RTT of its main stream (audio, else the first), as
-    api.media_view shows them."""
+    callview.media_view shows them."""
     part: dict[str, Any] = stats.get(side) or {}
     streams: dict[str, Any] = stats.get("streams") or {}
     kind = "audio" if "audio" in streams else next(iter(streams), None)
