@@ -10,8 +10,8 @@ SIP. Four moves cover both call directions and re-INVITEs (RFC 3264)::
     browser answer --answer_from_webrtc--> legacy answer    (starts relaying)
 
 ``update`` is a new offer in an existing session (hold, resume, ICE restart), answered as above.
-SDP translation is :mod:`rtc2sip.sdp.translate`; transports and the packet path are
-:mod:`rtc2sip.media.relay`. Everything of a session lives in its own sockets (the browser leg's
+SDP translation is :mod:`rtc2sip.sdp.translate`; transports are :mod:`rtc2sip.media.session`, the
+packet path :mod:`rtc2sip.media.path`. Everything of a session lives in its own sockets (the browser leg's
 routes on the shared WebRTC socket, :mod:`rtc2sip.media.udpmux`) and task, so one
 session's failure (DTLS, ICE consent, media timeout) reaches :meth:`MediaPlane.on_failure` for that
 session only, and :meth:`MediaPlane.delete` releases all of it in whatever state it is.
@@ -59,8 +59,10 @@ from ..sdp.translate import (
 )
 from .certificate import Certificate
 from .dtls import DtlsRole
+from .path import StreamConfig
 from .ports import PortAllocator
-from .relay import CoderLink, MediaSession, StreamConfig
+from .session import MediaSession
+from .stream import CoderLink
 from .tap import CodecInfo, LegCodecs, Tap, TapSink
 from .udpmux import UdpMux
 
@@ -74,7 +76,7 @@ __all__ = ["DTMF_EVENTS", "InvalidState", "MediaPlane", "MediaPlaneError", "Unkn
 log = logging.getLogger("rtc2sip.media")
 
 MEDIA_KINDS = ("audio", "video")
-# RTCP feedback the relay implements for video (media/relay.py), offered and answered to browsers
+# RTCP feedback the relay implements for video (media/feedback.py), offered and answered to browsers
 # (RFC 4585 §4.2, RFC 5104 §7.1, REMB): NACKs answered from a history, PLI/FIR/REMB translated.
 VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
 _AUXILIARY = frozenset({"telephone-event", "cn", "red", "rtx", "ulpfec", "flexfec-03"})
