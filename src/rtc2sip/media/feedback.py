@@ -4,8 +4,8 @@ Implements RFC 3550 §6.1 and §6.4 (the gateway's own compound SR or RR and SDE
 report blocks from what it received there; LSR/DLSR from the peer's SR, RTT from the peer's block
 about the gateway's stream), §6.2 and §6.3.1 (5 s interval, randomised), RFC 5761 (rtcp-mux) and
 RFC 5506 (reduced size toward the browser), symmetric RTCP latching (RFC 4961), RFC 4585 §6.2.1
-(generic NACK answered from the history), §6.3.1 (PLI), RFC 5104 §3.5.1 and §4.3.1 (FIR, with its
-sequence number), §4.2.1 and §4.2.2 (TMMBR answered with TMMBN), REMB
+(generic NACK answered from the history), §6.3.1 (PLI), RFC 5104 §4.3.1 (FIR, with its sequence
+number, §4.3.1.2), §4.2.1 and §4.2.2 (TMMBR answered with TMMBN), REMB
 (draft-alvestrand-rmcat-remb), and RFC 2032 §5.2.1 (the older FIR libre sends).
 
 The gateway is an RTP translator that changes SSRCs, so the peer's SR/RR describe streams the other

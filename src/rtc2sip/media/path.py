@@ -1,18 +1,20 @@
 """The per-packet path of one relayed stream: the seam a compiled implementation replaces.
 
-Implements RFC 3550 §5.1 and §8.2 (the gateway's own SSRC, sequence number and timestamp per leg,
-continuous across source changes: :class:`~rtc2sip.media.rtp.RtpRewriter`), RFC 3550 §6.4 and A.8
-input (receive statistics updated per packet), RFC 3551 §6 (payload types mapped between the legs),
-RFC 3711 §3 (SRTP protect and unprotect, both legs), RFC 5761 §4 (RTCP told from RTP on a muxed
-port), RFC 7983 §7 (first-byte demultiplexing of the browser leg), RFC 4585 §6.2.1 (what is sent to
-the browser kept for its NACKs), RFC 4733 §2.3 (the gateway's own DTMF events in the relayed
-numbering) and symmetric RTP (RFC 4961; webrtc2sip ``enable-rtp-symetric``).
+Implements RFC 3550 §5.1, §7.1 and §8.1 (a translator's own SSRC, sequence number and timestamp per
+leg, continuous across source changes: :class:`~rtc2sip.media.rtp.RtpRewriter`), RFC 3550 A.1, A.3
+and A.8 input (receive statistics updated per packet), RFC 3264 §5.1 (each leg's own payload-type
+numbers, mapped), RFC 3711 §3.3 (SRTP protect and unprotect, both legs), RFC 5761 §4 (RTCP told
+from RTP on a muxed port), RFC 7983 §7 (first-byte demultiplexing of the browser leg), RFC 4585
+§6.2.1 (what is sent to the browser kept for its NACKs), RFC 4733 §2.3 (the gateway's own DTMF
+events in the relayed numbering) and symmetric RTP (RFC 4961; webrtc2sip ``enable-rtp-symetric``).
 
 **The seam.** Once a call is up, every RTP packet goes through two entry points and nothing else:
 
 - :meth:`WebRtcProtocol.datagram_received` (browser → phone; one per session, since BUNDLE puts every
-  stream on one socket and one SRTP context): first byte, address check (ICE validated it), SRTP
-  unprotect with ``session.srtp_rx``, the stream of the packet's SSRC (``session.streams_by_ssrc``),
+  stream on one socket and one SRTP context; with the shared socket, :mod:`rtc2sip.media.udpmux`
+  calls it with the datagrams routed to the session): first byte, source address (``session.ice``'s
+  ``selected``, else ``is_validated``), SRTP unprotect with ``session.srtp_rx``, the stream of the
+  packet's SSRC (``session.streams_by_ssrc``),
   then :meth:`StreamPath.from_webrtc`: receive statistics, payload type/SSRC/seq/ts rewrite, SDES-SRTP
   protect when the legacy leg has keys, ``sendto`` the legacy peer (``legacy_dest``), counters;
 - :meth:`StreamPath.from_legacy` (phone → browser; the legacy RTP socket's ``datagram_received``, the
@@ -23,15 +25,22 @@ numbering) and symmetric RTP (RFC 4961; webrtc2sip ``enable-rtp-symetric``).
   (video), counters.
 
 Inputs: the datagram and its source address (``now`` is ``time.monotonic()``). Outputs: at most one
-``sendto`` per packet, on ``legacy_rtp`` or ``session.transport``. State, all plain attributes of
-:class:`StreamPath` (see ``__slots__``): the rewriters ``to_legacy``/``to_webrtc``, the SSRCs, clock
-rates, the legacy peer's addresses (``legacy_dest``, ``sdp_dest``, ``legacy_rtcp_dest``, ``latched``,
-``latched_last``, ``legacy_mux``, ``symmetric``), the legacy leg's SRTP sessions, the counters
-(:class:`LegStats` ``webrtc``/``legacy``), the receive statistics ``webrtc_rx``/``legacy_rx``, the
-last packet sent on each leg with its time (for the RTCP sender reports), ``history``; and of the
-session, read on every packet: ``srtp_rx``, ``srtp_tx``, ``transport``, ``ice.selected``, ``tap``,
-``streams_by_ssrc``. The control plane writes that state through :meth:`StreamPath.configure`
-(a new offer/answer) and the session's DTLS/ICE code (SRTP keys, selected pair).
+``sendto`` per packet, on ``legacy_rtp`` or ``session.transport``; a packet refused is counted
+(``dropped``, ``srtp_errors`` of the leg, or of the session before a stream is known). Only byte 1
+(payload type) and the sequence number, timestamp and SSRC are rewritten: CSRCs, header extensions
+and payload pass as they came.
+
+State, all plain attributes of :class:`StreamPath` (see ``__slots__``): ``kind``, ``legacy_port``,
+the rewriters ``to_legacy``/``to_webrtc``, the SSRCs, clock rates, ``legacy_dtmf_pt``; the legacy
+peer's addresses (``legacy_dest``, ``sdp_dest``, ``legacy_rtcp_dest``, ``latched``,
+``latched_last``, ``rtcp_latched``, ``legacy_mux``, ``symmetric``); the legacy leg's SDES keys and
+SRTP sessions (``sdes_local``, ``legacy_peer_crypto``, ``legacy_tx_srtp``, ``legacy_rx_srtp``);
+``coder``; the counters (:class:`LegStats` ``webrtc``/``legacy``), the receive statistics
+``webrtc_rx``/``legacy_rx``, the last packet sent on each leg with its time (for the RTCP sender
+reports), ``history``. Of the session, read on every packet: ``srtp_rx``, ``srtp_tx``,
+``transport``, ``ice.selected``, ``tap``, ``streams_by_ssrc``. The control plane writes that state
+through :meth:`StreamPath.configure` (a new offer/answer) and the session's DTLS/ICE code (SRTP
+keys, selected pair).
 
 Handed up, not handled here: STUN (``session.stun_received``), DTLS (``session.dtls_received``) and
 SRTCP (``session.srtcp_received``) from the browser; a browser SSRC not learnt yet
@@ -42,6 +51,10 @@ SRTCP (``session.srtcp_received``) from the browser; a browser SSRC not learnt y
 :meth:`StreamPath.send_coded_legacy`/:meth:`StreamPath.send_coded_webrtc`. The gateway's own packets
 (RFC 4733 events, :meth:`StreamPath.send_legacy_event`; transcoded output) enter the relayed numbering
 through the same state, so an implementation of the seam provides those three methods as well.
+
+The RTCP and coder layers (:class:`~rtc2sip.media.feedback.RtcpStream`,
+:class:`~rtc2sip.media.stream.Stream`) subclass :class:`StreamPath` and use only what is named here,
+so a compiled class with the same attributes and methods can take its place as their base.
 """
 
 from __future__ import annotations
@@ -93,7 +106,7 @@ class LegStats:
 
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
-    """What a stream needs from the negotiated SDP (see plane.py): payload-type maps both ways
+    """What a stream needs from the negotiated SDP (see negotiation.py): payload-type maps both ways
     (:attr:`MediaMap.to_legacy`/``to_webrtc``), the codecs' clock rate, and the legacy peer; for
     BUNDLE demultiplexing (RFC 8843 §9.2) its mid, the SSRCs the browser announced for it and the
     ID of the MID header extension on the browser leg (None: not negotiated)."""

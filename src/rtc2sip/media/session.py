@@ -2,7 +2,7 @@
 
 Implements RFC 8843 §9.2 (BUNDLE: the browser's packets told apart by learnt SSRC, the MID header
 extension, a=ssrc (RFC 5576), then an unambiguous payload type; SRTCP by the sender SSRC of its first
-packet), RFC 5761 (rtcp-mux), RFC 5763 §5 and RFC 5764 §4.1 (DTLS roles, SRTP keys from the DTLS
+packet), RFC 5761 (rtcp-mux), RFC 5763 §5 and RFC 5764 §4.2 (DTLS roles, SRTP keys from the DTLS
 handshake), RFC 6347 §4.2.4 (flight retransmission timers), RFC 7675 (consent freshness), RFC 4733
 §2.5.1 (the gateway's own DTMF events toward the legacy peer) and RFC 3550 §6.2 (RTCP timing).
 

@@ -6,7 +6,7 @@ off the event loop and in order per direction; what comes back leaves, still in 
 under the leg's own SSRC and sequence (RFC 3550 §5.1, one numbering per leg with the relayed packets
 and RFC 4733 events, §2.1), through the path's :meth:`~rtc2sip.media.path.StreamPath.send_coded_legacy`
 and :meth:`~rtc2sip.media.path.StreamPath.send_coded_webrtc`. A video transcoder whose decoder lost
-its reference asks the leg that feeds it for a keyframe (RFC 4585 §6.3.1, RFC 5104 §3.5.1).
+its reference asks the leg that feeds it for a keyframe (PLI, RFC 4585 §6.3.1; FIR, RFC 5104 §4.3.1).
 """
 
 from __future__ import annotations
