@@ -128,7 +128,6 @@ def set_receive_size(transport: asyncio.BaseTransport) -> None:
         cast(Any, transport).max_size = RECEIVE_SIZE
 
 
-
 class StreamPath(asyncio.DatagramProtocol):
     """One media kind's per-packet state and forwarding between the legs (the module's seam)."""
 

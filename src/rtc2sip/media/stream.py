@@ -43,9 +43,9 @@ class CoderLink:
     description: str
 
 
-
 class Stream(RtcpStream):
-    """One media kind relayed between the legs: its legacy sockets, rewriters and statistics."""
+    """One media kind relayed between the legs: its per-packet path and legacy sockets, its RTCP,
+    and its link to the Media Coder while transcoded."""
 
     __slots__ = ("coded_to_legacy", "coded_to_webrtc")
 
