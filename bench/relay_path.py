@@ -4,8 +4,8 @@
 Not a test: it prints figures. One :class:`MediaSession` with one audio stream, configured as in a
 bridged call (browser leg DTLS-SRTP AES_CM_128_HMAC_SHA1_80, legacy leg plain RTP, PCMU), whose
 transports are replaced by counters. Pre-built 172-byte packets go through
-``_WebRtcProtocol.datagram_received`` (SRTP unprotect, statistics, rewrite, toward the phone) and
-``_Stream.datagram_received`` (latching, statistics, rewrite, SRTP protect, toward the browser);
+``WebRtcProtocol.datagram_received`` (SRTP unprotect, statistics, rewrite, toward the phone) and
+``StreamPath.from_legacy`` (latching, statistics, rewrite, SRTP protect, toward the browser);
 the figure is thread CPU time per packet, the best of ``--rounds`` rounds, so it is steady on a
 busy machine where bench/relay.py's end-to-end figure is not. Use it to compare two versions of
 the path (``PYTHONPATH=/some/checkout/src`` runs another one); bench/relay.py gives the total
@@ -22,10 +22,12 @@ import time
 from typing import Any
 
 from rtc2sip.media.certificate import Certificate
+from rtc2sip.media.path import StreamConfig, WebRtcProtocol
 from rtc2sip.media.ports import PortAllocator
-from rtc2sip.media.relay import MediaSession, StreamConfig, _Stream, _WebRtcProtocol
 from rtc2sip.media.rtp import build_rtp
+from rtc2sip.media.session import MediaSession
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpSession
+from rtc2sip.media.stream import Stream
 from rtc2sip.sdp.translate import LegacyPeer
 
 BROWSER = ("127.0.0.1", 6000)
@@ -53,7 +55,7 @@ def main() -> None:
     session = MediaSession("bench", host="127.0.0.1", ports=PortAllocator(40000, 40100),
                            certificate=Certificate.generate(), symmetric=True, on_failure=lambda reason: None,
                            media_timeout=30, connect_timeout=10)
-    stream = _Stream(session, "audio", 40000, True)
+    stream = Stream(session, "audio", 40000, True)
     session.streams["audio"] = stream
     session.configure_streams([StreamConfig("audio", {0: 0}, {0: 0}, 8000, LegacyPeer(*PHONE, PHONE[0], PHONE[1] + 1))])
     webrtc, legacy = CountingTransport(), CountingTransport()
@@ -63,7 +65,7 @@ def main() -> None:
     session.srtp_rx = SrtpSession(AES128_CM_SHA1_80, to_gateway, outbound=False)
     session.srtp_tx = SrtpSession(AES128_CM_SHA1_80, to_browser, outbound=True)
     browser = SrtpSession(AES128_CM_SHA1_80, to_gateway, outbound=True)
-    from_browser = _WebRtcProtocol(session).datagram_received
+    from_browser = WebRtcProtocol(session).datagram_received
     from_phone = stream.datagram_received
     payload = bytes(160)
 

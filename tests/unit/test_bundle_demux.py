@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from rtc2sip.media.certificate import Certificate
+from rtc2sip.media.path import StreamConfig, WebRtcProtocol
 from rtc2sip.media.ports import PortAllocator
-from rtc2sip.media.relay import MAX_LEARNT_SSRCS, MediaSession, StreamConfig, _Stream, _WebRtcProtocol
 from rtc2sip.media.rtp import RtpPacket, build_extensions
+from rtc2sip.media.session import MAX_LEARNT_SSRCS, MediaSession
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpSession
+from rtc2sip.media.stream import Stream
 from rtc2sip.sdp.translate import LegacyPeer
 
 BROWSER = ("127.0.0.1", 6000)
@@ -44,8 +46,8 @@ class Browser:
         self.session = MediaSession("demux", host="127.0.0.1", ports=PortAllocator(41000, 41100),
                                     certificate=CERT, symmetric=True, on_failure=lambda reason: None,
                                     media_timeout=30, connect_timeout=10)
-        self.audio = _Stream(self.session, "audio", 41000, True)
-        self.video = _Stream(self.session, "video", 41002, True)
+        self.audio = Stream(self.session, "audio", 41000, True)
+        self.video = Stream(self.session, "video", 41002, True)
         self.session.streams.update(audio=self.audio, video=self.video)
         self.to_audio, self.to_video = Recorder(), Recorder()
         self.audio.legacy_rtp = self.to_audio  # type: ignore[assignment]
@@ -56,7 +58,7 @@ class Browser:
         self.srtp = SrtpSession(AES128_CM_SHA1_80, key, outbound=True)
         self.audio_pts = audio_pts if audio_pts is not None else {96: 0}
         self.configure(mid_extmap, audio_ssrcs, video_ssrcs)
-        self.receive = _WebRtcProtocol(self.session).datagram_received
+        self.receive = WebRtcProtocol(self.session).datagram_received
         self.seq: dict[int, int] = {}
 
     def configure(self, mid_extmap: int | None, audio_ssrcs: tuple[int, ...] = (),

@@ -13,11 +13,13 @@ from rtc2sip.config import Settings
 from rtc2sip.config.webrtc2sip import Listener
 from rtc2sip.media.certificate import Certificate
 from rtc2sip.media.ice import IceAgent
+from rtc2sip.media.path import StreamConfig, WebRtcProtocol
 from rtc2sip.media.plane import MediaPlane
 from rtc2sip.media.ports import PortAllocator, wire_address
-from rtc2sip.media.relay import MediaSession, StreamConfig, _fmt, _Stream, _WebRtcProtocol
 from rtc2sip.media.rtp import build_rtp
+from rtc2sip.media.session import MediaSession, _fmt
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpSession
+from rtc2sip.media.stream import Stream
 from rtc2sip.sdp.model import SessionDescription
 from rtc2sip.sdp.translate import LegacyPeer
 
@@ -52,7 +54,7 @@ def test_relay_over_ipv6_both_legs() -> None:
     key = os.urandom(30)
     session = MediaSession("v6", host="::1", ports=PortAllocator(42000, 42100), certificate=Certificate.generate(),
                            symmetric=True, on_failure=lambda reason: None, media_timeout=30, connect_timeout=10)
-    stream = _Stream(session, "audio", 42000, True)
+    stream = Stream(session, "audio", 42000, True)
     session.streams["audio"] = stream
     session.configure_streams([StreamConfig("audio", {0: 0}, {0: 0}, 8000, LegacyPeer("::1", 5000, "::1", 5001))])
     to_browser, to_phone = Recorder(), Recorder()
@@ -62,7 +64,7 @@ def test_relay_over_ipv6_both_legs() -> None:
     session.srtp_rx = SrtpSession(AES128_CM_SHA1_80, key, outbound=False)
     session.srtp_tx = SrtpSession(AES128_CM_SHA1_80, os.urandom(30), outbound=True)
     srtp = SrtpSession(AES128_CM_SHA1_80, key, outbound=True)
-    _WebRtcProtocol(session).datagram_received(srtp.protect(build_rtp(0, 1, 160, 77, bytes(160))), browser)
+    WebRtcProtocol(session).datagram_received(srtp.protect(build_rtp(0, 1, 160, 77, bytes(160))), browser)
     assert [addr for _, addr in to_phone.sent] == [phone]
     stream.datagram_received(build_rtp(0, 1, 160, 88, bytes(160)), phone)
     assert [addr for _, addr in to_browser.sent] == [browser]

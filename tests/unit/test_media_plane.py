@@ -91,9 +91,9 @@ async def test_dtls_connection_is_released_after_the_handshake(
 ) -> None:
     """Once connected, a session frees its OpenSSL connection (~65 KB) after DTLS_LINGER and keeps
     relaying with the SRTP keys it holds."""
-    from rtc2sip.media import relay
+    from rtc2sip.media import session as media_session
 
-    monkeypatch.setattr(relay, "DTLS_LINGER", 0.0)
+    monkeypatch.setattr(media_session, "DTLS_LINGER", 0.0)
     browser, phone = await FakeBrowser().start(), await Phone().start()
     try:
         session, legacy_offer = await browser_calls_phone(plane, browser, phone)
@@ -172,7 +172,7 @@ async def test_browser_answering_passive_makes_the_gateway_dtls_client(plane: Me
 
 
 async def test_rtcp_reports_per_leg(plane: MediaPlane, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("rtc2sip.media.relay.RTCP_INTERVAL", 0.2)
+    monkeypatch.setattr("rtc2sip.media.feedback.RTCP_INTERVAL", 0.2)
     browser, phone = await FakeBrowser().start(), await Phone().start()
     try:
         session, legacy_offer = await browser_calls_phone(plane, browser, phone)
@@ -676,7 +676,7 @@ async def test_call_over_the_transcoding_limit_is_refused(coder_plane: MediaPlan
 
 
 # --------------------------------------------------------------------------------------------------
-# Video feedback (relay.py): PLI/FIR/NACK/REMB translated between the legs
+# Video feedback (media/feedback.py): PLI/FIR/NACK/REMB translated between the legs
 
 
 def _vp8_offer(browser: FakeBrowser) -> SessionDescription:
@@ -888,10 +888,10 @@ async def test_video_over_the_transcoding_limit(overflow: str) -> None:
 
 
 def test_heap_trimmed_after_releases_once_per_burst() -> None:
-    from rtc2sip.media import relay
+    from rtc2sip.media import heap
 
     calls: list[int] = []
-    trimmer = relay._HeapTrimmer()
+    trimmer = heap.HeapTrimmer()
     trimmer._trim = calls.append  # glibc's malloc_trim stands in for a recorder: only the pacing is tested
     trimmer.tick(100.0)
     assert calls == []  # nothing released, nothing to give back
@@ -899,12 +899,12 @@ def test_heap_trimmed_after_releases_once_per_burst() -> None:
     trimmer.released(100.5)  # the same burst
     trimmer.tick(100.5)
     assert calls == []  # waits for the rest of the burst
-    trimmer.tick(100.0 + relay.TRIM_DELAY)
+    trimmer.tick(100.0 + heap.TRIM_DELAY)
     assert calls == [0]
     trimmer.released(101.2)
-    trimmer.tick(101.2 + relay.TRIM_DELAY)
+    trimmer.tick(101.2 + heap.TRIM_DELAY)
     assert calls == [0]  # within TRIM_INTERVAL of the last trim: waits
-    trimmer.tick(100.0 + relay.TRIM_DELAY + relay.TRIM_INTERVAL)
+    trimmer.tick(100.0 + heap.TRIM_DELAY + heap.TRIM_INTERVAL)
     assert calls == [0, 0]
     trimmer.tick(200.0)
     assert calls == [0, 0]

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from rtc2sip.coder import CoderBusy, CoderPool, OutPacket
-from rtc2sip.media.plane import _TranscodePlan
+from rtc2sip.media.negotiation import TranscodePlan
 from rtc2sip.sdp import (
     BreakerPolicy,
     Candidate,
@@ -66,7 +66,7 @@ def test_vp8_browser_gets_h264_offered_to_the_phone_and_transcoded() -> None:
     assert not mapping.media[0].transcode  # audio shares PCMU: decided on its own
     assert [c.name for c in answer.media[1].codecs] == ["VP8"]
     assert "a=rtcp-fb:96 nack pli" in str(answer) and "a=rtcp-fb:0" not in str(answer)
-    plan = _TranscodePlan.of(mm, phone.media[1], offer.media[1])
+    plan = TranscodePlan.of(mm, phone.media[1], offer.media[1])
     assert (plan.kind, plan.webrtc_codec, plan.legacy_codec) == ("video", "vp8", "h264-bp")
     assert (plan.webrtc_clock, plan.legacy_clock, plan.legacy_h264_mode) == (90000, 90000, 1)
     assert plan.description == "vp8/96 <-> h264-bp/99"
@@ -78,7 +78,7 @@ def test_single_nal_unit_phone_is_transcoded_in_mode_0() -> None:
     _, mapping = webrtc_offer_to_legacy(offer, LEG, CODER)
     phone = h264_phone(mode=0, pt=100)
     _, mapping = legacy_answer_to_webrtc(phone, offer, WEB, mapping)
-    plan = _TranscodePlan.of(mapping.media[1], phone.media[1], offer.media[1])
+    plan = TranscodePlan.of(mapping.media[1], phone.media[1], offer.media[1])
     assert plan.legacy_h264_mode == 0 and plan.legacy_pt == 100
 
 

@@ -9,10 +9,15 @@ SIP. Four moves cover both call directions and re-INVITEs (RFC 3264)::
     legacy offer   --offer_from_legacy-->  browser offer    (allocates sockets)
     browser answer --answer_from_webrtc--> legacy answer    (starts relaying)
 
-``update`` is a new offer in an existing session (hold, resume, ICE restart), answered as above.
-SDP translation is :mod:`rtc2sip.sdp.translate`; transports and the packet path are
-:mod:`rtc2sip.media.relay`. Everything of a session lives in its own sockets (the browser leg's
-routes on the shared WebRTC socket, :mod:`rtc2sip.media.udpmux`) and task, so one
+``update`` is a new offer in an existing session (RFC 3264 §8: hold, resume, ICE restart per RFC 8839
+§4.4.1.1.1), answered as above. DTLS roles follow RFC 5763 §5 and RFC 8842 §5.3, ICE roles RFC 8445
+§6.1; DTMF digits are RFC 4733 §3.2 events; keyframe requests back the SIP INFO of RFC 5168.
+
+SDP translation is :mod:`rtc2sip.sdp.translate`; what the negotiated SDP means for each stream is
+:mod:`rtc2sip.media.negotiation`, the Media Coder's set-up :mod:`rtc2sip.media.transcoding`,
+transports :mod:`rtc2sip.media.session`, the packet path :mod:`rtc2sip.media.path`. Everything of a
+session lives in its own sockets (the browser leg's routes on the shared WebRTC socket,
+:mod:`rtc2sip.media.udpmux`) and task, so one
 session's failure (DTLS, ICE consent, media timeout) reaches :meth:`MediaPlane.on_failure` for that
 session only, and :meth:`MediaPlane.delete` releases all of it in whatever state it is.
 
@@ -40,28 +45,29 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..config import Settings
-from ..sdp.model import Crypto, Media, SdpError, SessionDescription
+from ..sdp.model import Crypto, SdpError, SessionDescription
 from ..sdp.model import Fingerprint as SdpFingerprint
 from ..sdp.translate import (
     MID_EXTENSION,
     BreakerPolicy,
     LegacyEndpoint,
     Mapping,
-    MediaMap,
-    NoCommonCodec,
     SsrcAnnouncement,
     WebRtcEndpoint,
     legacy_answer_to_webrtc,
     legacy_offer_to_webrtc,
-    transcodable,
     webrtc_answer_to_legacy,
     webrtc_offer_to_legacy,
 )
 from .certificate import Certificate
 from .dtls import DtlsRole
+from .negotiation import AUXILIARY, leg_codecs, relayed_kinds, stream_configs
+from .path import StreamConfig
 from .ports import PortAllocator
-from .relay import CoderLink, MediaSession, StreamConfig
-from .tap import CodecInfo, LegCodecs, Tap, TapSink
+from .session import MediaSession
+from .stream import CoderLink
+from .tap import LegCodecs, Tap, TapSink
+from .transcoding import Transcoding
 from .udpmux import UdpMux
 
 if TYPE_CHECKING:  # PyAV is loaded only where transcoding is enabled
@@ -73,15 +79,9 @@ __all__ = ["DTMF_EVENTS", "InvalidState", "MediaPlane", "MediaPlaneError", "Unkn
 
 log = logging.getLogger("rtc2sip.media")
 
-MEDIA_KINDS = ("audio", "video")
-# RTCP feedback the relay implements for video (media/relay.py), offered and answered to browsers
+# RTCP feedback the relay implements for video (media/feedback.py), offered and answered to browsers
 # (RFC 4585 §4.2, RFC 5104 §7.1, REMB): NACKs answered from a history, PLI/FIR/REMB translated.
 VIDEO_FEEDBACK = ("nack", "nack pli", "ccm fir", "goog-remb")
-_AUXILIARY = frozenset({"telephone-event", "cn", "red", "rtx", "ulpfec", "flexfec-03"})
-# Packets of one transcoded video call waiting for its coder thread: a keyframe comes as a burst of
-# tens of packets (hundreds at 720p), and dropping one costs the whole frame and another keyframe
-# request, a loop under load; audio keeps the pool's small bound (late audio is worth nothing).
-VIDEO_MAX_PENDING = 512
 # RFC 4733 §3.2: DTMF named events.
 DTMF_EVENTS = {d: i for i, d in enumerate("0123456789*#ABCD")}
 
@@ -176,20 +176,27 @@ class MediaPlane:
         self.mux: UdpMux | None = None
         self._stun_resolved: tuple[tuple[str, int], float] | None = None
         self._fingerprint = SdpFingerprint("sha-256", certificate.fingerprint("sha-256").hex)
+        from ..config.webrtc2sip import VIDEO_SIZES
+
+        conf = settings.webrtc2sip
+        self._transcoding = Transcoding(coder, self.policy, opus_maxrates=conf.codec_opus_maxrates,
+                                        video_size=VIDEO_SIZES.get(conf.video_size_pref, (640, 480)),
+                                        video_jitter_buffer=conf.enable_videojb,
+                                        overflow=settings.limits.transcoding_overflow)
 
     # -- browser calls phone ------------------------------------------------------------------------
 
     async def offer_from_webrtc(self, call_id: str, offer: SessionDescription) -> tuple[str, SessionDescription]:
         """Browser offer → (session id, offer for the legacy side). Raises SdpError/NoCommonCodec."""
-        kinds = _kinds(offer)
+        kinds = relayed_kinds(offer)
         if not kinds:
             raise SdpError("the browser's offer has no audio or video RTP section")
         call = await self._new_call(call_id, kinds)
         try:
-            policy = self._offer_policy()
+            policy = self._transcoding.offer_policy()
             legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), policy)
-            self._note_overflow(call, policy, legacy_offer,
-                                lambda p: webrtc_offer_to_legacy(offer, self._legacy_local(call), p)[0])
+            call.over_limit = self._transcoding.over_limit(
+                policy, legacy_offer, lambda p: webrtc_offer_to_legacy(offer, self._legacy_local(call), p)[0])
         except BaseException:
             await self._drop(call)
             raise
@@ -203,17 +210,18 @@ class MediaPlane:
         if call.pending is not _Pending.WEBRTC_OFFER or call.offer is None or call.mapping is None:
             raise InvalidState(f"session {session}: no browser offer waits for a legacy answer")
         browser_answer, mapping = legacy_answer_to_webrtc(answer, call.offer, self._webrtc_local(call), call.mapping)
-        self._check_overflow(call, mapping)
+        over_limit, call.over_limit = call.over_limit, set()
+        self._transcoding.check_overflow(call.id, over_limit, mapping)
         peer = mapping.webrtc_peer
         if peer is None:
             raise SdpError("the browser's offer has no ICE/DTLS transport")
         setup = next((m.setup for m in browser_answer.media if not m.rejected and m.setup), "passive")
         # RFC 5763 §5: a=setup:passive in our answer makes us the DTLS server, active the client.
         role = DtlsRole.SERVER if setup == "passive" else DtlsRole.CLIENT
-        links = await self._open_coders(call, mapping, answer, call.offer)
+        links = await self._transcoding.open_coders(call.id, call.media.streams, mapping, answer, call.offer)
         call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role,
                                         peer.candidates, ice_lite=peer.ice_lite)
-        await self._configure(call, _stream_configs(mapping, answer, call.offer), links)
+        await self._configure(call, stream_configs(mapping, answer, call.offer), links)
         self._set_codecs(call, mapping, answer, call.offer)
         call.mapping, call.pending, call.offer, call.restart_ice = mapping, _Pending.NONE, None, False
         self._fire_answered(call)
@@ -223,15 +231,15 @@ class MediaPlane:
 
     async def offer_from_legacy(self, call_id: str, offer: SessionDescription) -> tuple[str, SessionDescription]:
         """Legacy offer → (session id, offer for the browser): ICE-lite, a=setup:actpass, BUNDLE."""
-        kinds = _kinds(offer)
+        kinds = relayed_kinds(offer)
         if not kinds:
             raise SdpError("the legacy offer has no audio or video RTP section")
         call = await self._new_call(call_id, kinds)
         try:
-            policy = self._offer_policy()
+            policy = self._transcoding.offer_policy()
             browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), policy)
-            self._note_overflow(call, policy, browser_offer,
-                                lambda p: legacy_offer_to_webrtc(offer, self._webrtc_local(call), p)[0])
+            call.over_limit = self._transcoding.over_limit(
+                policy, browser_offer, lambda p: legacy_offer_to_webrtc(offer, self._webrtc_local(call), p)[0])
         except BaseException:
             await self._drop(call)
             raise
@@ -249,16 +257,17 @@ class MediaPlane:
         if call.pending is not _Pending.LEGACY_OFFER or call.offer is None or call.mapping is None:
             raise InvalidState(f"session {session}: no legacy offer waits for a browser answer")
         legacy_answer, mapping = webrtc_answer_to_legacy(answer, call.offer, self._legacy_local(call), call.mapping)
-        self._check_overflow(call, mapping)
+        over_limit, call.over_limit = call.over_limit, set()
+        self._transcoding.check_overflow(call.id, over_limit, mapping)
         peer = mapping.webrtc_peer
         if peer is None:
             raise SdpError("the browser's answer has no ICE/DTLS transport")
         # The browser chose (RFC 8842 §5.3): active makes it the client, passive makes us the client.
         role = DtlsRole.SERVER if peer.setup == "active" else DtlsRole.CLIENT
-        links = await self._open_coders(call, mapping, call.offer, answer)
+        links = await self._transcoding.open_coders(call.id, call.media.streams, mapping, call.offer, answer)
         call.media.set_remote_transport(peer.ufrag, peer.pwd, [str(f) for f in peer.fingerprints], role,
                                         peer.candidates, ice_lite=peer.ice_lite)
-        await self._configure(call, _stream_configs(mapping, call.offer, answer), links)
+        await self._configure(call, stream_configs(mapping, call.offer, answer), links)
         self._set_codecs(call, mapping, call.offer, answer)
         call.mapping, call.pending, call.offer, call.restart_ice = mapping, _Pending.NONE, None, False
         self._fire_answered(call)
@@ -276,7 +285,7 @@ class MediaPlane:
         call = self._get(session)
         if call.pending is not _Pending.NONE:
             raise InvalidState(f"session {session}: an offer is already waiting for its answer (RFC 3264 §4)")
-        for kind in _kinds(offer):
+        for kind in relayed_kinds(offer):
             await call.media.add_kind(kind)
         if from_webrtc:
             transport = next((m for m in offer.media if not m.rejected and m.ice_ufrag), None)
@@ -285,12 +294,12 @@ class MediaPlane:
                     and (transport.ice_ufrag, transport.ice_pwd) != (ice.remote_ufrag, ice.remote_pwd)):
                 # RFC 8839 §4.4.1.1.1: new remote credentials are an ICE restart; ours change as well.
                 ice.restart()
-            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call), self._offer_policy(call),
-                                                           call.mapping)
+            legacy_offer, mapping = webrtc_offer_to_legacy(offer, self._legacy_local(call),
+                                                           self._transcoding.offer_policy(call.id), call.mapping)
             call.mapping, call.pending, call.offer = mapping, _Pending.WEBRTC_OFFER, offer
             return legacy_offer
-        browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call), self._offer_policy(call),
-                                                        call.mapping)
+        browser_offer, mapping = legacy_offer_to_webrtc(offer, self._webrtc_local(call),
+                                                        self._transcoding.offer_policy(call.id), call.mapping)
         call.mapping, call.pending, call.offer = mapping, _Pending.LEGACY_OFFER, offer
         return browser_offer
 
@@ -326,7 +335,7 @@ class MediaPlane:
         out["pending"] = call.pending.value
         # each leg's main codec per kind (differs between the legs when transcoded): for the live view
         out["codecs"] = {kind: {leg: f"{c.name}/{c.clock_rate}" for leg, pts in legs.items()
-                                for c in list(pts.values())[:1] if c.name.lower() not in _AUXILIARY}
+                                for c in list(pts.values())[:1] if c.name.lower() not in AUXILIARY}
                          for kind, legs in call.codecs.items()}
         tap = call.media.tap
         if tap is not None:
@@ -418,7 +427,7 @@ class MediaPlane:
 
     def _set_codecs(self, call: _Call, mapping: Mapping, legacy_sdp: SessionDescription,
                     webrtc_sdp: SessionDescription) -> None:
-        call.codecs = _leg_codecs(mapping, legacy_sdp, webrtc_sdp)
+        call.codecs = leg_codecs(mapping, legacy_sdp, webrtc_sdp)
         if call.media.tap is not None:
             call.media.tap.set_codecs(call.codecs)
 
@@ -463,139 +472,6 @@ class MediaPlane:
     @property
     def sessions(self) -> list[str]:
         return list(self._sessions)
-
-    # -- transcoding --------------------------------------------------------------------------------
-
-    def _offer_policy(self, call: _Call | None = None) -> BreakerPolicy:
-        """The policy for a new offer: the coder's codecs only while a slot is free (or the call
-        holds one already), so that a call over the limit is refused rather than left silent."""
-        policy = self.policy
-        if not policy.codecs.transcoding:
-            return policy
-        pool = self.coder
-        holds = call is not None and pool is not None and pool.holds(call.id)
-        if pool is not None and (holds or pool.active < pool.max_sessions):
-            return policy
-        return dataclasses.replace(policy, codecs=dataclasses.replace(policy.codecs, transcoding=False))
-
-    def _note_overflow(self, call: _Call, policy: BreakerPolicy, sent: SessionDescription,
-                       full: Callable[[BreakerPolicy], SessionDescription]) -> None:
-        """Over ``max_transcoded_calls`` an offer goes out without the coder's codecs; remember for
-        which kinds it would have had more, so that the answer can tell a stream lost to the limit."""
-        call.over_limit = set()
-        if policy.codecs.transcoding or not self.policy.codecs.transcoding:
-            return
-        try:
-            wanted = full(self.policy)
-        except SdpError:
-            return
-        for kind in MEDIA_KINDS:
-            had = sum(len(m.formats) for m in sent.media if m.kind == kind and not m.rejected)
-            if sum(len(m.formats) for m in wanted.media if m.kind == kind and not m.rejected) > had:
-                call.over_limit.add(kind)
-
-    def _check_overflow(self, call: _Call, mapping: Mapping) -> None:
-        """``transcoding_overflow = "reject"``: a stream the limit cost (the coder's codecs
-        were left out of the offer and the answer took none) refuses the call with 488; with
-        ``"audio-only"`` (default) the call goes on without it (a video section rejected). The far side
-        may have rejected it for want of video at all: "reject" then refuses calls only under load."""
-        lost = {m.kind for m in mapping.media if m.rejected and m.kind in call.over_limit}
-        call.over_limit = set()
-        if lost and self.settings.limits.transcoding_overflow == "reject":
-            log.info("media session %s: %s lost to max_transcoded_calls: 488", call.id, "/".join(sorted(lost)))
-            raise NoCommonCodec(f"{' and '.join(sorted(lost))} needs transcoding and the media coder is busy")
-
-    async def _open_coders(self, call: _Call, mapping: Mapping, legacy_sdp: SessionDescription,
-                           webrtc_sdp: SessionDescription) -> dict[str, CoderLink | None]:
-        """A pool session per stream that needs one and has none yet (None: stop transcoding it).
-        Raises NoCommonCodec (488) when the pool is full or the codecs are not the coder's."""
-        links: dict[str, CoderLink | None] = {}
-        kinds: set[str] = set()
-        try:
-            for mm in mapping.active:
-                if mm.webrtc_index is None or mm.legacy_index is None or mm.kind in kinds:
-                    continue
-                kinds.add(mm.kind)
-                stream = call.media.streams.get(mm.kind)
-                if stream is None:
-                    continue
-                if not mm.transcode:
-                    if stream.coder is not None:
-                        links[mm.kind] = None
-                    continue
-                plan = _TranscodePlan.of(mm, legacy_sdp.media[mm.legacy_index], webrtc_sdp.media[mm.webrtc_index])
-                if stream.coder is not None and stream.coder.description == plan.description:
-                    continue  # same codecs after a re-INVITE: keep the coder and its state
-                links[mm.kind] = await self._open_link(call, mm.kind, plan)
-        except BaseException:
-            for link in links.values():
-                if link is not None:
-                    await link.pool.close(link.session)
-            raise
-        return links
-
-    async def _open_link(self, call: _Call, kind: str, plan: _TranscodePlan) -> CoderLink:
-        from ..coder import AudioTranscoder, CoderBusy
-
-        pool = self.coder
-        if pool is None:
-            raise NoCommonCodec("the legs share no codec and the media coder is off")
-        stream = call.media.streams[kind]
-        now = monotonic()
-        to_legacy_ts, to_webrtc_ts = stream.next_timestamp(True, now), stream.next_timestamp(False, now)
-        playback, capture = self.settings.webrtc2sip.codec_opus_maxrates
-        p = plan
-        if kind == "video":
-            return await self._open_video_link(call, plan, to_legacy_ts, to_webrtc_ts)
-
-        def to_legacy() -> AudioTranscoder:
-            return AudioTranscoder(p.webrtc_codec, p.legacy_codec, src_pt=p.webrtc_pt, dst_pt=p.legacy_pt,
-                                   dst_ptime_ms=p.legacy_ptime, opus_maxrate=playback, src_cn_pt=p.webrtc_cn,
-                                   dst_cn_pt=p.legacy_cn, src_dtmf_pt=p.webrtc_dtmf, dst_dtmf_pt=p.legacy_dtmf,
-                                   dst_timestamp=to_legacy_ts)
-
-        def to_webrtc() -> AudioTranscoder:
-            return AudioTranscoder(p.legacy_codec, p.webrtc_codec, src_pt=p.legacy_pt, dst_pt=p.webrtc_pt,
-                                   dst_ptime_ms=p.webrtc_ptime, opus_maxrate=min(capture, p.webrtc_maxrate),
-                                   src_cn_pt=p.legacy_cn, dst_cn_pt=p.webrtc_cn, src_dtmf_pt=p.legacy_dtmf,
-                                   dst_dtmf_pt=p.webrtc_dtmf, dst_timestamp=to_webrtc_ts)
-
-        try:
-            session = await pool.open(call.id, to_legacy=to_legacy, to_webrtc=to_webrtc)
-        except CoderBusy as exc:
-            log.info("media session %s: %s needs transcoding, refused: %s", call.id, kind, exc)
-            raise NoCommonCodec(f"no common codec and {exc}") from exc
-        return CoderLink(pool, session, plan.from_webrtc, plan.from_legacy, plan.description)
-
-    async def _open_video_link(self, call: _Call, p: _TranscodePlan, to_legacy_ts: int | None,
-                               to_webrtc_ts: int | None) -> CoderLink:
-        """VP8 ⇄ H.264 (rtc2sip.coder.video), one transcoder per direction at ``video-size-pref``."""
-        from ..coder import CoderBusy
-        from ..coder.video import VideoTranscoder
-        from ..config.webrtc2sip import VIDEO_SIZES
-
-        pool = self.coder
-        assert pool is not None
-        settings = self.settings.webrtc2sip
-        width, height = VIDEO_SIZES.get(settings.video_size_pref, (640, 480))
-        jb = settings.enable_videojb
-
-        def to_legacy() -> VideoTranscoder:
-            return VideoTranscoder(p.webrtc_codec, p.legacy_codec, src_pt=p.webrtc_pt, dst_pt=p.legacy_pt,
-                                   width=width, height=height, h264_mode=p.legacy_h264_mode, jitter_buffer=jb,
-                                   dst_timestamp=to_legacy_ts)
-
-        def to_webrtc() -> VideoTranscoder:
-            return VideoTranscoder(p.legacy_codec, p.webrtc_codec, src_pt=p.legacy_pt, dst_pt=p.webrtc_pt,
-                                   width=width, height=height, h264_mode=p.webrtc_h264_mode, jitter_buffer=jb,
-                                   dst_timestamp=to_webrtc_ts)
-
-        try:
-            session = await pool.open(call.id, max_pending=VIDEO_MAX_PENDING, to_legacy=to_legacy, to_webrtc=to_webrtc)
-        except CoderBusy as exc:
-            log.info("media session %s: video needs transcoding, refused: %s", call.id, exc)
-            raise NoCommonCodec(f"no common video codec and {exc}") from exc
-        return CoderLink(pool, session, p.from_webrtc, p.from_legacy, p.description)
 
     async def _configure(self, call: _Call, configs: list[StreamConfig], links: dict[str, CoderLink | None]) -> None:
         """New stream parameters and coders at once (no packet in between sees one without the other)."""
@@ -694,160 +570,6 @@ class MediaPlane:
                 return None
             self._stun_resolved = ((str(infos[0][4][0]), server.port), now)
         return self._stun_resolved[0]
-
-
-def _kinds(sdp: SessionDescription) -> list[str]:
-    kinds: list[str] = []
-    for m in sdp.media:
-        if not m.rejected and m.is_rtp and m.kind in MEDIA_KINDS and m.kind not in kinds:
-            kinds.append(m.kind)
-    return kinds
-
-
-def _leg_codecs(mapping: Mapping, legacy_sdp: SessionDescription, webrtc_sdp: SessionDescription) -> LegCodecs:
-    """Per kind and leg, the payload types that leg may send us (what is relayed or transcoded), the
-    main codec first: what a tap needs to decode or describe the packets it sees."""
-    out: LegCodecs = {}
-    for mm in mapping.active:
-        if mm.webrtc_index is None or mm.legacy_index is None or mm.kind in out:
-            continue
-        legs: dict[str, dict[int, CodecInfo]] = {}
-        for leg, sdp, index, pts in (("webrtc", webrtc_sdp, mm.webrtc_index, mm.to_legacy),
-                                     ("legacy", legacy_sdp, mm.legacy_index, mm.to_webrtc)):
-            media = sdp.media[index] if index < len(sdp.media) else None
-            codecs = [c for c in media.codecs if not pts or c.pt in pts] if media is not None else []
-            codecs.sort(key=lambda c: c.name.lower() in _AUXILIARY)  # stable: the SDP's order otherwise
-            legs[leg] = {c.pt: CodecInfo(c.name, c.clock_rate, c.channels, c.fmtp or "") for c in codecs}
-        out[mm.kind] = legs
-    return out
-
-
-def _stream_configs(mapping: Mapping, legacy_sdp: SessionDescription,
-                    webrtc_sdp: SessionDescription | None = None) -> list[StreamConfig]:
-    """One config per relayed stream; ``legacy_sdp`` is whichever SDP numbers the legacy leg's
-    payload types (its answer, or its offer), for the codec's clock rate, ``webrtc_sdp`` the same
-    for the browser leg (needed for transcoded streams only)."""
-    configs: list[StreamConfig] = []
-    seen: set[str] = set()
-    for mm in mapping.active:
-        if mm.webrtc_index is None or mm.legacy_index is None or mm.kind in seen:
-            continue
-        seen.add(mm.kind)
-        if mm.transcode and webrtc_sdp is not None:
-            plan = _TranscodePlan.of(mm, legacy_sdp.media[mm.legacy_index], webrtc_sdp.media[mm.webrtc_index])
-            to_legacy = plan.pt_map()
-            configs.append(StreamConfig(mm.kind, to_legacy, {v: k for k, v in to_legacy.items()},
-                                        plan.legacy_clock, mm.legacy_peer, plan.legacy_dtmf, plan.webrtc_clock,
-                                        mm.mid, mm.webrtc_ssrcs, mm.mid_extmap))
-            continue
-        media = legacy_sdp.media[mm.legacy_index] if mm.legacy_index < len(legacy_sdp.media) else None
-        clock_rate = _clock_rate(media, mm)
-        dtmf = mm.legacy_dtmf_pt
-        codec = media.codec(dtmf) if media is not None and dtmf is not None else None
-        if codec is None or codec.clock_rate != clock_rate:
-            dtmf = None  # events are timed on the stream's clock: only at the codec's rate
-        configs.append(StreamConfig(mm.kind, dict(mm.to_legacy), dict(mm.to_webrtc), clock_rate,
-                                    mm.legacy_peer, dtmf, None, mm.mid, mm.webrtc_ssrcs, mm.mid_extmap))
-    return configs
-
-
-@dataclass(frozen=True, slots=True)
-class _TranscodePlan:
-    """What a transcoded stream's coder needs, read from both legs' SDP: codecs (coder names), payload
-    types of the codec, CN (RFC 3389) and telephone-event (RFC 4733) at the codec's clock, ptimes."""
-
-    webrtc_codec: str
-    webrtc_pt: int
-    webrtc_clock: int
-    webrtc_cn: int | None
-    webrtc_dtmf: int | None
-    webrtc_ptime: int
-    webrtc_maxrate: int
-    legacy_codec: str
-    legacy_pt: int
-    legacy_clock: int
-    legacy_cn: int | None
-    legacy_dtmf: int | None
-    legacy_ptime: int
-    kind: str = "audio"
-    # RFC 6184 §8.1 packetization-mode of each leg's H.264 (0: single NAL unit, 1: non-interleaved)
-    webrtc_h264_mode: int = 1
-    legacy_h264_mode: int = 1
-
-    @classmethod
-    def of(cls, mm: MediaMap, legacy: Media, webrtc: Media) -> _TranscodePlan:
-        if len(mm.to_legacy) != 1:
-            raise NoCommonCodec(f"transcoded {mm.kind} needs one codec per leg, not {dict(mm.to_legacy)}")
-        ((wpt, lpt),) = mm.to_legacy.items()
-        wc, lc = webrtc.codec(wpt), legacy.codec(lpt)
-        wname = transcodable(wc) if wc is not None else None
-        lname = transcodable(lc) if lc is not None else None
-        if wc is None or lc is None or wname is None or lname is None:
-            raise NoCommonCodec(f"the media coder cannot transcode {wc} to {lc}")
-        if mm.kind == "video":
-            return cls(wname, wpt, wc.clock_rate, None, None, 0, 0, lname, lpt, lc.clock_rate, None, None, 0,
-                       kind="video", webrtc_h264_mode=_h264_mode(wc.params),
-                       legacy_h264_mode=_h264_mode(lc.params))
-        maxrate = 48000
-        if wname == "opus":  # RFC 7587 §6.1: the browser's maxplaybackrate caps what we encode
-            fmtp = wc.params.get("maxplaybackrate", "")
-            maxrate = int(fmtp) if fmtp.isdigit() and int(fmtp) >= 8000 else 48000
-        return cls(wname, wpt, wc.clock_rate, _aux(webrtc, "cn", wc.clock_rate),
-                   _aux(webrtc, "telephone-event", wc.clock_rate), 20, maxrate,
-                   lname, lpt, lc.clock_rate, _aux(legacy, "cn", lc.clock_rate),
-                   _aux(legacy, "telephone-event", lc.clock_rate), _ptime(legacy.ptime, lname))
-
-    @property
-    def description(self) -> str:
-        if self.kind == "video":
-            return f"{self.webrtc_codec}/{self.webrtc_pt} <-> {self.legacy_codec}/{self.legacy_pt}"
-        return (f"{self.webrtc_codec}/{self.webrtc_pt} ({self.webrtc_ptime} ms) <-> "
-                f"{self.legacy_codec}/{self.legacy_pt} ({self.legacy_ptime} ms)")
-
-    def pt_map(self) -> dict[int, int]:
-        """Browser PT -> legacy PT for codec, CN and events (what routes packets to the stream)."""
-        out = {self.webrtc_pt: self.legacy_pt}
-        for w, lg in ((self.webrtc_cn, self.legacy_cn), (self.webrtc_dtmf, self.legacy_dtmf)):
-            if w is not None and lg is not None:
-                out[w] = lg
-        return out
-
-    @property
-    def from_webrtc(self) -> frozenset[int]:
-        return frozenset(pt for pt in (self.webrtc_pt, self.webrtc_cn, self.webrtc_dtmf) if pt is not None)
-
-    @property
-    def from_legacy(self) -> frozenset[int]:
-        return frozenset(pt for pt in (self.legacy_pt, self.legacy_cn, self.legacy_dtmf) if pt is not None)
-
-
-def _h264_mode(params: dict[str, str]) -> int:
-    """RFC 6184 §8.1: packetization-mode, 0 when absent; the coder does 0 and 1 (not 2)."""
-    mode = params.get("packetization-mode", "0")
-    return 1 if mode == "1" else 0
-
-
-def _aux(media: Media, name: str, clock_rate: int) -> int | None:
-    return next((c.pt for c in media.codecs if c.name.lower() == name and c.clock_rate == clock_rate), None)
-
-
-def _ptime(ptime: int | None, codec: str) -> int:
-    """The legacy peer's a=ptime (RFC 4566 §6) within what the coder packetizes (10-60 ms)."""
-    if ptime is None or ptime <= 0:
-        return 20
-    if codec == "opus":
-        return min((10, 20, 40, 60), key=lambda p: abs(p - ptime))
-    return max(10, min(60, ptime))
-
-
-def _clock_rate(media: Media | None, mm: MediaMap) -> int:
-    """The relayed codec's RTP clock (RFC 3551 §4.1): the first non-auxiliary mapped payload type."""
-    if media is not None:
-        for pt in media.payload_types:
-            codec = media.codec(pt)
-            if pt in mm.to_webrtc and codec is not None and codec.name.lower() not in _AUXILIARY:
-                return codec.clock_rate
-    return 90000 if mm.kind == "video" else 8000
 
 
 def _mux_hosts(host: str, addresses: list[str]) -> list[str]:
