@@ -24,12 +24,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from collections.abc import Mapping as MappingT
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
-from ..config.webrtc2sip import Webrtc2sipSettings
 from .model import (
     Attribute,
     Candidate,
@@ -189,14 +188,37 @@ def _spec_matches(spec: CodecSpec, codec: Codec) -> bool:
     return all(params.get(k, "0") == v for k, v in spec.params)
 
 
-_DEFAULT_CODECS: tuple[str, ...] = Webrtc2sipSettings().codecs
+class CodecSettings(Protocol):
+    """The gateway settings :meth:`CodecPolicy.from_settings` reads (config.xml ``codecs`` and
+    ``enable-media-coder``; the gateway's own settings object satisfies it as it is)."""
+
+    @property
+    def codecs(self) -> tuple[str, ...]: ...
+
+    @property
+    def enable_media_coder(self) -> bool: ...
+
+
+class BreakerSettings(CodecSettings, Protocol):
+    """The gateway settings :meth:`BreakerPolicy.from_settings` reads: :class:`CodecSettings` plus
+    config.xml ``srtp-mode`` and ``srtp-type``."""
+
+    @property
+    def srtp_mode(self) -> str: ...
+
+    @property
+    def srtp_type(self) -> Collection[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
 class CodecPolicy:
-    """The webrtc2sip ``codecs`` list plus whether a transcoder (``enable-media-coder``) may bridge."""
+    """The webrtc2sip ``codecs`` list plus whether a transcoder (``enable-media-coder``) may bridge.
 
-    codecs: tuple[str, ...] = _DEFAULT_CODECS
+    ``codecs`` defaults to every codec of :data:`CODEC_SPECS`; the gateway's default list is its
+    settings' (``from_settings``), stated once, in the configuration.
+    """
+
+    codecs: tuple[str, ...] = tuple(CODEC_SPECS)
     transcoding: bool = False
 
     def __post_init__(self) -> None:
@@ -205,7 +227,7 @@ class CodecPolicy:
             raise ValueError(f"unknown codecs {unknown} (known: {', '.join(CODEC_SPECS)})")
 
     @classmethod
-    def from_settings(cls, settings: Webrtc2sipSettings) -> CodecPolicy:
+    def from_settings(cls, settings: CodecSettings) -> CodecPolicy:
         return cls(settings.codecs, settings.enable_media_coder)
 
     def name_of(self, codec: Codec) -> str | None:
@@ -240,7 +262,7 @@ class BreakerPolicy:
             raise ValueError(f"srtp must be none, optional or mandatory, not {self.srtp!r}")
 
     @classmethod
-    def from_settings(cls, settings: Webrtc2sipSettings) -> BreakerPolicy:
+    def from_settings(cls, settings: BreakerSettings) -> BreakerPolicy:
         srtp = settings.srtp_mode if "sdes" in settings.srtp_type else "none"
         return cls(CodecPolicy.from_settings(settings), srtp)
 
@@ -831,7 +853,7 @@ def _legacy_slots(
 def webrtc_offer_to_legacy(
     offer: SessionDescription,
     legacy_local: LegacyEndpoint,
-    policy: BreakerPolicy | None = None,
+    policy: BreakerPolicy,
     previous: Mapping | None = None,
 ) -> tuple[SessionDescription, Mapping]:
     """Turn the browser's SAVPF offer into an RTP/AVP offer for the legacy leg.
@@ -843,7 +865,6 @@ def webrtc_offer_to_legacy(
     Raises :class:`SdpError` for a browser offer without ICE or DTLS parameters and
     :class:`NoCommonCodec` when nothing can be offered.
     """
-    policy = policy or BreakerPolicy()
     slots, n_legacy = _legacy_slots(offer, legacy_local, previous)
     legacy = _new_sdp(legacy_local.address)
     legacy.attributes = _carry(offer.attributes, TO_LEGACY, Rule.KEEP, policy.forward_ssrc)
@@ -1028,7 +1049,7 @@ def _announce_ssrc(media: Media, ann: SsrcAnnouncement | None) -> None:
 def legacy_offer_to_webrtc(
     offer: SessionDescription,
     webrtc_local: WebRtcEndpoint,
-    policy: BreakerPolicy | None = None,
+    policy: BreakerPolicy,
     previous: Mapping | None = None,
 ) -> tuple[SessionDescription, Mapping]:
     """Turn a legacy RTP/AVP offer into a browser-acceptable SAVPF offer (RFC 8829 §5.2).
@@ -1042,7 +1063,6 @@ def legacy_offer_to_webrtc(
     connected and retransmits it (RFC 6347 §4.2.4). Legacy-only attributes (a=crypto, vendor ones) are
     dropped per :data:`TO_WEBRTC`; RFC 2543 hold (c=0.0.0.0) becomes a direction attribute.
     """
-    policy = policy or BreakerPolicy()
     prev = previous
     n_webrtc = _count(prev.media, "webrtc") if prev else 0
     used_mids = {m.mid for m in prev.media if m.mid is not None} if prev else set()
