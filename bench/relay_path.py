@@ -26,7 +26,7 @@ from rtc2sip.media.ports import PortAllocator
 from rtc2sip.media.relay import MediaSession, StreamConfig, _Stream, _WebRtcProtocol
 from rtc2sip.media.rtp import build_rtp
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpSession
-from rtc2sip.sdp.translate import LegacyPeer
+from rtc2sip.sdp import LegacyPeer
 
 BROWSER = ("127.0.0.1", 6000)
 PHONE = ("127.0.0.1", 5000)

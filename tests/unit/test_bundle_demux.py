@@ -18,7 +18,7 @@ from rtc2sip.media.ports import PortAllocator
 from rtc2sip.media.relay import MAX_LEARNT_SSRCS, MediaSession, StreamConfig, _Stream, _WebRtcProtocol
 from rtc2sip.media.rtp import RtpPacket, build_extensions
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpSession
-from rtc2sip.sdp.translate import LegacyPeer
+from rtc2sip.sdp import LegacyPeer
 
 BROWSER = ("127.0.0.1", 6000)
 AUDIO_PHONE = ("127.0.0.1", 5000)

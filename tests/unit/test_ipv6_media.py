@@ -18,8 +18,7 @@ from rtc2sip.media.ports import PortAllocator, wire_address
 from rtc2sip.media.relay import MediaSession, StreamConfig, _fmt, _Stream, _WebRtcProtocol
 from rtc2sip.media.rtp import build_rtp
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpSession
-from rtc2sip.sdp.model import SessionDescription
-from rtc2sip.sdp.translate import LegacyPeer
+from rtc2sip.sdp import LegacyPeer, SessionDescription
 
 
 def test_wire_address_forms() -> None:

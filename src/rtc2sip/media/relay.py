@@ -43,8 +43,7 @@ from dataclasses import asdict, dataclass
 from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
-from ..sdp.model import Candidate
-from ..sdp.translate import LegacyPeer
+from ..sdp import Candidate, LegacyPeer
 from . import ice as _ice
 from .certificate import Certificate
 from .dtls import DtlsEndpoint, DtlsRole, DtlsState, FingerprintMismatchError

@@ -39,7 +39,7 @@ import av
 from av.video.frame import PictureType
 
 from ..coder import rtp_video
-from ..sdp.model import Codec
+from ..sdp import Codec
 from .uas import Address, ServiceCall, Stream
 
 __all__ = ["AudioTone", "PatternGenerator", "TestPatternService", "Vp8Encoder", "packetize_vp8", "parse_vp8_descriptor"]

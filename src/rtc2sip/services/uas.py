@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from ..breaker.dialog import Dialog, DialogError, State
 from ..media.ports import PortAllocator, bind_udp
-from ..sdp.model import Media, SdpError, SessionDescription
+from ..sdp import Media, SdpError, SessionDescription
 from ..sip.errors import SipParseError
 from ..sip.message import MessageError, Request, Response, make_response, parse_message
 from ..sip.transaction import (
