@@ -8,8 +8,9 @@ RFC 8830 §2).
 
 from __future__ import annotations
 
+from .attributes import Extmap, Msid
 from .mapping import Mapping, SsrcAnnouncement, WebRtcEndpoint
-from .model import Extmap, Media, Msid, SessionDescription
+from .model import Media, SessionDescription
 
 __all__ = [
     "MID_EXTENSION",

@@ -16,7 +16,9 @@ from collections.abc import Mapping as MappingT
 from dataclasses import dataclass
 from typing import Protocol
 
-from .model import Codec, Media, SdpError
+from .attributes import Codec
+from .fields import SdpError
+from .model import Media
 
 __all__ = [
     "AUXILIARY",

@@ -15,6 +15,7 @@ import dataclasses
 
 from .bundle import _announce_msid, _announce_ssrc, _mid_extmap, _offered_extmaps
 from .codecs import _add_codecs, _answer_codecs, _dtmf, _is_aux, _offer_codecs
+from .fields import Connection, SdpError
 from .mapping import (
     MEDIA_KINDS,
     WEBRTC_PROTO,
@@ -30,7 +31,7 @@ from .mapping import (
     _old_for,
 )
 from .media_transport import _add_legacy_rtcp, _add_transport, _answer_crypto, _default_address, _remote_ice
-from .model import Connection, Media, SdpError, SessionDescription
+from .model import Media, SessionDescription
 from .offer_answer import (
     TO_LEGACY,
     TO_WEBRTC,

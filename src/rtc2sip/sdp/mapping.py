@@ -16,8 +16,10 @@ from collections.abc import Mapping as MappingT
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from .attributes import Candidate, Crypto, Fingerprint
 from .codecs import CodecPolicy, CodecSettings
-from .model import Candidate, Crypto, Fingerprint, Media, Origin, SdpError
+from .fields import Origin, SdpError
+from .model import Media
 
 __all__ = [
     "MEDIA_KINDS",

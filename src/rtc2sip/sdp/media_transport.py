@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from .attributes import Candidate, Crypto
 from .bundle import _transport_of
+from .fields import SdpError
 from .mapping import LegacyEndpoint, RemoteIce, WebRtcEndpoint
-from .model import Candidate, Crypto, Media, SdpError, SessionDescription
+from .model import Media, SessionDescription
 
 __all__ = [
     "SETUP_ANSWER",

@@ -14,7 +14,9 @@ import enum
 from collections.abc import Iterable
 from collections.abc import Mapping as MappingT
 
-from .model import Attribute, Connection, Media, Origin, SdpError, SessionDescription, Timing, address_type
+from .attributes import Attribute
+from .fields import Connection, Origin, SdpError, Timing, address_type
+from .model import Media, SessionDescription
 
 __all__ = [
     "REQUIRED_TOWARD_WEBRTC",

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from .attributes import Attribute
 from .bundle import MID_EXTENSION, _announce_msid, _announce_ssrc
 from .codecs import _add_codecs, _answer_codecs, _dtmf, _offer_codecs
+from .fields import Connection
 from .mapping import (
     MEDIA_KINDS,
     BreakerPolicy,
@@ -36,7 +38,7 @@ from .media_transport import (
     _default_address,
     _remote_ice,
 )
-from .model import Attribute, Connection, Media, SessionDescription
+from .model import Media, SessionDescription
 from .offer_answer import (
     TO_LEGACY,
     TO_WEBRTC,
