@@ -36,19 +36,27 @@ from urllib.parse import quote
 from ..media.plane import MediaPlaneError
 from ..media.ports import PortsExhausted
 from ..sdp import SdpError, SessionDescription
-from ..sip.digest import DigestError, answer_challenge, select_challenge
-from ..sip.errors import SipParseError
-from ..sip.headers import NameAddr, parse_name_addr
-from ..sip.message import Request, Response, make_response
-from ..sip.transaction import (
+from ..sip import (
     ClientTransaction,
+    DigestError,
     InviteClientTransaction,
     InviteServerTransaction,
+    NameAddr,
+    Request,
+    Response,
     ServerTransaction,
+    SipParseError,
+    SipUri,
     Transaction,
+    answer_challenge,
+    del_param,
     make_cancel,
+    make_response,
+    parse_name_addr,
+    parse_uri,
+    select_challenge,
+    set_param,
 )
-from ..sip.uri import SipUri, del_param, parse_uri, set_param
 from ..transport.base import Source, Target
 from .dialog import Dialog, DialogError, State
 from .dtmf import DtmfSink, dtmf_relay_body
@@ -1488,7 +1496,7 @@ class ProxyHost:
         return self.p.tp.local_address(transport, ipv6)
 
     def send_request(self, request: Request, target: Target, context: object) -> ClientTransaction | None:
-        from ..sip.transaction import LayerFull, LocalProtocolError
+        from ..sip import LayerFull, LocalProtocolError
 
         try:
             txn, actions = self.p.tl.send_request(request, self.now(), reliable=target.transport != "udp",

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rtc2sip.sip.errors import SipParseError
-from rtc2sip.sip.uri import parse_sip_uri, valid_host
+from rtc2sip.sip import SipParseError, parse_sip_uri, valid_host
 
 __all__ = [
     "CLICK_TO_CALL_TRANSPORTS",

@@ -19,24 +19,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..sip.digest import DigestServer, Outcome, find_credentials
-from ..sip.errors import SipParseError
-from ..sip.headers import parse_name_addr
-from ..sip.message import MessageError, Request, Response, make_response, parse_message
-from ..sip.transaction import (
+from ..sip import (
     ClientTransaction,
     Deliver,
+    DigestServer,
     InviteClientTransaction,
     LayerFull,
+    MessageError,
+    Outcome,
+    Request,
+    Response,
     ServerTransaction,
+    SipParseError,
+    SipUri,
+    TelUri,
     Terminated,
     Timeout,
     TransactionLayer,
     Transmit,
     TransportError,
+    find_credentials,
     make_cancel,
+    make_response,
+    parse_message,
+    parse_name_addr,
+    parse_uri,
 )
-from ..sip.uri import SipUri, TelUri, parse_uri
 from ..transport.base import DEFAULT_PORTS, Source, Target
 from ..transport.layer import TransportLayer
 from ..transport.timers import LayerTimer

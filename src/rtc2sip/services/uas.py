@@ -32,21 +32,26 @@ from typing import Any, Protocol
 from ..breaker.dialog import Dialog, DialogError, State
 from ..media.ports import PortAllocator, bind_udp
 from ..sdp import Media, SdpError, SessionDescription
-from ..sip.errors import SipParseError
-from ..sip.message import MessageError, Request, Response, make_response, parse_message
-from ..sip.transaction import (
+from ..sip import (
     ClientTransaction,
     Deliver,
     LayerFull,
     LocalProtocolError,
+    MessageError,
+    Request,
+    Response,
     ServerTransaction,
+    SipParseError,
+    SipUri,
     Terminated,
     Timeout,
     TransactionLayer,
     Transmit,
     TransportError,
+    make_response,
+    parse_message,
+    parse_uri,
 )
-from ..sip.uri import SipUri, parse_uri
 from ..transport.timers import LayerTimer
 
 __all__ = ["Service", "ServiceCall", "ServiceUas", "Stream"]
