@@ -3,7 +3,7 @@
 Sans-I/O throughout: URIs (uri.py, RFC 3261 §19.1, RFC 3966), header values (headers.py, §20, §25),
 messages (message.py: parsing, checks, framing, §7, §16.3, §18.3), transactions (transaction.py and
 the client_transaction, server_transaction and transaction_layer modules, §17, RFC 6026), digest
-authentication (digest.py, RFC 7616, RFC 8760).
+authentication (digest.py and digest_hash, digest_server, digest_client; RFC 7616, RFC 8760).
 """
 
 from .client_transaction import (
@@ -14,24 +14,11 @@ from .client_transaction import (
     make_cancel,
     new_branch,
 )
-from .digest import (
-    Challenge,
-    Credentials,
-    DigestError,
-    DigestServer,
-    Outcome,
-    Verification,
-    answer_challenge,
-    check_response,
-    compute_ha1,
-    compute_response,
-    find_credentials,
-    parse_challenge,
-    parse_credentials,
-    select_challenge,
-    userhash,
-)
-from .errors import SipParseError
+from .digest import Challenge, Credentials, parse_challenge, parse_credentials
+from .digest_client import answer_challenge, select_challenge
+from .digest_hash import ALGORITHMS, Algorithm, compute_ha1, compute_response, userhash
+from .digest_server import DigestServer, Lookup, Outcome, Verification, check_response, find_credentials
+from .errors import DigestError, SipParseError
 from .headers import CSeq, NameAddr, Via, parse_int_header, parse_name_addr, parse_via, unquote_string
 from .message import MAGIC_COOKIE, Message, MessageError, Request, Response, StreamFramer, make_response, parse_message
 from .server_transaction import InviteServerTransaction, NonInviteServerTransaction, server_transaction
@@ -71,15 +58,78 @@ from .uri import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_TRANSACTIONS", "MAGIC_COOKIE", "Action", "CSeq", "CancelTimer", "Challenge", "ClientTransaction",
-    "Credentials", "Deliver", "DigestError", "DigestServer", "Event", "InviteClientTransaction",
-    "InviteServerTransaction", "LayerAction", "LayerFull", "LocalProtocolError", "Message", "MessageError",
-    "NameAddr", "NonInviteClientTransaction", "NonInviteServerTransaction", "Outcome", "Param", "Request",
-    "Response", "ServerTransaction", "SipParseError", "SipUri", "StartTimer", "State", "StreamFramer", "TelUri",
-    "Terminated", "Timeout", "Timers", "Transaction", "TransactionError", "TransactionLayer", "Transmit",
-    "TransportError", "Uri", "Verification", "Via", "answer_challenge", "check_response", "client_transaction",
-    "compute_ha1", "compute_response", "del_param", "find_credentials", "get_param", "make_ack", "make_cancel",
-    "make_response", "new_branch", "params_text", "parse_challenge", "parse_credentials", "parse_int_header",
-    "parse_message", "parse_name_addr", "parse_sip_uri", "parse_uri", "parse_via", "select_challenge",
-    "server_transaction", "set_param", "unquote_string", "userhash", "valid_host",
+    "ALGORITHMS",
+    "DEFAULT_MAX_TRANSACTIONS",
+    "MAGIC_COOKIE",
+    "Action",
+    "Algorithm",
+    "CSeq",
+    "CancelTimer",
+    "Challenge",
+    "ClientTransaction",
+    "Credentials",
+    "Deliver",
+    "DigestError",
+    "DigestServer",
+    "Event",
+    "InviteClientTransaction",
+    "InviteServerTransaction",
+    "LayerAction",
+    "LayerFull",
+    "LocalProtocolError",
+    "Lookup",
+    "Message",
+    "MessageError",
+    "NameAddr",
+    "NonInviteClientTransaction",
+    "NonInviteServerTransaction",
+    "Outcome",
+    "Param",
+    "Request",
+    "Response",
+    "ServerTransaction",
+    "SipParseError",
+    "SipUri",
+    "StartTimer",
+    "State",
+    "StreamFramer",
+    "TelUri",
+    "Terminated",
+    "Timeout",
+    "Timers",
+    "Transaction",
+    "TransactionError",
+    "TransactionLayer",
+    "Transmit",
+    "TransportError",
+    "Uri",
+    "Verification",
+    "Via",
+    "answer_challenge",
+    "check_response",
+    "client_transaction",
+    "compute_ha1",
+    "compute_response",
+    "del_param",
+    "find_credentials",
+    "get_param",
+    "make_ack",
+    "make_cancel",
+    "make_response",
+    "new_branch",
+    "params_text",
+    "parse_challenge",
+    "parse_credentials",
+    "parse_int_header",
+    "parse_message",
+    "parse_name_addr",
+    "parse_sip_uri",
+    "parse_uri",
+    "parse_via",
+    "select_challenge",
+    "server_transaction",
+    "set_param",
+    "unquote_string",
+    "userhash",
+    "valid_host",
 ]

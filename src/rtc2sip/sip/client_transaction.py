@@ -96,6 +96,7 @@ def client_transaction(
 
 
 # ---- operations: the right-hand side of the tables -------------------------------------------------------
+# Each is op(transaction, message or None, actions out). The table has already moved the state.
 
 
 def _send_request(t: Transaction, msg: Message | None, out: list[Action]) -> None:

@@ -18,3 +18,14 @@ class SipParseError(ValueError):
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+
+
+class DigestError(SipParseError):
+    """A challenge or credentials value that cannot be understood, or a challenge we cannot answer.
+
+    Servers answer a request whose credentials raise this with ``status`` (400), as for any other
+    malformed header (RFC 3261 §8.2, §16.3).
+    """
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(status, reason)

@@ -76,6 +76,7 @@ def server_transaction(
 
 
 # ---- operations: the right-hand side of the tables -------------------------------------------------------
+# Each is op(transaction, message or None, actions out). The table has already moved the state.
 
 
 def _trying(t: ServerTransaction, msg: Message | None, out: list[Action]) -> None:
