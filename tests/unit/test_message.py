@@ -21,7 +21,7 @@ from rtc2sip.sip import (
     unquote_string,
 )
 from rtc2sip.sip.headers import COMPACT, canonical, parse_cseq, parse_header_params, quote_string, split_comma
-from rtc2sip.sip.message import check_request, check_response, validate
+from rtc2sip.sip.parser import check_request, check_response, validate
 
 BASE = [
     "INVITE sip:bob@biloxi.example.com SIP/2.0",

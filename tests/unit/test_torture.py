@@ -32,7 +32,7 @@ from rtc2sip.sip import (
     parse_via,
 )
 from rtc2sip.sip.headers import split_comma
-from rtc2sip.sip.message import check_request, check_response
+from rtc2sip.sip.parser import check_request, check_response
 from rtc2sip.sip.uri import AbsoluteUri, unescape
 
 CORPUS = Path(__file__).parent / "corpus" / "rfc4475"

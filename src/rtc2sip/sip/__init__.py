@@ -1,9 +1,10 @@
 """The SIP stack (RFC 3261 and friends), written by hand: no maintained Python library covers it.
 
 Sans-I/O throughout: URIs (uri.py, RFC 3261 §19.1, RFC 3966), header values (headers.py, §20, §25),
-messages (message.py: parsing, checks, framing, §7, §16.3, §18.3), transactions (transaction.py and
-the client_transaction, server_transaction and transaction_layer modules, §17, RFC 6026), digest
-authentication (digest.py and digest_hash, digest_server, digest_client; RFC 7616, RFC 8760).
+messages (message.py, §7, §8.2.6), their parsing and checks (parser.py, §7, §16.3), stream framing
+(framing.py, §18.3), transactions (transaction.py and the client_transaction, server_transaction and
+transaction_layer modules, §17, RFC 6026), digest authentication (digest.py and digest_hash,
+digest_server, digest_client; RFC 7616, RFC 8760).
 """
 
 from .client_transaction import (
@@ -19,8 +20,10 @@ from .digest_client import answer_challenge, select_challenge
 from .digest_hash import ALGORITHMS, Algorithm, compute_ha1, compute_response, userhash
 from .digest_server import DigestServer, Lookup, Outcome, Verification, check_response, find_credentials
 from .errors import DigestError, SipParseError
+from .framing import StreamFramer
 from .headers import CSeq, NameAddr, Via, parse_int_header, parse_name_addr, parse_via, unquote_string
-from .message import MAGIC_COOKIE, Message, MessageError, Request, Response, StreamFramer, make_response, parse_message
+from .message import MAGIC_COOKIE, Message, MessageError, Request, Response, make_response
+from .parser import parse_message
 from .server_transaction import InviteServerTransaction, NonInviteServerTransaction, server_transaction
 from .transaction import (
     Action,
