@@ -1,4 +1,4 @@
-"""SDP attribute values as data, one parser and writer per attribute (a table of codecs).
+"""SDP attribute values (RFC 8866 §5.13, §6 and the RFCs below) as data, one parser and writer per attribute.
 
 ``a=`` lines in general (RFC 8866 §5.13), rtpmap (§6.6) with the static payload types of RFC 3551
 §6, fmtp (§6.15), ptime/maxptime (§6.4, §6.5), directions (§6.7), rtcp-fb (RFC 4585 §4.2),

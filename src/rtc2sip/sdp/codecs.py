@@ -1,4 +1,4 @@
-"""Codec policy and payload-type mapping of the breaker's translation, sans I/O.
+"""Codec policy and payload-type mapping of the breaker's translation (RFC 3264 §6.1, §8.3.2; RFC 3551), sans I/O.
 
 Which codecs of one leg the other leg may see (webrtc2sip's ``codecs`` list, :class:`CodecPolicy`),
 when two payload types are the same codec (RFC 3264 §6.1; fmtp parameters of RFC 6184 §8.2.2 and

@@ -1,4 +1,4 @@
-"""Legacy calls browser: the legacy offer to the browser and the browser's answer back (RFC 3264).
+"""Legacy calls browser: the legacy offer to the browser and its answer back (RFC 3264 §5, §6, §8; RFC 8829 §5.2).
 
 ::
 

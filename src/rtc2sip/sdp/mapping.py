@@ -1,4 +1,4 @@
-"""What the breaker's translation is given and what it returns, sans I/O.
+"""What the breaker's translation is given and what it returns (RFC 3264 §8, RFC 8839 §5, RFC 8842 §5), sans I/O.
 
 Given: the gateway's choices (:class:`BreakerPolicy`, from config.xml keys through the
 :class:`BreakerSettings` protocol) and what its media plane provides on each leg

@@ -1,4 +1,4 @@
-"""Browser calls legacy: the browser's offer to the legacy leg and the legacy answer back (RFC 3264).
+"""Browser calls legacy: its offer to the legacy leg and the legacy answer back (RFC 3264 §5, §6, §8; RFC 8829 §5.3).
 
 ::
 

@@ -1,4 +1,8 @@
-"""Typed protocol errors, in the manner of h11: each carries the SIP status to answer with."""
+"""Typed protocol errors, in the manner of h11: each carries the SIP status to answer with.
+
+A bad request is answered with that status (RFC 3261 §8.2, §16.3, §21.4); a bad response is dropped.
+:class:`DigestError` is the malformed or unanswerable Digest value (RFC 7616 §3.3, §3.4), 400.
+"""
 
 from __future__ import annotations
 
