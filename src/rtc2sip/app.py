@@ -24,7 +24,7 @@ from .proxy.registrar import Registrar
 from .proxy.server import Proxy
 from .proxy.users import UserStore
 from .services import Services, breaker_inspector
-from .sip.uri import parse_sip_uri
+from .sip import parse_sip_uri
 from .transport.layer import Limits, ListenAddress, TransportLayer
 from .web import Monitor, WebRouter
 

@@ -615,7 +615,7 @@ async def test_websocket_origin_allow_list(tmp_path: Path) -> None:
 async def test_registrar_users_from_sqlite(tmp_path: Path) -> None:
     """Users added to data_dir/users.sqlite3 (``rtc2sip user add``) authenticate without a restart."""
     from rtc2sip.cli import manage_users
-    from rtc2sip.sip.digest import answer_challenge
+    from rtc2sip.sip import answer_challenge
 
     settings = Settings(
         listeners=(Listener("udp", "127.0.0.1", 0),),

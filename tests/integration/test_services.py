@@ -19,7 +19,7 @@ import pytest
 from rtc2sip.app import Gateway
 from rtc2sip.config import GatewayOptions, Listener, Settings
 from rtc2sip.sdp import SessionDescription
-from rtc2sip.sip.message import Response
+from rtc2sip.sip import Response
 from rtc2sip.web.api import calls_view
 from sip_phone import HOST, SipPhone, udp_socket
 

@@ -39,20 +39,26 @@ from rtc2sip.breaker.refer import rewrite_refer_to
 from rtc2sip.media.ports import PortsExhausted
 from rtc2sip.media.remote import WorkerGone
 from rtc2sip.sdp import NoCommonCodec, SessionDescription
-from rtc2sip.sip.digest import check_response, compute_ha1, parse_credentials
-from rtc2sip.sip.message import Message, Request, Response, make_response, parse_message
-from rtc2sip.sip.transaction import (
+from rtc2sip.sip import (
     ClientTransaction,
     Deliver,
     InviteServerTransaction,
     LayerAction,
+    Message,
+    Request,
+    Response,
     ServerTransaction,
+    SipUri,
     Timeout,
     TransactionLayer,
     Transmit,
     TransportError,
+    check_response,
+    compute_ha1,
+    make_response,
+    parse_credentials,
+    parse_message,
 )
-from rtc2sip.sip.uri import SipUri
 from rtc2sip.transport.base import Source, Target
 
 BROWSER = Source("ws", "127.0.0.1", 50000, "127.0.0.1", 8080, "ws-7")

@@ -14,8 +14,7 @@ from rtc2sip.breaker.policy import (
     offer_is_webrtc,
     strip_client_params,
 )
-from rtc2sip.sip.message import Request
-from rtc2sip.sip.uri import SipUri, parse_uri
+from rtc2sip.sip import Request, SipUri, parse_uri
 
 BROWSER = (True, False)  # source WebRTC, target legacy
 PHONE_TO_BROWSER = (False, True)

@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtc2sip.sip.digest import (
+from rtc2sip.sip import (
     Challenge,
     Credentials,
     DigestError,
     DigestServer,
     Outcome,
+    SipParseError,
     answer_challenge,
     check_response,
     compute_ha1,
@@ -25,7 +26,6 @@ from rtc2sip.sip.digest import (
     select_challenge,
     userhash,
 )
-from rtc2sip.sip.errors import SipParseError
 
 # RFC 7616 §3.9.1
 RFC7616_REALM = "http-auth@example.org"

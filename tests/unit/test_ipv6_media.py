@@ -9,6 +9,8 @@ import os
 from types import SimpleNamespace
 from typing import Any
 
+from rtc2sip.sdp.translate import LegacyPeer
+
 from rtc2sip.config import Settings
 from rtc2sip.config.webrtc2sip import Listener
 from rtc2sip.media.certificate import Certificate
@@ -21,7 +23,6 @@ from rtc2sip.media.session import MediaSession, _fmt
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpSession
 from rtc2sip.media.stream import Stream
 from rtc2sip.sdp.model import SessionDescription
-from rtc2sip.sdp.translate import LegacyPeer
 
 
 def test_wire_address_forms() -> None:

@@ -17,8 +17,7 @@ from rtc2sip.config.options import read_options_text
 from rtc2sip.media.channel import MAX_FRAME, ChannelError, FrameDecoder, decode_exception, encode_exception, frame
 from rtc2sip.media.plane import InvalidState, MediaPlaneError, UnknownSession
 from rtc2sip.media.worker import WorkerServer
-from rtc2sip.sdp import SdpError
-from rtc2sip.sdp.translate import NoCommonCodec
+from rtc2sip.sdp import NoCommonCodec, SdpError
 
 
 def test_any_split_of_the_stream_gives_the_same_messages() -> None:

@@ -648,7 +648,7 @@ async def test_transcoded_call_opus_browser_pcmu_phone(coder_plane: MediaPlane) 
 async def test_call_over_the_transcoding_limit_is_refused(coder_plane: MediaPlane) -> None:
     """The pool has one slot. A second call offered while it was free but answered after the first
     took it is refused with 488 (NoCommonCodec); a third is offered without the coder's codecs."""
-    from rtc2sip.sdp.translate import NoCommonCodec
+    from rtc2sip.sdp import NoCommonCodec
 
     browsers = [await FakeBrowser().start() for _ in range(3)]
     phone = await Phone().start()
@@ -854,7 +854,7 @@ async def test_video_over_the_transcoding_limit(overflow: str) -> None:
     import dataclasses
 
     from rtc2sip.coder import CoderPool
-    from rtc2sip.sdp.translate import NoCommonCodec
+    from rtc2sip.sdp import NoCommonCodec
 
     settings = Settings()
     settings = dataclasses.replace(

@@ -5,31 +5,23 @@ from __future__ import annotations
 
 import pytest
 
-from rtc2sip.sip.errors import SipParseError
-from rtc2sip.sip.headers import (
-    COMPACT,
-    canonical,
-    parse_cseq,
-    parse_header_params,
-    parse_int_header,
-    parse_name_addr,
-    parse_via,
-    quote_string,
-    split_comma,
-    unquote_string,
-)
-from rtc2sip.sip.message import (
+from rtc2sip.sip import (
     MessageError,
     Request,
     Response,
+    SipParseError,
+    SipUri,
     StreamFramer,
-    check_request,
-    check_response,
+    TelUri,
     make_response,
+    parse_int_header,
     parse_message,
-    validate,
+    parse_name_addr,
+    parse_via,
+    unquote_string,
 )
-from rtc2sip.sip.uri import SipUri, TelUri
+from rtc2sip.sip.headers import COMPACT, canonical, parse_cseq, parse_header_params, quote_string, split_comma
+from rtc2sip.sip.parser import check_request, check_response, validate
 
 BASE = [
     "INVITE sip:bob@biloxi.example.com SIP/2.0",

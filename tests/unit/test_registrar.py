@@ -10,9 +10,7 @@ import pytest
 
 from rtc2sip.proxy.location import LocationStore, reachable, targets_for
 from rtc2sip.proxy.registrar import Registrar
-from rtc2sip.sip import Request, Response, parse_message
-from rtc2sip.sip.headers import NameAddr, unquote_string
-from rtc2sip.sip.uri import SipUri, parse_uri
+from rtc2sip.sip import NameAddr, Request, Response, SipUri, parse_message, parse_uri, unquote_string
 from rtc2sip.transport.base import Source
 
 NOW = 1_700_000_000.0

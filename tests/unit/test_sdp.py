@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtc2sip.sdp.model import (
+from rtc2sip.sdp import (
     Attribute,
     Candidate,
     Codec,

@@ -11,6 +11,9 @@ from hypothesis import strategies as st
 
 from rtc2sip.config.webrtc2sip import CODECS, Webrtc2sipSettings
 from rtc2sip.sdp import (
+    CODEC_SPECS,
+    TO_LEGACY,
+    TO_WEBRTC,
     BreakerPolicy,
     Candidate,
     CodecPolicy,
@@ -19,16 +22,18 @@ from rtc2sip.sdp import (
     LegacyEndpoint,
     Mapping,
     NoCommonCodec,
+    Rule,
     SdpError,
     SessionDescription,
     SsrcAnnouncement,
     WebRtcEndpoint,
+    codec_key,
     legacy_answer_to_webrtc,
     legacy_offer_to_webrtc,
+    missing_for_browser,
     webrtc_answer_to_legacy,
     webrtc_offer_to_legacy,
 )
-from rtc2sip.sdp.translate import CODEC_SPECS, TO_LEGACY, TO_WEBRTC, Rule, codec_key, missing_for_browser
 
 SAMPLES = Path(__file__).parent / "sdp_samples"
 GW_FP = Fingerprint("sha-256", ":".join(f"{i:02X}" for i in range(32)))

@@ -19,18 +19,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtc2sip.sip.errors import SipParseError
-from rtc2sip.sip.headers import parse_name_addr, parse_via, split_comma
-from rtc2sip.sip.message import (
+from rtc2sip.sip import (
     MessageError,
     Request,
     Response,
+    SipParseError,
+    SipUri,
     StreamFramer,
-    check_request,
-    check_response,
     parse_message,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
 )
-from rtc2sip.sip.uri import AbsoluteUri, SipUri, parse_uri, unescape
+from rtc2sip.sip.headers import split_comma
+from rtc2sip.sip.parser import check_request, check_response
+from rtc2sip.sip.uri import AbsoluteUri, unescape
 
 CORPUS = Path(__file__).parent / "corpus" / "rfc4475"
 SUPPORTED = {"100rel", "gruu", "outbound", "path", "timer"}

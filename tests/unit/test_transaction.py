@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtc2sip.sip.message import Message, Request, Response, make_response, parse_message
-from rtc2sip.sip.transaction import (
+from rtc2sip.sip import (
     Action,
     CancelTimer,
     ClientTransaction,
@@ -21,8 +20,11 @@ from rtc2sip.sip.transaction import (
     LayerAction,
     LayerFull,
     LocalProtocolError,
+    Message,
     NonInviteClientTransaction,
     NonInviteServerTransaction,
+    Request,
+    Response,
     ServerTransaction,
     StartTimer,
     State,
@@ -36,7 +38,9 @@ from rtc2sip.sip.transaction import (
     client_transaction,
     make_ack,
     make_cancel,
+    make_response,
     new_branch,
+    parse_message,
     server_transaction,
 )
 

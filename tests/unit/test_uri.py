@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from rtc2sip.sip.errors import SipParseError
-from rtc2sip.sip.uri import (
-    AbsoluteUri,
+from rtc2sip.sip import (
+    SipParseError,
     SipUri,
     TelUri,
     del_param,
     get_param,
-    has_param,
-    normalize_escapes,
-    parse_params,
     parse_sip_uri,
     parse_uri,
     set_param,
-    unescape,
-    uri_equal,
     valid_host,
 )
+from rtc2sip.sip.uri import AbsoluteUri, has_param, normalize_escapes, parse_params, unescape, uri_equal
 
 
 def sip(text: str) -> SipUri:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..sip.digest import DigestError, answer_challenge, select_challenge
+from ..sip import DigestError, answer_challenge, select_challenge
 from ..sip.message import Response
 from .call import TxnContext
 from .dialog import State

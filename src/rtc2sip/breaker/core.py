@@ -16,9 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
+from ..sip import InviteClientTransaction, ServerTransaction, make_cancel
 from ..sip.errors import SipParseError
 from ..sip.message import Request, Response, make_response
-from ..sip.transaction import InviteClientTransaction, ServerTransaction, make_cancel
 from ..sip.uri import SipUri, set_param
 from ..transport.base import Target
 from .call import BreakerConfig, Call, Leg, TxnContext

@@ -17,10 +17,7 @@ import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from ..sip.errors import SipParseError
-from ..sip.headers import NameAddr, parse_name_addr
-from ..sip.message import Request, Response, make_response
-from ..sip.uri import SipUri, parse_uri
+from ..sip import NameAddr, Request, Response, SipParseError, SipUri, make_response, parse_name_addr, parse_uri
 
 __all__ = ["TARGET_REFRESH", "Dialog", "DialogError", "State", "new_call_id", "new_tag"]
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..sdp import SessionDescription
+from ..sip import ClientTransaction, InviteServerTransaction, ServerTransaction
 from ..sip.headers import parse_name_addr
 from ..sip.message import Request, Response
-from ..sip.transaction import ClientTransaction, InviteServerTransaction, ServerTransaction
 from ..sip.uri import SipUri, parse_uri
 from ..transport.base import Target
 

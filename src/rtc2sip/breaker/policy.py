@@ -20,10 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..sip.errors import SipParseError
-from ..sip.headers import parse_name_addr
-from ..sip.message import Request
-from ..sip.uri import Param, SipUri, del_param, get_param
+from ..sip import Param, Request, SipParseError, SipUri, del_param, get_param, parse_name_addr
 
 __all__ = [
     "CLIENT_PARAMS",

@@ -20,8 +20,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from rtc2sip.sip.errors import SipParseError
-from rtc2sip.sip.uri import parse_sip_uri, valid_host
+from rtc2sip.sip import SipParseError, parse_sip_uri, valid_host
 
 from .webrtc2sip import (
     REPEATABLE,

@@ -52,7 +52,7 @@ from aioice import Connection, stun
 from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import CandidatePair, StunProtocol
 
-from ..sdp.model import Candidate
+from ..sdp import Candidate
 from .ports import Address, wire_address
 
 __all__ = ["CONSENT_INTERVAL", "CONSENT_TIMEOUT", "IceAgent", "IceRoutes", "SrflxCache", "generate_password",

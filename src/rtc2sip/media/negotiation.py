@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..sdp import Mapping, MediaMap, NoCommonCodec, transcodable
 from ..sdp.model import Media, SessionDescription
-from ..sdp.translate import Mapping, MediaMap, NoCommonCodec, transcodable
 from .path import StreamConfig
 from .tap import CodecInfo, LegCodecs
 

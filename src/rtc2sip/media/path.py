@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
-from ..sdp.translate import LegacyPeer
+from ..sdp import LegacyPeer
 from .nack import RetransmissionHistory
 from .ports import Address, wire_address
 from .rtcp import ReceiveStatistics

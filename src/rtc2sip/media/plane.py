@@ -45,13 +45,14 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..config import Settings
-from ..sdp.model import Crypto, SdpError, SessionDescription
-from ..sdp.model import Fingerprint as SdpFingerprint
-from ..sdp.translate import (
+from ..sdp import (
     MID_EXTENSION,
     BreakerPolicy,
+    Crypto,
     LegacyEndpoint,
     Mapping,
+    SdpError,
+    SessionDescription,
     SsrcAnnouncement,
     WebRtcEndpoint,
     legacy_answer_to_webrtc,
@@ -59,6 +60,7 @@ from ..sdp.translate import (
     webrtc_answer_to_legacy,
     webrtc_offer_to_legacy,
 )
+from ..sdp import Fingerprint as SdpFingerprint
 from .certificate import Certificate
 from .dtls import DtlsRole
 from .negotiation import AUXILIARY, leg_codecs, relayed_kinds, stream_configs

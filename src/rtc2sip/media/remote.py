@@ -40,7 +40,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Settings
-from ..sdp.model import SessionDescription
+from ..sdp import SessionDescription
 from .certificate import Certificate
 from .channel import ChannelError, FrameDecoder, decode_exception, frame
 from .plane import MediaPlane, MediaPlaneError, UnknownSession

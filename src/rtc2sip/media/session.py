@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from time import monotonic
 from typing import cast
 
-from ..sdp.model import Candidate
+from ..sdp import Candidate
 from . import ice as _ice
 from .certificate import Certificate
 from .dtls import DtlsEndpoint, DtlsRole, DtlsState, FingerprintMismatchError

@@ -18,8 +18,7 @@ from collections.abc import Mapping as ReadOnly
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from ..sdp.model import SdpError, SessionDescription
-from ..sdp.translate import BreakerPolicy, Mapping, NoCommonCodec
+from ..sdp import BreakerPolicy, Mapping, NoCommonCodec, SdpError, SessionDescription
 from .negotiation import MEDIA_KINDS, TranscodePlan
 from .stream import CoderLink, Stream
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..sip.digest import DigestServer, Outcome, find_credentials
+from ..sip import DigestServer, Outcome, find_credentials
 from ..sip.errors import SipParseError
 from ..sip.message import Request
 from ..sip.uri import SipUri

@@ -17,10 +17,19 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..sip.errors import SipParseError
-from ..sip.headers import NameAddr, parse_name_addr
-from ..sip.message import MAGIC_COOKIE, Request, Response
-from ..sip.uri import SipUri, del_param, get_param, parse_uri, set_param
+from ..sip import (
+    MAGIC_COOKIE,
+    NameAddr,
+    Request,
+    Response,
+    SipParseError,
+    SipUri,
+    del_param,
+    get_param,
+    parse_name_addr,
+    parse_uri,
+    set_param,
+)
 from ..transport.base import Source
 
 FLOW_PARAM = "r2sflow"

@@ -30,8 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote
 
-from ..sip.errors import SipParseError
-from ..sip.uri import Param, SipUri, Uri, parse_uri
+from ..sip import Param, SipParseError, SipUri, Uri, parse_uri
 from ..transport.base import RELIABLE, WEBSOCKET
 
 SCHEMA_VERSION = 1

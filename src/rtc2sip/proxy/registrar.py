@@ -23,10 +23,20 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from urllib.parse import quote
 
-from ..sip.errors import SipParseError
-from ..sip.headers import NameAddr, parse_int_header, unquote_string
-from ..sip.message import Request, Response, make_response
-from ..sip.uri import Param, SipUri, Uri, params_text, parse_uri
+from ..sip import (
+    NameAddr,
+    Param,
+    Request,
+    Response,
+    SipParseError,
+    SipUri,
+    Uri,
+    make_response,
+    params_text,
+    parse_int_header,
+    parse_uri,
+    unquote_string,
+)
 from ..transport.base import Source
 from .location import (
     TEMP_GRUU_PREFIX,

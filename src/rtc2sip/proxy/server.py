@@ -13,9 +13,9 @@ import logging
 import time
 from collections import Counter
 
+from ..sip import MessageError, Request, make_response, parse_message
 from ..sip.errors import SipParseError
 from ..sip.headers import parse_name_addr
-from ..sip.message import MessageError, Request, make_response, parse_message
 from ..sip.transaction import Deliver, ServerTransaction
 from ..sip.uri import SipUri, TelUri, parse_uri
 from ..transport.base import Source, Target

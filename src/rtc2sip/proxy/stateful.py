@@ -21,9 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..sip.errors import SipParseError
-from ..sip.message import Request, Response, make_response
-from ..sip.transaction import (
+from ..sip import (
     ClientTransaction,
     Deliver,
     InviteClientTransaction,
@@ -36,6 +34,8 @@ from ..sip.transaction import (
     TransportError,
     make_cancel,
 )
+from ..sip.errors import SipParseError
+from ..sip.message import Request, Response, make_response
 from ..sip.uri import SipUri
 from ..transport.base import DEFAULT_PORTS, Source, Target
 from ..transport.layer import TransportLayer

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..media.ports import PortAllocator, bind_udp
-from ..sdp.model import Codec, Media, SdpError, SessionDescription
+from ..sdp import Codec, Media, SdpError, SessionDescription
 
 __all__ = ["Address", "Stream", "answer_sdp", "attach", "open_streams"]
 

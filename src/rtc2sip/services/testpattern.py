@@ -39,7 +39,7 @@ import av
 from av.video.frame import PictureType
 
 from ..coder import rtp_video
-from ..sdp.model import Codec
+from ..sdp import Codec
 from .streams import Address, Stream
 from .uas import ServiceCall
 

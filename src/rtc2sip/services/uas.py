@@ -29,21 +29,25 @@ from typing import Any, Protocol
 
 from ..breaker.dialog import Dialog, DialogError, State
 from ..media.ports import PortAllocator
-from ..sdp.model import SdpError, SessionDescription
-from ..sip.errors import SipParseError
-from ..sip.message import MessageError, Request, Response, make_response, parse_message
-from ..sip.transaction import (
+from ..sdp import SdpError, SessionDescription
+from ..sip import (
     ClientTransaction,
     Deliver,
     LayerFull,
     LocalProtocolError,
+    MessageError,
+    Request,
+    Response,
     ServerTransaction,
     Terminated,
     Timeout,
     TransactionLayer,
     Transmit,
     TransportError,
+    make_response,
+    parse_message,
 )
+from ..sip.errors import SipParseError
 from ..sip.uri import SipUri, parse_uri
 from ..transport.timers import LayerTimer
 from .streams import Address, Stream, answer_sdp, attach, open_streams

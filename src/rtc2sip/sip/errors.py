@@ -1,4 +1,8 @@
-"""Typed protocol errors, in the manner of h11: each carries the SIP status to answer with."""
+"""Typed protocol errors, in the manner of h11: each carries the SIP status to answer with.
+
+A bad request is answered with that status (RFC 3261 §8.2, §16.3, §21.4); a bad response is dropped.
+:class:`DigestError` is the malformed or unanswerable Digest value (RFC 7616 §3.3, §3.4), 400.
+"""
 
 from __future__ import annotations
 
@@ -18,3 +22,14 @@ class SipParseError(ValueError):
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+
+
+class DigestError(SipParseError):
+    """A challenge or credentials value that cannot be understood, or a challenge we cannot answer.
+
+    Servers answer a request whose credentials raise this with ``status`` (400), as for any other
+    malformed header (RFC 3261 §8.2, §16.3).
+    """
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(status, reason)

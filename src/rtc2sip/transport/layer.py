@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
-from ..sip.message import MessageError, StreamFramer
+from ..sip import MessageError, StreamFramer
 from .base import Source, Target
 
 log = logging.getLogger("rtc2sip.transport")

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..sip.transaction import TransactionLayer
+from ..sip import TransactionLayer
 
 log = logging.getLogger("rtc2sip.transport")
 
