@@ -24,7 +24,7 @@ from rtc2sip.proxy.locate import Resolver
 from rtc2sip.proxy.location import LocationStore
 from rtc2sip.proxy.registrar import Registrar
 from rtc2sip.proxy.server import Proxy
-from rtc2sip.sip.message import parse_message
+from rtc2sip.sip import parse_message
 from rtc2sip.transport.base import Source
 from rtc2sip.transport.layer import ListenAddress, TransportLayer
 

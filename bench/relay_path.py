@@ -21,8 +21,6 @@ import os
 import time
 from typing import Any
 
-from rtc2sip.sdp.translate import LegacyPeer
-
 from rtc2sip.media.certificate import Certificate
 from rtc2sip.media.path import StreamConfig, WebRtcProtocol
 from rtc2sip.media.ports import PortAllocator
@@ -30,6 +28,7 @@ from rtc2sip.media.rtp import build_rtp
 from rtc2sip.media.session import MediaSession
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpSession
 from rtc2sip.media.stream import Stream
+from rtc2sip.sdp import LegacyPeer
 
 BROWSER = ("127.0.0.1", 6000)
 PHONE = ("127.0.0.1", 5000)

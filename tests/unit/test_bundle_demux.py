@@ -12,7 +12,6 @@ import struct
 from typing import Any
 
 import pytest
-from rtc2sip.sdp.translate import LegacyPeer
 
 from rtc2sip.media.certificate import Certificate
 from rtc2sip.media.path import StreamConfig, WebRtcProtocol
@@ -21,6 +20,7 @@ from rtc2sip.media.rtp import RtpPacket, build_extensions
 from rtc2sip.media.session import MAX_LEARNT_SSRCS, MediaSession
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpSession
 from rtc2sip.media.stream import Stream
+from rtc2sip.sdp import LegacyPeer
 
 BROWSER = ("127.0.0.1", 6000)
 AUDIO_PHONE = ("127.0.0.1", 5000)

@@ -9,8 +9,6 @@ import os
 from types import SimpleNamespace
 from typing import Any
 
-from rtc2sip.sdp.translate import LegacyPeer
-
 from rtc2sip.config import Settings
 from rtc2sip.config.webrtc2sip import Listener
 from rtc2sip.media.certificate import Certificate
@@ -22,6 +20,7 @@ from rtc2sip.media.rtp import build_rtp
 from rtc2sip.media.session import MediaSession, _fmt
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpSession
 from rtc2sip.media.stream import Stream
+from rtc2sip.sdp import LegacyPeer
 from rtc2sip.sdp.model import SessionDescription
 
 
