@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from media_peers import GW_CERT, FakeBrowser, Phone, browser_calls_phone, legacy_address, until
-from rtc2sip.breaker.dtmf import DtmfSink
 from rtc2sip.config import Settings
+from rtc2sip.media.dtmf_sink import DtmfSink
 from rtc2sip.media.plane import InvalidState, MediaPlaneError, UnknownSession
 from rtc2sip.media.remote import RemotePlane, split_port_range
 from rtc2sip.sdp import SdpError, SessionDescription

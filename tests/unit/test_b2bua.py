@@ -1057,7 +1057,7 @@ def _event(pt: int, event: int, end: bool, duration: int, ts: int = 1000, seq: i
 
 
 def test_dtmf_sink_reports_each_event_once_at_its_end() -> None:
-    from rtc2sip.breaker.dtmf import DtmfSink
+    from rtc2sip.media.dtmf_sink import DtmfSink
     from rtc2sip.media.tap import CodecInfo
 
     got: list[tuple[str, int]] = []

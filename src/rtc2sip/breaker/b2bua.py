@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
+from ..media.dtmf_sink import DtmfSink
 from ..media.plane import MediaPlaneError
 from ..media.ports import PortsExhausted
 from ..sdp import SdpError, SessionDescription
@@ -51,7 +52,7 @@ from ..sip.transaction import (
 from ..sip.uri import SipUri, del_param, parse_uri, set_param
 from ..transport.base import Source, Target
 from .dialog import Dialog, DialogError, State
-from .dtmf import DtmfSink, dtmf_relay_body
+from .dtmf import dtmf_relay_body
 from .policy import CLIENT_PARAMS, ClientParams, Decision, Facts, Mode, client_params, decide, offer_is_webrtc
 
 if TYPE_CHECKING:

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from ..config import Settings
 from ..sdp.model import Crypto, Media, SdpError, SessionDescription
 from ..sdp.model import Fingerprint as SdpFingerprint
 from ..sdp.translate import (
@@ -61,6 +60,7 @@ from .certificate import Certificate
 from .dtls import DtlsRole
 from .ports import PortAllocator
 from .relay import CoderLink, MediaSession, StreamConfig
+from .settings import PlaneSettings
 from .tap import CodecInfo, LegCodecs, Tap, TapSink
 from .udpmux import UdpMux
 
@@ -139,7 +139,7 @@ class MediaPlane:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: PlaneSettings,
         certificate: Certificate,
         *,
         host: str = "127.0.0.1",
@@ -153,7 +153,8 @@ class MediaPlane:
         self.coder = coder
         self.certificate = certificate
         self.host = host
-        self.policy = BreakerPolicy.from_settings(settings.webrtc2sip)
+        # until sdp.translate takes a Protocol of its own (issue 14: sdp must not import config)
+        self.policy = BreakerPolicy.from_settings(settings.webrtc2sip)  # type: ignore[arg-type]
         self.ports = PortAllocator(port_range[0], port_range[1], buffer_size=settings.webrtc2sip.rtp_buffsize)
         self.media_timeout = media_timeout
         self.connect_timeout = connect_timeout
@@ -572,12 +573,11 @@ class MediaPlane:
         """VP8 ⇄ H.264 (rtc2sip.coder.video), one transcoder per direction at ``video-size-pref``."""
         from ..coder import CoderBusy
         from ..coder.video import VideoTranscoder
-        from ..config.webrtc2sip import VIDEO_SIZES
 
         pool = self.coder
         assert pool is not None
         settings = self.settings.webrtc2sip
-        width, height = VIDEO_SIZES.get(settings.video_size_pref, (640, 480))
+        width, height = settings.video_size
         jb = settings.enable_videojb
 
         def to_legacy() -> VideoTranscoder:

@@ -32,7 +32,7 @@ import os
 import time
 import wave
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -42,12 +42,10 @@ from .tap import LEGS, CodecInfo, LegCodecs, QueuedSink, TapWorker, ask_keyframe
 from .webm import Vp8Reader, WebmWriter
 
 if TYPE_CHECKING:
-
-    from ..breaker.b2bua import B2bua
-    from ..config.options import RecordingOptions
     from .plane import MediaPlane
+    from .settings import RecordingRule
 
-__all__ = ["CallInfo", "CallRecording", "Recorder", "breaker_call_info", "file_base", "matches_rule"]
+__all__ = ["CallInfo", "CallRecording", "Recorder", "file_base", "matches_rule"]
 
 log = logging.getLogger("rtc2sip.media")
 
@@ -86,30 +84,6 @@ def matches_rule(rule: tuple[str, ...], parties: list[str]) -> bool:
         if any(fnmatch.fnmatchcase(low, g.lower()) or fnmatch.fnmatchcase(bare, g.lower()) for g in rule):
             return True
     return False
-
-
-def _aor(uri: Any) -> str:
-    return f"{uri.scheme}:{uri.user}@{uri.host}" if uri.user else f"{uri.scheme}:{uri.host}"
-
-
-def breaker_call_info(breaker: B2bua | None) -> Callable[[str], CallInfo]:
-    """A lookup of :class:`CallInfo` by the plane's call_id from the B2BUA's live calls."""
-
-    def lookup(call_id: str) -> CallInfo:
-        info = CallInfo(call_id)
-        call = breaker.calls.get(call_id) if breaker is not None else None
-        if call is None:
-            return info
-        a, b = call.caller, call.callee
-        if a is not None:
-            info.caller, info.callee = _aor(a.dialog.remote.uri), _aor(a.dialog.local.uri)
-            info.caller_call_id = a.call_id
-            info.caller_leg = "webrtc" if a.webrtc else "legacy"
-        if b is not None:
-            info.callee_call_id = b.call_id
-        return info
-
-    return lookup
 
 
 def file_base(session: str) -> str:
@@ -566,7 +540,7 @@ class Recorder:
     """Records the calls the ``[recording]`` rule picks (automatically, when their media starts),
     or any call on demand (:meth:`start`); one :class:`CallRecording` per media session."""
 
-    def __init__(self, options: RecordingOptions, directory: Path, plane: MediaPlane,
+    def __init__(self, options: RecordingRule, directory: Path, plane: MediaPlane,
                  call_info: Callable[[str], CallInfo], worker: TapWorker | None = None) -> None:
         self.options = options
         self.directory = directory
@@ -634,4 +608,6 @@ class Recorder:
         await self.worker.shutdown()
 
     def describe(self) -> dict[str, object]:
-        return {"options": asdict(self.options) | {"dir": str(self.directory)}, "active": len(self.recordings)}
+        o = self.options
+        return {"options": {"enabled": o.enabled, "rule": o.rule, "dir": str(self.directory), "format": o.format},
+                "active": len(self.recordings)}

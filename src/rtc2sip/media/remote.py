@@ -39,12 +39,12 @@ from pathlib import Path
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..config import Settings
 from ..sdp.model import SessionDescription
 from .certificate import Certificate
 from .channel import ChannelError, FrameDecoder, decode_exception, frame
 from .plane import MediaPlane, MediaPlaneError, UnknownSession
 from .ports import PortAllocator
+from .settings import RemotePlaneSettings, WorkerSettings
 from .tap import TapSink
 
 if TYPE_CHECKING:  # recording loads PyAV (WebM): only where recording or forwarding is used
@@ -322,7 +322,7 @@ class RemotePlane:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: RemotePlaneSettings,
         certificate: Certificate,
         *,
         workers: int,
@@ -348,7 +348,7 @@ class RemotePlane:
         self.forwarder = None
         self.coder = None
         # recording and forwarding run in the workers; the rules' facts (the parties' AORs) are here:
-        # the app sets call_info once the B2BUA exists (rtc2sip.media.recording.breaker_call_info)
+        # the app sets call_info once the B2BUA exists (rtc2sip.breaker.call_info.breaker_call_info)
         self.recording_dir = recording_dir
         self.forward_dir = forward_dir or recording_dir
         self.call_info: Callable[[str], CallInfo] = _bare_info
@@ -382,11 +382,7 @@ class RemotePlane:
         root = logging.getLogger()
         fmt = "json" if any(type(h.formatter).__name__ == "JsonFormatter" for h in root.handlers) else "text"
         # the registrar's passwords stay here: the media plane never needs them
-        settings = Settings(listeners=self.settings.listeners, gateway=self.settings.gateway,
-                            limits=self.settings.limits, recording=self.settings.recording,
-                            forward=self.settings.forward, media=self.settings.media,
-                            webrtc2sip=self.settings.webrtc2sip)
-        return {"settings": settings, "certificate": self.certificate.certificate_pem(),
+        return {"settings": WorkerSettings.of(self.settings), "certificate": self.certificate.certificate_pem(),
                 "key": self.certificate.key_pem(), "host": self.host, "legacy_host": self.legacy_host,
                 "port_range": worker.port_range,
                 "coder_limit": self._coder_limit, "log_level": root.level, "log_format": fmt,

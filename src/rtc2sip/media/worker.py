@@ -198,7 +198,7 @@ class WorkerServer:
         """A sink the gateway asked for by kind; what it finds comes back as ``sink`` events."""
         if kind != "dtmf":
             raise ValueError(f"no remote sink of kind {kind!r}")
-        from ..breaker.dtmf import DtmfSink
+        from .dtmf_sink import DtmfSink
 
         def digit(d: str, duration_ms: int) -> None:
             self.event("sink", session, sink_id, (d, duration_ms))
