@@ -20,7 +20,8 @@ from media_peers import GW_CERT, FakeBrowser, Phone, browser_calls_phone, legacy
 from rtc2sip.config import Settings
 from rtc2sip.media.dtmf_sink import DtmfSink
 from rtc2sip.media.plane import InvalidState, MediaPlaneError, UnknownSession
-from rtc2sip.media.remote import RemotePlane, split_port_range
+from rtc2sip.media.remote import RemotePlane
+from rtc2sip.media.workerproc import split_port_range
 from rtc2sip.sdp import SdpError, SessionDescription
 
 RANGE = (46000, 46999)

@@ -18,7 +18,7 @@ import pytest
 from rtc2sip.breaker.b2bua import B2bua, BreakerConfig, Cancellable, rewrite_refer_to
 from rtc2sip.breaker.dialog import Dialog, DialogError, State
 from rtc2sip.media.ports import PortsExhausted
-from rtc2sip.media.remote import WorkerGone
+from rtc2sip.media.workerproc import WorkerGone
 from rtc2sip.sdp import NoCommonCodec, SessionDescription
 from rtc2sip.sip.digest import check_response, compute_ha1, parse_credentials
 from rtc2sip.sip.message import Message, Request, Response, make_response, parse_message
