@@ -60,7 +60,6 @@ from .rtcp import (
     PictureLossIndication,
     ReceiverEstimatedMaxBitrate,
     ReceiverReport,
-    ReceiveStatistics,
     RtcpPacket,
     RtcpParseError,
     RtcpUnknown,
@@ -69,11 +68,10 @@ from .rtcp import (
     TmmbItem,
     Tmmbn,
     Tmmbr,
-    ntp_from_unix,
     parse_compound,
-    round_trip_time,
     serialize_compound,
 )
+from .rtcpstats import ReceiveStatistics, ntp_from_unix, round_trip_time
 from .rtp import RTP_HEADER, RtpRewriter, build_rtp, header_extension, payload_bounds
 from .srtp import AES128_CM_SHA1_80, SdesCrypto, SrtpError, SrtpSession
 from .tap import Tap
