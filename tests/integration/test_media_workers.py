@@ -315,7 +315,7 @@ async def test_recording_and_forwarding_run_in_the_worker(tmp_path: Path) -> Non
     import wave
 
     from rtc2sip.config import RecordingOptions
-    from rtc2sip.media.recording import CallInfo
+    from rtc2sip.media.callinfo import CallInfo
 
     settings = Settings(recording=RecordingOptions(enabled=True, rule=("sip:b@*",)))
     plane = RemotePlane(settings, GW_CERT, workers=1, port_range=RANGE, recording_dir=tmp_path)

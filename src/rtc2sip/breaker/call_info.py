@@ -1,4 +1,4 @@
-"""The B2BUA's calls as :class:`rtc2sip.media.recording.CallInfo`: the parties recording and forwarding
+"""The B2BUA's calls as :class:`rtc2sip.media.callinfo.CallInfo`: the parties recording and forwarding
 rules match, and the sidecar names.
 
 The media plane sees no SIP: this lookup, handed to the Recorder, the Forwarder or the RemotePlane
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..media.recording import CallInfo
+from ..media.callinfo import CallInfo
 
 if TYPE_CHECKING:
     from .b2bua import B2bua

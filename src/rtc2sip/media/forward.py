@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .recording import CallInfo, file_base, matches_rule
+from .callinfo import CallInfo, file_base, matches_rule
 from .rtp import RtpRewriter
 from .tap import LEGS, CodecInfo, LegCodecs, ask_keyframes
 

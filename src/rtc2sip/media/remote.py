@@ -36,18 +36,16 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..sdp.model import SessionDescription
+from .callinfo import CallInfo, file_base, matches_rule
 from .certificate import Certificate
 from .plane import MediaPlane, MediaPlaneError, UnknownSession
 from .ports import PortAllocator
 from .settings import RemotePlaneSettings, WorkerSettings
 from .tap import TapSink
 from .workerproc import WorkerGone, WorkerProcess, split_port_range
-
-if TYPE_CHECKING:  # recording loads PyAV (WebM): only where recording or forwarding is used
-    from .recording import CallInfo
 
 __all__ = ["AnyPlane", "RemotePlane", "RemoteSink"]
 
@@ -119,7 +117,7 @@ class RemotePlane:
         # the app sets call_info once the B2BUA exists (rtc2sip.breaker.call_info.breaker_call_info)
         self.recording_dir = recording_dir
         self.forward_dir = forward_dir or recording_dir
-        self.call_info: Callable[[str], CallInfo] = _bare_info
+        self.call_info: Callable[[str], CallInfo] = CallInfo  # no parties known
         self._coder_limit = coder_limit
         self._uvloop = uvloop
         self._workers = [WorkerProcess(self, i, r) for i, r in enumerate(slices)]
@@ -334,8 +332,6 @@ class RemotePlane:
         if self.recording_dir is None:
             raise MediaPlaneError("recording is not configured ([recording])")
         if s.recording is None:
-            from .recording import file_base
-
             base = file_base(session)
             path = s.recording = str(self.recording_dir / f"{base}.json")
             self._start_tap(s, "start_recording", (session, self.call_info(s.call_id), base),
@@ -353,8 +349,6 @@ class RemotePlane:
         dest = (host, port)
         if s.forward is not None and s.forward[0] == dest:
             return s.forward[1]
-        from .recording import file_base
-
         base = file_base(session)
         forward = s.forward = (dest, str(self.forward_dir / f"{base}.sdp"))
         self._start_tap(s, "start_forward", (session, dest, self.call_info(s.call_id), base),
@@ -405,8 +399,6 @@ class RemotePlane:
         rec, fwd = self.settings.recording, self.settings.forward
         if not rec.enabled and fwd.to is None:
             return
-        from .recording import matches_rule
-
         parties = self.call_info(call_id).parties()
         if rec.enabled and matches_rule(rec.rule, parties):
             self.start_recording(session)
@@ -509,12 +501,6 @@ class RemotePlane:
         sinks, s.sinks = s.sinks, {}
         for sink in sinks.values():
             _close(sink)
-
-
-def _bare_info(call_id: str) -> CallInfo:
-    from .recording import CallInfo
-
-    return CallInfo(call_id)
 
 
 def _has_video(sdp: SessionDescription) -> bool:

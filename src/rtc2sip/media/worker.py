@@ -260,8 +260,9 @@ async def _main(sock: socket.socket) -> None:
     await plane.start()  # this worker's shared WebRTC socket, bound before it says ready
     recorder = forwarder = None
     if init.get("recording_dir") is not None:
+        from .callinfo import CallInfo
         from .forward import Forwarder
-        from .recording import CallInfo, Recorder
+        from .recording import Recorder
 
         def info(call_id: str) -> CallInfo:
             return CallInfo(call_id)  # the gateway sends what it knows with each start
