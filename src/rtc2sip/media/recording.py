@@ -3,8 +3,8 @@
 A :class:`CallRecording` is a :class:`~rtc2sip.media.tap.QueuedSink` on the call's tap: the relay
 hands it every audio RTP packet each leg sends (the original codec, before transcoding), and a
 worker thread decodes it with PyAV (G.711 µ/A-law, G.722, Opus) and writes it
-(:mod:`rtc2sip.media.audiofile`). **One mono file per
-leg**: ``<base>-webrtc.<ext>`` is what the browser sent, ``<base>-legacy.<ext>`` what the phone sent;
+(:mod:`rtc2sip.media.audiofile`). **One mono file per leg**: ``<base>-webrtc.<ext>`` is what the
+browser sent, ``<base>-legacy.<ext>`` what the phone sent;
 both start at the recording's start (leading silence) and follow the RTP timestamps, with silence
 for gaps (loss, DTX, comfort noise, hold), so they stay aligned and can be mixed or put side by side
 (``ffmpeg -i a.wav -i b.wav -filter_complex amerge out.wav``). ``format = "wav"`` writes 16-bit PCM at
