@@ -6,7 +6,9 @@ their RTP payload formats and the video jitter buffer (``enable-videojb``; the r
 reader uses the last two as well).
 """
 
-from .audio import CODECS, AudioTranscoder, CoderError, DtmfMapper, OutPacket, TranscoderStats
+from .audio import AudioTranscoder, DtmfMapper, TranscoderStats
+from .audiocodec import CODECS
+from .common import CoderError, OutPacket
 from .worker import CoderBusy, CoderPool, CoderSession
 
 __all__ = [

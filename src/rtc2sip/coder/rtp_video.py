@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .audio import CoderError
+from .common import CoderError
 
 __all__ = [
     "EncodedFrame",

@@ -43,7 +43,7 @@ import av.error
 import av.video.codeccontext
 from av.video.frame import PictureType
 
-from .audio import CoderError, OutPacket
+from .common import CoderError, OutPacket
 from .jitterbuffer import VideoJitterBuffer
 from .rtp_video import (
     NAL_SEI,
