@@ -17,11 +17,11 @@ A worker that dies fails only its own sessions (each one's ``on_failure`` callba
 those calls), is logged in one line and started again; the other workers' calls go on. One that is
 alive but does not answer the heartbeat for :data:`HEARTBEAT_TIMEOUT` is killed and handled alike.
 
-Taps run in the workers: the breaker's DTMF-to-INFO sink (a sink with ``remote_kind`` is rebuilt there
-and its findings come back as events), recording and forwarding (each worker has its own Recorder and
-Forwarder; the ``[recording]``/``[forward]`` rules are applied here, where the parties' AORs are known,
-and a start is a request carrying them; file names are chosen here, so the synchronous API returns
-the paths at once).
+Taps run in the workers: the DTMF-to-INFO sink (:mod:`rtc2sip.media.dtmf_sink`; a sink with
+``remote_kind`` is rebuilt there and its findings come back as events), recording and forwarding
+(each worker has its own Recorder and Forwarder; the ``[recording]``/``[forward]`` rules are applied
+here, where the parties' AORs are known, and a start is a request carrying them; file names are
+chosen here, so the synchronous API returns the paths at once).
 """
 
 from __future__ import annotations
@@ -305,7 +305,7 @@ class RemotePlane:
     # -- taps ---------------------------------------------------------------------------------------
 
     def attach(self, session: str, sink: TapSink) -> None:
-        """Sinks with a ``remote_kind`` (the breaker's DTMF sink) run in the worker; others cannot."""
+        """Sinks with a ``remote_kind`` (the DTMF-to-INFO sink) run in the worker; others cannot."""
         kind = getattr(sink, "remote_kind", None)
         if not isinstance(kind, str):
             raise MediaPlaneError(f"{type(sink).__name__} cannot run in a media worker ([media] workers)")
