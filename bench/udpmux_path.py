@@ -19,8 +19,9 @@ import asyncio
 import socket
 import time
 
-from rtc2sip.media import udpmux
-from rtc2sip.media.udpmux import SLOTS, UdpMux
+from rtc2sip.media import sharedsocket
+from rtc2sip.media.sharedsocket import SLOTS
+from rtc2sip.media.udpmux import UdpMux
 
 Address = tuple[str, int]
 
@@ -37,7 +38,7 @@ class _Counter:
 
 
 async def run(rounds: int, batches: int) -> None:
-    if udpmux._BATCH is None:
+    if sharedsocket._BATCH is None:
         raise SystemExit("no recvmmsg/sendmmsg here")
     loop = asyncio.get_running_loop()
     mux = UdpMux(loop)
@@ -58,7 +59,7 @@ async def run(rounds: int, batches: int) -> None:
     for _ in range(SLOTS):
         peer.sendto(packet, ("127.0.0.1", port))
     await asyncio.sleep(0.05)
-    filled = udpmux._BATCH[0](shared.fd, shared._rhdr_base, SLOTS, 0, None)
+    filled = sharedsocket._BATCH[0](shared.fd, shared._rhdr_base, SLOTS, 0, None)
     assert filled == SLOTS, filled
 
     receive = []
@@ -68,8 +69,8 @@ async def run(rounds: int, batches: int) -> None:
             shared._dispatch(SLOTS)
         receive.append((time.thread_time() - started) / (batches * SLOTS))
 
-    real = udpmux._BATCH
-    udpmux._BATCH = (real[0], lambda fd, hdr, count, flags: count)  # "sent": the syscall left out
+    real = sharedsocket._BATCH
+    sharedsocket._BATCH = (real[0], lambda fd, hdr, count, flags: count)  # "sent": the syscall left out
     shared.scheduled = True  # no flush scheduled: the batch is emptied when full
     send = []
     sendto = view.sendto
@@ -78,7 +79,7 @@ async def run(rounds: int, batches: int) -> None:
         for _ in range(batches * SLOTS):
             sendto(packet, addr)
         send.append((time.thread_time() - started) / (batches * SLOTS))
-    udpmux._BATCH = real
+    sharedsocket._BATCH = real
     peer.close()
     mux.close()
     print(f"receive dispatch: {min(receive) * 1e6:.3f} µs/datagram (best of {rounds})")

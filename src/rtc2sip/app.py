@@ -172,8 +172,9 @@ class Gateway:
     def _start_taps(self) -> None:
         """Recording ([recording], issue 5 item 6) and forwarding to players ([forward], item 7): both
         on the media plane's tap, started by their rules when a call's media starts."""
+        from .breaker.call_info import breaker_call_info
         from .media.forward import Forwarder
-        from .media.recording import Recorder, breaker_call_info
+        from .media.recording import Recorder
 
         s, media = self.settings, self.media
         assert isinstance(media, MediaPlane) and self.proxy is not None
@@ -194,7 +195,7 @@ class Gateway:
 
     def _start_remote_taps(self, media: RemotePlane) -> None:
         """Recording and forwarding with media workers: they run in the workers, the rules here."""
-        from .media.recording import breaker_call_info
+        from .breaker.call_info import breaker_call_info
 
         s = self.settings
         assert self.proxy is not None

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from media_peers import GW_CERT, FakeBrowser, Phone, browser_calls_phone, legacy_address, until
-from rtc2sip.breaker.dtmf import DtmfSink
 from rtc2sip.config import Settings
+from rtc2sip.media.dtmf_sink import DtmfSink
 from rtc2sip.media.plane import InvalidState, MediaPlaneError, UnknownSession
-from rtc2sip.media.remote import RemotePlane, split_port_range
+from rtc2sip.media.remote import RemotePlane
+from rtc2sip.media.workerproc import split_port_range
 from rtc2sip.sdp import SdpError, SessionDescription
 
 RANGE = (46000, 46999)
@@ -314,7 +315,7 @@ async def test_recording_and_forwarding_run_in_the_worker(tmp_path: Path) -> Non
     import wave
 
     from rtc2sip.config import RecordingOptions
-    from rtc2sip.media.recording import CallInfo
+    from rtc2sip.media.callinfo import CallInfo
 
     settings = Settings(recording=RecordingOptions(enabled=True, rule=("sip:b@*",)))
     plane = RemotePlane(settings, GW_CERT, workers=1, port_range=RANGE, recording_dir=tmp_path)

@@ -37,7 +37,7 @@ from rtc2sip.breaker.dialog import Dialog, DialogError, State
 from rtc2sip.breaker.host import Cancellable
 from rtc2sip.breaker.refer import rewrite_refer_to
 from rtc2sip.media.ports import PortsExhausted
-from rtc2sip.media.remote import WorkerGone
+from rtc2sip.media.workerproc import WorkerGone
 from rtc2sip.sdp import NoCommonCodec, SessionDescription
 from rtc2sip.sip import (
     ClientTransaction,
@@ -944,7 +944,7 @@ async def test_update_without_sdp_is_relayed_in_an_early_dialog() -> None:
 
 
 def test_dtmf_sink_reports_each_event_once_at_its_end() -> None:
-    from rtc2sip.breaker.dtmf import DtmfSink
+    from rtc2sip.media.dtmf_sink import DtmfSink
     from rtc2sip.media.tap import CodecInfo
 
     got: list[tuple[str, int]] = []

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtc2sip.coder import CODECS, AudioTranscoder, CoderBusy, CoderError, CoderPool, DtmfMapper, OutPacket
-from rtc2sip.coder.audio import libopus_available
+from rtc2sip.coder.audiocodec import libopus_available
 
 # -- signals -------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import av.video.codeccontext
 import pytest
 from av.video.frame import PictureType
 
-from rtc2sip.coder.audio import CoderError, OutPacket
+from rtc2sip.coder.common import CoderError, OutPacket
 from rtc2sip.coder.rtp_video import (
     EncodedFrame,
     H264Depacketizer,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rtc2sip.media.jitterbuffer import VideoJitterBuffer
+from rtc2sip.coder.jitterbuffer import VideoJitterBuffer
 
 
 def seqs(released: list[tuple[int, object]]) -> list[int]:

@@ -19,9 +19,10 @@ import av
 import pytest
 
 from rtc2sip.config import ConfigError, read_options_text
+from rtc2sip.media.callinfo import CallInfo, matches_rule
 from rtc2sip.media.forward import RtpForward, build_sdp
 from rtc2sip.media.plane import MediaPlane
-from rtc2sip.media.recording import CallInfo, CallRecording, Recorder, matches_rule
+from rtc2sip.media.recording import CallRecording, Recorder
 from rtc2sip.media.rtp import RtpPacket, build_rtp
 from rtc2sip.media.tap import CodecInfo, LegCodecs, QueuedSink, Tap, TapWorker
 

@@ -16,7 +16,6 @@ from rtc2sip.media.rtcp import (
     PictureLossIndication,
     ReceiverEstimatedMaxBitrate,
     ReceiverReport,
-    ReceiveStatistics,
     ReportBlock,
     RtcpPacket,
     RtcpParseError,
@@ -27,13 +26,10 @@ from rtc2sip.media.rtcp import (
     TmmbItem,
     Tmmbn,
     Tmmbr,
-    ntp_from_unix,
-    ntp_middle,
     parse_compound,
-    round_trip_time,
     serialize_compound,
-    unix_from_ntp,
 )
+from rtc2sip.media.rtcpstats import ReceiveStatistics, ntp_from_unix, ntp_middle, round_trip_time, unix_from_ntp
 from rtc2sip.media.rtp import PacketKind, classify
 
 BLOCK = ReportBlock(ssrc=0xBEEF, fraction_lost=25, packets_lost=-3, highest_sequence=0x1FFFF, jitter=40, lsr=7, dlsr=9)

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from rtc2sip.coder.audio import CoderError
+from rtc2sip.coder.common import CoderError
 from rtc2sip.coder.rtp_video import (
     EncodedFrame,
     H264Depacketizer,

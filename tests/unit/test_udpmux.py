@@ -14,12 +14,13 @@ from aioice import stun
 from test_media_plane import FakeBrowser, Phone, browser_calls_phone, legacy_address, open_fds, until
 
 from rtc2sip.config import MediaOptions, Settings
-from rtc2sip.media import udpmux
+from rtc2sip.media import demux, sharedsocket
 from rtc2sip.media.certificate import Certificate
+from rtc2sip.media.demux import DemuxTable, stun_local_ufrag
 from rtc2sip.media.ice import IceAgent
 from rtc2sip.media.plane import MediaPlane
 from rtc2sip.media.ports import PortAllocator
-from rtc2sip.media.udpmux import DemuxTable, MuxTransport, UdpMux, stun_local_ufrag
+from rtc2sip.media.udpmux import MuxTransport, UdpMux
 
 Address = tuple[str, int]
 GW_CERT = Certificate.generate("gateway")
@@ -91,7 +92,7 @@ def test_routes_checks_responses_media_and_counts_the_rest() -> None:
     stun_server = ("198.51.100.1", 3478)
     assert table.route(bytes(response), stun_server, 11.0) is b
     assert table.route(bytes(error), stun_server, 11.0) is b
-    assert table.route(bytes(response), stun_server, 10.0 + udpmux.TRANSACTION_LIFETIME) is None  # expired
+    assert table.route(bytes(response), stun_server, 10.0 + demux.TRANSACTION_LIFETIME) is None  # expired
     indication = stun.Message(stun.Method.BINDING, stun.Class.INDICATION)
     assert table.route(bytes(indication), browser_a, 0.0) is a
 
@@ -152,12 +153,12 @@ def test_transactions_are_bounded_and_expire() -> None:
     table = DemuxTable()
     a = Owner("a")
     table.add(a)
-    ids = [i.to_bytes(12, "big") for i in range(udpmux.MAX_TRANSACTIONS + 10)]
+    ids = [i.to_bytes(12, "big") for i in range(demux.MAX_TRANSACTIONS + 10)]
     for txid in ids:
         table.expect_response(a, txid, 0.0)
-    assert len(table.transactions) == udpmux.MAX_TRANSACTIONS
+    assert len(table.transactions) == demux.MAX_TRANSACTIONS
     assert ids[0] not in table.transactions and ids[-1] in table.transactions
-    table.expect_response(a, b"x" * 12, udpmux.TRANSACTION_LIFETIME + 1)  # purges the expired ones
+    table.expect_response(a, b"x" * 12, demux.TRANSACTION_LIFETIME + 1)  # purges the expired ones
     assert list(table.transactions) == [b"x" * 12] and table.keys_of(a)[2] == {b"x" * 12}
 
 
@@ -205,8 +206,8 @@ def _v6() -> bool:
 @pytest.fixture(params=["batch", "fallback"])
 def batch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     if request.param == "fallback":
-        monkeypatch.setattr(udpmux, "_BATCH", None)  # as where recvmmsg/sendmmsg do not exist
-    elif udpmux._BATCH is None:
+        monkeypatch.setattr(sharedsocket, "_BATCH", None)  # as where recvmmsg/sendmmsg do not exist
+    elif sharedsocket._BATCH is None:
         pytest.skip("no recvmmsg/sendmmsg here")
     return bool(request.param == "batch")
 

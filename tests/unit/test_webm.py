@@ -14,7 +14,8 @@ import av
 import pytest
 
 from rtc2sip.coder.rtp_video import EncodedFrame
-from rtc2sip.media.recording import CallInfo, CallRecording
+from rtc2sip.media.callinfo import CallInfo
+from rtc2sip.media.recording import CallRecording
 from rtc2sip.media.rtp import build_rtp
 from rtc2sip.media.tap import CodecInfo, LegCodecs, Tap, TapWorker
 from rtc2sip.media.webm import Vp8Reader, WebmWriter, vp8_keyframe_size

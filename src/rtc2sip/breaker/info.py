@@ -13,11 +13,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from ..media.dtmf_sink import DtmfSink
 from ..sip.message import Request
 from ..sip.transaction import ServerTransaction
 from .call import Call, Leg, TxnContext
 from .dialog import State
-from .dtmf import DtmfSink, dtmf_relay_body
+from .dtmf import dtmf_relay_body
 
 if TYPE_CHECKING:
     from .core import B2buaCore

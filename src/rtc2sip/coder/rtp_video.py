@@ -1,6 +1,6 @@
 """RTP payload formats of the video coder, sans I/O and without PyAV: VP8 (RFC 7741) and H.264 (RFC 6184).
 
-A depacketizer is fed one stream's payloads in sequence order (a :class:`~rtc2sip.media.jitterbuffer.
+A depacketizer is fed one stream's payloads in sequence order (a :class:`~rtc2sip.coder.jitterbuffer.
 VideoJitterBuffer` in front puts them there) and returns whole frames: a VP8 frame or an H.264 access
 unit in Annex-B byte-stream form (ITU-T H.264 Annex B, what FFmpeg's ``h264`` decoder reads). A frame
 ends at the RTP marker bit (RFC 7741 §4.1, RFC 6184 §5.1) or when the timestamp changes; a sequence
@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .audio import CoderError
+from .common import CoderError
 
 __all__ = [
     "EncodedFrame",

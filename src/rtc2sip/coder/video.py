@@ -43,8 +43,8 @@ import av.error
 import av.video.codeccontext
 from av.video.frame import PictureType
 
-from ..media.jitterbuffer import VideoJitterBuffer
-from .audio import CoderError, OutPacket
+from .common import CoderError, OutPacket
+from .jitterbuffer import VideoJitterBuffer
 from .rtp_video import (
     NAL_SEI,
     EncodedFrame,

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from .audio import CoderError, OutPacket
+from .common import CoderError, OutPacket
 
 __all__ = ["CoderBusy", "CoderPool", "CoderSession", "Transcoder"]
 

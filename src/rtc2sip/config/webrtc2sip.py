@@ -266,6 +266,11 @@ class Webrtc2sipSettings:
     account_http_domain: str | None = None
     account_recaptcha: Recaptcha | None = None
 
+    @property
+    def video_size(self) -> tuple[int, int]:
+        """``video-size-pref`` in pixels (width, height)."""
+        return VIDEO_SIZES.get(self.video_size_pref, (640, 480))
+
 
 @dataclass(frozen=True, slots=True)
 class RawEntry:

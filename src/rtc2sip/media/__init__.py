@@ -4,7 +4,7 @@
 - ``dtls``: DTLS 1.2 handshake producing SRTP keys (RFC 5764, RFC 6347 retransmission).
 - ``srtp``: SRTP/SRTCP protect and unprotect over libsrtp, SDES ``a=crypto`` keys (RFC 3711, 4568, 7714).
 - ``rtp``: RTP header codec and in-place rewrite, RFC 7983 demultiplexing.
-- ``rtcp``: RTCP packet table (RFC 3550, 4585, 5104, REMB) and RFC 3550 appendix A statistics.
+- ``rtcp``: RTCP packet table (RFC 3550, 4585, 5104, REMB); ``rtcpstats``: RFC 3550 appendix A statistics.
 
 Sockets, ICE and timers belong to the caller: every object here is fed bytes and times.
 """

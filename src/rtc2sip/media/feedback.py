@@ -38,7 +38,6 @@ from .rtcp import (
     PictureLossIndication,
     ReceiverEstimatedMaxBitrate,
     ReceiverReport,
-    ReceiveStatistics,
     RtcpPacket,
     RtcpParseError,
     RtcpUnknown,
@@ -47,11 +46,10 @@ from .rtcp import (
     TmmbItem,
     Tmmbn,
     Tmmbr,
-    ntp_from_unix,
     parse_compound,
-    round_trip_time,
     serialize_compound,
 )
+from .rtcpstats import ReceiveStatistics, ntp_from_unix, round_trip_time
 from .srtp import SrtpError
 
 if TYPE_CHECKING:

@@ -38,13 +38,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .recording import CallInfo, file_base, matches_rule
+from .callinfo import CallInfo, file_base, matches_rule
 from .rtp import RtpRewriter
 from .tap import LEGS, CodecInfo, LegCodecs, ask_keyframes
 
 if TYPE_CHECKING:
-    from ..config.options import ForwardOptions
     from .plane import MediaPlane
+    from .settings import ForwardRule
 
 __all__ = ["Forwarder", "RtpForward", "build_sdp"]
 
@@ -180,7 +180,7 @@ class Forwarder:
     """Forwards the calls the ``[forward]`` rule picks to ``[forward] to`` (when set), or any call on
     demand (:meth:`start`); the ``.sdp`` files go to ``directory``."""
 
-    def __init__(self, options: ForwardOptions, directory: Path, plane: MediaPlane,
+    def __init__(self, options: ForwardRule, directory: Path, plane: MediaPlane,
                  call_info: Callable[[str], CallInfo]) -> None:
         self.options = options
         self.directory = directory

@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..sdp import LegacyPeer
 from .nack import RetransmissionHistory
 from .ports import Address, wire_address
-from .rtcp import ReceiveStatistics
+from .rtcpstats import ReceiveStatistics
 from .rtp import RTP_HEADER, RtpRewriter, build_rtp
 from .srtp import AES128_CM_SHA1_80, SdesCrypto, SrtpError, SrtpSession
 

@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from ..config import Settings
 from ..sdp import (
     MID_EXTENSION,
     BreakerPolicy,
@@ -67,6 +66,7 @@ from .negotiation import AUXILIARY, leg_codecs, relayed_kinds, stream_configs
 from .path import StreamConfig
 from .ports import PortAllocator
 from .session import MediaSession
+from .settings import PlaneSettings
 from .stream import CoderLink
 from .tap import LegCodecs, Tap, TapSink
 from .transcoding import Transcoding
@@ -141,7 +141,7 @@ class MediaPlane:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: PlaneSettings,
         certificate: Certificate,
         *,
         host: str = "127.0.0.1",
@@ -178,11 +178,9 @@ class MediaPlane:
         self.mux: UdpMux | None = None
         self._stun_resolved: tuple[tuple[str, int], float] | None = None
         self._fingerprint = SdpFingerprint("sha-256", certificate.fingerprint("sha-256").hex)
-        from ..config.webrtc2sip import VIDEO_SIZES
-
         conf = settings.webrtc2sip
         self._transcoding = Transcoding(coder, self.policy, opus_maxrates=conf.codec_opus_maxrates,
-                                        video_size=VIDEO_SIZES.get(conf.video_size_pref, (640, 480)),
+                                        video_size=conf.video_size,
                                         video_jitter_buffer=conf.enable_videojb,
                                         overflow=settings.limits.transcoding_overflow)
 

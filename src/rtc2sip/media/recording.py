@@ -2,8 +2,9 @@
 
 A :class:`CallRecording` is a :class:`~rtc2sip.media.tap.QueuedSink` on the call's tap: the relay
 hands it every audio RTP packet each leg sends (the original codec, before transcoding), and a
-worker thread decodes it with PyAV (G.711 µ/A-law, G.722, Opus) and writes it. **One mono file per
-leg**: ``<base>-webrtc.<ext>`` is what the browser sent, ``<base>-legacy.<ext>`` what the phone sent;
+worker thread decodes it with PyAV (G.711 µ/A-law, G.722, Opus) and writes it
+(:mod:`rtc2sip.media.audiofile`). **One mono file per leg**: ``<base>-webrtc.<ext>`` is what the
+browser sent, ``<base>-legacy.<ext>`` what the phone sent;
 both start at the recording's start (leading silence) and follow the RTP timestamps, with silence
 for gaps (loss, DTX, comfort noise, hold), so they stay aligned and can be mixed or put side by side
 (``ffmpeg -i a.wav -i b.wav -filter_complex amerge out.wav``). ``format = "wav"`` writes 16-bit PCM at
@@ -25,226 +26,35 @@ whatever ended the call, and when the gateway stops (:meth:`Recorder.close`).
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import json
 import logging
 import os
 import time
-import wave
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any
 
 from ..coder.rtp_video import EncodedFrame
+from .audiofile import DECODERS, OGG_RATE, OggOpusWriter, PayloadDecoder, PcmWriter, WavWriter
+from .callinfo import CallInfo, file_base, matches_rule
 from .rtp import RTP_HEADER, payload_bounds
-from .tap import LEGS, CodecInfo, LegCodecs, QueuedSink, TapWorker, ask_keyframes
+from .tap import LEGS, LegCodecs, QueuedSink, TapWorker, ask_keyframes
 from .webm import Vp8Reader, WebmWriter
 
 if TYPE_CHECKING:
-
-    from ..breaker.b2bua import B2bua
-    from ..config.options import RecordingOptions
     from .plane import MediaPlane
+    from .settings import RecordingRule
 
-__all__ = ["CallInfo", "CallRecording", "Recorder", "breaker_call_info", "file_base", "matches_rule"]
+__all__ = ["CallRecording", "Recorder"]
 
 log = logging.getLogger("rtc2sip.media")
 
-# SDP name (lower case) -> FFmpeg decoder, PCM rate the decoder gives
-_DECODERS = {"pcmu": ("pcm_mulaw", 8000), "pcma": ("pcm_alaw", 8000), "g722": ("g722", 16000),
-             "opus": ("libopus", 48000)}
 _MAX_GAP_S = 60.0  # a longer silence (a timestamp jump, a long hold) is written as this much
-_OGG_RATE = 48000
-_OGG_FRAME = 960  # 20 ms at 48 kHz
-
-
-@dataclass(slots=True)
-class CallInfo:
-    """What the signalling knows of a call (the media plane sees no SIP): for the rule and sidecar."""
-
-    call_id: str  # the B2BUA's call id (MediaPlane's call_id)
-    caller: str | None = None  # AOR, "sip:alice@example.org"
-    callee: str | None = None
-    caller_call_id: str | None = None  # SIP Call-ID of each leg
-    callee_call_id: str | None = None
-    caller_leg: str | None = None  # "webrtc" or "legacy": which leg the caller is on
-    end_reason: str | None = None
-
-    def parties(self) -> list[str]:
-        return [p for p in (self.caller, self.callee) if p]
-
-
-def matches_rule(rule: tuple[str, ...], parties: list[str]) -> bool:
-    """Whether an AOR glob of ``rule`` matches a party ("*" matches every call, even one without
-    known parties). A glob is tried against ``sip:user@host`` and ``user@host``, case-insensitive."""
-    if "*" in rule:
-        return True
-    for party in parties:
-        low = party.lower()
-        bare = low.split(":", 1)[1] if low.startswith(("sip:", "sips:")) else low
-        if any(fnmatch.fnmatchcase(low, g.lower()) or fnmatch.fnmatchcase(bare, g.lower()) for g in rule):
-            return True
-    return False
-
-
-def _aor(uri: Any) -> str:
-    return f"{uri.scheme}:{uri.user}@{uri.host}" if uri.user else f"{uri.scheme}:{uri.host}"
-
-
-def breaker_call_info(breaker: B2bua | None) -> Callable[[str], CallInfo]:
-    """A lookup of :class:`CallInfo` by the plane's call_id from the B2BUA's live calls."""
-
-    def lookup(call_id: str) -> CallInfo:
-        info = CallInfo(call_id)
-        call = breaker.calls.get(call_id) if breaker is not None else None
-        if call is None:
-            return info
-        a, b = call.caller, call.callee
-        if a is not None:
-            info.caller, info.callee = _aor(a.dialog.remote.uri), _aor(a.dialog.local.uri)
-            info.caller_call_id = a.call_id
-            info.caller_leg = "webrtc" if a.webrtc else "legacy"
-        if b is not None:
-            info.callee_call_id = b.call_id
-        return info
-
-    return lookup
-
-
-def file_base(session: str) -> str:
-    """The name recordings and forwarding ``.sdp`` files of a session start with: local time, session."""
-    return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime())}-{session}"
 
 
 def _now_iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
-
-
-# ---- decoding and writing (worker threads) ----------------------------------------------------------
-
-
-class _Decoder:
-    """One codec's payloads → mono s16 PCM at ``out_rate`` (PyAV decoder + resampler)."""
-
-    def __init__(self, codec: CodecInfo, out_rate: int) -> None:
-        import av
-        import av.audio.resampler
-
-        name, self.pcm_rate = _DECODERS[codec.name.lower()]
-        if name == "libopus" and "libopus" not in av.codecs_available:
-            name = "opus"
-        ctx = av.CodecContext.create(name, "r")
-        assert isinstance(ctx, av.audio.codeccontext.AudioCodecContext)
-        ctx.sample_rate = self.pcm_rate
-        ctx.layout = "mono"
-        self._ctx = ctx
-        self._resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=out_rate)
-        self._av = av
-        self.clock_rate = codec.clock_rate
-
-    def decode(self, payload: bytes) -> tuple[bytes, int]:
-        """PCM at the output rate, and the payload's duration in RTP clock units."""
-        av = self._av
-        try:
-            frames = self._ctx.decode(av.Packet(payload))
-        except (av.error.FFmpegError, ValueError):
-            return b"", 0
-        native = sum(f.samples for f in frames)
-        out = bytearray()
-        for frame in frames:
-            frame.pts = None
-            for res in self._resampler.resample(frame):
-                out += bytes(res.planes[0])[: 2 * res.samples]
-        return bytes(out), native * self.clock_rate // self.pcm_rate
-
-
-class _Writer(Protocol):
-    rate: int
-
-    def write(self, pcm: bytes) -> None: ...
-    def close(self) -> None: ...
-
-
-class _WavWriter:
-    def __init__(self, path: Path, rate: int, opener: Callable[[Path], IO[bytes]]) -> None:
-        self.rate = rate
-        self._file = opener(path)
-        try:
-            w = wave.open(self._file, "wb")  # noqa: SIM115 - closed in close()
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(rate)
-        except BaseException:
-            self._file.close()
-            raise
-        self._wav: wave.Wave_write | None = w
-
-    def write(self, pcm: bytes) -> None:
-        if self._wav is not None:
-            self._wav.writeframesraw(pcm)
-
-    def close(self) -> None:
-        wav, self._wav = self._wav, None
-        try:
-            if wav is not None:
-                wav.close()  # patches the RIFF and data sizes
-        finally:
-            self._file.close()
-
-
-class _OggWriter:
-    """Ogg/Opus (RFC 7845) through PyAV's libopus encoder, 20 ms frames."""
-
-    rate = _OGG_RATE
-
-    def __init__(self, path: Path, rate: int, opener: Callable[[Path], IO[bytes]]) -> None:
-        import av
-
-        self._av = av
-        self._file = opener(path)
-        try:
-            self._out = av.open(self._file, "w", format="ogg")
-            self._stream = self._out.add_stream("libopus", rate=_OGG_RATE)
-            self._stream.layout = "mono"
-            self._stream.bit_rate = 32000
-        except BaseException:
-            self._file.close()
-            raise
-        self._fifo = av.AudioFifo()
-        self._pts = 0
-        self._closed = False
-
-    def write(self, pcm: bytes) -> None:
-        av = self._av
-        frame = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
-        frame.planes[0].update(pcm)
-        frame.sample_rate = _OGG_RATE
-        frame.pts = None
-        self._fifo.write(frame)
-        self._drain(False)
-
-    def _drain(self, last: bool) -> None:
-        while self._fifo.samples >= _OGG_FRAME or (last and self._fifo.samples):
-            frame = self._fifo.read(_OGG_FRAME, partial=last)
-            if frame is None:
-                break
-            frame.pts = self._pts
-            self._pts += frame.samples
-            for packet in self._stream.encode(frame):
-                self._out.mux(packet)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._drain(True)
-            for packet in self._stream.encode(None):
-                self._out.mux(packet)
-            self._out.close()
-        finally:
-            self._file.close()
 
 
 @dataclass(slots=True)
@@ -252,8 +62,8 @@ class _LegState:
     """One leg's file and timeline."""
 
     path: Path
-    writer: _Writer | None = None
-    decoders: dict[int, _Decoder | None] = field(default_factory=dict)
+    writer: PcmWriter | None = None
+    decoders: dict[int, PayloadDecoder | None] = field(default_factory=dict)
     ssrc: int | None = None
     next_ts: int = 0  # RTP timestamp where the next packet should start
     clock_rate: int = 8000
@@ -461,15 +271,15 @@ class CallRecording(QueuedSink):
             n -= len(part) // 2
             state.samples += len(part) // 2
 
-    def _decoder(self, state: _LegState, pt: int) -> _Decoder | None:
+    def _decoder(self, state: _LegState, pt: int) -> PayloadDecoder | None:
         if pt in state.decoders:
             return state.decoders[pt]
         codec = self._codecs.get("audio", {}).get(self._leg_name(state), {}).get(pt)
         decoder = None
-        if codec is not None and codec.name.lower() in _DECODERS:
+        if codec is not None and codec.name.lower() in DECODERS:
             rate = state.writer.rate if state.writer is not None else (
-                _OGG_RATE if self.format == "ogg" else _DECODERS[codec.name.lower()][1])
-            decoder = _Decoder(codec, rate)
+                OGG_RATE if self.format == "ogg" else DECODERS[codec.name.lower()][1])
+            decoder = PayloadDecoder(codec, rate)
             state.codecs.add(f"{codec.name}/{codec.clock_rate}")
         state.decoders[pt] = decoder
         return decoder
@@ -477,10 +287,10 @@ class CallRecording(QueuedSink):
     def _leg_name(self, state: _LegState) -> str:
         return next(name for name, s in self.legs.items() if s is state)
 
-    def _open(self, state: _LegState, decoder: _Decoder) -> _Writer:
+    def _open(self, state: _LegState, decoder: PayloadDecoder) -> PcmWriter:
         if self.format == "ogg":
-            return _OggWriter(state.path, _OGG_RATE, self._opener)
-        return _WavWriter(state.path, decoder.pcm_rate, self._opener)
+            return OggOpusWriter(state.path, OGG_RATE, self._opener)
+        return WavWriter(state.path, decoder.pcm_rate, self._opener)
 
     def finish(self) -> None:
         if self.error is None:
@@ -515,7 +325,7 @@ class CallRecording(QueuedSink):
         legs: dict[str, Any] = {}
         codecs = self._codecs.get("audio", {})
         for name, s in self.legs.items():
-            rate = _OGG_RATE if self.format == "ogg" else next(
+            rate = OGG_RATE if self.format == "ogg" else next(
                 (d.pcm_rate for d in s.decoders.values() if d is not None), None)
             legs[name] = {
                 "file": s.path.name if s.samples else None,
@@ -566,7 +376,7 @@ class Recorder:
     """Records the calls the ``[recording]`` rule picks (automatically, when their media starts),
     or any call on demand (:meth:`start`); one :class:`CallRecording` per media session."""
 
-    def __init__(self, options: RecordingOptions, directory: Path, plane: MediaPlane,
+    def __init__(self, options: RecordingRule, directory: Path, plane: MediaPlane,
                  call_info: Callable[[str], CallInfo], worker: TapWorker | None = None) -> None:
         self.options = options
         self.directory = directory
@@ -634,4 +444,6 @@ class Recorder:
         await self.worker.shutdown()
 
     def describe(self) -> dict[str, object]:
-        return {"options": asdict(self.options) | {"dir": str(self.directory)}, "active": len(self.recordings)}
+        o = self.options
+        return {"options": {"enabled": o.enabled, "rule": o.rule, "dir": str(self.directory), "format": o.format},
+                "active": len(self.recordings)}

@@ -2,9 +2,10 @@
 
 :class:`RemotePlane` is what the B2BUA, the monitor and the web pages see instead of an in-process
 :class:`~rtc2sip.media.plane.MediaPlane`: the same methods, each async one a request over the channel
-(:mod:`rtc2sip.media.channel`) to one worker process (:mod:`rtc2sip.media.worker`), which runs a real
-plane on its own event loop and its own slice of the RTP port range. A new session goes to the worker
-with the fewest sessions; a session id then maps to its worker until it is deleted.
+(:mod:`rtc2sip.media.channel`) to one worker process (:mod:`rtc2sip.media.worker`, started and spoken
+to through :class:`~rtc2sip.media.workerproc.WorkerProcess`), which runs a real plane on its own
+event loop and its own slice of the RTP port range. A new session goes to the worker with the fewest
+sessions; a session id then maps to its worker until it is deleted.
 
 The synchronous methods are served from what this process keeps: ``sessions`` and ``call_id`` from
 the session table, ``stats`` from the last snapshot of the session's worker. A snapshot is fetched when
@@ -13,13 +14,14 @@ second), so a gateway nobody watches costs its workers nothing for stats; a read
 about a second old.
 
 A worker that dies fails only its own sessions (each one's ``on_failure`` callbacks, so the B2BUA ends
-those calls), is logged in one line and started again; the other workers' calls go on.
+those calls), is logged in one line and started again; the other workers' calls go on. One that is
+alive but does not answer the heartbeat for :data:`HEARTBEAT_TIMEOUT` is killed and handled alike.
 
-Taps run in the workers: the breaker's DTMF-to-INFO sink (a sink with ``remote_kind`` is rebuilt there
-and its findings come back as events), recording and forwarding (each worker has its own Recorder and
-Forwarder; the ``[recording]``/``[forward]`` rules are applied here, where the parties' AORs are known,
-and a start is a request carrying them; file names are chosen here, so the synchronous API returns
-the paths at once).
+Taps run in the workers: the DTMF-to-INFO sink (:mod:`rtc2sip.media.dtmf_sink`; a sink with
+``remote_kind`` is rebuilt there and its findings come back as events), recording and forwarding
+(each worker has its own Recorder and Forwarder; the ``[recording]``/``[forward]`` rules are applied
+here, where the parties' AORs are known, and a start is a request carrying them; file names are
+chosen here, so the synchronous API returns the paths at once).
 """
 
 from __future__ import annotations
@@ -30,33 +32,26 @@ import itertools
 import logging
 import os
 import signal
-import socket
-import subprocess
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from ..config import Settings
 from ..sdp import SessionDescription
+from .callinfo import CallInfo, file_base, matches_rule
 from .certificate import Certificate
-from .channel import ChannelError, FrameDecoder, decode_exception, frame
 from .plane import MediaPlane, MediaPlaneError, UnknownSession
 from .ports import PortAllocator
+from .settings import RemotePlaneSettings, WorkerSettings
 from .tap import TapSink
+from .workerproc import WorkerGone, WorkerProcess, split_port_range
 
-if TYPE_CHECKING:  # recording loads PyAV (WebM): only where recording or forwarding is used
-    from .recording import CallInfo
-
-__all__ = ["AnyPlane", "RemotePlane", "RemoteSink", "WorkerGone", "split_port_range"]
+__all__ = ["AnyPlane", "RemotePlane", "RemoteSink"]
 
 log = logging.getLogger("rtc2sip.media")
 
 STATS_MAX_AGE = 0.5  # seconds: an older snapshot is refreshed when read
-START_TIMEOUT = 30.0  # a worker imports the media stack (and PyAV with the coder) before it is ready
-STOP_TIMEOUT = 10.0  # closing a worker finalises its recordings
 RESTART_DELAYS = (0.2, 1.0, 5.0)  # after the 1st, 2nd, 3rd and later deaths in a row
 # A worker that is alive but does not answer (stuck in a loop, stopped, swapping) is worse than a dead
 # one: its calls hang. Each running worker is asked for its state every HEARTBEAT_INTERVAL; one that
@@ -64,13 +59,6 @@ RESTART_DELAYS = (0.2, 1.0, 5.0)  # after the 1st, 2nd, 3rd and later deaths in 
 # calls fail, it is started again). Read at use time, so tests may shorten them.
 HEARTBEAT_INTERVAL = 5.0
 HEARTBEAT_TIMEOUT = 10.0
-# Ports the gateway process keeps for itself (the test services' RTP, sip:echo@ and sip:diag@);
-# the rest of the range is shared out between the workers.
-LOCAL_PORTS = 1000
-
-
-class WorkerGone(MediaPlaneError):
-    """The worker holding the session died (or none is running): its calls have failed."""
 
 
 class RemoteSink(TapSink, Protocol):
@@ -82,28 +70,11 @@ class RemoteSink(TapSink, Protocol):
     def remote_event(self, *args: Any) -> None: ...
 
 
-def split_port_range(low: int, high: int, workers: int, local: int = LOCAL_PORTS) -> tuple[tuple[int, int],
-                                                                                            list[tuple[int, int]]]:
-    """The gateway's own slice (``local`` ports, fewer in a small range) and one disjoint slice per
-    worker out of ``low..high``; every slice starts on an even port (RTP pairs, RFC 3550 §11)."""
-    total = high - low + 1
-    local = min(local, total // (workers + 1))
-    local -= local % 2
-    if local < 2 or (total - local) // workers < 4:
-        raise ValueError(f"port range {low}-{high} is too small for {workers} media workers")
-    mine = (low, low + local - 1)
-    start = low + local
-    size = (high - start + 1) // workers
-    size -= size % 2
-    slices = [(start + i * size, start + (i + 1) * size - 1) for i in range(workers)]
-    return mine, slices
-
-
 @dataclass(eq=False)
 class _Session:
     id: str
     call_id: str
-    worker: _Worker
+    worker: WorkerProcess
     has_video: bool = False
     stats: dict[str, object] | None = None
     sinks: dict[int, RemoteSink] = field(default_factory=dict)
@@ -112,217 +83,12 @@ class _Session:
     starting: set[asyncio.Future[Any]] = field(default_factory=set)  # recording/forward starts under way
 
 
-class _Worker:
-    """One worker process and its channel; :meth:`request` is one API call."""
-
-    def __init__(self, owner: RemotePlane, index: int, port_range: tuple[int, int]) -> None:
-        self.owner = owner
-        self.index = index
-        self.port_range = port_range
-        self.process: asyncio.subprocess.Process | None = None
-        self.sock: socket.socket | None = None
-        self.sessions: set[str] = set()
-        self.running = False
-        self.deaths = 0  # in a row, reset by a worker that served a call
-        self.stats_at = -1e9
-        self._stats_task: asyncio.Task[None] | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._reader: asyncio.Task[None] | None = None
-        # Frames go out through one writer task, in the order the API was called (a recording's end
-        # cause before the session's delete); sock_sendall from several tasks could interleave frames.
-        self._out: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    async def start(self, init: dict[str, Any], uvloop: bool) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            package_root = str(Path(__file__).resolve().parents[2])
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-            args = [sys.executable, "-m", "rtc2sip.media.worker", str(child.fileno()), str(os.getpid())]
-            if uvloop:
-                args.append("uvloop")
-            self.process = await asyncio.create_subprocess_exec(
-                *args, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, env=env)
-        except BaseException:
-            parent.close()
-            raise
-        finally:
-            child.close()
-        parent.setblocking(False)
-        self.sock = parent
-        loop = asyncio.get_running_loop()
-        decoder = FrameDecoder()
-        try:
-            await loop.sock_sendall(parent, frame(init))
-
-            async def ready() -> list[Any]:
-                while True:
-                    data = await loop.sock_recv(parent, 1 << 16)
-                    if not data:
-                        raise WorkerGone(f"media worker {self.index} exited while starting")
-                    got = decoder.feed(data)
-                    if got:
-                        return got
-
-            first = await asyncio.wait_for(ready(), START_TIMEOUT)
-        except BaseException:
-            await self._reap()
-            raise
-        if not (isinstance(first[0], tuple) and first[0][0] == "ready"):
-            await self._reap()
-            raise WorkerGone(f"media worker {self.index} sent {first[0]!r} instead of ready")
-        self.running = True
-        self._out = asyncio.Queue()
-        self._reader = loop.create_task(self._read(decoder, first[1:]))
-        self._writer = loop.create_task(self._write(parent, self._out))
-
-    def _call(self, method: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        if not self.running or self.sock is None:
-            raise WorkerGone(f"media worker {self.index} is not running")
-        ident = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[ident] = future
-        future.add_done_callback(lambda _: self._pending.pop(ident, None))
-        self._out.put_nowait(frame(("call", ident, method, args)))
-        return future
-
-    async def request(self, method: str, *args: Any) -> Any:
-        return await self._call(method, args)
-
-    def post(self, method: str, *args: Any) -> None:
-        """A request whose outcome nobody waits for (synchronous API methods); failures are logged."""
-        try:
-            future = self._call(method, args)
-        except WorkerGone as exc:
-            log.debug("media worker %d: %s not sent: %r", self.index, method, exc)
-            return
-
-        def done(f: asyncio.Future[Any]) -> None:
-            if not f.cancelled() and f.exception() is not None:
-                log.debug("media worker %d: %s failed: %r", self.index, method, f.exception())
-
-        future.add_done_callback(done)
-
-    async def _write(self, sock: socket.socket, queue: asyncio.Queue[bytes | None]) -> None:
-        loop = asyncio.get_running_loop()
-        while (data := await queue.get()) is not None:
-            try:
-                await loop.sock_sendall(sock, data)
-            except OSError:
-                return  # the reader sees the channel close and fails what is pending
-
-    def refresh_stats(self) -> None:
-        if self._stats_task is not None or not self.running or not self.sessions:
-            return
-        self.stats_at = monotonic()
-
-        async def run() -> None:
-            try:
-                snapshots = await self.request("stats", None)
-                for session, stats in snapshots.items():
-                    s = self.owner._sessions.get(session)
-                    if s is not None and s.worker is self:
-                        s.stats = stats
-                self.stats_at = monotonic()
-            except Exception as exc:
-                log.debug("media worker %d: stats failed: %r", self.index, exc)
-            finally:
-                self._stats_task = None
-
-        self._stats_task = self.owner._spawn(run())
-
-    async def _read(self, decoder: FrameDecoder, early: list[Any]) -> None:
-        loop = asyncio.get_running_loop()
-        assert self.sock is not None
-        reason = "channel closed"
-        try:
-            for message in early:
-                self._handle(message)
-            while True:
-                data = await loop.sock_recv(self.sock, 1 << 16)
-                if not data:
-                    break
-                for message in decoder.feed(data):
-                    self._handle(message)
-        except (OSError, ChannelError) as exc:
-            reason = repr(exc)
-        except asyncio.CancelledError:
-            return
-        self.owner._worker_gone(self, reason)
-
-    def _handle(self, message: Any) -> None:
-        kind = message[0]
-        if kind in ("ok", "error"):
-            future = self._pending.get(message[1])
-            if future is None or future.done():
-                return
-            if kind == "ok":
-                future.set_result(message[2])
-            else:
-                future.set_exception(decode_exception(message[2]))
-        elif kind == "event":
-            self.owner._event(self, message[1], message[2])
-
-    def fail_pending(self, reason: str) -> None:
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(WorkerGone(f"media worker {self.index} died: {reason}"))
-        self._pending.clear()
-
-    async def stop(self) -> None:
-        """Close the channel (the worker deletes its sessions and exits), then reap it."""
-        self.running = False
-        await self._stop_writer()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
-        self.fail_pending("stopped")
-        await self._reap()
-
-    async def _stop_writer(self) -> None:
-        """Let what is queued go out (a delete sent just before), then end the writer."""
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            self._out.put_nowait(None)
-            try:
-                await asyncio.wait_for(writer, STOP_TIMEOUT)
-            except TimeoutError:
-                pass
-
-    async def _reap(self) -> int | None:
-        await self._stop_writer()
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_WR)  # EOF: the worker closes its plane and exits
-        process, self.process = self.process, None
-        code: int | None = None
-        if process is not None:
-            try:
-                code = await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                code = await process.wait()
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        return code
-
-
 class RemotePlane:
     """The media plane API over ``workers`` worker processes (see the module docstring)."""
 
     def __init__(
         self,
-        settings: Settings,
+        settings: RemotePlaneSettings,
         certificate: Certificate,
         *,
         workers: int,
@@ -348,13 +114,13 @@ class RemotePlane:
         self.forwarder = None
         self.coder = None
         # recording and forwarding run in the workers; the rules' facts (the parties' AORs) are here:
-        # the app sets call_info once the B2BUA exists (rtc2sip.media.recording.breaker_call_info)
+        # the app sets call_info once the B2BUA exists (rtc2sip.breaker.call_info.breaker_call_info)
         self.recording_dir = recording_dir
         self.forward_dir = forward_dir or recording_dir
-        self.call_info: Callable[[str], CallInfo] = _bare_info
+        self.call_info: Callable[[str], CallInfo] = CallInfo  # no parties known
         self._coder_limit = coder_limit
         self._uvloop = uvloop
-        self._workers = [_Worker(self, i, r) for i, r in enumerate(slices)]
+        self._workers = [WorkerProcess(self, i, r) for i, r in enumerate(slices)]
         self._sessions: dict[str, _Session] = {}
         self._failure: list[Callable[[str, str], None]] = []
         self._answered: list[Callable[[str, str], None]] = []
@@ -373,26 +139,22 @@ class RemotePlane:
         except BaseException:
             await self.close()
             raise
-        self._spawn(self._watchdog())
+        self.spawn(self._watchdog())
         log.info("media plane in %d worker processes (pids %s), ports %s", len(self._workers),
                  " ".join(str(w.pid) for w in self._workers),
                  " ".join(f"{lo}-{hi}" for lo, hi in (w.port_range for w in self._workers)))
 
-    def _init(self, worker: _Worker) -> dict[str, Any]:
+    def _init(self, worker: WorkerProcess) -> dict[str, Any]:
         root = logging.getLogger()
         fmt = "json" if any(type(h.formatter).__name__ == "JsonFormatter" for h in root.handlers) else "text"
         # the registrar's passwords stay here: the media plane never needs them
-        settings = Settings(listeners=self.settings.listeners, gateway=self.settings.gateway,
-                            limits=self.settings.limits, recording=self.settings.recording,
-                            forward=self.settings.forward, media=self.settings.media,
-                            webrtc2sip=self.settings.webrtc2sip)
-        return {"settings": settings, "certificate": self.certificate.certificate_pem(),
+        return {"settings": WorkerSettings.of(self.settings), "certificate": self.certificate.certificate_pem(),
                 "key": self.certificate.key_pem(), "host": self.host, "legacy_host": self.legacy_host,
                 "port_range": worker.port_range,
                 "coder_limit": self._coder_limit, "log_level": root.level, "log_format": fmt,
                 "index": worker.index, "recording_dir": self.recording_dir, "forward_dir": self.forward_dir}
 
-    async def _start_worker(self, worker: _Worker) -> None:
+    async def _start_worker(self, worker: WorkerProcess) -> None:
         await worker.start(self._init(worker), bool(self._uvloop))
 
     async def close(self) -> None:
@@ -406,7 +168,7 @@ class RemotePlane:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -446,7 +208,7 @@ class RemotePlane:
         if not running:
             raise WorkerGone("no media worker is running")
         worker = min(running, key=lambda w: len(w.sessions))
-        future = worker._call(method, (call_id, offer))
+        future = worker.call(method, (call_id, offer))
         try:
             session, out = await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -494,7 +256,7 @@ class RemotePlane:
         stale = [w for w in self._workers if w.running and w.sessions and now - w.stats_at > max_age]
         for w in stale:
             w.refresh_stats()
-        tasks: list[asyncio.Future[Any]] = [w._stats_task for w in stale if w._stats_task is not None]
+        tasks: list[asyncio.Future[Any]] = [w.stats_task for w in stale if w.stats_task is not None]
         counters: list[asyncio.Future[Any]] = [asyncio.ensure_future(w.request("socket_stats"))
                                                for w in self._workers if w.running]
         if tasks or counters:
@@ -543,7 +305,7 @@ class RemotePlane:
     # -- taps ---------------------------------------------------------------------------------------
 
     def attach(self, session: str, sink: TapSink) -> None:
-        """Sinks with a ``remote_kind`` (the breaker's DTMF sink) run in the worker; others cannot."""
+        """Sinks with a ``remote_kind`` (the DTMF-to-INFO sink) run in the worker; others cannot."""
         kind = getattr(sink, "remote_kind", None)
         if not isinstance(kind, str):
             raise MediaPlaneError(f"{type(sink).__name__} cannot run in a media worker ([media] workers)")
@@ -570,8 +332,6 @@ class RemotePlane:
         if self.recording_dir is None:
             raise MediaPlaneError("recording is not configured ([recording])")
         if s.recording is None:
-            from .recording import file_base
-
             base = file_base(session)
             path = s.recording = str(self.recording_dir / f"{base}.json")
             self._start_tap(s, "start_recording", (session, self.call_info(s.call_id), base),
@@ -589,8 +349,6 @@ class RemotePlane:
         dest = (host, port)
         if s.forward is not None and s.forward[0] == dest:
             return s.forward[1]
-        from .recording import file_base
-
         base = file_base(session)
         forward = s.forward = (dest, str(self.forward_dir / f"{base}.sdp"))
         self._start_tap(s, "start_forward", (session, dest, self.call_info(s.call_id), base),
@@ -599,7 +357,7 @@ class RemotePlane:
 
     def _start_tap(self, s: _Session, method: str, args: tuple[Any, ...], current: Callable[[], bool],
                    undo: Callable[[], None]) -> None:
-        future = s.worker._call(method, args)
+        future = s.worker.call(method, args)
         s.starting.add(future)
 
         def done(f: asyncio.Future[Any]) -> None:
@@ -641,8 +399,6 @@ class RemotePlane:
         rec, fwd = self.settings.recording, self.settings.forward
         if not rec.enabled and fwd.to is None:
             return
-        from .recording import matches_rule
-
         parties = self.call_info(call_id).parties()
         if rec.enabled and matches_rule(rec.rule, parties):
             self.start_recording(session)
@@ -651,11 +407,17 @@ class RemotePlane:
 
     # -- from the workers ---------------------------------------------------------------------------
 
-    def _orphan(self, worker: _Worker, future: asyncio.Future[Any]) -> None:
+    def worker_stats(self, worker: WorkerProcess, snapshots: dict[str, dict[str, object]]) -> None:
+        for session, stats in snapshots.items():
+            s = self._sessions.get(session)
+            if s is not None and s.worker is worker:
+                s.stats = stats
+
+    def _orphan(self, worker: WorkerProcess, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is None and worker.running:
             worker.post("delete", future.result()[0])
 
-    def _event(self, worker: _Worker, name: str, args: tuple[Any, ...]) -> None:
+    def worker_event(self, worker: WorkerProcess, name: str, args: tuple[Any, ...]) -> None:
         session = args[0]
         s = self._sessions.get(session)
         if s is None or s.worker is not worker:
@@ -681,7 +443,7 @@ class RemotePlane:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             await asyncio.gather(*(self._ping(w) for w in self._workers if w.running))
 
-    async def _ping(self, worker: _Worker) -> None:
+    async def _ping(self, worker: WorkerProcess) -> None:
         pid = worker.pid
         try:
             await asyncio.wait_for(worker.request("state"), HEARTBEAT_TIMEOUT)
@@ -691,21 +453,21 @@ class RemotePlane:
             log.warning("media worker %d (pid %d) did not answer for %g s: killed", worker.index, pid,
                         HEARTBEAT_TIMEOUT)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)  # the channel closes: _worker_gone fails its calls, restarts it
+                os.kill(pid, signal.SIGKILL)  # the channel closes: worker_gone fails its calls, restarts it
         except MediaPlaneError:
-            pass  # the worker died while asked: _worker_gone has it
+            pass  # the worker died while asked: worker_gone has it
 
-    def _worker_gone(self, worker: _Worker, reason: str) -> None:
+    def worker_gone(self, worker: WorkerProcess, reason: str) -> None:
         """The channel closed under a running worker: fail its calls, start another."""
         worker.running = False
         worker.fail_pending(reason)
         lost = [self._sessions[s] for s in list(worker.sessions) if s in self._sessions]
         worker.sessions.clear()
-        self._spawn(self._restart(worker, reason, lost))
+        self.spawn(self._restart(worker, reason, lost))
 
-    async def _restart(self, worker: _Worker, reason: str, lost: list[_Session]) -> None:
+    async def _restart(self, worker: WorkerProcess, reason: str, lost: list[_Session]) -> None:
         pid = worker.pid
-        code = await worker._reap()
+        code = await worker.reap()
         log.warning("media worker %d (pid %s) died (exit %s, %s): %d calls failed%s", worker.index, pid, code,
                     reason, len(lost), "" if self._closing else "; starting another")
         for s in lost:
@@ -739,12 +501,6 @@ class RemotePlane:
         sinks, s.sinks = s.sinks, {}
         for sink in sinks.values():
             _close(sink)
-
-
-def _bare_info(call_id: str) -> CallInfo:
-    from .recording import CallInfo
-
-    return CallInfo(call_id)
 
 
 def _has_video(sdp: SessionDescription) -> bool:

@@ -44,7 +44,7 @@ from .heap import TRIMMER
 from .ice import IceAgent
 from .path import LegStats, StreamConfig, WebRtcProtocol
 from .ports import Address, PortAllocator
-from .rtcp import ReceiveStatistics
+from .rtcpstats import ReceiveStatistics
 from .rtp import header_extension
 from .srtp import SrtpError, SrtpSession
 from .stream import CoderLink, Stream

@@ -1,7 +1,7 @@
 """VP8 over RTP into a WebM file, without re-encoding (issue 5 item 6: "video WebM").
 
 :class:`Vp8Reader` is sans-I/O: RTP packets of one VP8 stream in (RFC 7741), whole compressed frames
-out. Packets go through a :class:`~rtc2sip.media.jitterbuffer.VideoJitterBuffer` (a packet overtaken
+out. Packets go through a :class:`~rtc2sip.coder.jitterbuffer.VideoJitterBuffer` (a packet overtaken
 on the way is put back in its place) into the coder's RFC 7741 depacketizer
 (:class:`~rtc2sip.coder.rtp_video.Vp8Depacketizer`). A frame with a hole is dropped, and so is every
 frame after a loss until the next keyframe (§4.3: a keyframe is the only frame that decodes on its
@@ -20,8 +20,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import IO, Any, cast
 
+from ..coder.jitterbuffer import VideoJitterBuffer
 from ..coder.rtp_video import EncodedFrame, Vp8Depacketizer
-from .jitterbuffer import VideoJitterBuffer
 
 __all__ = ["Vp8Reader", "WebmWriter", "vp8_keyframe_size"]
 

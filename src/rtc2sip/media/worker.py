@@ -198,7 +198,7 @@ class WorkerServer:
         """A sink the gateway asked for by kind; what it finds comes back as ``sink`` events."""
         if kind != "dtmf":
             raise ValueError(f"no remote sink of kind {kind!r}")
-        from ..breaker.dtmf import DtmfSink
+        from .dtmf_sink import DtmfSink
 
         def digit(d: str, duration_ms: int) -> None:
             self.event("sink", session, sink_id, (d, duration_ms))
@@ -260,8 +260,9 @@ async def _main(sock: socket.socket) -> None:
     await plane.start()  # this worker's shared WebRTC socket, bound before it says ready
     recorder = forwarder = None
     if init.get("recording_dir") is not None:
+        from .callinfo import CallInfo
         from .forward import Forwarder
-        from .recording import CallInfo, Recorder
+        from .recording import Recorder
 
         def info(call_id: str) -> CallInfo:
             return CallInfo(call_id)  # the gateway sends what it knows with each start
