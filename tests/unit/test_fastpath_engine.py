@@ -103,7 +103,7 @@ def test_a_stream_is_bridged_both_ways(bridge: Bridge) -> None:
     stats = bridge.fp.stream_stats(bridge.stream)
     assert stats["webrtc"] == stats["webrtc"] | {"packets_in": 28, "packets_out": 30}  # type: ignore[operator]
     assert stats["legacy"] == stats["legacy"] | {"packets_in": 30, "packets_out": 28}  # type: ignore[operator]
-    assert bridge.fp.stats()["send_batches"] >= 1
+    assert bridge.fp.stats()["send_batches"] != 0
     # NACK: the last packets sent to the browser are re-sent as they went out
     assert bridge.fp.retransmit(bridge.stream, [28, 29]) == 2
     again = {bridge.sent_seq(bridge.browser.recvfrom(2048)[0]) for _ in range(2)}
@@ -125,8 +125,9 @@ def test_latching_and_the_handed_up_kinds(bridge: Bridge) -> None:
         bridge.fp.set_peer(bridge.stream, bridge.phone_addr, rtcp_mux=True)
         bridge.phone.sendto(rr, bridge.legacy.getsockname())
         got = bridge.handed(4)
-        assert [(h.kind, h.data) for h in got] == [(fastpath.HandedKind.WEBRTC, stun), (fastpath.HandedKind.WEBRTC, dtls),
-                                                   (fastpath.HandedKind.WEBRTC, srtcp), (fastpath.HandedKind.LEGACY, rr)]  # fmt: skip
+        up = fastpath.HandedKind
+        assert [(h.kind, h.data) for h in got] == [(up.WEBRTC, stun), (up.WEBRTC, dtls), (up.WEBRTC, srtcp),
+                                                   (up.LEGACY, rr)]  # fmt: skip
         assert got[3].stream == bridge.stream and got[3].addr == bridge.phone_addr
         assert bridge.fp.stream_stats(bridge.stream)["latched"] == bridge.phone_addr
         assert bridge.fp.stream_stats(bridge.stream)["legacy"]["dropped"] == 1  # type: ignore[index]

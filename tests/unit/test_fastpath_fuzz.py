@@ -58,7 +58,8 @@ CHILD = textwrap.dedent(
         p = RtpPacket(rng.choice((0, 8, 96, 97, 13)), i & 0xFFFF, rng.getrandbits(32), rng.choice((9, 10, 11)),
                       bytes(rng.getrandbits(8) for _ in range(rng.choice((0, 1, 20, 160, 1200)))),
                       marker=rng.random() < 0.2, csrc=tuple(range(rng.choice((0, 0, 1, 15)))),
-                      extension_profile=rng.choice((None, 0xBEDE, 0x1000)), extension=b"\\x10\\x01\\x00\\x00" * rng.randrange(3),
+                      extension_profile=rng.choice((None, 0xBEDE, 0x1000)),
+                      extension=b"\\x10\\x01\\x00\\x00" * rng.randrange(3),
                       padding_size=rng.choice((0, 0, 1, 4)))
         raw = bytearray(p.serialize())
         if rng.random() < 0.2:
@@ -75,7 +76,8 @@ CHILD = textwrap.dedent(
             except Exception:  # libsrtp refuses a header that lies about its extension
                 pass
     rtcp = bytes.fromhex("81c90007") + (9).to_bytes(4, "big") + bytes(24)
-    corpus += [rtcp, browser.protect_rtcp(rtcp), bytes.fromhex("000100082112a442") + bytes(12) + bytes.fromhex("80220004") + b"test",
+    stun = bytes.fromhex("000100082112a442") + bytes(12) + bytes.fromhex("80220004") + b"test"
+    corpus += [rtcp, browser.protect_rtcp(rtcp), stun,
                bytes((22, 254, 253)) + bytes(range(60)), b"", b"\\x80", b"\\x80\\xc8"]
     addrs = [("127.0.0.1", 4000), ("127.0.0.1", 3000), ("127.0.0.1", 3001), ("::1", 4000, 0, 0)]
     n = int(sys.argv[2]) // 3

@@ -64,8 +64,10 @@ __all__ = [
 ]
 
 try:
+    from pylibsrtp._binding import ffi as _ffi  # type: ignore[import-not-found]  # cffi, no stubs
+    from pylibsrtp._binding import lib as _lib
+
     from . import _fastpath
-    from pylibsrtp._binding import ffi as _ffi, lib as _lib  # type: ignore[import-not-found]  # cffi, no stubs
 
     _SRTP_FUNCTIONS: tuple[int, int] = (
         int(_ffi.cast("uintptr_t", _lib.srtp_protect)),
