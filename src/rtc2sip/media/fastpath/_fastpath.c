@@ -279,7 +279,6 @@ typedef struct rx_batch {
     struct iovec iov[RECV_BATCH];
     struct sockaddr_storage addr[RECV_BATCH];
     uint8_t data[RECV_BATCH][FP_BUF_SIZE];
-    uint8_t orig[FP_BUF_SIZE];
 } rx_batch;
 
 static void read_socket(Engine *e, rx_batch *rx, int fd, int stream)
@@ -311,12 +310,9 @@ static void read_socket(Engine *e, rx_batch *rx, int fd, int stream)
         }
         fp_result r;
         if (stream < 0) {
-            /* the original bytes, in case the verdict hands them up after the core touched buf */
-            int is_rtp = len >= 1 && rx->data[i][0] >= 128 && rx->data[i][0] <= 191;
-            if (is_rtp)
-                memcpy(rx->orig, rx->data[i], (size_t)len);
+            /* an FP_UP verdict is always given before the core touches buf (fp_from_webrtc) */
             fp_from_webrtc(&e->core, fd, rx->data[i], len, &src, now, e->copy_buf, &r);
-            handle_result(e, &r, 1, fd, &src, is_rtp ? rx->orig : rx->data[i], len, now);
+            handle_result(e, &r, 1, fd, &src, rx->data[i], len, now);
         } else {
             fp_from_legacy(&e->core, stream, rx->data[i], len, &src, now, e->copy_buf, &r);
             handle_result(e, &r, 0, fd, &src, rx->data[i], len, now);
