@@ -179,6 +179,20 @@ static int32_t session_handle(Engine *e, int idx)
 #define LOCK(e) pthread_mutex_lock(&(e)->lock)
 #define UNLOCK(e) pthread_mutex_unlock(&(e)->lock)
 
+/* Every setter's shape: under the lock, look the handle up (KeyError if stale), change the entry. */
+#define SET_UNDER_LOCK(e, index_of, handle, i, ...) \
+    do {                                              \
+        CHECK_INIT(e);                                \
+        LOCK(e);                                      \
+        int i = index_of(e, handle);                  \
+        if (i >= 0)                                   \
+            __VA_ARGS__                               \
+        UNLOCK(e);                                    \
+        if (i < 0)                                    \
+            return NULL;                              \
+        Py_RETURN_NONE;                               \
+    } while (0)
+
 /* -- the engine thread ---------------------------------------------------------------------------- */
 
 static void enqueue(Engine *e, int kind, int session, int stream, int fd, const fp_addr *addr,
@@ -502,21 +516,14 @@ static PyObject *Engine_remove_session(Engine *e, PyObject *args)
     long h;
     if (!PyArg_ParseTuple(args, "l", &h))
         return NULL;
-    CHECK_INIT(e);
-    LOCK(e);
-    int s = session_index(e, h);
-    if (s >= 0) {
+    SET_UNDER_LOCK(e, session_index, h, s, {
         for (int i = 0; i < e->core.max_streams; i++) {
             fp_stream *st = &e->core.streams[i];
             if (st->in_use && st->session == s && st->legacy_fd >= 0)
                 epoll_ctl(e->epfd, EPOLL_CTL_DEL, st->legacy_fd, NULL);
         }
         fp_session_remove(&e->core, s);
-    }
-    UNLOCK(e);
-    if (s < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    });
 }
 
 static PyObject *Engine_set_session_keys(Engine *e, PyObject *args)
@@ -525,17 +532,10 @@ static PyObject *Engine_set_session_keys(Engine *e, PyObject *args)
     unsigned long long rx, tx;
     if (!PyArg_ParseTuple(args, "lKK", &h, &rx, &tx))
         return NULL;
-    CHECK_INIT(e);
-    LOCK(e);
-    int s = session_index(e, h);
-    if (s >= 0) {
+    SET_UNDER_LOCK(e, session_index, h, s, {
         e->core.sessions[s].srtp_rx = (void *)(uintptr_t)rx;
         e->core.sessions[s].srtp_tx = (void *)(uintptr_t)tx;
-    }
-    UNLOCK(e);
-    if (s < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    });
 }
 
 static PyObject *Engine_set_session_remote(Engine *e, PyObject *args)
@@ -546,15 +546,9 @@ static PyObject *Engine_set_session_remote(Engine *e, PyObject *args)
     fp_addr a;
     if (!PyArg_ParseTuple(args, "liO", &h, &fd, &addr) || addr_from_py(addr, &a) < 0)
         return NULL;
-    CHECK_INIT(e);
-    LOCK(e);
-    int s = session_index(e, h);
-    if (s >= 0)
+    SET_UNDER_LOCK(e, session_index, h, s, {
         fp_session_set_remote(&e->core, s, fd, &a);
-    UNLOCK(e);
-    if (s < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    });
 }
 
 static PyObject *Engine_learn_ssrc(Engine *e, PyObject *args)
@@ -584,15 +578,9 @@ static PyObject *Engine_forget_ssrcs(Engine *e, PyObject *args)
     long h;
     if (!PyArg_ParseTuple(args, "l", &h))
         return NULL;
-    CHECK_INIT(e);
-    LOCK(e);
-    int s = session_index(e, h);
-    if (s >= 0)
+    SET_UNDER_LOCK(e, session_index, h, s, {
         e->core.sessions[s].nssrc = 0;
-    UNLOCK(e);
-    if (s < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    });
 }
 
 static PyObject *Engine_add_stream(Engine *e, PyObject *args, PyObject *kw)
@@ -659,18 +647,11 @@ static PyObject *Engine_remove_stream(Engine *e, PyObject *args)
     long h;
     if (!PyArg_ParseTuple(args, "l", &h))
         return NULL;
-    CHECK_INIT(e);
-    LOCK(e);
-    int st = stream_index(e, h);
-    if (st >= 0) {
+    SET_UNDER_LOCK(e, stream_index, h, st, {
         if (e->core.streams[st].legacy_fd >= 0)
             epoll_ctl(e->epfd, EPOLL_CTL_DEL, e->core.streams[st].legacy_fd, NULL);
         fp_stream_remove(&e->core, st);
-    }
-    UNLOCK(e);
-    if (st < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    });
 }
 
 static int pt_table(PyObject *map, int16_t table[128])
@@ -710,20 +691,13 @@ static PyObject *Engine_configure_stream(Engine *e, PyObject *args, PyObject *kw
         PyErr_SetString(PyExc_ValueError, "clock rates must be positive");
         return NULL;
     }
-    CHECK_INIT(e);
-    LOCK(e);
-    int st = stream_index(e, h);
-    if (st >= 0) {
+    SET_UNDER_LOCK(e, stream_index, h, st, {
         fp_stream *x = &e->core.streams[st];
         memcpy(x->to_legacy.pt_map, tl, sizeof tl);
         memcpy(x->to_webrtc.pt_map, tw, sizeof tw);
         x->to_legacy.clock_rate = x->clock_rate = clock;
         x->to_webrtc.clock_rate = x->webrtc_clock_rate = wclock;
-    }
-    UNLOCK(e);
-    if (st < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    });
 }
 
 static PyObject *Engine_set_peer(Engine *e, PyObject *args)
@@ -734,15 +708,9 @@ static PyObject *Engine_set_peer(Engine *e, PyObject *args)
     fp_addr a;
     if (!PyArg_ParseTuple(args, "lOpp", &h, &addr, &hold, &mux) || addr_from_py(addr, &a) < 0)
         return NULL;
-    CHECK_INIT(e);
-    LOCK(e);
-    int st = stream_index(e, h);
-    if (st >= 0)
+    SET_UNDER_LOCK(e, stream_index, h, st, {
         fp_stream_set_peer(&e->core.streams[st], &a, hold || a.len == 0, mux);
-    UNLOCK(e);
-    if (st < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    });
 }
 
 static PyObject *Engine_set_legacy_srtp(Engine *e, PyObject *args)
@@ -751,17 +719,10 @@ static PyObject *Engine_set_legacy_srtp(Engine *e, PyObject *args)
     unsigned long long rx, tx;
     if (!PyArg_ParseTuple(args, "lKK", &h, &rx, &tx))
         return NULL;
-    CHECK_INIT(e);
-    LOCK(e);
-    int st = stream_index(e, h);
-    if (st >= 0) {
+    SET_UNDER_LOCK(e, stream_index, h, st, {
         e->core.streams[st].legacy_rx_srtp = (void *)(uintptr_t)rx;
         e->core.streams[st].legacy_tx_srtp = (void *)(uintptr_t)tx;
-    }
-    UNLOCK(e);
-    if (st < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    });
 }
 
 static PyObject *Engine_set_mode(Engine *e, PyObject *args)
@@ -774,15 +735,9 @@ static PyObject *Engine_set_mode(Engine *e, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "mode is 0 (forward), 1 (forward and copy up) or 2 (Python)");
         return NULL;
     }
-    CHECK_INIT(e);
-    LOCK(e);
-    int st = stream_index(e, h);
-    if (st >= 0)
+    SET_UNDER_LOCK(e, stream_index, h, st, {
         e->core.streams[st].mode = mode;
-    UNLOCK(e);
-    if (st < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    });
 }
 
 static PyObject *result_tuple(Engine *e, const fp_result *r, const uint8_t *orig, int orig_len, const uint8_t *copy)
@@ -1063,10 +1018,7 @@ static PyObject *Engine_set_rewriter_state(Engine *e, PyObject *args)
     long long src = 0;
     if (source != Py_None && (src = PyLong_AsLongLong(source)) == -1 && PyErr_Occurred())
         return NULL;
-    CHECK_INIT(e);
-    LOCK(e);
-    int st = stream_index(e, h);
-    if (st >= 0) {
+    SET_UNDER_LOCK(e, stream_index, h, st, {
         fp_rewriter *rw = toward_legacy ? &e->core.streams[st].to_legacy : &e->core.streams[st].to_webrtc;
         rw->has_source = source != Py_None;
         rw->source = src;
@@ -1075,11 +1027,7 @@ static PyObject *Engine_set_rewriter_state(Engine *e, PyObject *args)
         rw->last_seq = (uint16_t)last_seq;
         rw->last_ts = (uint32_t)last_ts;
         rw->last_arrival = last_arrival;
-    }
-    UNLOCK(e);
-    if (st < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    });
 }
 
 static PyObject *legstats_dict(const fp_legstats *s)
