@@ -125,7 +125,8 @@ def test_browser_to_phone_same_bytes_as_python(profile: SrtpProfile) -> None:
             assert out.verdict is fastpath.Verdict.UP_PLAIN and out.data == rtp and out.session == call.session
             call.learn(ssrc)
             learnt.add(ssrc)
-        elif rewriter.rewrite(plain, now):
+            out = call.fp.relay_plain(call.stream, rtp, now)  # ... and comes back to be relayed
+        if rewriter.rewrite(plain, now):
             assert out.verdict is fastpath.Verdict.SEND, rtp.hex()
             assert out.data == bytes(plain) and out.dest == PHONE_SDP and out.fd == -1
             sent += 1

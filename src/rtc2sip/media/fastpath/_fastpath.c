@@ -830,6 +830,43 @@ static PyObject *Engine_process_legacy(Engine *e, PyObject *args)
     return t;
 }
 
+/* relay_plain(stream, plain, now): a browser packet Python demultiplexed (UP_PLAIN), relayed by the
+ * fast path's rewriter so that the stream stays one numbering; sent at once when the engine runs. */
+static PyObject *Engine_relay_plain(Engine *e, PyObject *args)
+{
+    long h;
+    Py_buffer data;
+    double now;
+    if (!PyArg_ParseTuple(args, "ly*d", &h, &data, &now))
+        return NULL;
+    CHECK_INIT(e);
+    if (data.len < 12 || data.len > FP_MAX_PACKET) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "RTP packet of 12..1500 bytes expected");
+        return NULL;
+    }
+    int len = (int)data.len;
+    fp_result r;
+    PyObject *t = NULL;
+    LOCK(e);
+    int st = stream_index(e, h);
+    if (st >= 0) {
+        memcpy(e->sans_buf, data.buf, (size_t)len);
+        fp_relay_plain_webrtc(&e->core, st, e->sans_buf, len, now, e->sans_copy, &r);
+        if (e->running && r.verdict == FP_SEND && r.fd >= 0) {
+            if (sendto(r.fd, r.data, (size_t)r.len, MSG_DONTWAIT, (const struct sockaddr *)&r.dest->ss,
+                       r.dest->len) < 0)
+                e->send_errors++;
+            else
+                e->datagrams_out++;
+        }
+        t = result_tuple(e, &r, data.buf, len, e->sans_copy);
+    }
+    UNLOCK(e);
+    PyBuffer_Release(&data);
+    return t;
+}
+
 typedef struct {
     Engine *e;
     PyObject *list; /* sans-I/O: collect */
@@ -1351,6 +1388,7 @@ static PyMethodDef Engine_methods[] = {
     {"set_mode", (PyCFunction)Engine_set_mode, METH_VARARGS, NULL},
     {"process_webrtc", (PyCFunction)Engine_process_webrtc, METH_VARARGS, NULL},
     {"process_legacy", (PyCFunction)Engine_process_legacy, METH_VARARGS, NULL},
+    {"relay_plain", (PyCFunction)Engine_relay_plain, METH_VARARGS, NULL},
     {"lookup", (PyCFunction)Engine_lookup, METH_VARARGS, NULL},
     {"retransmit", (PyCFunction)Engine_retransmit, METH_VARARGS, NULL},
     {"protect", (PyCFunction)Engine_protect, METH_VARARGS, NULL},

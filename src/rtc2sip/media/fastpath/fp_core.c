@@ -558,8 +558,7 @@ void fp_from_webrtc(fp_core *core, int fd, uint8_t *buf, int len, const fp_addr 
         se->srtp_errors++;
         return drop(res);
     }
-    uint16_t seq = rd16(buf + 2);
-    uint32_t ts = rd32(buf + 4), ssrc = rd32(buf + 8);
+    uint32_t ssrc = rd32(buf + 8);
     int sti = -1;
     for (int i = 0; i < se->nssrc; i++)
         if (se->ssrcs[i] == ssrc) {
@@ -574,8 +573,20 @@ void fp_from_webrtc(fp_core *core, int fd, uint8_t *buf, int len, const fp_addr 
         res->verdict = FP_UP_PLAIN; /* BUNDLE demux of a new source (RFC 8843 §9.2), or Python's stream */
         return;
     }
+    fp_relay_plain_webrtc(core, sti, buf, n, now, copy_buf, res);
+}
+
+void fp_relay_plain_webrtc(fp_core *core, int sti, uint8_t *buf, int n, double now, uint8_t *copy_buf,
+                           fp_result *res)
+{
     fp_stream *st = &core->streams[sti];
+    uint16_t seq = rd16(buf + 2);
+    uint32_t ts = rd32(buf + 4), ssrc = rd32(buf + 8);
+    memset(res, 0, sizeof *res);
+    res->session = st->session;
     res->stream = sti;
+    res->data = buf;
+    res->len = n;
     fp_legstats *stats = &st->webrtc;
     stats->packets_in++;
     stats->bytes_in += (uint64_t)n;

@@ -189,6 +189,10 @@ void fp_stream_set_peer(fp_stream *st, const fp_addr *sdp_dest, int hold, int le
 /* buf holds len bytes and has FP_BUF_SIZE room; copy_buf FP_BUF_SIZE (may be NULL: no copies). */
 void fp_from_webrtc(fp_core *core, int fd, uint8_t *buf, int len, const fp_addr *src, double now,
                     uint8_t *copy_buf, fp_result *res);
+/* The part of fp_from_webrtc after SRTP and demultiplexing: `n` >= 12 bytes of plain RTP for stream
+ * `sti` (Python demultiplexed its new SSRC and hands the packet back, so no packet is lost). */
+void fp_relay_plain_webrtc(fp_core *core, int sti, uint8_t *buf, int n, double now, uint8_t *copy_buf,
+                           fp_result *res);
 void fp_from_legacy(fp_core *core, int stream, uint8_t *buf, int len, const fp_addr *src, double now,
                     uint8_t *copy_buf, fp_result *res);
 
