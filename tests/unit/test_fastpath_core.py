@@ -282,6 +282,10 @@ def test_what_is_handed_up_or_dropped() -> None:
     call.fp.set_mode(call.stream, fastpath.Mode.PYTHON)  # a coder link: Python relays
     out = call.from_browser(build_rtp(0, 4, 640, 9, b"w"), 1.3)
     assert out.verdict is V.UP_PLAIN and out.data == build_rtp(0, 4, 640, 9, b"w")
+    out = call.fp.process_legacy(call.stream, build_rtp(0, 4, 640, 5, b"p"), PHONE, 1.3)
+    assert out.verdict is V.UP_PLAIN and out.data == build_rtp(0, 4, 640, 5, b"p")  # latched, counted
+    assert call.stats()["legacy"]["packets_in"] == 1
+    call.fp.set_mode(call.stream, fastpath.Mode.FORWARD)
     # phone side: RTCP without rtcp-mux, not RTP, short: dropped; with rtcp-mux: up
     rr = bytes.fromhex("81c90007") + (5).to_bytes(4, "big") + bytes(24)  # an RR with one block
     for datagram in (rr, b"\x00" * 20, b"\x80" * 11):
@@ -357,8 +361,36 @@ def test_take_and_handover_continue_the_stream() -> None:
     assert int.from_bytes(plain[2:4], "big") == 501
 
 
-def test_protect_uses_the_session_context() -> None:
+def test_protect_uses_the_fast_path_contexts() -> None:
     call = Call()
     packet = build_rtp(0, 1, 160, call.webrtc_ssrc, b"dtmf")
     protected = call.fp.protect(call.session, packet)
     assert SrtpSession(call.profile, call.gateway_key, outbound=False).unprotect(protected) == packet
+    with pytest.raises(ValueError):  # plain RTP/AVP toward the phone: no SDES context
+        call.fp.protect_legacy(call.stream, packet)
+    sdes = os.urandom(30)
+    call.fp.set_legacy_srtp(call.stream, None, SrtpSession(call.profile, sdes, outbound=True))
+    protected = call.fp.protect_legacy(call.stream, packet)
+    assert SrtpSession(call.profile, sdes, outbound=False).unprotect(protected) == packet
+
+
+def test_sdes_on_the_legacy_leg_same_bytes_as_python() -> None:
+    call = Call()
+    theirs, ours = os.urandom(30), os.urandom(30)
+    call.fp.set_legacy_srtp(call.stream, SrtpSession(call.profile, theirs, outbound=False),
+                            SrtpSession(call.profile, ours, outbound=True))  # fmt: skip
+    phone_tx = SrtpSession(call.profile, theirs, outbound=True)
+    reference_tx = SrtpSession(call.profile, ours, outbound=True)
+    rewriter = RtpRewriter(call.legacy_ssrc, 8000, call.to_legacy_map, call.legacy_seq0)
+    call.learn(9)
+    for i in range(50):
+        rtp = build_rtp(0, 10 + i, 160 * i, 9, b"s" * 20)
+        buf = bytearray(rtp)
+        rewriter.rewrite(buf, 1.0 + i * 0.02)
+        assert call.from_browser(rtp, 1.0 + i * 0.02).data == reference_tx.protect(buf)
+        out = call.fp.process_legacy(call.stream, phone_tx.protect(build_rtp(0, i, 160 * i, 5, b"t")), PHONE, 1.0)
+        assert out.verdict is fastpath.Verdict.SEND
+    forged = bytearray(phone_tx.protect(build_rtp(0, 99, 0, 5, b"t")))
+    forged[-1] ^= 1
+    assert call.fp.process_legacy(call.stream, bytes(forged), PHONE, 1.0).verdict is fastpath.Verdict.DROP
+    assert call.stats()["legacy"]["srtp_errors"] == 1

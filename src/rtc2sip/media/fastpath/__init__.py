@@ -20,7 +20,9 @@ reports and ``/metrics`` read.
 SRTCP (Python terminates RTCP); a datagram from a WebRTC address no session owns (Python's
 ``udpmux`` routes it, ICE may have validated it); RTP before the session has keys. **Handed up
 unprotected**: browser RTP of an SSRC not learnt yet (Python demultiplexes BUNDLE, RFC 8843 §9.2,
-then calls :meth:`FastPath.learn_ssrc`) and of a stream in :attr:`Mode.PYTHON` (transcoded);
+then calls :meth:`FastPath.learn_ssrc` and :meth:`FastPath.relay_plain`) and, of a stream in
+:attr:`Mode.PYTHON` (transcoded), what both legs send, latched and counted (Python's output goes
+back through :meth:`FastPath.protect` / :meth:`FastPath.protect_legacy`: SRTP contexts never move);
 copies of every received packet of a stream in :attr:`Mode.COPY` (DTMF taps, recording,
 forwarding). **Dropped and counted, never forwarded**: truncated or malformed packets, failed SRTP
 authentication or replay, unmapped payload types, packets from an unlatched source while the latch
@@ -107,7 +109,7 @@ class Mode(enum.IntEnum):
 
     FORWARD = 0  # the fast path
     COPY = 1  # the fast path, and every received packet is also handed up (taps)
-    PYTHON = 2  # Python (a coder link): the fast path only unprotects the browser's packets
+    PYTHON = 2  # Python (a coder link): packets of both legs come up after SRTP, latching and counting
 
 
 class HandedKind(enum.IntEnum):
@@ -118,6 +120,7 @@ class HandedKind(enum.IntEnum):
     LEGACY = 2  # RTCP on a muxed phone-side RTP socket (RFC 5761)
     COPY_WEBRTC = 3  # a copy of a browser packet (Mode.COPY), after SRTP
     COPY_LEGACY = 4  # a copy of a phone packet (Mode.COPY), after SDES SRTP if any
+    LEGACY_PLAIN = 5  # a phone packet of a Mode.PYTHON stream, latched, after SDES SRTP if any
 
 
 Direction = Literal["to_legacy", "to_webrtc"]
@@ -315,6 +318,10 @@ class FastPath:
     def take(self, stream: int, direction: Direction, now: float) -> tuple[int, int]:
         """:meth:`RtpRewriter.take`: sequence and timestamp for a packet of the gateway's own."""
         return self._engine.take(stream, direction == "to_legacy", now)
+
+    def protect_legacy(self, stream: int, packet: bytes) -> bytes:
+        """SDES-protect an RTP packet of Python's own toward the phone with the stream's context."""
+        return self._engine.protect_legacy(stream, packet)
 
     def protect(self, session: int, packet: bytes) -> bytes:
         """SRTP-protect an RTP packet of Python's own toward the browser with the session's context

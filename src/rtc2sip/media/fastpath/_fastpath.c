@@ -27,7 +27,14 @@
 #define TAG_WEBRTC (1ULL << 62)
 #define TAG_STOP (1ULL << 61)
 
-enum up_kind { UP_WEBRTC = 0, UP_WEBRTC_PLAIN = 1, UP_LEGACY = 2, UP_COPY_WEBRTC = 3, UP_COPY_LEGACY = 4 };
+enum up_kind {
+    UP_WEBRTC = 0,
+    UP_WEBRTC_PLAIN = 1,
+    UP_LEGACY = 2,
+    UP_COPY_WEBRTC = 3,
+    UP_COPY_LEGACY = 4,
+    UP_LEGACY_PLAIN = 5
+};
 
 typedef struct up_entry {
     uint8_t kind;
@@ -281,7 +288,8 @@ static void handle_result(Engine *e, const fp_result *r, int from_webrtc, int fd
         enqueue(e, from_webrtc ? UP_WEBRTC : UP_LEGACY, r->session, r->stream, fd, src, orig, orig_len, now);
         break;
     case FP_UP_PLAIN:
-        enqueue(e, UP_WEBRTC_PLAIN, r->session, r->stream, fd, src, r->data, r->len, now);
+        enqueue(e, from_webrtc ? UP_WEBRTC_PLAIN : UP_LEGACY_PLAIN, r->session, r->stream, fd, src, r->data, r->len,
+                now);
         break;
     default:
         break;
@@ -963,7 +971,9 @@ static PyObject *history_op(Engine *e, PyObject *args, int send)
 static PyObject *Engine_lookup(Engine *e, PyObject *args) { return history_op(e, args, 0); }
 static PyObject *Engine_retransmit(Engine *e, PyObject *args) { return history_op(e, args, 1); }
 
-static PyObject *Engine_protect(Engine *e, PyObject *args)
+/* protect(session, rtp) with the session's SRTP context toward the browser; protect_legacy(stream,
+ * rtp) with the stream's SDES context toward the phone (RFC 3711 §9.2: one context per key). */
+static PyObject *protect_op(Engine *e, PyObject *args, int legacy)
 {
     long h;
     Py_buffer data;
@@ -980,18 +990,22 @@ static PyObject *Engine_protect(Engine *e, PyObject *args)
     memcpy(buf, data.buf, (size_t)n);
     PyBuffer_Release(&data);
     LOCK(e);
-    int s = session_index(e, h);
-    if (s >= 0 && e->core.sessions[s].srtp_tx != NULL && e->core.protect != NULL)
-        rc = e->core.protect(e->core.sessions[s].srtp_tx, buf, &n);
+    int i = legacy ? stream_index(e, h) : session_index(e, h);
+    void *ctx = i < 0 ? NULL : legacy ? e->core.streams[i].legacy_tx_srtp : e->core.sessions[i].srtp_tx;
+    if (ctx != NULL && e->core.protect != NULL)
+        rc = e->core.protect(ctx, buf, &n);
     UNLOCK(e);
-    if (s < 0)
+    if (i < 0)
         return NULL;
     if (rc != 0) {
-        PyErr_Format(PyExc_ValueError, "SRTP protect failed (%d)", rc);
+        PyErr_Format(PyExc_ValueError, ctx == NULL ? "no SRTP context" : "SRTP protect failed (%d)", rc);
         return NULL;
     }
     return PyBytes_FromStringAndSize((const char *)buf, n);
 }
+
+static PyObject *Engine_protect(Engine *e, PyObject *args) { return protect_op(e, args, 0); }
+static PyObject *Engine_protect_legacy(Engine *e, PyObject *args) { return protect_op(e, args, 1); }
 
 static PyObject *Engine_take(Engine *e, PyObject *args)
 {
@@ -1392,6 +1406,7 @@ static PyMethodDef Engine_methods[] = {
     {"lookup", (PyCFunction)Engine_lookup, METH_VARARGS, NULL},
     {"retransmit", (PyCFunction)Engine_retransmit, METH_VARARGS, NULL},
     {"protect", (PyCFunction)Engine_protect, METH_VARARGS, NULL},
+    {"protect_legacy", (PyCFunction)Engine_protect_legacy, METH_VARARGS, NULL},
     {"take", (PyCFunction)Engine_take, METH_VARARGS, NULL},
     {"rewriter_state", (PyCFunction)Engine_rewriter_state, METH_VARARGS, NULL},
     {"set_rewriter_state", (PyCFunction)Engine_set_rewriter_state, METH_VARARGS, NULL},

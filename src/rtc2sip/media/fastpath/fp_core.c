@@ -692,6 +692,10 @@ void fp_from_legacy(fp_core *core, int sti, uint8_t *buf, int len, const fp_addr
     fp_rxstats_update(&st->legacy_rx, seq, ts, now);
     res->data = buf;
     res->len = n;
+    if (st->mode == FP_MODE_PYTHON) { /* latched, unprotected and counted here; Python relays it */
+        res->verdict = FP_UP_PLAIN;
+        return;
+    }
     if (st->mode == FP_MODE_COPY && copy_buf != NULL) {
         memcpy(copy_buf, buf, (size_t)n);
         res->copy_len = n;

@@ -103,7 +103,8 @@ typedef struct fp_legstats { /* relay.LegStats, the per-packet part */
 enum fp_mode {
     FP_MODE_FORWARD = 0, /* relayed in C */
     FP_MODE_COPY = 1,    /* relayed in C, and every received packet also handed up (taps) */
-    FP_MODE_PYTHON = 2   /* Python relays it (coder): browser packets handed up after SRTP */
+    FP_MODE_PYTHON = 2   /* Python relays it (coder): packets of both legs handed up after SRTP,
+                            latching and counting; the SRTP contexts stay here (fp protect calls) */
 };
 
 typedef struct fp_stream {
