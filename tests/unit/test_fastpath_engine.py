@@ -4,6 +4,7 @@ retransmission, and removal (the socket is no longer read, nothing is left in th
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import select
@@ -11,7 +12,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from test_fastpath_core import Call
+from test_fastpath_core import PHONE, Call
 
 from rtc2sip.media import fastpath
 from rtc2sip.media.ports import Address
@@ -164,3 +165,31 @@ def test_stop_and_collect_leave_no_descriptor() -> None:
         del b
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]  # fmt: skip
+
+
+def _heap_in_use() -> int:
+    mallinfo2 = ctypes.CDLL(None).mallinfo2  # glibc >= 2.33
+    mallinfo2.restype = _Mallinfo2
+    return int(mallinfo2().uordblks) + int(mallinfo2().hblkhd)
+
+
+def test_stream_churn_frees_its_history() -> None:
+    call = Call(history=(400, 400))
+    heap = []
+    for _ in range(3):
+        for _ in range(50):
+            stream = call.fp.add_stream(call.session, -1, webrtc_ssrc=1, legacy_ssrc=2, webrtc_initial_sequence=0,
+                                        legacy_initial_sequence=0, history=(400, 400))  # fmt: skip
+            call.fp.configure_stream(stream, {0: 0}, {0: 0}, 90000)
+            for i in range(400):  # a full history of 1 KB packets: ~0.4 MB per stream
+                call.fp.process_legacy(stream, build_rtp(0, i, 3000 * i, 5, b"v" * 1000), PHONE, 1.0)
+            call.fp.remove_stream(stream)
+        gc.collect()
+        heap.append(_heap_in_use())
+    assert heap[2] - heap[0] < 1 << 20, heap  # 50 streams x 0.4 MB each round: nothing kept
