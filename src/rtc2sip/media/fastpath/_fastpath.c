@@ -24,6 +24,7 @@
 #define RECV_BATCH 32
 #define SEND_BATCH 64
 #define MAX_WEBRTC_FDS 16
+#define WEBRTC_READS 32 /* recvmmsg calls per readiness of a WebRTC socket: up to 1024 datagrams */
 #define TAG_WEBRTC (1ULL << 62)
 #define TAG_STOP (1ULL << 61)
 
@@ -303,7 +304,7 @@ typedef struct rx_batch {
     uint8_t data[RECV_BATCH][FP_BUF_SIZE];
 } rx_batch;
 
-static void read_socket(Engine *e, rx_batch *rx, int fd, int stream)
+static int read_socket(Engine *e, rx_batch *rx, int fd, int stream)
 {
     for (int i = 0; i < RECV_BATCH; i++) {
         rx->iov[i].iov_base = rx->data[i];
@@ -318,7 +319,7 @@ static void read_socket(Engine *e, rx_batch *rx, int fd, int stream)
     int n = recvmmsg(fd, rx->msgs, stream < 0 ? RECV_BATCH : 8, MSG_DONTWAIT, NULL);
     e->recv_calls++;
     if (n <= 0)
-        return;
+        return 0;
     double now = monotonic_now();
     for (int i = 0; i < n; i++) {
         fp_addr src;
@@ -340,6 +341,7 @@ static void read_socket(Engine *e, rx_batch *rx, int fd, int stream)
             handle_result(e, &r, 0, fd, &src, rx->data[i], len, now);
         }
     }
+    return n;
 }
 
 static void *engine_main(void *arg)
@@ -364,8 +366,11 @@ static void *engine_main(void *arg)
                 e->stopping = 1;
             } else if (tag & TAG_WEBRTC) {
                 int fd = (int)(tag & 0xFFFFFFFF);
-                if (batch_for(e, fd) != NULL)
-                    read_socket(e, rx, fd, -1);
+                /* the shared socket carries every call's browser leg, against one datagram per phone
+                 * socket: drain it further per readiness, or it falls behind the phone sockets */
+                for (int k = 0; k < WEBRTC_READS && batch_for(e, fd) != NULL; k++)
+                    if (read_socket(e, rx, fd, -1) < RECV_BATCH)
+                        break;
             } else {
                 int idx = (int)(tag & 0xFFFF);
                 uint32_t gen = (uint32_t)(tag >> 16 & 0x7FFF);
