@@ -40,8 +40,8 @@ setup(
     ext_modules=[
         Extension(
             "rtc2sip.media.fastpath._fastpath",
-            sources=[FASTPATH + "_fastpath.c", FASTPATH + "fp_core.c"],
-            depends=[FASTPATH + "fp_core.h"],
+            sources=[FASTPATH + "_fastpath.c", FASTPATH + "fp_core.c", FASTPATH + "fp_engine.c"],
+            depends=[FASTPATH + "fp_core.h", FASTPATH + "fp_engine.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
             extra_link_args=["-lm", "-pthread"],

@@ -102,7 +102,7 @@ def test_a_million_mutated_packets_under_asan(tmp_path: Path) -> None:
     include = sysconfig.get_paths()["include"]
     build = ["gcc", "-DFP_FUZZ", "-O1", "-g", "-std=gnu11", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
              "-fno-omit-frame-pointer", "-fPIC", "-shared", f"-I{include}", str(SOURCE / "_fastpath.c"),
-             str(SOURCE / "fp_core.c"), "-o", str(so), "-lm", "-pthread"]  # fmt: skip
+             str(SOURCE / "fp_core.c"), str(SOURCE / "fp_engine.c"), "-o", str(so), "-lm", "-pthread"]  # fmt: skip
     result = subprocess.run(build, capture_output=True, text=True)
     if result.returncode != 0 and "Python.h" in result.stderr:
         pytest.skip("no Python headers: cannot build the fuzz target")

@@ -1,6 +1,5 @@
 /* rtc2sip.media.fastpath._fastpath: the Python type over the fast path's core (fp_core.c) and its
- * I/O engine: one native thread, epoll over the phone-side RTP sockets and the WebRTC socket(s),
- * recvmmsg/sendmmsg, a bounded hand-up queue signalled through an eventfd.
+ * I/O engine (fp_engine.c: one native thread, epoll, recvmmsg/sendmmsg, the hand-up queue).
  *
  * One mutex guards the core; the engine thread holds it while it processes one epoll batch and
  * never takes the GIL, so control calls from Python wait at most one batch. The sockets stay
@@ -19,72 +18,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fp_core.h"
-
-#define RECV_BATCH 32
-#define SEND_BATCH 64
-#define MAX_WEBRTC_FDS 16
-#define WEBRTC_READS 32 /* recvmmsg calls per readiness of a WebRTC socket: up to 1024 datagrams */
-#define TAG_WEBRTC (1ULL << 62)
-#define TAG_STOP (1ULL << 61)
-
-enum up_kind {
-    UP_WEBRTC = 0,
-    UP_WEBRTC_PLAIN = 1,
-    UP_LEGACY = 2,
-    UP_COPY_WEBRTC = 3,
-    UP_COPY_LEGACY = 4,
-    UP_LEGACY_PLAIN = 5
-};
-
-typedef struct up_entry {
-    uint8_t kind;
-    int32_t session, stream; /* handles, -1 */
-    int fd;
-    fp_addr addr;
-    double arrival;
-    uint16_t len;
-    uint8_t data[FP_BUF_SIZE];
-} up_entry;
-
-typedef struct send_batch {
-    int fd;
-    int count;
-    struct mmsghdr msgs[SEND_BATCH];
-    struct iovec iov[SEND_BATCH];
-    fp_addr dest[SEND_BATCH];
-    uint8_t data[SEND_BATCH][FP_BUF_SIZE];
-} send_batch;
+#include "fp_engine.h"
 
 typedef struct {
     PyObject_HEAD
-    pthread_mutex_t lock;
-    int lock_ok;
-    fp_core core;
-    int core_ok;
-    int epfd, evfd, stopfd;
-    pthread_t thread;
-    int running, stopping;
-    up_entry *queue;
-    int qcap, qhead, qcount, signalled;
-    int webrtc_fds[MAX_WEBRTC_FDS];
-    int nwebrtc;
-    send_batch *batches; /* one per WebRTC socket */
-    uint8_t copy_buf[FP_BUF_SIZE];   /* the engine thread's */
-    uint8_t sans_buf[FP_BUF_SIZE];   /* process_*'s, under the lock */
+    fp_engine eng;
+    uint8_t sans_buf[FP_BUF_SIZE]; /* process_*'s, under the lock */
     uint8_t sans_copy[FP_BUF_SIZE];
-    uint64_t datagrams_in, datagrams_out, recv_calls, send_batches, send_errors, truncated,
-        queue_full, handed_up, wakeups;
 } Engine;
 
-static double monotonic_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static inline int32_t handle_of(uint32_t gen, int idx) { return (int32_t)(gen << 16 | (uint32_t)idx); }
 
 /* -- addresses as Python's socket module gives them (media.ports.wire_address's forms) -------------- */
 
@@ -155,8 +97,8 @@ static PyObject *addr_to_py(const fp_addr *a)
 static int stream_index(Engine *e, long handle)
 {
     int idx = (int)(handle & 0xFFFF);
-    if (handle < 0 || idx >= e->core.max_streams || !e->core.streams[idx].in_use ||
-        e->core.streams[idx].gen != (uint32_t)(handle >> 16)) {
+    if (handle < 0 || idx >= e->eng.core.max_streams || !e->eng.core.streams[idx].in_use ||
+        e->eng.core.streams[idx].gen != (uint32_t)(handle >> 16)) {
         PyErr_Format(PyExc_KeyError, "no fast-path stream %ld", handle);
         return -1;
     }
@@ -166,26 +108,16 @@ static int stream_index(Engine *e, long handle)
 static int session_index(Engine *e, long handle)
 {
     int idx = (int)(handle & 0xFFFF);
-    if (handle < 0 || idx >= e->core.max_sessions || !e->core.sessions[idx].in_use ||
-        e->core.sessions[idx].gen != (uint32_t)(handle >> 16)) {
+    if (handle < 0 || idx >= e->eng.core.max_sessions || !e->eng.core.sessions[idx].in_use ||
+        e->eng.core.sessions[idx].gen != (uint32_t)(handle >> 16)) {
         PyErr_Format(PyExc_KeyError, "no fast-path session %ld", handle);
         return -1;
     }
     return idx;
 }
 
-static int32_t stream_handle(Engine *e, int idx)
-{
-    return idx < 0 ? -1 : handle_of(e->core.streams[idx].gen, idx);
-}
-
-static int32_t session_handle(Engine *e, int idx)
-{
-    return idx < 0 ? -1 : handle_of(e->core.sessions[idx].gen, idx);
-}
-
-#define LOCK(e) pthread_mutex_lock(&(e)->lock)
-#define UNLOCK(e) pthread_mutex_unlock(&(e)->lock)
+#define LOCK(e) pthread_mutex_lock(&(e)->eng.lock)
+#define UNLOCK(e) pthread_mutex_unlock(&(e)->eng.lock)
 
 /* Every setter's shape: under the lock, look the handle up (KeyError if stale), change the entry. */
 #define SET_UNDER_LOCK(e, index_of, handle, i, ...) \
@@ -203,199 +135,6 @@ static int32_t session_handle(Engine *e, int idx)
 
 /* -- the engine thread ---------------------------------------------------------------------------- */
 
-static void enqueue(Engine *e, int kind, int session, int stream, int fd, const fp_addr *addr,
-                    const uint8_t *data, int len, double now)
-{
-    if (e->qcount >= e->qcap || len < 0 || len > FP_BUF_SIZE) {
-        e->queue_full++;
-        return;
-    }
-    up_entry *u = &e->queue[(e->qhead + e->qcount) % e->qcap];
-    u->kind = (uint8_t)kind;
-    u->session = session_handle(e, session);
-    u->stream = stream_handle(e, stream);
-    u->fd = fd;
-    u->addr = *addr;
-    u->arrival = now;
-    u->len = (uint16_t)len;
-    memcpy(u->data, data, (size_t)len);
-    e->qcount++;
-    e->handed_up++;
-}
-
-static void flush_batch(Engine *e, send_batch *b)
-{
-    int done = 0;
-    while (done < b->count) {
-        int n = sendmmsg(b->fd, b->msgs + done, (unsigned)(b->count - done), MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            e->send_errors++; /* this message refused (full buffer, unreachable): skip it */
-            done++;
-            continue;
-        }
-        e->datagrams_out += (uint64_t)n;
-        done += n;
-    }
-    if (b->count)
-        e->send_batches++;
-    b->count = 0;
-}
-
-static send_batch *batch_for(Engine *e, int fd)
-{
-    for (int i = 0; i < e->nwebrtc; i++)
-        if (e->webrtc_fds[i] == fd)
-            return &e->batches[i];
-    return NULL;
-}
-
-static void send_one(Engine *e, int fd, const fp_addr *dest, const uint8_t *data, int len)
-{
-    send_batch *b = batch_for(e, fd);
-    if (b == NULL) { /* a phone-side socket: one sendto (each is its own socket, as phones expect) */
-        if (sendto(fd, data, (size_t)len, MSG_DONTWAIT, (const struct sockaddr *)&dest->ss, dest->len) < 0)
-            e->send_errors++;
-        else
-            e->datagrams_out++;
-        return;
-    }
-    if (b->count == SEND_BATCH)
-        flush_batch(e, b);
-    int i = b->count++;
-    memcpy(b->data[i], data, (size_t)len);
-    b->dest[i] = *dest;
-    b->iov[i].iov_base = b->data[i];
-    b->iov[i].iov_len = (size_t)len;
-    memset(&b->msgs[i], 0, sizeof b->msgs[i]);
-    b->msgs[i].msg_hdr.msg_name = &b->dest[i].ss;
-    b->msgs[i].msg_hdr.msg_namelen = b->dest[i].len;
-    b->msgs[i].msg_hdr.msg_iov = &b->iov[i];
-    b->msgs[i].msg_hdr.msg_iovlen = 1;
-}
-
-static void handle_result(Engine *e, const fp_result *r, int from_webrtc, int fd, const fp_addr *src,
-                          const uint8_t *orig, int orig_len, double now)
-{
-    if (r->copy_len > 0)
-        enqueue(e, from_webrtc ? UP_COPY_WEBRTC : UP_COPY_LEGACY, r->session, r->stream, fd, src,
-                e->copy_buf, r->copy_len, now);
-    switch (r->verdict) {
-    case FP_SEND:
-        send_one(e, r->fd, r->dest, r->data, r->len);
-        break;
-    case FP_UP:
-        enqueue(e, from_webrtc ? UP_WEBRTC : UP_LEGACY, r->session, r->stream, fd, src, orig, orig_len, now);
-        break;
-    case FP_UP_PLAIN:
-        enqueue(e, from_webrtc ? UP_WEBRTC_PLAIN : UP_LEGACY_PLAIN, r->session, r->stream, fd, src, r->data, r->len,
-                now);
-        break;
-    default:
-        break;
-    }
-}
-
-typedef struct rx_batch {
-    struct mmsghdr msgs[RECV_BATCH];
-    struct iovec iov[RECV_BATCH];
-    struct sockaddr_storage addr[RECV_BATCH];
-    uint8_t data[RECV_BATCH][FP_BUF_SIZE];
-} rx_batch;
-
-static int read_socket(Engine *e, rx_batch *rx, int fd, int stream)
-{
-    for (int i = 0; i < RECV_BATCH; i++) {
-        rx->iov[i].iov_base = rx->data[i];
-        rx->iov[i].iov_len = FP_MAX_PACKET + 1; /* one byte more: a longer datagram is MSG_TRUNC */
-        memset(&rx->msgs[i].msg_hdr, 0, sizeof rx->msgs[i].msg_hdr);
-        rx->msgs[i].msg_hdr.msg_name = &rx->addr[i];
-        rx->msgs[i].msg_hdr.msg_namelen = sizeof rx->addr[i];
-        rx->msgs[i].msg_hdr.msg_iov = &rx->iov[i];
-        rx->msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    /* level-triggered epoll: one call per readiness, no second call just to see EAGAIN */
-    int n = recvmmsg(fd, rx->msgs, stream < 0 ? RECV_BATCH : 8, MSG_DONTWAIT, NULL);
-    e->recv_calls++;
-    if (n <= 0)
-        return 0;
-    double now = monotonic_now();
-    for (int i = 0; i < n; i++) {
-        fp_addr src;
-        src.len = rx->msgs[i].msg_hdr.msg_namelen;
-        memcpy(&src.ss, &rx->addr[i], sizeof src.ss);
-        int len = (int)rx->msgs[i].msg_len;
-        e->datagrams_in++;
-        if (rx->msgs[i].msg_hdr.msg_flags & MSG_TRUNC || len > FP_MAX_PACKET) {
-            e->truncated++;
-            continue;
-        }
-        fp_result r;
-        if (stream < 0) {
-            /* an FP_UP verdict is always given before the core touches buf (fp_from_webrtc) */
-            fp_from_webrtc(&e->core, fd, rx->data[i], len, &src, now, e->copy_buf, &r);
-            handle_result(e, &r, 1, fd, &src, rx->data[i], len, now);
-        } else {
-            fp_from_legacy(&e->core, stream, rx->data[i], len, &src, now, e->copy_buf, &r);
-            handle_result(e, &r, 0, fd, &src, rx->data[i], len, now);
-        }
-    }
-    return n;
-}
-
-static void *engine_main(void *arg)
-{
-    Engine *e = arg;
-    struct epoll_event events[64];
-    rx_batch *rx = malloc(sizeof *rx);
-    if (rx == NULL)
-        return NULL;
-    for (;;) {
-        int n = epoll_wait(e->epfd, events, 64, -1);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        LOCK(e);
-        e->wakeups++;
-        for (int i = 0; i < n && !e->stopping; i++) {
-            uint64_t tag = events[i].data.u64;
-            if (tag & TAG_STOP) {
-                e->stopping = 1;
-            } else if (tag & TAG_WEBRTC) {
-                int fd = (int)(tag & 0xFFFFFFFF);
-                /* the shared socket carries every call's browser leg, against one datagram per phone
-                 * socket: drain it further per readiness, or it falls behind the phone sockets */
-                for (int k = 0; k < WEBRTC_READS && batch_for(e, fd) != NULL; k++)
-                    if (read_socket(e, rx, fd, -1) < RECV_BATCH)
-                        break;
-            } else {
-                int idx = (int)(tag & 0xFFFF);
-                uint32_t gen = (uint32_t)(tag >> 16 & 0x7FFF);
-                int fd = (int)(tag >> 32 & 0xFFFFFFF);
-                if (idx < e->core.max_streams && e->core.streams[idx].in_use && e->core.streams[idx].gen == gen &&
-                    e->core.streams[idx].legacy_fd == fd)
-                    read_socket(e, rx, fd, idx);
-            }
-        }
-        for (int i = 0; i < e->nwebrtc; i++)
-            flush_batch(e, &e->batches[i]);
-        if (e->qcount && !e->signalled) {
-            uint64_t one = 1;
-            if (write(e->evfd, &one, sizeof one) == sizeof one)
-                e->signalled = 1;
-        }
-        int stop = e->stopping;
-        UNLOCK(e);
-        if (stop)
-            break;
-    }
-    free(rx);
-    return NULL;
-}
-
 /* -- type ----------------------------------------------------------------------------------------- */
 
 static void Engine_dealloc(Engine *e);
@@ -406,7 +145,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
     int max_streams = 4096, max_sessions = 4096, queue_size = 1024;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|iii", names, &max_streams, &max_sessions, &queue_size))
         return -1;
-    if (e->core_ok) {
+    if (e->eng.core_ok) {
         PyErr_SetString(PyExc_RuntimeError, "Engine already initialised");
         return -1;
     }
@@ -415,32 +154,9 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_ValueError, "max_streams, max_sessions 1..65535, queue_size 1..65536");
         return -1;
     }
-    e->epfd = e->evfd = e->stopfd = -1;
-    if (pthread_mutex_init(&e->lock, NULL) != 0)
-        return PyErr_SetFromErrno(PyExc_OSError), -1;
-    e->lock_ok = 1;
-    if (fp_core_init(&e->core, max_streams, max_sessions) != 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    e->core_ok = 1;
-    e->queue = calloc((size_t)queue_size, sizeof *e->queue);
-    e->batches = calloc(MAX_WEBRTC_FDS, sizeof *e->batches);
-    if (e->queue == NULL || e->batches == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    e->qcap = queue_size;
-    e->epfd = epoll_create1(EPOLL_CLOEXEC);
-    e->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    e->stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (e->epfd < 0 || e->evfd < 0 || e->stopfd < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_STOP};
-    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->stopfd, &ev) != 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
+    if (fp_engine_init(&e->eng, max_streams, max_sessions, queue_size) != 0) {
+        PyErr_SetFromErrno(errno == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
+        fp_engine_free(&e->eng);
         return -1;
     }
     return 0;
@@ -448,38 +164,15 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kw)
 
 static void stop_thread(Engine *e)
 {
-    if (!e->running)
-        return;
-    uint64_t one = 1;
-    if (write(e->stopfd, &one, sizeof one) < 0) {
-        /* an eventfd write fails only on overflow: the thread is being woken anyway */
-    }
     Py_BEGIN_ALLOW_THREADS
-    pthread_join(e->thread, NULL);
+    fp_engine_stop(&e->eng);
     Py_END_ALLOW_THREADS
-    e->running = 0;
-    uint64_t v;
-    if (read(e->stopfd, &v, sizeof v) < 0) {
-        /* nothing pending */
-    }
-    e->stopping = 0;
 }
 
 static void Engine_dealloc(Engine *e)
 {
     stop_thread(e);
-    if (e->core_ok)
-        fp_core_free(&e->core);
-    free(e->queue);
-    free(e->batches);
-    if (e->epfd >= 0)
-        close(e->epfd);
-    if (e->evfd >= 0)
-        close(e->evfd);
-    if (e->stopfd >= 0)
-        close(e->stopfd);
-    if (e->lock_ok)
-        pthread_mutex_destroy(&e->lock);
+    fp_engine_free(&e->eng);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
@@ -487,12 +180,12 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     Engine *e = (Engine *)type->tp_alloc(type, 0);
     if (e != NULL)
-        e->epfd = e->evfd = e->stopfd = -1;
+        e->eng.epfd = e->eng.evfd = e->eng.stopfd = -1; /* fp_engine_free is safe before init */
     return (PyObject *)e;
 }
 
 #define CHECK_INIT(e)                                                       \
-    if (!(e)->core_ok) {                                                    \
+    if (!(e)->eng.core_ok) {                                                    \
         PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");      \
         return NULL;                                                        \
     }
@@ -504,8 +197,8 @@ static PyObject *Engine_set_srtp_functions(Engine *e, PyObject *args)
         return NULL;
     CHECK_INIT(e);
     LOCK(e);
-    e->core.protect = (fp_srtp_fn)(uintptr_t)protect;
-    e->core.unprotect = (fp_srtp_fn)(uintptr_t)unprotect;
+    e->eng.core.protect = (fp_srtp_fn)(uintptr_t)protect;
+    e->eng.core.unprotect = (fp_srtp_fn)(uintptr_t)unprotect;
     UNLOCK(e);
     Py_RETURN_NONE;
 }
@@ -514,8 +207,8 @@ static PyObject *Engine_add_session(Engine *e, PyObject *noargs)
 {
     CHECK_INIT(e);
     LOCK(e);
-    int s = fp_session_add(&e->core);
-    int32_t h = session_handle(e, s);
+    int s = fp_session_add(&e->eng.core);
+    int32_t h = fp_session_handle(&e->eng, s);
     UNLOCK(e);
     if (s < 0) {
         PyErr_SetString(PyExc_OverflowError, "fast path: no free session slot");
@@ -529,14 +222,7 @@ static PyObject *Engine_remove_session(Engine *e, PyObject *args)
     long h;
     if (!PyArg_ParseTuple(args, "l", &h))
         return NULL;
-    SET_UNDER_LOCK(e, session_index, h, s, {
-        for (int i = 0; i < e->core.max_streams; i++) {
-            fp_stream *st = &e->core.streams[i];
-            if (st->in_use && st->session == s && st->legacy_fd >= 0)
-                epoll_ctl(e->epfd, EPOLL_CTL_DEL, st->legacy_fd, NULL);
-        }
-        fp_session_remove(&e->core, s);
-    });
+    SET_UNDER_LOCK(e, session_index, h, s, { fp_engine_remove_session(&e->eng, s); });
 }
 
 static PyObject *Engine_set_session_keys(Engine *e, PyObject *args)
@@ -546,8 +232,8 @@ static PyObject *Engine_set_session_keys(Engine *e, PyObject *args)
     if (!PyArg_ParseTuple(args, "lKK", &h, &rx, &tx))
         return NULL;
     SET_UNDER_LOCK(e, session_index, h, s, {
-        e->core.sessions[s].srtp_rx = (void *)(uintptr_t)rx;
-        e->core.sessions[s].srtp_tx = (void *)(uintptr_t)tx;
+        e->eng.core.sessions[s].srtp_rx = (void *)(uintptr_t)rx;
+        e->eng.core.sessions[s].srtp_tx = (void *)(uintptr_t)tx;
     });
 }
 
@@ -560,7 +246,7 @@ static PyObject *Engine_set_session_remote(Engine *e, PyObject *args)
     if (!PyArg_ParseTuple(args, "liO", &h, &fd, &addr) || addr_from_py(addr, &a) < 0)
         return NULL;
     SET_UNDER_LOCK(e, session_index, h, s, {
-        fp_session_set_remote(&e->core, s, fd, &a);
+        fp_session_set_remote(&e->eng.core, s, fd, &a);
     });
 }
 
@@ -574,12 +260,12 @@ static PyObject *Engine_learn_ssrc(Engine *e, PyObject *args)
     LOCK(e);
     int s = session_index(e, h);
     int st = s >= 0 ? stream_index(e, sh) : -1;
-    if (st >= 0 && e->core.streams[st].session != s) {
+    if (st >= 0 && e->eng.core.streams[st].session != s) {
         PyErr_SetString(PyExc_ValueError, "stream of another session");
         st = -1;
     }
     if (st >= 0)
-        fp_session_learn(&e->core, s, (uint32_t)ssrc, st);
+        fp_session_learn(&e->eng.core, s, (uint32_t)ssrc, st);
     UNLOCK(e);
     if (st < 0)
         return NULL;
@@ -592,7 +278,7 @@ static PyObject *Engine_forget_ssrcs(Engine *e, PyObject *args)
     if (!PyArg_ParseTuple(args, "l", &h))
         return NULL;
     SET_UNDER_LOCK(e, session_index, h, s, {
-        e->core.sessions[s].nssrc = 0;
+        e->eng.core.sessions[s].nssrc = 0;
     });
 }
 
@@ -621,34 +307,27 @@ static PyObject *Engine_add_stream(Engine *e, PyObject *args, PyObject *kw)
     int s = session_index(e, h);
     int st = -1;
     if (s >= 0) {
-        st = fp_stream_add(&e->core, s);
+        st = fp_stream_add(&e->eng.core, s);
         if (st < 0)
             PyErr_SetString(PyExc_OverflowError, "fast path: no free stream slot");
     }
     if (st >= 0) {
-        fp_stream *x = &e->core.streams[st];
+        fp_stream *x = &e->eng.core.streams[st];
         x->symmetric = symmetric;
         fp_rewriter_init(&x->to_webrtc, (uint32_t)wssrc, 8000, (uint16_t)wseq);
         fp_rewriter_init(&x->to_legacy, (uint32_t)lssrc, 8000, (uint16_t)lseq);
         if (history != Py_None && (x->history = fp_history_new(min_tail, max_tail)) == NULL) {
-            fp_stream_remove(&e->core, st);
+            fp_stream_remove(&e->eng.core, st);
             PyErr_NoMemory();
             st = -1;
         }
     }
-    if (st >= 0 && fd >= 0) {
-        fp_stream *x = &e->core.streams[st];
-        struct epoll_event ev = {.events = EPOLLIN};
-        ev.data.u64 = (uint64_t)fd << 32 | (uint64_t)x->gen << 16 | (uint64_t)st;
-        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            PyErr_SetFromErrno(PyExc_OSError);
-            fp_stream_remove(&e->core, st);
-            st = -1;
-        } else {
-            x->legacy_fd = fd;
-        }
+    if (st >= 0 && fd >= 0 && fp_engine_watch_stream(&e->eng, st, fd) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        fp_stream_remove(&e->eng.core, st);
+        st = -1;
     }
-    int32_t sh = stream_handle(e, st);
+    int32_t sh = fp_stream_handle(&e->eng, st);
     UNLOCK(e);
     if (st < 0)
         return NULL;
@@ -660,11 +339,7 @@ static PyObject *Engine_remove_stream(Engine *e, PyObject *args)
     long h;
     if (!PyArg_ParseTuple(args, "l", &h))
         return NULL;
-    SET_UNDER_LOCK(e, stream_index, h, st, {
-        if (e->core.streams[st].legacy_fd >= 0)
-            epoll_ctl(e->epfd, EPOLL_CTL_DEL, e->core.streams[st].legacy_fd, NULL);
-        fp_stream_remove(&e->core, st);
-    });
+    SET_UNDER_LOCK(e, stream_index, h, st, { fp_engine_remove_stream(&e->eng, st); });
 }
 
 static int pt_table(PyObject *map, int16_t table[128])
@@ -705,7 +380,7 @@ static PyObject *Engine_configure_stream(Engine *e, PyObject *args, PyObject *kw
         return NULL;
     }
     SET_UNDER_LOCK(e, stream_index, h, st, {
-        fp_stream *x = &e->core.streams[st];
+        fp_stream *x = &e->eng.core.streams[st];
         memcpy(x->to_legacy.pt_map, tl, sizeof tl);
         memcpy(x->to_webrtc.pt_map, tw, sizeof tw);
         x->to_legacy.clock_rate = x->clock_rate = clock;
@@ -722,7 +397,7 @@ static PyObject *Engine_set_peer(Engine *e, PyObject *args)
     if (!PyArg_ParseTuple(args, "lOpp", &h, &addr, &hold, &mux) || addr_from_py(addr, &a) < 0)
         return NULL;
     SET_UNDER_LOCK(e, stream_index, h, st, {
-        fp_stream_set_peer(&e->core.streams[st], &a, hold || a.len == 0, mux);
+        fp_stream_set_peer(&e->eng.core.streams[st], &a, hold || a.len == 0, mux);
     });
 }
 
@@ -733,8 +408,8 @@ static PyObject *Engine_set_legacy_srtp(Engine *e, PyObject *args)
     if (!PyArg_ParseTuple(args, "lKK", &h, &rx, &tx))
         return NULL;
     SET_UNDER_LOCK(e, stream_index, h, st, {
-        e->core.streams[st].legacy_rx_srtp = (void *)(uintptr_t)rx;
-        e->core.streams[st].legacy_tx_srtp = (void *)(uintptr_t)tx;
+        e->eng.core.streams[st].legacy_rx_srtp = (void *)(uintptr_t)rx;
+        e->eng.core.streams[st].legacy_tx_srtp = (void *)(uintptr_t)tx;
     });
 }
 
@@ -749,7 +424,7 @@ static PyObject *Engine_set_mode(Engine *e, PyObject *args)
         return NULL;
     }
     SET_UNDER_LOCK(e, stream_index, h, st, {
-        e->core.streams[st].mode = mode;
+        e->eng.core.streams[st].mode = mode;
     });
 }
 
@@ -781,7 +456,7 @@ static PyObject *result_tuple(Engine *e, const fp_result *r, const uint8_t *orig
         Py_XDECREF(up);
         return NULL;
     }
-    return Py_BuildValue("(iiiiNNN)", r->verdict, session_handle(e, r->session), stream_handle(e, r->stream),
+    return Py_BuildValue("(iiiiNNN)", r->verdict, fp_session_handle(&e->eng, r->session), fp_stream_handle(&e->eng, r->stream),
                          r->verdict == FP_SEND ? r->fd : -1, out, dest, up);
 }
 
@@ -805,7 +480,7 @@ static PyObject *Engine_process_webrtc(Engine *e, PyObject *args)
     fp_result r;
     LOCK(e);
     memcpy(e->sans_buf, data.buf, (size_t)len);
-    fp_from_webrtc(&e->core, fd, e->sans_buf, len, &a, now, e->sans_copy, &r);
+    fp_from_webrtc(&e->eng.core, fd, e->sans_buf, len, &a, now, e->sans_copy, &r);
     PyObject *t = result_tuple(e, &r, data.buf, len, e->sans_copy);
     UNLOCK(e);
     PyBuffer_Release(&data);
@@ -835,7 +510,7 @@ static PyObject *Engine_process_legacy(Engine *e, PyObject *args)
     PyObject *t = NULL;
     if (st >= 0) {
         memcpy(e->sans_buf, data.buf, (size_t)len);
-        fp_from_legacy(&e->core, st, e->sans_buf, len, &a, now, e->sans_copy, &r);
+        fp_from_legacy(&e->eng.core, st, e->sans_buf, len, &a, now, e->sans_copy, &r);
         t = result_tuple(e, &r, data.buf, len, e->sans_copy);
     }
     UNLOCK(e);
@@ -865,13 +540,13 @@ static PyObject *Engine_relay_plain(Engine *e, PyObject *args)
     int st = stream_index(e, h);
     if (st >= 0) {
         memcpy(e->sans_buf, data.buf, (size_t)len);
-        fp_relay_plain_webrtc(&e->core, st, e->sans_buf, len, now, e->sans_copy, &r);
-        if (e->running && r.verdict == FP_SEND && r.fd >= 0) {
+        fp_relay_plain_webrtc(&e->eng.core, st, e->sans_buf, len, now, e->sans_copy, &r);
+        if (e->eng.running && r.verdict == FP_SEND && r.fd >= 0) {
             if (sendto(r.fd, r.data, (size_t)r.len, MSG_DONTWAIT, (const struct sockaddr *)&r.dest->ss,
                        r.dest->len) < 0)
-                e->send_errors++;
+                e->eng.send_errors++;
             else
-                e->datagrams_out++;
+                e->eng.datagrams_out++;
         }
         t = result_tuple(e, &r, data.buf, len, e->sans_copy);
     }
@@ -902,7 +577,7 @@ static void emit_packet(void *arg, const uint8_t *data, int len)
     if (sendto(c->fd, data, (size_t)len, MSG_DONTWAIT, (const struct sockaddr *)&c->dest->ss, c->dest->len) >= 0)
         c->sent++;
     else
-        c->e->send_errors++;
+        c->e->eng.send_errors++;
 }
 
 static int seq_array(PyObject *seqs, uint16_t **out)
@@ -953,8 +628,8 @@ static PyObject *history_op(Engine *e, PyObject *args, int send)
     LOCK(e);
     int st = stream_index(e, h);
     if (st >= 0) {
-        fp_stream *x = &e->core.streams[st];
-        fp_session *se = &e->core.sessions[x->session];
+        fp_stream *x = &e->eng.core.streams[st];
+        fp_session *se = &e->eng.core.sessions[x->session];
         c.fd = se->webrtc_fd;
         c.dest = &se->remote;
         if (x->history != NULL && (!send || (se->webrtc_fd >= 0 && se->remote.len))) {
@@ -996,9 +671,9 @@ static PyObject *protect_op(Engine *e, PyObject *args, int legacy)
     PyBuffer_Release(&data);
     LOCK(e);
     int i = legacy ? stream_index(e, h) : session_index(e, h);
-    void *ctx = i < 0 ? NULL : legacy ? e->core.streams[i].legacy_tx_srtp : e->core.sessions[i].srtp_tx;
-    if (ctx != NULL && e->core.protect != NULL)
-        rc = e->core.protect(ctx, buf, &n);
+    void *ctx = i < 0 ? NULL : legacy ? e->eng.core.streams[i].legacy_tx_srtp : e->eng.core.sessions[i].srtp_tx;
+    if (ctx != NULL && e->eng.core.protect != NULL)
+        rc = e->eng.core.protect(ctx, buf, &n);
     UNLOCK(e);
     if (i < 0)
         return NULL;
@@ -1025,7 +700,7 @@ static PyObject *Engine_take(Engine *e, PyObject *args)
     LOCK(e);
     int st = stream_index(e, h);
     if (st >= 0)
-        fp_rewriter_take(toward_legacy ? &e->core.streams[st].to_legacy : &e->core.streams[st].to_webrtc, now, &seq,
+        fp_rewriter_take(toward_legacy ? &e->eng.core.streams[st].to_legacy : &e->eng.core.streams[st].to_webrtc, now, &seq,
                          &ts);
     UNLOCK(e);
     if (st < 0)
@@ -1053,7 +728,7 @@ static PyObject *Engine_rewriter_state(Engine *e, PyObject *args)
     int st = stream_index(e, h);
     fp_rewriter copy;
     if (st >= 0)
-        copy = toward_legacy ? e->core.streams[st].to_legacy : e->core.streams[st].to_webrtc;
+        copy = toward_legacy ? e->eng.core.streams[st].to_legacy : e->eng.core.streams[st].to_webrtc;
     UNLOCK(e);
     if (st < 0)
         return NULL;
@@ -1075,7 +750,7 @@ static PyObject *Engine_set_rewriter_state(Engine *e, PyObject *args)
     if (source != Py_None && (src = PyLong_AsLongLong(source)) == -1 && PyErr_Occurred())
         return NULL;
     SET_UNDER_LOCK(e, stream_index, h, st, {
-        fp_rewriter *rw = toward_legacy ? &e->core.streams[st].to_legacy : &e->core.streams[st].to_webrtc;
+        fp_rewriter *rw = toward_legacy ? &e->eng.core.streams[st].to_legacy : &e->eng.core.streams[st].to_webrtc;
         rw->has_source = source != Py_None;
         rw->source = src;
         rw->seq_offset = (uint16_t)seq_offset;
@@ -1117,7 +792,7 @@ static PyObject *Engine_stream_stats(Engine *e, PyObject *args)
     fp_history hist;
     int has_hist = 0;
     if (st >= 0) {
-        x = e->core.streams[st];
+        x = e->eng.core.streams[st];
         if (x.history != NULL) {
             hist = *x.history;
             has_hist = 1;
@@ -1152,7 +827,7 @@ static PyObject *Engine_session_stats(Engine *e, PyObject *args)
     int s = session_index(e, h);
     fp_session x;
     if (s >= 0)
-        x = e->core.sessions[s];
+        x = e->eng.core.sessions[s];
     UNLOCK(e);
     if (s < 0)
         return NULL;
@@ -1165,16 +840,16 @@ static PyObject *Engine_stats(Engine *e, PyObject *noargs)
     CHECK_INIT(e);
     LOCK(e);
     int streams = 0, sessions = 0;
-    for (int i = 0; i < e->core.max_streams; i++)
-        streams += e->core.streams[i].in_use;
-    for (int i = 0; i < e->core.max_sessions; i++)
-        sessions += e->core.sessions[i].in_use;
+    for (int i = 0; i < e->eng.core.max_streams; i++)
+        streams += e->eng.core.streams[i].in_use;
+    for (int i = 0; i < e->eng.core.max_sessions; i++)
+        sessions += e->eng.core.sessions[i].in_use;
     PyObject *d = Py_BuildValue(
         "{s:i,s:i,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:O}", "streams", streams, "sessions", sessions,
-        "datagrams_in", e->datagrams_in, "datagrams_out", e->datagrams_out, "recv_calls", e->recv_calls,
-        "send_batches", e->send_batches, "send_errors", e->send_errors, "truncated", e->truncated, "queue_full",
-        e->queue_full, "handed_up", e->handed_up, "wakeups", e->wakeups, "unknown_source", e->core.unknown_source,
-        "not_rtp", e->core.not_rtp, "queued", e->qcount, "running", e->running ? Py_True : Py_False);
+        "datagrams_in", e->eng.datagrams_in, "datagrams_out", e->eng.datagrams_out, "recv_calls", e->eng.recv_calls,
+        "send_batches", e->eng.send_batches, "send_errors", e->eng.send_errors, "truncated", e->eng.truncated, "queue_full",
+        e->eng.queue_full, "handed_up", e->eng.handed_up, "wakeups", e->eng.wakeups, "unknown_source", e->eng.core.unknown_source,
+        "not_rtp", e->eng.core.not_rtp, "queued", e->eng.qcount, "running", e->eng.running ? Py_True : Py_False);
     UNLOCK(e);
     return d;
 }
@@ -1186,25 +861,10 @@ static PyObject *Engine_add_webrtc_socket(Engine *e, PyObject *args)
         return NULL;
     CHECK_INIT(e);
     LOCK(e);
-    int ok = 0;
-    if (batch_for(e, fd) != NULL) {
-        PyErr_SetString(PyExc_ValueError, "socket already added");
-    } else if (e->nwebrtc >= MAX_WEBRTC_FDS) {
-        PyErr_SetString(PyExc_OverflowError, "too many WebRTC sockets");
-    } else {
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_WEBRTC | (uint32_t)fd};
-        if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            PyErr_SetFromErrno(PyExc_OSError);
-        } else {
-            e->batches[e->nwebrtc].fd = fd;
-            e->batches[e->nwebrtc].count = 0;
-            e->webrtc_fds[e->nwebrtc++] = fd;
-            ok = 1;
-        }
-    }
+    int rc = fp_engine_add_webrtc_fd(&e->eng, fd);
     UNLOCK(e);
-    if (!ok)
-        return NULL;
+    if (rc != 0)
+        return PyErr_SetFromErrno(errno == EEXIST ? PyExc_ValueError : PyExc_OSError);
     Py_RETURN_NONE;
 }
 
@@ -1215,15 +875,7 @@ static PyObject *Engine_remove_webrtc_socket(Engine *e, PyObject *args)
         return NULL;
     CHECK_INIT(e);
     LOCK(e);
-    for (int i = 0; i < e->nwebrtc; i++)
-        if (e->webrtc_fds[i] == fd) {
-            flush_batch(e, &e->batches[i]);
-            epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
-            e->nwebrtc--;
-            e->webrtc_fds[i] = e->webrtc_fds[e->nwebrtc];
-            e->batches[i] = e->batches[e->nwebrtc]; /* iov/msg pointers are rebuilt on the next send */
-            break;
-        }
+    fp_engine_remove_webrtc_fd(&e->eng, fd);
     UNLOCK(e);
     Py_RETURN_NONE;
 }
@@ -1231,14 +883,8 @@ static PyObject *Engine_remove_webrtc_socket(Engine *e, PyObject *args)
 static PyObject *Engine_start(Engine *e, PyObject *noargs)
 {
     CHECK_INIT(e);
-    if (e->running)
-        Py_RETURN_NONE;
-    e->stopping = 0;
-    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
-        PyErr_SetString(PyExc_OSError, "fast path: cannot start the engine thread");
-        return NULL;
-    }
-    e->running = 1;
+    if (fp_engine_start(&e->eng) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_NONE;
 }
 
@@ -1252,7 +898,7 @@ static PyObject *Engine_stop(Engine *e, PyObject *noargs)
 static PyObject *Engine_fileno(Engine *e, PyObject *noargs)
 {
     CHECK_INIT(e);
-    return PyLong_FromLong(e->evfd);
+    return PyLong_FromLong(e->eng.evfd);
 }
 
 static PyObject *Engine_drain(Engine *e, PyObject *args)
@@ -1262,16 +908,16 @@ static PyObject *Engine_drain(Engine *e, PyObject *args)
         return NULL;
     CHECK_INIT(e);
     uint64_t v;
-    if (read(e->evfd, &v, sizeof v) < 0) {
+    if (read(e->eng.evfd, &v, sizeof v) < 0) {
         /* EAGAIN: nothing signalled, the queue may still hold entries */
     }
     PyObject *list = PyList_New(0);
     if (list == NULL)
         return NULL;
     LOCK(e);
-    e->signalled = 0;
-    while (e->qcount > 0 && max-- > 0) {
-        up_entry *u = &e->queue[e->qhead];
+    e->eng.signalled = 0;
+    while (e->eng.qcount > 0 && max-- > 0) {
+        up_entry *u = &e->eng.queue[e->eng.qhead];
         PyObject *t = Py_BuildValue("(iiiiNy#d)", u->kind, u->session, u->stream, u->fd, addr_to_py(&u->addr),
                                     (const char *)u->data, (Py_ssize_t)u->len, u->arrival);
         if (t == NULL || PyList_Append(list, t) < 0) {
@@ -1281,13 +927,13 @@ static PyObject *Engine_drain(Engine *e, PyObject *args)
             return NULL;
         }
         Py_DECREF(t);
-        e->qhead = (e->qhead + 1) % e->qcap;
-        e->qcount--;
+        e->eng.qhead = (e->eng.qhead + 1) % e->eng.qcap;
+        e->eng.qcount--;
     }
-    if (e->qcount > 0) { /* more than asked for: stay readable */
+    if (e->eng.qcount > 0) { /* more than asked for: stay readable */
         uint64_t one = 1;
-        if (write(e->evfd, &one, sizeof one) == sizeof one)
-            e->signalled = 1;
+        if (write(e->eng.evfd, &one, sizeof one) == sizeof one)
+            e->eng.signalled = 1;
     }
     UNLOCK(e);
     return list;
@@ -1369,17 +1015,17 @@ static PyObject *Engine_fuzz(Engine *e, PyObject *args)
         const fp_addr *src = &a[rnd() % na];
         now += (rnd() % 100 == 0) ? 3.0 : 0.02;
         if (rnd() % 2)
-            fp_from_webrtc(&e->core, fd, buf, len, src, now, copy, &r);
+            fp_from_webrtc(&e->eng.core, fd, buf, len, src, now, copy, &r);
         else
-            fp_from_legacy(&e->core, st, buf, len, src, now, copy, &r);
+            fp_from_legacy(&e->eng.core, st, buf, len, src, now, copy, &r);
         if (r.verdict == FP_SEND && (r.len < 12 || r.len > FP_BUF_SIZE))
             abort(); /* never: a packet sent is a whole RTP/SRTP packet in the buffer */
         verdicts[r.verdict & 3]++;
-        if (rnd() % 64 == 0 && e->core.streams[st].history != NULL) {
+        if (rnd() % 64 == 0 && e->eng.core.streams[st].history != NULL) {
             uint16_t seqs[17];
             for (int i = 0; i < 17; i++)
                 seqs[i] = (uint16_t)rnd();
-            fp_history_lookup(e->core.streams[st].history, seqs, 17, ignore_emit, NULL);
+            fp_history_lookup(e->eng.core.streams[st].history, seqs, 17, ignore_emit, NULL);
         }
     }
     UNLOCK(e);
