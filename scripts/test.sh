@@ -86,7 +86,8 @@ install_python() {
     "${PYTHON:-python3}" -m venv "$VENV"
   fi
   local stamp="$VENV/.rtc2sip-install" want
-  want="$(sha pyproject.toml)"
+  # the C fast path is built by pip install: a changed source must rebuild it
+  want="$(sha pyproject.toml setup.py src/rtc2sip/media/fastpath/*.[ch])"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$VENV/bin/python" -c 'import rtc2sip, pytest' 2>/dev/null; then
     step "pip install -e '.[test]'"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'

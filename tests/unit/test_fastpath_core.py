@@ -1,8 +1,8 @@
 """The fast path's sans-I/O core against the Python path: same packets in, same bytes out.
 
 References: media.rtp.RtpRewriter, pylibsrtp through media.srtp.SrtpSession, media.nack.RetransmissionHistory,
-media.rtcp.ReceiveStatistics, and relay._Stream._accept_source (the latching rule, called on a bare
-_Stream). Each test builds the same scenario for both and compares the output bytes and counters.
+media.rtcpstats.ReceiveStatistics, and path.StreamPath._accept_source (the latching rule, called on a bare
+StreamPath). Each test builds the same scenario for both and compares the output bytes and counters.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from rtc2sip.media import fastpath
 from rtc2sip.media.nack import RetransmissionHistory
 from rtc2sip.media.ports import Address
-from rtc2sip.media.relay import RELATCH_AFTER, _Stream
-from rtc2sip.media.rtcp import ReceiveStatistics
+from rtc2sip.media.path import RELATCH_AFTER, StreamPath
+from rtc2sip.media.rtcpstats import ReceiveStatistics
 from rtc2sip.media.rtp import RtpRewriter, build_rtp
 from rtc2sip.media.srtp import AEAD_AES_128_GCM, AES128_CM_SHA1_80, SrtpProfile, SrtpReplayError, SrtpSession
 
@@ -204,8 +204,8 @@ def test_receive_statistics_match_rfc3550_reference() -> None:
 
 
 def _bare_stream(symmetric: bool) -> Any:
-    """relay._Stream with only what _accept_source reads: the latching rule itself, not a copy of it."""
-    stream: Any = _Stream.__new__(_Stream)
+    """path.StreamPath with only what _accept_source reads: the latching rule itself, not a copy of it."""
+    stream: Any = StreamPath.__new__(StreamPath)
     stream.latched, stream.latched_last, stream.symmetric = None, 0.0, symmetric
     stream.legacy_dest, stream.legacy_mux, stream.legacy_rtcp_dest = PHONE_SDP, False, None
     return stream

@@ -11,7 +11,7 @@ used by the fast path alone from then on), SDES SRTP on the legacy leg when nego
 header rewrite (SSRC, sequence, timestamp, payload type: :class:`~rtc2sip.media.rtp.RtpRewriter`'s
 rules exactly), symmetric-RTP latching (``relay.RELATCH_AFTER``), the NACK history
 (:class:`~rtc2sip.media.nack.RetransmissionHistory`'s rules, ``avpf-tail-length``), and the
-per-stream counters (:class:`~rtc2sip.media.relay.LegStats`'s per-packet fields, the
+per-stream counters (:class:`~rtc2sip.media.path.LegStats`'s per-packet fields, the
 :class:`~rtc2sip.media.rtcp.ReceiveStatistics` state, the last packet sent each way) that RTCP
 reports and ``/metrics`` read.
 
@@ -151,7 +151,7 @@ class Outcome(NamedTuple):
 
 
 class LegCounters(TypedDict):
-    """:class:`~rtc2sip.media.relay.LegStats`' per-packet fields (RTCP counts stay Python's)."""
+    """:class:`~rtc2sip.media.path.LegStats`' per-packet fields (RTCP counts stay Python's)."""
 
     packets_in: int
     bytes_in: int

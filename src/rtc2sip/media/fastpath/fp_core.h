@@ -7,7 +7,7 @@
  * and RTCP demultiplexing), RFC 5764 (DTLS-SRTP: the keys come from Python after the handshake).
  *
  * Everything here mirrors rtc2sip.media.rtp.RtpRewriter, media.nack.RetransmissionHistory,
- * media.rtcp.ReceiveStatistics.update and the packet path of media.relay._Stream, byte for byte:
+ * media.rtcpstats.ReceiveStatistics.update and the packet path of media.path.StreamPath, byte for byte:
  * tests/unit/test_fastpath_core.py compares the two on the same packets. No I/O, no allocation on
  * the packet path except the NACK history's slot buffers (grown once, then reused).
  */
