@@ -25,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from time import monotonic
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
-from .path import StreamPath, set_receive_size
+from .path import SessionView, StreamPath, set_receive_size
 from .ports import Address
 from .rtcp import (
     Bye,
@@ -52,14 +53,19 @@ from .rtcp import (
 from .rtcpstats import ReceiveStatistics, ntp_from_unix, round_trip_time
 from .srtp import SrtpError
 
-if TYPE_CHECKING:
-    from .session import MediaSession
-
-__all__ = ["RTCP_INTERVAL", "LegacyRtcpProtocol", "RtcpStream"]
+__all__ = ["RTCP_INTERVAL", "LegacyRtcpProtocol", "RtcpSessionView", "RtcpStream"]
 
 # RFC 3550 §6.2: 5 s minimum interval, randomised over [0.5, 1.5] (§6.3.1) so legs do not synchronise.
 RTCP_INTERVAL = 5.0
 PT_FIR_RFC2032 = 192  # RFC 2032 §5.2.1 Full Intra Request, before RFC 5104
+
+
+class RtcpSessionView(SessionView, Protocol):
+    """What the RTCP layer reads of the session beyond the path's :class:`SessionView`: the hook for a
+    keyframe request sent to the legacy peer (the plane adds a SIP INFO for it)."""
+
+    @property
+    def on_keyframe_request(self) -> Callable[[str], None] | None: ...
 
 
 class RtcpStream(StreamPath):
@@ -76,8 +82,9 @@ class RtcpStream(StreamPath):
         "webrtc_remote_report",
         "webrtc_rtt",
     )
+    session: RtcpSessionView
 
-    def __init__(self, session: MediaSession, kind: str, legacy_port: int, symmetric: bool) -> None:
+    def __init__(self, session: RtcpSessionView, kind: str, legacy_port: int, symmetric: bool) -> None:
         super().__init__(session, kind, legacy_port, symmetric)
         self.legacy_rtcp: asyncio.DatagramTransport | None = None
         self.next_rtcp = monotonic() + RTCP_INTERVAL * random.uniform(0.5, 1.5)

@@ -40,10 +40,9 @@ from typing import TYPE_CHECKING
 
 from .callinfo import CallInfo, file_base, matches_rule
 from .rtp import RtpRewriter
-from .tap import LEGS, CodecInfo, LegCodecs, ask_keyframes
+from .tap import LEGS, CodecInfo, LegCodecs, TapPlane, ask_keyframes
 
 if TYPE_CHECKING:
-    from .plane import MediaPlane
     from .settings import ForwardRule
 
 __all__ = ["Forwarder", "RtpForward", "build_sdp"]
@@ -180,7 +179,7 @@ class Forwarder:
     """Forwards the calls the ``[forward]`` rule picks to ``[forward] to`` (when set), or any call on
     demand (:meth:`start`); the ``.sdp`` files go to ``directory``."""
 
-    def __init__(self, options: ForwardRule, directory: Path, plane: MediaPlane,
+    def __init__(self, options: ForwardRule, directory: Path, plane: TapPlane,
                  call_info: Callable[[str], CallInfo]) -> None:
         self.options = options
         self.directory = directory

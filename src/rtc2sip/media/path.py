@@ -38,9 +38,10 @@ SRTP sessions (``sdes_local``, ``legacy_peer_crypto``, ``legacy_tx_srtp``, ``leg
 ``coder``; the counters (:class:`LegStats` ``webrtc``/``legacy``), the receive statistics
 ``webrtc_rx``/``legacy_rx``, the last packet sent on each leg with its time (for the RTCP sender
 reports), ``history``. Of the session, read on every packet: ``srtp_rx``, ``srtp_tx``,
-``transport``, ``ice.selected``, ``tap``, ``streams_by_ssrc``. The control plane writes that state
-through :meth:`StreamPath.configure` (a new offer/answer) and the session's DTLS/ICE code (SRTP
-keys, selected pair).
+``transport``, ``ice.selected``, ``tap``, ``streams_by_ssrc``; all the path reads or calls of it is
+:class:`SessionView`, which :class:`~rtc2sip.media.session.MediaSession` satisfies. The control plane
+writes that state through :meth:`StreamPath.configure` (a new offer/answer) and the session's DTLS/ICE
+code (SRTP keys, selected pair).
 
 Handed up, not handled here: STUN (``session.stun_received``), DTLS (``session.dtls_received``) and
 SRTCP (``session.srtcp_received``) from the browser; a browser SSRC not learnt yet
@@ -61,9 +62,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from time import monotonic
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..sdp import LegacyPeer
 from .nack import RetransmissionHistory
@@ -71,13 +73,22 @@ from .ports import Address, wire_address
 from .rtcpstats import ReceiveStatistics
 from .rtp import RTP_HEADER, RtpRewriter, build_rtp
 from .srtp import AES128_CM_SHA1_80, SdesCrypto, SrtpError, SrtpSession
+from .tap import Tap
 
 if TYPE_CHECKING:  # the coder imports PyAV: only a plane that transcodes loads it
-    from ..coder import OutPacket
-    from .session import MediaSession
-    from .stream import CoderLink
+    from ..coder import CoderPool, CoderSession, OutPacket
 
-__all__ = ["RECEIVE_SIZE", "LegStats", "StreamConfig", "StreamPath", "WebRtcProtocol", "set_receive_size"]
+__all__ = [
+    "RECEIVE_SIZE",
+    "CoderLink",
+    "IceView",
+    "LegStats",
+    "SessionView",
+    "StreamConfig",
+    "StreamPath",
+    "WebRtcProtocol",
+    "set_receive_size",
+]
 
 
 # Stock asyncio reads every datagram into a fresh 256 KiB buffer, an mmap/munmap per packet
@@ -121,6 +132,60 @@ class StreamConfig:
     mid: str | None = None
     webrtc_ssrcs: tuple[int, ...] = ()
     mid_extmap: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CoderLink:
+    """A transcoded stream (the Media Coder, :mod:`rtc2sip.coder`): the pool session whose
+    ``to_legacy``/``to_webrtc`` directions take the packets, and the payload types each leg may send
+    into it (codec, CN, telephone-event); others are dropped. The path only tells a set ``coder``
+    from None; :mod:`rtc2sip.media.stream` and :mod:`rtc2sip.media.feedback` use the rest."""
+
+    pool: CoderPool
+    session: CoderSession
+    from_webrtc: frozenset[int]
+    from_legacy: frozenset[int]
+    description: str
+
+
+class IceView(Protocol):
+    """What the path reads of the session's ICE agent (:class:`~rtc2sip.media.ice.IceAgent`): the
+    selected pair's remote address, and whether a source passed a connectivity check (RFC 8445 §7.3.1.4)."""
+
+    @property
+    def selected(self) -> Address | None: ...
+    def is_validated(self, addr: Address) -> bool: ...
+
+
+class SessionView(Protocol):
+    """All the per-packet path reads, writes and calls of its session (the module docstring's seam):
+    what a compiled path reads of :class:`~rtc2sip.media.session.MediaSession`, which satisfies it."""
+
+    # read on every packet
+    @property
+    def srtp_rx(self) -> SrtpSession | None: ...
+    @property
+    def srtp_tx(self) -> SrtpSession | None: ...
+    @property
+    def ice(self) -> IceView: ...
+    @property
+    def tap(self) -> Tap | None: ...
+    @property
+    def streams_by_ssrc(self) -> Mapping[int, StreamPath]: ...
+    transport: asyncio.DatagramTransport | None  # set by WebRtcProtocol.connection_made
+    # a browser packet refused before its stream is known
+    dropped: int
+    srtp_errors: int
+    # (min, max) packets of video history for the browser's NACKs; None: no history
+    @property
+    def avpf_tail(self) -> tuple[int, int] | None: ...
+
+    # handed up
+    def demultiplex(self, plain: bytes, ssrc: int) -> StreamPath | None: ...
+    def stun_received(self, data: bytes, addr: Address) -> None: ...
+    def dtls_received(self, data: bytes, addr: Address) -> None: ...
+    def srtcp_received(self, data: bytes) -> None: ...
+    def closed_one(self) -> None: ...
 
 
 def set_receive_size(transport: asyncio.BaseTransport) -> None:
@@ -168,7 +233,7 @@ class StreamPath(asyncio.DatagramProtocol):
     )
 
     # The legacy RTP socket's protocol is the stream itself: one call less per packet.
-    def __init__(self, session: MediaSession, kind: str, legacy_port: int, symmetric: bool) -> None:
+    def __init__(self, session: SessionView, kind: str, legacy_port: int, symmetric: bool) -> None:
         self.session = session
         self.kind = kind
         self.legacy_port = legacy_port
@@ -474,7 +539,7 @@ class WebRtcProtocol(asyncio.DatagramProtocol):
 
     __slots__ = ("session",)
 
-    def __init__(self, session: MediaSession) -> None:
+    def __init__(self, session: SessionView) -> None:
         self.session = session
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

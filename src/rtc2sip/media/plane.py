@@ -63,11 +63,10 @@ from ..sdp import Fingerprint as SdpFingerprint
 from .certificate import Certificate
 from .dtls import DtlsRole
 from .negotiation import AUXILIARY, leg_codecs, relayed_kinds, stream_configs
-from .path import StreamConfig
+from .path import CoderLink, StreamConfig
 from .ports import PortAllocator
 from .session import MediaSession
 from .settings import PlaneSettings
-from .stream import CoderLink
 from .tap import LegCodecs, Tap, TapSink
 from .transcoding import Transcoding
 from .udpmux import UdpMux

@@ -39,11 +39,10 @@ from ..coder.rtp_video import EncodedFrame
 from .audiofile import DECODERS, OGG_RATE, OggOpusWriter, PayloadDecoder, PcmWriter, WavWriter
 from .callinfo import CallInfo, file_base, matches_rule
 from .rtp import RTP_HEADER, payload_bounds
-from .tap import LEGS, LegCodecs, QueuedSink, TapWorker, ask_keyframes
+from .tap import LEGS, LegCodecs, QueuedSink, TapPlane, TapWorker, ask_keyframes
 from .webm import Vp8Reader, WebmWriter
 
 if TYPE_CHECKING:
-    from .plane import MediaPlane
     from .settings import RecordingRule
 
 __all__ = ["CallRecording", "Recorder"]
@@ -376,7 +375,7 @@ class Recorder:
     """Records the calls the ``[recording]`` rule picks (automatically, when their media starts),
     or any call on demand (:meth:`start`); one :class:`CallRecording` per media session."""
 
-    def __init__(self, options: RecordingRule, directory: Path, plane: MediaPlane,
+    def __init__(self, options: RecordingRule, directory: Path, plane: TapPlane,
                  call_info: Callable[[str], CallInfo], worker: TapWorker | None = None) -> None:
         self.options = options
         self.directory = directory

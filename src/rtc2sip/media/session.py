@@ -42,12 +42,12 @@ from .dtls import DtlsEndpoint, DtlsRole, DtlsState, FingerprintMismatchError
 from .feedback import LegacyRtcpProtocol
 from .heap import TRIMMER
 from .ice import IceAgent
-from .path import LegStats, StreamConfig, WebRtcProtocol
+from .path import CoderLink, LegStats, StreamConfig, WebRtcProtocol
 from .ports import Address, PortAllocator
 from .rtcpstats import ReceiveStatistics
 from .rtp import header_extension
 from .srtp import SrtpError, SrtpSession
-from .stream import CoderLink, Stream
+from .stream import Stream
 from .tap import Tap
 from .udpmux import UdpMux
 

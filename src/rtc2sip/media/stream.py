@@ -14,33 +14,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from time import monotonic
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from .feedback import RtcpStream
+from .feedback import RtcpSessionView, RtcpStream
 from .rtp import RTP_HEADER, payload_bounds
 
 if TYPE_CHECKING:  # the coder imports PyAV: only a plane that transcodes loads it
-    from ..coder import CoderPool, CoderSession, OutPacket
-    from .session import MediaSession
+    from ..coder import OutPacket
 
-__all__ = ["CoderLink", "Stream"]
+__all__ = ["Stream", "StreamSessionView"]
 
 log = logging.getLogger("rtc2sip.media")
 
 
-@dataclass(frozen=True, slots=True)
-class CoderLink:
-    """A transcoded stream (the Media Coder, :mod:`rtc2sip.coder`): the pool session whose
-    ``to_legacy``/``to_webrtc`` directions take the packets, and the payload types each leg may send
-    into it (codec, CN, telephone-event); others are dropped."""
+class StreamSessionView(RtcpSessionView, Protocol):
+    """What a stream reads of its session beyond the path's and RTCP's: its id, for the log."""
 
-    pool: CoderPool
-    session: CoderSession
-    from_webrtc: frozenset[int]
-    from_legacy: frozenset[int]
-    description: str
+    @property
+    def id(self) -> str: ...
 
 
 class Stream(RtcpStream):
@@ -48,8 +41,9 @@ class Stream(RtcpStream):
     and its link to the Media Coder while transcoded."""
 
     __slots__ = ("coded_to_legacy", "coded_to_webrtc")
+    session: StreamSessionView
 
-    def __init__(self, session: MediaSession, kind: str, legacy_port: int, symmetric: bool) -> None:
+    def __init__(self, session: StreamSessionView, kind: str, legacy_port: int, symmetric: bool) -> None:
         super().__init__(session, kind, legacy_port, symmetric)
         # Transcoding: packets go through the coder's worker; results leave in submission order.
         self.coded_to_legacy: deque[asyncio.Future[list[OutPacket]]] = deque()

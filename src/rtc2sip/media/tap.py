@@ -1,10 +1,10 @@
 """A tap on the relay: every plain RTP packet a call receives, per media kind and leg, handed to sinks.
 
-The relay (:mod:`rtc2sip.media.relay`) calls :meth:`Tap.packet` from its two receive paths, after SRTP
-is removed and before anything is rewritten: ``leg`` says where the packet came from ("webrtc": what
-the browser sent, "legacy": what the phone sent), so each direction of the call is one stream of the
-original codec and payload types. A session with no sink has no tap (``MediaSession.tap`` is None):
-one attribute read per packet.
+The per-packet path (:mod:`rtc2sip.media.path`) calls :meth:`Tap.packet` from its two receive paths,
+after SRTP is removed and before anything is rewritten: ``leg`` says where the packet came from
+("webrtc": what the browser sent, "legacy": what the phone sent), so each direction of the call is one
+stream of the original codec and payload types. A session with no sink has no tap
+(``MediaSession.tap`` is None): one attribute read per packet.
 
 Sinks must be cheap on the event loop and never block. :class:`QueuedSink` gives slow sinks (decoding,
 disk) a bounded queue drained on a small thread pool shared by all of them, in order per sink; when
@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["CodecInfo", "LegCodecs", "QueuedSink", "Tap", "TapSink", "TapWorker", "ask_keyframes"]
+__all__ = ["CodecInfo", "LegCodecs", "QueuedSink", "Tap", "TapPlane", "TapSink", "TapWorker", "ask_keyframes"]
 
 log = logging.getLogger("rtc2sip.media")
 
@@ -54,6 +54,16 @@ class TapSink(Protocol):
     def codecs_changed(self, codecs: LegCodecs) -> None: ...
     def close(self) -> None: ...
     def describe(self) -> dict[str, object]: ...
+
+
+class TapPlane(Protocol):
+    """The media plane as the services that attach sinks see it (recording, forwarding): a session's
+    call and its tap. :class:`~rtc2sip.media.plane.MediaPlane` is one; it raises its UnknownSession
+    for a session it does not hold."""
+
+    def call_id(self, session: str) -> str: ...
+    def attach(self, session: str, sink: TapSink) -> None: ...
+    def detach(self, session: str, sink: TapSink) -> bool: ...
 
 
 class Tap:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from ..sdp import BreakerPolicy, Mapping, NoCommonCodec, SdpError, SessionDescription
 from .negotiation import MEDIA_KINDS, TranscodePlan
-from .stream import CoderLink, Stream
+from .path import CoderLink
+from .stream import Stream
 
 if TYPE_CHECKING:  # PyAV is loaded only where transcoding is enabled
     from ..coder import CoderPool
