@@ -12,7 +12,8 @@ from collections.abc import Callable
 from urllib.parse import unquote
 
 import pytest
-from harness import Baresip, Browser, Gateway, Sipp, wait_for
+from harness import Browser, Gateway, Sipp, wait_for
+from harness.call import CallMaker
 
 ALICE_HZ = 1000.0
 CAROL_HZ = 660.0
@@ -255,20 +256,16 @@ def _info_digits(b: Browser) -> str:
 @pytest.mark.e2e
 @pytest.mark.parametrize("workers", [0, 1])
 def test_phone_dtmf_reaches_browser_as_info(
-    workers: int,
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+    workers: int, make_call: CallMaker
 ) -> None:
     """`dtmf-type` info: digits keyed on baresip go as RFC 4733 events in its RTP; the breaker sees them
     on the media plane's tap and sends each to the browser as SIP INFO application/dtmf-relay, which
     JsSIP reports as newDTMF from the remote side (a browser application never sees RFC 4733 packets;
     without the INFO the page would get nothing). Audio keeps flowing. With a media worker process
     (``[media] workers``) the tap's DTMF sink runs in the worker and its digits come back to the B2BUA."""
-    gw = make_gateway(extra_toml=f'[webrtc2sip]\ndtmf-type = "info"\n\n[media]\nworkers = {workers}\n')
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=ALICE_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed", timeout=20)
+    call = make_call("browser", timeout=20, browser_hz=ALICE_HZ, gateway_kw={
+        "extra_toml": f'[webrtc2sip]\ndtmf-type = "info"\n\n[media]\nworkers = {workers}\n'})
+    gw, alice, bob = call.gateway, call.browser, call.phone
     _assert_hears(alice, PHONE_HZ)
     for digit in "19#":
         bob.command("sndcode", digit)
@@ -276,6 +273,5 @@ def test_phone_dtmf_reaches_browser_as_info(
                  f"the browser to get INFO {digit} (got {_info_digits(alice)!r})")
     assert _info_digits(alice) == "19#"
     _assert_hears(alice, PHONE_HZ)
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
+    call.hang_up()
     assert "RFC 4733 DTMF 9" in gw.log_text()

@@ -17,7 +17,7 @@ party (``add_phone``, ``add_browser``) or patches the page first, then calls ``p
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .baresip import Baresip
@@ -37,8 +37,8 @@ class BridgedCall:
     gateway: Gateway
     browser: Browser
     phone: Baresip
-    make_browser: Callable[..., Browser]
-    make_baresip: Callable[..., Baresip]
+    make_browser: Callable[..., Browser] = field(repr=False)
+    make_baresip: Callable[..., Baresip] = field(repr=False)
     caller: Caller | None = None
 
     def place(
@@ -64,7 +64,9 @@ class BridgedCall:
 
     def hang_up(self, by: Caller | None = None) -> None:
         """``by`` (default: the caller) hangs up; returns once the other end has seen the call end."""
-        if (by or self.caller) == "browser":
+        who = by or self.caller
+        assert who is not None, "no call placed"
+        if who == "browser":
             self.browser.hangup()
             self.phone.wait_event("CALL_CLOSED")
         else:
