@@ -12,6 +12,8 @@ and ends it. ``make_call`` (conftest.py) binds it to the test's fixtures:
 
 With ``caller=None`` both are registered and nobody calls yet: a test starts a capture, adds a third
 party (``add_phone``, ``add_browser``) or patches the page first, then calls ``place()``.
+``registered_browser`` is the browser part alone; ``call_service`` puts it in a call to one of the
+gateway's own services (no phone).
 """
 
 from __future__ import annotations
@@ -28,6 +30,30 @@ Caller = Literal["browser", "phone"]
 
 BROWSER_HZ = 1000.0
 PHONE_HZ = 440.0
+
+
+def registered_browser(make_browser: Callable[..., Browser], gateway: Gateway, name: str = "alice", *,
+                       tone_hz: float | None = BROWSER_HZ, page_js: Sequence[str] = (),
+                       **register_kw: Any) -> Browser:
+    """A browser ``name`` whose microphone plays ``tone_hz``, its page patched by ``page_js`` (scripts
+    that each return true), registered on ``gateway`` as ``name`` (``register_kw`` go to
+    ``Browser.register``). Also for a browser that calls the gateway's own services (echo,
+    testpattern) with no phone."""
+    browser = make_browser(name, tone_hz=tone_hz)
+    for script in page_js:
+        assert browser.eval(script) is True, script[:200]
+    assert browser.register(gateway.ws_url, gateway.aor(name), **register_kw)["status"] == 200
+    return browser
+
+
+def call_service(make_browser: Callable[..., Browser], gateway: Gateway, service: str, *,
+                 tone_hz: float | None = BROWSER_HZ, page_js: Sequence[str] = ()) -> Browser:
+    """A browser "alice" (:func:`registered_browser`) in a call to the gateway's service ``service``
+    (``echo``, ``diag``, ``testpattern``), confirmed."""
+    browser = registered_browser(make_browser, gateway, tone_hz=tone_hz, page_js=page_js)
+    browser.call(gateway.aor(service))
+    browser.wait_event("confirmed")
+    return browser
 
 
 @dataclass
@@ -80,9 +106,7 @@ class BridgedCall:
 
     def add_browser(self, name: str, tone_hz: float, **register_kw: Any) -> Browser:
         """Another browser, ``name`` registered on the gateway (``register_kw`` go to ``register()``)."""
-        browser = self.make_browser(name, tone_hz=tone_hz)
-        assert browser.register(self.gateway.ws_url, self.gateway.aor(name), **register_kw)["status"] == 200
-        return browser
+        return registered_browser(self.make_browser, self.gateway, name, tone_hz=tone_hz, **register_kw)
 
 
 class CallMaker:
@@ -133,11 +157,9 @@ class CallMaker:
             phone = self.make_baresip("bob", **phone_args)
         else:
             assert phone_kw is None, "a started phone, or the arguments to make one"
-        browser = self.make_browser("alice", tone_hz=browser_hz)
-        for script in page_js:
-            assert browser.eval(script) is True, script[:200]
         answer = caller == "phone" if auto_answer is None else auto_answer
-        assert browser.register(gw.ws_url, gw.aor("alice"), auto_answer=answer, **(register_kw or {}))["status"] == 200
+        browser = registered_browser(self.make_browser, gw, tone_hz=browser_hz, page_js=page_js, auto_answer=answer,
+                                     **(register_kw or {}))
         call = BridgedCall(gw, browser, phone, self.make_browser, self.make_baresip)
         if caller is not None:
             call.place(caller, target=target, timeout=timeout, pc_config=pc_config)
