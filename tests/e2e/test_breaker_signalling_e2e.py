@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 import pytest
 from harness import Browser, Gateway, Sipp, wait_for
-from harness.call import CallMaker
+from harness.call import CallMaker, registered_browser
 
 ALICE_HZ = 1000.0
 CAROL_HZ = 660.0
@@ -47,10 +47,8 @@ def test_legacy_phone_transfers_browser_to_browser_with_replaces(
     the replaced session (BYE through the breaker to the phone), and alice and carol talk, each hearing
     the other's tone. The phone then hangs up its call with alice."""
     gw = make_gateway()
-    alice = make_browser("alice", tone_hz=ALICE_HZ)
-    carol = make_browser("carol", tone_hz=CAROL_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True, acceptRefer=True)["status"] == 200
-    assert carol.register(gw.ws_url, gw.aor("carol"), auto_answer=True)["status"] == 200
+    alice = registered_browser(make_browser, gw, "alice", tone_hz=ALICE_HZ, auto_answer=True, acceptRefer=True)
+    carol = registered_browser(make_browser, gw, "carol", tone_hz=CAROL_HZ, auto_answer=True)
     phone = make_sipp(
         "transferor", "attended_transferor.xml", remote=gw.sip_address, calls=1, timeout_s=90,
         keys={"alice": gw.aor("alice"), "carol": gw.aor("carol")},
@@ -97,8 +95,7 @@ def test_invite_with_replaces_naming_the_legacy_leg_reaches_the_browser_mapped(
     any other): carol's JsSIP accepts it, ends the old session (the breaker's BYE reaches the phone on
     the replaced dialog) and hears the phone's tone on the new call."""
     gw = make_gateway()
-    carol = make_browser("carol", tone_hz=CAROL_HZ)
-    assert carol.register(gw.ws_url, gw.aor("carol"), auto_answer=True)["status"] == 200
+    carol = registered_browser(make_browser, gw, "carol", tone_hz=CAROL_HZ, auto_answer=True)
     phone = make_sipp("phone", "replacing_caller.xml", remote=gw.sip_address, calls=1, timeout_s=60,
                       keys={"callee": gw.aor("carol")}, trace_msg=True)
     _write_tone(phone, PHONE_HZ)
@@ -155,8 +152,7 @@ def test_reliable_183_with_early_media_to_a_browser(
     phone = make_sipp("uas", "uas_100rel_early_media.xml", calls=1, timeout_s=60, trace_msg=True)
     _write_tone(phone, PHONE_HZ)
     phone.start()
-    alice = make_browser("alice", tone_hz=ALICE_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice = registered_browser(make_browser, gw, "alice", tone_hz=ALICE_HZ)
     alice.call(f"sip:bob@{phone.address}")
     assert alice.wait_event("progress", timeout=20)["status"] == 183
     _assert_hears(alice, PHONE_HZ, min_packets=25)  # early media: sipp sends no 200 before the CANCEL
@@ -184,8 +180,7 @@ def test_legacy_caller_requiring_100rel_calls_a_browser(
     turns it into a reliable one (Require: 100rel, RSeq; sipp checks both and PRACKs it) and answers the
     PRACK; then 200, ACK, and the phone's tone reaches the browser, which hangs up."""
     gw = make_gateway()
-    alice = make_browser("alice", tone_hz=ALICE_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True)["status"] == 200
+    alice = registered_browser(make_browser, gw, "alice", tone_hz=ALICE_HZ, auto_answer=True)
     phone = make_sipp("uac", "uac_requires_100rel.xml", remote=gw.sip_address, calls=1, timeout_s=60,
                       keys={"callee": gw.aor("alice")}, trace_msg=True)
     _write_tone(phone, PHONE_HZ)
@@ -217,8 +212,7 @@ def test_update_with_and_without_sdp_both_ways(
     phone = make_sipp("uas", "uas_update.xml", calls=1, timeout_s=90, trace_msg=True)
     _write_tone(phone, PHONE_HZ)
     phone.start()
-    alice = make_browser("alice", tone_hz=ALICE_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice = registered_browser(make_browser, gw, "alice", tone_hz=ALICE_HZ)
     alice.call(f"sip:bob@{phone.address}")
     alice.wait_event("confirmed", timeout=20)
     _assert_hears(alice, PHONE_HZ)

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from harness import Artifacts, Baresip, Browser, Gateway, analyse_wav, free_port, wait_for
-from harness.call import BROWSER_HZ, PHONE_HZ, CallMaker
+from harness.call import BROWSER_HZ, PHONE_HZ, CallMaker, call_service
 from harness.pages import LIVE_VIEW_READY, open_page
 from harness.video import VIDEO_CALLS, video_stats
 
@@ -133,11 +133,7 @@ def test_video_call_recorded_to_webm(
 ) -> None:
     rec_dir = artifacts.subdir("recordings")
     gw = make_gateway(extra_toml=f'[recording]\nenabled = true\ndir = "{rec_dir}"\n')
-    alice = make_browser("alice", tone_hz=PHONE_HZ)
-    assert alice.eval(VIDEO_CALLS) is True
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("testpattern"))
-    alice.wait_event("confirmed")
+    alice = call_service(make_browser, gw, "testpattern", tone_hz=PHONE_HZ, page_js=[VIDEO_CALLS])
     wait_for(lambda: (s := video_stats(alice)) is not None and s["framesDecoded"] >= 10, 20.0,
              "the browser to decode the test pattern", interval=0.25)
     time.sleep(3.0)
@@ -181,11 +177,7 @@ def test_forwarded_video_decodes_in_ffmpeg(
     sdp_dir = artifacts.subdir("forward")
     port = free_port(8)  # audio at port, port + 2; video at port + 4, port + 6; their RTCP ports
     gw = make_gateway(extra_toml=f'[forward]\nto = "127.0.0.1:{port}"\ndir = "{sdp_dir}"\n')
-    alice = make_browser("alice", tone_hz=PHONE_HZ)
-    assert alice.eval(VIDEO_CALLS) is True
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("testpattern"))
-    alice.wait_event("confirmed")
+    alice = call_service(make_browser, gw, "testpattern", tone_hz=PHONE_HZ, page_js=[VIDEO_CALLS])
     sdp = wait_for(lambda: next(iter(sdp_dir.glob("*.sdp")), None), 10.0, "the forwarded stream's .sdp")
     assert isinstance(sdp, Path)
     text = wait_for(lambda: (t := sdp.read_text()).count("m=video") == 2 and t, 10.0, "video in the .sdp")
@@ -235,11 +227,7 @@ def test_video_sinks_started_mid_call_get_the_browsers_keyframe(
                     "video feedback work")
     rec_dir = artifacts.subdir("recordings")
     gw = make_gateway(extra_toml=f'[recording]\ndir = "{rec_dir}"\n')
-    alice = make_browser("alice", tone_hz=PHONE_HZ)
-    assert alice.eval(VIDEO_CALLS) is True
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("testpattern"))
-    alice.wait_event("confirmed")
+    alice = call_service(make_browser, gw, "testpattern", tone_hz=PHONE_HZ, page_js=[VIDEO_CALLS])
     wait_for(lambda: (s := video_stats(alice)) is not None and s["framesDecoded"] >= 30, 20.0,
              "two seconds of video", interval=0.25)
     calls = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{gw.ws_port}/api/calls", timeout=5).read())
