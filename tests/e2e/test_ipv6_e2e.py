@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import pytest
 from harness import Baresip, Browser, BrowserDriver, non_loopback_interfaces
 from harness.audio import assert_browser_hears, assert_phone_heard
-from harness.call import BROWSER_HZ, PHONE_HZ, BridgedCall, Caller, CallMaker
+from harness.call import BROWSER_HZ, PHONE_HZ, Caller, CallMaker
 
 from conftest import require_binaries
 
@@ -87,28 +87,25 @@ def _assert_sdp(alice: Browser, bob: Baresip, browser_ip: str) -> None:
     assert "c=IN IP6 ::1" in log and "c=IN IP4" not in log, "baresip saw IPv4 SDP"
 
 
-def _call(request: pytest.FixtureRequest, browser_ip: str, caller: Caller, make_call: CallMaker) -> BridgedCall:
+def _check_call(request: pytest.FixtureRequest, browser_ip: str, caller: Caller, make_call: CallMaker) -> None:
+    """``caller`` calls and hangs up; tone both ways, IPv6 (or the browser's family) in every SDP."""
     if browser_ip == "ipv6":
         request.getfixturevalue("ipv6_route")
     gateway_kw = {"host": "::1"} if browser_ip == "ipv6" else {"host": "::1", "ws_host": "127.0.0.1"}
-    return make_call(caller, gateway_kw=gateway_kw, phone_kw={"host": "::1"}, auto_answer=True)
+    call = make_call(caller, gateway_kw=gateway_kw, phone_kw={"host": "::1"}, auto_answer=True)
+    _assert_browser_hears(call.browser, PHONE_HZ, browser_ip)
+    call.hang_up()
+    assert_phone_heard(call.phone, BROWSER_HZ)
+    _assert_sdp(call.browser, call.phone, browser_ip)
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("browser_ip", ["ipv6", "ipv4"])
 def test_browser_calls_ipv6_phone(request: pytest.FixtureRequest, browser_ip: str, make_call: CallMaker) -> None:
-    call = _call(request, browser_ip, "browser", make_call)
-    _assert_browser_hears(call.browser, PHONE_HZ, browser_ip)
-    call.hang_up()
-    assert_phone_heard(call.phone, BROWSER_HZ)
-    _assert_sdp(call.browser, call.phone, browser_ip)
+    _check_call(request, browser_ip, "browser", make_call)
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("browser_ip", ["ipv6", "ipv4"])
 def test_ipv6_phone_calls_browser(request: pytest.FixtureRequest, browser_ip: str, make_call: CallMaker) -> None:
-    call = _call(request, browser_ip, "phone", make_call)
-    _assert_browser_hears(call.browser, PHONE_HZ, browser_ip)
-    call.hang_up()
-    assert_phone_heard(call.phone, BROWSER_HZ)
-    _assert_sdp(call.browser, call.phone, browser_ip)
+    _check_call(request, browser_ip, "phone", make_call)
