@@ -37,6 +37,7 @@ from harness import (
     js_ready,
     non_loopback_interfaces,
 )
+from harness.call import CallMaker
 
 _ARTIFACTS = pytest.StashKey[Artifacts]()
 _HERE = Path(__file__).parent
@@ -185,6 +186,16 @@ def make_browser(browser_driver: BrowserDriver) -> Callable[..., Browser]:
         return browser_driver.open(name, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def make_call(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+) -> CallMaker:
+    """make_call(caller="browser" | "phone" | None, gateway=None, gateway_kw={}, phone_kw={}, register_kw={},
+    page_js=(), ...) -> a BridgedCall: the gateway, baresip "bob" and browser "alice" registered, and
+    the call placed by `caller` and confirmed at its end (harness/call.py)."""
+    return CallMaker(make_gateway, make_browser, make_baresip)
 
 
 @pytest.fixture

@@ -13,43 +13,25 @@ import signal
 from collections.abc import Callable
 
 import pytest
-from harness import Baresip, Browser, Gateway, wait_for
+from harness import Gateway, wait_for
 from harness.audio import assert_browser_hears, assert_phone_heard
-
-BROWSER_HZ = 1000.0
-PHONE_HZ = 440.0
+from harness.call import BROWSER_HZ, PHONE_HZ, Caller, CallMaker
 
 
 @pytest.mark.e2e
-def test_browser_calls_legacy_phone(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
-    assert_browser_hears(alice, PHONE_HZ)
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
-    assert_phone_heard(bob, BROWSER_HZ)
+def test_browser_calls_legacy_phone(make_call: CallMaker) -> None:
+    call = make_call("browser")
+    assert_browser_hears(call.browser, PHONE_HZ)
+    call.hang_up()
+    assert_phone_heard(call.phone, BROWSER_HZ)
 
 
 @pytest.mark.e2e
-def test_legacy_phone_calls_browser(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True)["status"] == 200
-    bob.dial(gw.aor("alice"))
-    bob.wait_event("CALL_ESTABLISHED")
-    assert_browser_hears(alice, PHONE_HZ)
-    bob.hangup()
-    alice.wait_event("ended")
-    assert_phone_heard(bob, BROWSER_HZ)
+def test_legacy_phone_calls_browser(make_call: CallMaker) -> None:
+    call = make_call("phone")
+    assert_browser_hears(call.browser, PHONE_HZ)
+    call.hang_up()
+    assert_phone_heard(call.phone, BROWSER_HZ)
 
 
 def _children(pid: int) -> list[int]:
@@ -87,8 +69,7 @@ def _worker_state(gw: Gateway) -> dict[str, int]:
 @pytest.mark.e2e
 @pytest.mark.parametrize("caller", ["browser", "phone"])
 def test_calls_through_media_worker_processes(
-    caller: str,
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+    caller: Caller, make_gateway: Callable[..., Gateway], make_call: CallMaker
 ) -> None:
     """``[media] workers = 2``: the same calls, tone both ways, with the media plane in two worker
     processes; afterwards the workers hold no session, port or sink, and they end with the gateway."""
@@ -96,25 +77,12 @@ def test_calls_through_media_worker_processes(
     assert gw.proc is not None and gw.proc.pid is not None
     workers = _children(gw.proc.pid)
     assert len(workers) == 2, workers
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=caller == "phone")["status"] == 200
-    if caller == "browser":
-        alice.call(gw.aor("bob"))
-        alice.wait_event("confirmed")
-    else:
-        bob.dial(gw.aor("alice"))
-        bob.wait_event("CALL_ESTABLISHED")
-    assert_browser_hears(alice, PHONE_HZ)
+    call = make_call(caller, gateway=gw)
+    assert_browser_hears(call.browser, PHONE_HZ)
     during = _worker_state(gw)
     assert during["media_sessions"] == 1 and during["worker_sessions"] == 1, during
-    if caller == "browser":
-        alice.hangup()
-        bob.wait_event("CALL_CLOSED")
-    else:
-        bob.hangup()
-        alice.wait_event("ended")
-    assert_phone_heard(bob, BROWSER_HZ)
+    call.hang_up()
+    assert_phone_heard(call.phone, BROWSER_HZ)
 
     def released() -> dict[str, int] | None:
         state = _worker_state(gw)
@@ -129,18 +97,15 @@ def test_calls_through_media_worker_processes(
 
 @pytest.mark.e2e
 def test_a_killed_media_worker_ends_its_call_and_comes_back(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+    make_gateway: Callable[..., Gateway], make_call: CallMaker
 ) -> None:
     """``[media] workers = 1``: the worker killed mid-call (SIGKILL) ends that call at both ends (BYE
     each way, logged in one line), a new worker is started, and the next call has audio both ways."""
     gw = make_gateway(extra_toml="[media]\nworkers = 1\n")
     assert gw.proc is not None and gw.proc.pid is not None
     (worker,) = _children(gw.proc.pid)
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
+    call = make_call("browser", gateway=gw)
+    alice, bob = call.browser, call.phone
     assert_browser_hears(alice, PHONE_HZ)
     os.kill(worker, signal.SIGKILL)
     alice.wait_event("ended")
@@ -151,9 +116,7 @@ def test_a_killed_media_worker_ends_its_call_and_comes_back(
     wait_for(lambda: "media worker 0 started again" in gw.log_text(), 15, "the new worker ready")
     alice.mark_events()
     bob.mark_events()
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
+    call.place("browser")
     assert_browser_hears(alice, PHONE_HZ)
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
+    call.hang_up()
     assert _children(gw.proc.pid) == restarted

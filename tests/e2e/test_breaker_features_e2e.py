@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 from harness import Baresip, Browser, Capture, Gateway, Kamailio, ToneResult, wait_for
 from harness.audio import assert_browser_hears, assert_phone_heard
+from harness.call import BROWSER_HZ, PHONE_HZ, CallMaker
 from harness.tone import analyse_samples, read_wav
 
-BROWSER_HZ = 1000.0
-PHONE_HZ = 440.0
 REALM = "legacy.test"
 ALICE_PW = "alice-secret"
 BOB_PW = "bob-secret"
@@ -32,8 +31,8 @@ def test_legacy_digest_auth(
     mode: str,
     make_gateway: Callable[..., Gateway],
     make_kamailio: Callable[..., Kamailio],
-    make_browser: Callable[..., Browser],
     make_baresip: Callable[..., Baresip],
+    make_call: CallMaker,
     start_capture: Callable[..., Capture],
 ) -> None:
     """kamailio (legacy.test) is the legacy registrar and requires digest: bob registers there with a
@@ -49,18 +48,14 @@ def test_legacy_digest_auth(
     bob = make_baresip("bob", user="bob", domain=REALM, registrar=kam.udp_uri, password=BOB_PW, tone_hz=PHONE_HZ)
     capture = start_capture(capture_filter=f"udp port {kam.sip_port} or udp port {bob.sip_port}")
     ha1 = hashlib.md5(f"alice:{REALM}:{ALICE_PW}".encode()).hexdigest()
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    if mode == "ha1":
-        # no password in JsSIP: only the gateway can answer kamailio's challenge
-        contact = f"sip:alice@a1b2c3.invalid;transport=ws;impi=alice;ha1={ha1}"
-        assert alice.register(gw.ws_url, gw.aor("alice"), contactUri=contact)["status"] == 200
-    else:
-        assert alice.register(gw.ws_url, gw.aor("alice"), password=ALICE_PW)["status"] == 200
-    alice.call(f"sip:bob@{REALM}")
-    alice.wait_event("confirmed", timeout=20)
+    # ha1: no password in JsSIP, only the gateway can answer kamailio's challenge
+    credentials = ({"contactUri": f"sip:alice@a1b2c3.invalid;transport=ws;impi=alice;ha1={ha1}"} if mode == "ha1"
+                   else {"password": ALICE_PW})
+    call = make_call(None, gateway=gw, phone=bob, register_kw=credentials)
+    alice = call.browser
+    call.place("browser", target=f"sip:bob@{REALM}", timeout=20)
     assert_browser_hears(alice, PHONE_HZ)
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
+    call.hang_up()
     assert_phone_heard(bob, BROWSER_HZ)
 
     capture.stop()
@@ -115,17 +110,11 @@ def _tail_tone(bob: Baresip, seconds: float) -> ToneResult:
 
 
 @pytest.mark.e2e
-def test_hold_and_unhold(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
+def test_hold_and_unhold(make_call: CallMaker) -> None:
     """The browser holds the call (re-INVITE a=sendonly through the breaker, baresip answers recvonly),
     then resumes it: audio flows again both ways, the same call, the same DTLS association."""
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
+    call = make_call("browser")
+    gw, alice, bob = call.gateway, call.browser, call.phone
     assert_browser_hears(alice, PHONE_HZ)
 
     alice.hold()
@@ -148,8 +137,7 @@ def test_hold_and_unhold(
     assert _stats(alice)["inbound"]["totalAudioEnergy"] > energy  # not just packets: sound
     assert abs(alice.wait_tone(PHONE_HZ)["frequency"] - PHONE_HZ) <= 25
     assert _stats(alice)["transport"]["dtlsState"] == "connected"  # the same DTLS association
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
+    call.hang_up()
     # the last 2 s of what bob heard, all after the unhold: the browser's tone
     tail = _tail_tone(bob, 2.0)
     assert tail.rms > 0.01 and abs(tail.frequency - BROWSER_HZ) <= 25, tail
@@ -169,29 +157,23 @@ def _dtmf_digits(bob: Baresip) -> str:
 @pytest.mark.parametrize("transport", ["RFC2833", "INFO"])
 def test_browser_dtmf_reaches_phone(
     transport: str,
-    make_gateway: Callable[..., Gateway],
-    make_browser: Callable[..., Browser],
-    make_baresip: Callable[..., Baresip],
+    make_call: CallMaker,
     start_capture: Callable[..., Capture],
 ) -> None:
     """Digits keyed in the browser arrive at baresip as RFC 4733 telephone-events (baresip's
     CALL_DTMF_START), whether JsSIP sends them in the audio stream (RFC2833) or as SIP INFO
     application/dtmf-relay, which the breaker turns into RFC 4733 toward the legacy side
     (`dtmf-type` rfc4733, the default). Audio keeps flowing."""
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    call = make_call(None)
+    alice, bob = call.browser, call.phone
     rtp_ports = f"{bob.rtp_port}-{bob.rtp_port + 19}"
     capture = start_capture(capture_filter=f"udp portrange {rtp_ports} or udp port {bob.sip_port}")
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
+    call.place("browser")
     assert_browser_hears(alice, PHONE_HZ)
     alice.send_dtmf("1234#", transport, duration=160, interToneGap=120)
     wait_for(lambda: _dtmf_digits(bob) == "1234#", 10, f"baresip to receive DTMF 1234# (got {_dtmf_digits(bob)!r})")
     assert_browser_hears(alice, PHONE_HZ)
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
+    call.hang_up()
     assert_phone_heard(bob, BROWSER_HZ)
     capture.stop()
     # how they reached baresip: RFC 4733 events in its RTP stream, never an INFO
@@ -206,19 +188,14 @@ CAROL_HZ = 660.0
 
 
 @pytest.mark.e2e
-def test_phone_transfers_browser_with_refer(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
+def test_phone_transfers_browser_with_refer(make_call: CallMaker) -> None:
     """Blind transfer (RFC 3515) through the breaker: bob (baresip) in a call with the browser sends
     REFER (Refer-To carol); the B2BUA relays it to the browser, which calls carol (a new broken call)
     and reports progress with NOTIFYs relayed back to bob. The new call has two-way audio."""
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    carol = make_baresip("carol", user="carol", domain=gw.domain, registrar=gw.udp_uri, tone_hz=CAROL_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"), acceptRefer=True)["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
+    call = make_call(None, register_kw={"acceptRefer": True})
+    gw, alice, bob = call.gateway, call.browser, call.phone
+    carol = call.add_phone("carol", CAROL_HZ)
+    call.place("browser")
     assert_browser_hears(alice, PHONE_HZ)
     alice.mark_events()
 
@@ -238,19 +215,14 @@ def test_phone_transfers_browser_with_refer(
 
 
 @pytest.mark.e2e
-def test_browser_transfers_phone_with_refer(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
+def test_browser_transfers_phone_with_refer(make_call: CallMaker) -> None:
     """The other way: the browser (JsSIP session.refer) transfers bob to carol. bob gets the REFER
     through the B2BUA, calls carol, and its NOTIFYs come back to the browser under the id of the
     browser's own REFER (JsSIP's referAccepted); bob and carol then hear each other."""
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    carol = make_baresip("carol", user="carol", domain=gw.domain, registrar=gw.udp_uri, tone_hz=CAROL_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
+    call = make_call(None)
+    gw, alice, bob = call.gateway, call.browser, call.phone
+    carol = call.add_phone("carol", CAROL_HZ)
+    call.place("browser")
     assert_browser_hears(alice, PHONE_HZ)
     bob.mark_events()
 

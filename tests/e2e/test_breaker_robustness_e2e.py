@@ -24,9 +24,8 @@ from typing import Any
 import pytest
 from harness import Baresip, Browser, Coturn, Gateway, HarnessError, wait_for
 from harness.audio import assert_browser_hears, assert_phone_heard
+from harness.call import BROWSER_HZ, PHONE_HZ, CallMaker
 
-BROWSER_HZ = 1000.0
-PHONE_HZ = 440.0
 CALLS_IN_A_ROW = 20
 
 # Installed in a page before it calls or answers: JsSIP emits 'sdp' for the local offer or answer
@@ -153,21 +152,13 @@ def _wait_released(gw: Gateway, timeout: float = 10.0) -> dict[str, int]:
 
 
 @pytest.mark.e2e
-def test_browser_through_turn_relay(
-    make_gateway: Callable[..., Gateway],
-    make_browser: Callable[..., Browser],
-    make_baresip: Callable[..., Baresip],
-    make_coturn: Callable[..., Coturn],
-) -> None:
+def test_browser_through_turn_relay(make_call: CallMaker, make_coturn: Callable[..., Coturn]) -> None:
     """iceTransportPolicy 'relay': the browser's only candidates are coturn's, the gateway (full ICE, controlled)
     answers checks that come from coturn's relay address, and audio still goes both ways."""
     turn = make_coturn()
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("bob"), pc_config={"iceServers": [turn.ice_server], "iceTransportPolicy": "relay"})
-    alice.wait_event("confirmed", timeout=20)
+    call = make_call("browser", pc_config={"iceServers": [turn.ice_server], "iceTransportPolicy": "relay"},
+                     timeout=20)
+    gw, alice, bob = call.gateway, call.browser, call.phone
 
     offer = alice.wait_event("sdp", originator="local")["sdp"]
     candidates = [ln for ln in offer.splitlines() if ln.startswith("a=candidate:")]
@@ -182,8 +173,7 @@ def test_browser_through_turn_relay(
     answer = alice.wait_event("sdp", originator="remote")["sdp"]
     gateway_ports = {int(ln.split()[5]) for ln in answer.splitlines() if ln.startswith("a=candidate:")}
     assert int(pair["remote"]["port"]) in gateway_ports, (pair, gateway_ports)
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
+    call.hang_up()
     assert_phone_heard(bob, BROWSER_HZ)
     assert "ALLOCATE" in turn.log_text().upper()
     _wait_released(gw)
@@ -194,26 +184,17 @@ def test_browser_through_turn_relay(
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("bad_side", ["offer", "answer"])
-def test_wrong_dtls_fingerprint_fails_only_that_call(
-    make_gateway: Callable[..., Gateway],
-    make_browser: Callable[..., Browser],
-    make_baresip: Callable[..., Baresip],
-    bad_side: str,
-) -> None:
+def test_wrong_dtls_fingerprint_fails_only_that_call(make_call: CallMaker, bad_side: str) -> None:
     """The wrong fingerprint in the browser's offer (it calls; the gateway answers passive and is the
     DTLS server) or in its answer (the phone calls; Chrome answers active, and its ClientHello may
     reach the gateway before its answer does, so the check happens when the answer arrives)."""
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    carol = make_baresip("carol", user="carol", domain=gw.domain, registrar=gw.udp_uri, tone_hz=700.0)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    mallory = make_browser("mallory", tone_hz=1400.0)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    assert mallory.register(gw.ws_url, gw.aor("mallory"), auto_answer=True)["status"] == 200
+    call = make_call(None)
+    gw, alice, bob = call.gateway, call.browser, call.phone
+    carol = call.add_phone("carol", 700.0)
+    mallory = call.add_browser("mallory", 1400.0, auto_answer=True)
 
     # The good call first, with audio established.
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
+    call.place("browser")
     assert_browser_hears(alice, PHONE_HZ)
 
     # The bad one: mallory's INVITE announces a certificate fingerprint that is not hers.
@@ -251,8 +232,7 @@ def test_wrong_dtls_fingerprint_fails_only_that_call(
     state = _gateway_state(gw)
     assert state["calls"] == 1 and state["media_sessions"] == 1, state
 
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
+    call.hang_up()
     assert_phone_heard(bob, BROWSER_HZ)
     _wait_released(gw)
 
@@ -261,15 +241,9 @@ def test_wrong_dtls_fingerprint_fails_only_that_call(
 
 
 @pytest.mark.e2e
-def test_twenty_calls_in_a_row_leave_nothing_behind(
-    make_gateway: Callable[..., Gateway],
-    make_browser: Callable[..., Browser],
-    make_baresip: Callable[..., Baresip],
-) -> None:
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True)["status"] == 200
+def test_twenty_calls_in_a_row_leave_nothing_behind(make_call: CallMaker) -> None:
+    call = make_call(None, auto_answer=True)
+    gw, alice, bob = call.gateway, call.browser, call.phone
 
     pid = _gateway_pid(gw)
     base_state = _wait_released(gw)
@@ -281,12 +255,8 @@ def test_twenty_calls_in_a_row_leave_nothing_behind(
         bob.mark_events()
         recordings = len(bob.recordings())
         from_browser = n % 2 == 0
-        if from_browser:
-            alice.call(gw.aor("bob"))
-            alice.wait_event("confirmed")
-        else:
-            bob.dial(gw.aor("alice"))
-            bob.wait_event("CALL_ESTABLISHED")
+        call.place("browser" if from_browser else "phone")
+        if not from_browser:
             alice.wait_event("confirmed")
         try:
             assert_browser_hears(alice, PHONE_HZ, min_packets=25)
@@ -299,12 +269,8 @@ def test_twenty_calls_in_a_row_leave_nothing_behind(
             during = _gateway_state(gw)
             assert during["media_sessions"] == 1 and during["media_ports"] == 2 and during["calls"] == 1, during
             assert len(_udp_sockets(pid)) == len(base_udp) + 2, (base_udp, _udp_sockets(pid))
-        if from_browser:
-            alice.hangup()
-            bob.wait_event("CALL_CLOSED")
-        else:
-            bob.hangup()
-            alice.wait_event("ended")
+        call.hang_up()
+        if not from_browser:
             bob.wait_event("CALL_CLOSED")
         wait_for(functools.partial(_has_more_recordings, bob, recordings), 5, f"bob's recording of call {n + 1}")
         try:
@@ -334,18 +300,9 @@ def test_twenty_calls_in_a_row_leave_nothing_behind(
 
 
 @pytest.mark.e2e
-def test_websocket_closed_mid_call_ends_legacy_leg(
-    make_gateway: Callable[..., Gateway],
-    make_browser: Callable[..., Browser],
-    make_baresip: Callable[..., Baresip],
-) -> None:
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.eval(_TRACK_WEBSOCKETS_JS) is True
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
+def test_websocket_closed_mid_call_ends_legacy_leg(make_call: CallMaker) -> None:
+    call = make_call("browser", page_js=[_TRACK_WEBSOCKETS_JS])
+    gw, alice, bob = call.gateway, call.browser, call.phone
     assert_browser_hears(alice, PHONE_HZ)
     assert _gateway_state(gw)["media_sessions"] == 1
 

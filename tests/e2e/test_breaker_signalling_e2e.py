@@ -12,7 +12,8 @@ from collections.abc import Callable
 from urllib.parse import unquote
 
 import pytest
-from harness import Baresip, Browser, Gateway, Sipp, wait_for
+from harness import Browser, Gateway, Sipp, wait_for
+from harness.call import CallMaker, registered_browser
 
 ALICE_HZ = 1000.0
 CAROL_HZ = 660.0
@@ -46,10 +47,8 @@ def test_legacy_phone_transfers_browser_to_browser_with_replaces(
     the replaced session (BYE through the breaker to the phone), and alice and carol talk, each hearing
     the other's tone. The phone then hangs up its call with alice."""
     gw = make_gateway()
-    alice = make_browser("alice", tone_hz=ALICE_HZ)
-    carol = make_browser("carol", tone_hz=CAROL_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True, acceptRefer=True)["status"] == 200
-    assert carol.register(gw.ws_url, gw.aor("carol"), auto_answer=True)["status"] == 200
+    alice = registered_browser(make_browser, gw, "alice", tone_hz=ALICE_HZ, auto_answer=True, acceptRefer=True)
+    carol = registered_browser(make_browser, gw, "carol", tone_hz=CAROL_HZ, auto_answer=True)
     phone = make_sipp(
         "transferor", "attended_transferor.xml", remote=gw.sip_address, calls=1, timeout_s=90,
         keys={"alice": gw.aor("alice"), "carol": gw.aor("carol")},
@@ -96,8 +95,7 @@ def test_invite_with_replaces_naming_the_legacy_leg_reaches_the_browser_mapped(
     any other): carol's JsSIP accepts it, ends the old session (the breaker's BYE reaches the phone on
     the replaced dialog) and hears the phone's tone on the new call."""
     gw = make_gateway()
-    carol = make_browser("carol", tone_hz=CAROL_HZ)
-    assert carol.register(gw.ws_url, gw.aor("carol"), auto_answer=True)["status"] == 200
+    carol = registered_browser(make_browser, gw, "carol", tone_hz=CAROL_HZ, auto_answer=True)
     phone = make_sipp("phone", "replacing_caller.xml", remote=gw.sip_address, calls=1, timeout_s=60,
                       keys={"callee": gw.aor("carol")}, trace_msg=True)
     _write_tone(phone, PHONE_HZ)
@@ -154,8 +152,7 @@ def test_reliable_183_with_early_media_to_a_browser(
     phone = make_sipp("uas", "uas_100rel_early_media.xml", calls=1, timeout_s=60, trace_msg=True)
     _write_tone(phone, PHONE_HZ)
     phone.start()
-    alice = make_browser("alice", tone_hz=ALICE_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice = registered_browser(make_browser, gw, "alice", tone_hz=ALICE_HZ)
     alice.call(f"sip:bob@{phone.address}")
     assert alice.wait_event("progress", timeout=20)["status"] == 183
     _assert_hears(alice, PHONE_HZ, min_packets=25)  # early media: sipp sends no 200 before the CANCEL
@@ -183,8 +180,7 @@ def test_legacy_caller_requiring_100rel_calls_a_browser(
     turns it into a reliable one (Require: 100rel, RSeq; sipp checks both and PRACKs it) and answers the
     PRACK; then 200, ACK, and the phone's tone reaches the browser, which hangs up."""
     gw = make_gateway()
-    alice = make_browser("alice", tone_hz=ALICE_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True)["status"] == 200
+    alice = registered_browser(make_browser, gw, "alice", tone_hz=ALICE_HZ, auto_answer=True)
     phone = make_sipp("uac", "uac_requires_100rel.xml", remote=gw.sip_address, calls=1, timeout_s=60,
                       keys={"callee": gw.aor("alice")}, trace_msg=True)
     _write_tone(phone, PHONE_HZ)
@@ -216,8 +212,7 @@ def test_update_with_and_without_sdp_both_ways(
     phone = make_sipp("uas", "uas_update.xml", calls=1, timeout_s=90, trace_msg=True)
     _write_tone(phone, PHONE_HZ)
     phone.start()
-    alice = make_browser("alice", tone_hz=ALICE_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    alice = registered_browser(make_browser, gw, "alice", tone_hz=ALICE_HZ)
     alice.call(f"sip:bob@{phone.address}")
     alice.wait_event("confirmed", timeout=20)
     _assert_hears(alice, PHONE_HZ)
@@ -255,20 +250,16 @@ def _info_digits(b: Browser) -> str:
 @pytest.mark.e2e
 @pytest.mark.parametrize("workers", [0, 1])
 def test_phone_dtmf_reaches_browser_as_info(
-    workers: int,
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+    workers: int, make_call: CallMaker
 ) -> None:
     """`dtmf-type` info: digits keyed on baresip go as RFC 4733 events in its RTP; the breaker sees them
     on the media plane's tap and sends each to the browser as SIP INFO application/dtmf-relay, which
     JsSIP reports as newDTMF from the remote side (a browser application never sees RFC 4733 packets;
     without the INFO the page would get nothing). Audio keeps flowing. With a media worker process
     (``[media] workers``) the tap's DTMF sink runs in the worker and its digits come back to the B2BUA."""
-    gw = make_gateway(extra_toml=f'[webrtc2sip]\ndtmf-type = "info"\n\n[media]\nworkers = {workers}\n')
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=ALICE_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed", timeout=20)
+    call = make_call("browser", timeout=20, browser_hz=ALICE_HZ, gateway_kw={
+        "extra_toml": f'[webrtc2sip]\ndtmf-type = "info"\n\n[media]\nworkers = {workers}\n'})
+    gw, alice, bob = call.gateway, call.browser, call.phone
     _assert_hears(alice, PHONE_HZ)
     for digit in "19#":
         bob.command("sndcode", digit)
@@ -276,6 +267,5 @@ def test_phone_dtmf_reaches_browser_as_info(
                  f"the browser to get INFO {digit} (got {_info_digits(alice)!r})")
     assert _info_digits(alice) == "19#"
     _assert_hears(alice, PHONE_HZ)
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
+    call.hang_up()
     assert "RFC 4733 DTMF 9" in gw.log_text()

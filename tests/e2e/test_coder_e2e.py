@@ -8,20 +8,22 @@ each end hears, and the gateway's log says whether the call was transcoded and w
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness import Baresip, Browser, Gateway
+from harness import Gateway
 from harness.audio import assert_browser_hears, assert_phone_heard
+from harness.call import BROWSER_HZ, PHONE_HZ, CallMaker
 
-BROWSER_HZ = 1000.0
-PHONE_HZ = 440.0
 CODER_TOML = '[webrtc2sip]\nenable-media-coder = true\ncodecs = ["opus", "pcmu", "pcma", "g722"]\n'
 
 
-def _coder_gateway(make_gateway: Callable[..., Gateway], workers: int = 0) -> Gateway:
-    return make_gateway(extra_toml=CODER_TOML + f"\n[media]\nworkers = {workers}\n")
+def _coder_gateway(workers: int = 0) -> dict[str, Any]:
+    """The make_gateway arguments of a gateway with the coder on."""
+    return {"extra_toml": CODER_TOML + f"\n[media]\nworkers = {workers}\n"}
+
+
+PCMU_ONLY = {"audio_codecs": "PCMU/8000/1"}
 
 
 def _coder_report(gw: Gateway) -> dict[str, Any]:
@@ -41,82 +43,49 @@ def _assert_transcoded(gw: Gateway, browser_codec: str, phone_codec: str) -> Non
 @pytest.mark.e2e
 @pytest.mark.parametrize("workers", [0, 1])
 def test_opus_browser_calls_pcmu_phone(
-    workers: int,
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
+    workers: int, make_call: CallMaker
 ) -> None:
     """With a media worker (``[media] workers = 1``) the worker's own coder pool transcodes."""
-    gw = _coder_gateway(make_gateway, workers)
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ,
-                       audio_codecs="PCMU/8000/1")
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"), codecs=["opus", "telephone-event"])["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
-    heard = assert_browser_hears(alice, PHONE_HZ)
+    call = make_call("browser", gateway_kw=_coder_gateway(workers), phone_kw=PCMU_ONLY,
+                     register_kw={"codecs": ["opus", "telephone-event"]})
+    heard = assert_browser_hears(call.browser, PHONE_HZ)
     print(f"alice heard {heard['tone']}, inbound {heard['inbound']}")
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
-    assert_phone_heard(bob, BROWSER_HZ)
-    _assert_transcoded(gw, "opus", "pcmu")
+    call.hang_up()
+    assert_phone_heard(call.phone, BROWSER_HZ)
+    _assert_transcoded(call.gateway, "opus", "pcmu")
 
 
 @pytest.mark.e2e
-def test_pcmu_phone_calls_opus_browser(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
-    gw = _coder_gateway(make_gateway)
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ,
-                       audio_codecs="PCMU/8000/1")
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
+def test_pcmu_phone_calls_opus_browser(make_call: CallMaker) -> None:
     # The offer Chromium receives is reduced to Opus too: it answers (and sends) Opus only.
-    reg = alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True, codecs=["opus", "telephone-event"])
-    assert reg["status"] == 200
-    bob.dial(gw.aor("alice"))
-    bob.wait_event("CALL_ESTABLISHED")
-    heard = assert_browser_hears(alice, PHONE_HZ)
+    call = make_call("phone", gateway_kw=_coder_gateway(), phone_kw=PCMU_ONLY,
+                     register_kw={"codecs": ["opus", "telephone-event"]})
+    heard = assert_browser_hears(call.browser, PHONE_HZ)
     assert heard["inbound"]["codec"]["mimeType"] == "audio/opus"
-    bob.hangup()
-    alice.wait_event("ended")
-    assert_phone_heard(bob, BROWSER_HZ)
-    _assert_transcoded(gw, "opus", "pcmu")
+    call.hang_up()
+    assert_phone_heard(call.phone, BROWSER_HZ)
+    _assert_transcoded(call.gateway, "opus", "pcmu")
 
 
 @pytest.mark.e2e
-def test_common_codec_is_not_transcoded(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
+def test_common_codec_is_not_transcoded(make_call: CallMaker) -> None:
     """The coder is on, but the browser (all its codecs) and the phone (PCMU) share PCMU: relayed."""
-    gw = _coder_gateway(make_gateway)
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ,
-                       audio_codecs="PCMU/8000/1")
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
-    heard = assert_browser_hears(alice, PHONE_HZ)
+    call = make_call("browser", gateway_kw=_coder_gateway(), phone_kw=PCMU_ONLY)
+    heard = assert_browser_hears(call.browser, PHONE_HZ)
     assert heard["inbound"]["codec"]["mimeType"] == "audio/PCMU"
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
-    assert_phone_heard(bob, BROWSER_HZ)
-    log = gw.log_text()  # " transcoded, " would be there since the answer
+    call.hang_up()
+    assert_phone_heard(call.phone, BROWSER_HZ)
+    log = call.gateway.log_text()  # " transcoded, " would be there since the answer
     assert " transcoded, " not in log and "transcoding ended" not in log
 
 
 @pytest.mark.e2e
-def test_opus_browser_calls_g722_phone(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
+def test_opus_browser_calls_g722_phone(make_call: CallMaker) -> None:
     """The browser without G.722 (Opus, PCMU, PCMA), baresip with G.722 only: Opus <-> G.722."""
-    gw = _coder_gateway(make_gateway)
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ,
-                       audio_codecs="G722/16000/1")  # baresip names it by its audio rate
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    codecs = ["opus", "pcmu", "pcma", "telephone-event"]
-    assert alice.register(gw.ws_url, gw.aor("alice"), codecs=codecs)["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
-    assert_browser_hears(alice, PHONE_HZ)
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
-    assert_phone_heard(bob, BROWSER_HZ)
-    _assert_transcoded(gw, "opus", "g722")
+    call = make_call("browser", gateway_kw=_coder_gateway(),
+                     phone_kw={"audio_codecs": "G722/16000/1"},  # baresip names it by its audio rate
+                     register_kw={"codecs": ["opus", "pcmu", "pcma", "telephone-event"]})
+    assert_browser_hears(call.browser, PHONE_HZ)
+    call.hang_up()
+    assert_phone_heard(call.phone, BROWSER_HZ)
+    _assert_transcoded(call.gateway, "opus", "g722")

@@ -26,8 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness import Artifacts, Baresip, Browser, Coturn, Gateway, wait_for
+from harness import Artifacts, Browser, Coturn, wait_for
 from harness.browser import non_loopback_interfaces
+from harness.call import BROWSER_HZ, PHONE_HZ, CallMaker
 from test_breaker_robustness_e2e import _wait_released
 
 from conftest import require_binaries
@@ -36,9 +37,6 @@ from rtc2sip.config.webrtc2sip import StunServer
 from rtc2sip.media.certificate import Certificate
 from rtc2sip.media.plane import MediaPlane
 from rtc2sip.sdp import SessionDescription
-
-BROWSER_HZ = 1000.0
-PHONE_HZ = 440.0
 
 # Keeps JsSIP's sessions reachable from the page, for renegotiate() with an ICE restart.
 _KEEP_SESSIONS_JS = r"""
@@ -71,15 +69,9 @@ def _ufrag(sdp: str) -> str:
 
 
 @pytest.mark.e2e
-def test_gateway_nominates_when_a_phone_calls_a_browser(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True)["status"] == 200
-    bob.dial(gw.aor("alice"))
-    bob.wait_event("CALL_ESTABLISHED")
+def test_gateway_nominates_when_a_phone_calls_a_browser(make_call: CallMaker) -> None:
+    call = make_call("phone")
+    alice = call.browser
     offer = alice.wait_event("sdp", originator="remote")["sdp"]
     assert "a=ice-lite" not in offer  # a full agent offers: the controlling one (RFC 8445 §6.1.1)
     stats = alice.wait_media(min_packets=50)
@@ -90,21 +82,13 @@ def test_gateway_nominates_when_a_phone_calls_a_browser(
         "selectedPair") or {}).get("nominated") else None, 10, "a nominated pair in Chrome")
     assert pair["nominated"] is True and pair["state"] == "succeeded", pair
     assert abs(alice.wait_tone(PHONE_HZ)["frequency"] - PHONE_HZ) <= 25
-    bob.hangup()
-    alice.wait_event("ended")
+    call.hang_up()
 
 
 @pytest.mark.e2e
-def test_ice_restart_in_a_reinvite_keeps_audio(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.eval(_KEEP_SESSIONS_JS) is True
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
+def test_ice_restart_in_a_reinvite_keeps_audio(make_call: CallMaker) -> None:
+    call = make_call("browser", page_js=[_KEEP_SESSIONS_JS])
+    alice, bob = call.browser, call.phone
     first = alice.wait_media(min_packets=50)
     before = alice.wait_event("sdp", originator="remote")["sdp"]
     assert stats_role(first) == "controlling"
@@ -118,8 +102,7 @@ def test_ice_restart_in_a_reinvite_keeps_audio(
     wait_for(lambda: int(((alice.stats() or {}).get("inbound") or {}).get("packetsReceived", 0)) > received + 100,
              15, "audio after the ICE restart")
     assert abs(alice.wait_tone(PHONE_HZ)["frequency"] - PHONE_HZ) <= 25
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
+    call.hang_up()
     tone = bob.recorded_tone()
     assert abs(tone.frequency - BROWSER_HZ) <= 25, tone
 
@@ -185,15 +168,9 @@ def _renderers(browser: Browser) -> list[int]:
 
 
 @pytest.mark.e2e
-def test_browser_gone_silent_ends_the_call_by_consent(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
+def test_browser_gone_silent_ends_the_call_by_consent(make_call: CallMaker) -> None:
+    call = make_call("browser")
+    gw, alice, bob = call.gateway, call.browser, call.phone
     alice.wait_media(min_packets=50)
     renderers = _renderers(alice)
     assert renderers, "no Chromium renderer found under the browser driver"

@@ -22,16 +22,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from harness import Baresip, Browser, BrowserDriver, Gateway, non_loopback_interfaces
+from harness import Baresip, Browser, BrowserDriver, non_loopback_interfaces
 from harness.audio import assert_browser_hears, assert_phone_heard
+from harness.call import BROWSER_HZ, PHONE_HZ, Caller, CallMaker
 
 from conftest import require_binaries
 
-BROWSER_HZ = 1000.0
-PHONE_HZ = 440.0
 VETH, VETH_PEER, ULA = "rtc6a", "rtc6b", "fd00:6e2e::1"
 
 
@@ -88,48 +87,25 @@ def _assert_sdp(alice: Browser, bob: Baresip, browser_ip: str) -> None:
     assert "c=IN IP6 ::1" in log and "c=IN IP4" not in log, "baresip saw IPv4 SDP"
 
 
-def _start(
-    request: pytest.FixtureRequest, browser_ip: str, make_gateway: Callable[..., Gateway],
-    make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip],
-) -> tuple[Gateway, Browser, Baresip]:
+def _check_call(request: pytest.FixtureRequest, browser_ip: str, caller: Caller, make_call: CallMaker) -> None:
+    """``caller`` calls and hangs up; tone both ways, IPv6 (or the browser's family) in every SDP."""
     if browser_ip == "ipv6":
         request.getfixturevalue("ipv6_route")
-        gw = make_gateway(host="::1")
-    else:
-        gw = make_gateway(host="::1", ws_host="127.0.0.1")
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ, host="::1")
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"), auto_answer=True)["status"] == 200
-    return gw, alice, bob
+    gateway_kw = {"host": "::1"} if browser_ip == "ipv6" else {"host": "::1", "ws_host": "127.0.0.1"}
+    call = make_call(caller, gateway_kw=gateway_kw, phone_kw={"host": "::1"}, auto_answer=True)
+    _assert_browser_hears(call.browser, PHONE_HZ, browser_ip)
+    call.hang_up()
+    assert_phone_heard(call.phone, BROWSER_HZ)
+    _assert_sdp(call.browser, call.phone, browser_ip)
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("browser_ip", ["ipv6", "ipv4"])
-def test_browser_calls_ipv6_phone(
-    request: pytest.FixtureRequest, browser_ip: str, make_gateway: Callable[..., Gateway],
-    make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip],
-) -> None:
-    gw, alice, bob = _start(request, browser_ip, make_gateway, make_browser, make_baresip)
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
-    _assert_browser_hears(alice, PHONE_HZ, browser_ip)
-    alice.hangup()
-    bob.wait_event("CALL_CLOSED")
-    assert_phone_heard(bob, BROWSER_HZ)
-    _assert_sdp(alice, bob, browser_ip)
+def test_browser_calls_ipv6_phone(request: pytest.FixtureRequest, browser_ip: str, make_call: CallMaker) -> None:
+    _check_call(request, browser_ip, "browser", make_call)
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("browser_ip", ["ipv6", "ipv4"])
-def test_ipv6_phone_calls_browser(
-    request: pytest.FixtureRequest, browser_ip: str, make_gateway: Callable[..., Gateway],
-    make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip],
-) -> None:
-    gw, alice, bob = _start(request, browser_ip, make_gateway, make_browser, make_baresip)
-    bob.dial(gw.aor("alice"))
-    bob.wait_event("CALL_ESTABLISHED")
-    _assert_browser_hears(alice, PHONE_HZ, browser_ip)
-    bob.hangup()
-    alice.wait_event("ended")
-    assert_phone_heard(bob, BROWSER_HZ)
-    _assert_sdp(alice, bob, browser_ip)
+def test_ipv6_phone_calls_browser(request: pytest.FixtureRequest, browser_ip: str, make_call: CallMaker) -> None:
+    _check_call(request, browser_ip, "phone", make_call)

@@ -28,23 +28,17 @@ from typing import Any
 
 import pytest
 from harness import Artifacts, Baresip, Browser, Gateway, analyse_wav, free_port, wait_for
+from harness.call import BROWSER_HZ, PHONE_HZ, CallMaker, call_service
 from harness.pages import LIVE_VIEW_READY, open_page
 from harness.video import VIDEO_CALLS, video_stats
 
-BROWSER_HZ = 1000.0
-PHONE_HZ = 440.0
 CODER_TOML = '[webrtc2sip]\nenable-media-coder = true\ncodecs = ["opus", "pcmu", "pcma", "g722"]\n'
 
 
-def _call(gw: Gateway, make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip],
-          codecs: list[str] | None = None) -> tuple[Browser, Baresip]:
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ,
-                       audio_codecs="PCMU/8000/1")
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    kw: dict[str, Any] = {"codecs": codecs} if codecs else {}
-    assert alice.register(gw.ws_url, gw.aor("alice"), **kw)["status"] == 200
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
+def _call(make_call: CallMaker, gw: Gateway, codecs: list[str] | None = None) -> tuple[Browser, Baresip]:
+    call = make_call("browser", gateway=gw, phone_kw={"audio_codecs": "PCMU/8000/1"},
+                     register_kw={"codecs": codecs} if codecs else None)
+    alice, bob = call.browser, call.phone
     stats = alice.wait_media(min_packets=50)
     assert stats["transport"]["dtlsState"] == "connected"
     assert abs(alice.wait_tone(PHONE_HZ)["frequency"] - PHONE_HZ) <= 25
@@ -87,14 +81,13 @@ def _assert_recorded(directory: Path, meta: dict[str, Any], browser_codec: str) 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_recording_has_both_tones(
     workers: int,
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
-    make_baresip: Callable[..., Baresip], artifacts: Artifacts,
+    make_gateway: Callable[..., Gateway], make_call: CallMaker, artifacts: Artifacts,
 ) -> None:
     """With ``[media] workers`` the rule is applied in the gateway and the files written by a worker."""
     rec_dir = artifacts.subdir("recordings")
     gw = make_gateway(extra_toml=f'[recording]\nenabled = true\nrule = "sip:bob@*"\ndir = "{rec_dir}"\n'
                                  f'\n[media]\nworkers = {workers}\n')
-    alice, bob = _call(gw, make_browser, make_baresip)
+    alice, bob = _call(make_call, gw)
     time.sleep(3.0)
     alice.hangup()
     bob.wait_event("CALL_CLOSED")
@@ -105,12 +98,11 @@ def test_recording_has_both_tones(
 
 @pytest.mark.e2e
 def test_recording_of_a_transcoded_call_decodes_opus(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
-    make_baresip: Callable[..., Baresip], artifacts: Artifacts,
+    make_gateway: Callable[..., Gateway], make_call: CallMaker, artifacts: Artifacts,
 ) -> None:
     rec_dir = artifacts.subdir("recordings")
     gw = make_gateway(extra_toml=CODER_TOML + f'[recording]\nenabled = true\ndir = "{rec_dir}"\n')
-    alice, bob = _call(gw, make_browser, make_baresip, codecs=["opus", "telephone-event"])
+    alice, bob = _call(make_call, gw, codecs=["opus", "telephone-event"])
     # the live view shows each leg's own codec, and /metrics the transcoding session
     calls = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{gw.ws_port}/api/calls", timeout=5).read())
     legs = {leg["webrtc"]: leg for leg in calls["active"][0]["legs"]}
@@ -141,11 +133,7 @@ def test_video_call_recorded_to_webm(
 ) -> None:
     rec_dir = artifacts.subdir("recordings")
     gw = make_gateway(extra_toml=f'[recording]\nenabled = true\ndir = "{rec_dir}"\n')
-    alice = make_browser("alice", tone_hz=PHONE_HZ)
-    assert alice.eval(VIDEO_CALLS) is True
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("testpattern"))
-    alice.wait_event("confirmed")
+    alice = call_service(make_browser, gw, "testpattern", tone_hz=PHONE_HZ, page_js=[VIDEO_CALLS])
     wait_for(lambda: (s := video_stats(alice)) is not None and s["framesDecoded"] >= 10, 20.0,
              "the browser to decode the test pattern", interval=0.25)
     time.sleep(3.0)
@@ -189,11 +177,7 @@ def test_forwarded_video_decodes_in_ffmpeg(
     sdp_dir = artifacts.subdir("forward")
     port = free_port(8)  # audio at port, port + 2; video at port + 4, port + 6; their RTCP ports
     gw = make_gateway(extra_toml=f'[forward]\nto = "127.0.0.1:{port}"\ndir = "{sdp_dir}"\n')
-    alice = make_browser("alice", tone_hz=PHONE_HZ)
-    assert alice.eval(VIDEO_CALLS) is True
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("testpattern"))
-    alice.wait_event("confirmed")
+    alice = call_service(make_browser, gw, "testpattern", tone_hz=PHONE_HZ, page_js=[VIDEO_CALLS])
     sdp = wait_for(lambda: next(iter(sdp_dir.glob("*.sdp")), None), 10.0, "the forwarded stream's .sdp")
     assert isinstance(sdp, Path)
     text = wait_for(lambda: (t := sdp.read_text()).count("m=video") == 2 and t, 10.0, "video in the .sdp")
@@ -243,11 +227,7 @@ def test_video_sinks_started_mid_call_get_the_browsers_keyframe(
                     "video feedback work")
     rec_dir = artifacts.subdir("recordings")
     gw = make_gateway(extra_toml=f'[recording]\ndir = "{rec_dir}"\n')
-    alice = make_browser("alice", tone_hz=PHONE_HZ)
-    assert alice.eval(VIDEO_CALLS) is True
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("testpattern"))
-    alice.wait_event("confirmed")
+    alice = call_service(make_browser, gw, "testpattern", tone_hz=PHONE_HZ, page_js=[VIDEO_CALLS])
     wait_for(lambda: (s := video_stats(alice)) is not None and s["framesDecoded"] >= 30, 20.0,
              "two seconds of video", interval=0.25)
     calls = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{gw.ws_port}/api/calls", timeout=5).read())
@@ -292,13 +272,12 @@ def test_video_sinks_started_mid_call_get_the_browsers_keyframe(
 
 @pytest.mark.e2e
 def test_forwarded_call_plays_in_ffmpeg(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
-    make_baresip: Callable[..., Baresip], artifacts: Artifacts,
+    make_gateway: Callable[..., Gateway], make_call: CallMaker, artifacts: Artifacts,
 ) -> None:
     sdp_dir = artifacts.subdir("forward")
     port = free_port(4)  # legacy leg on port, browser leg on port + 2, RTCP ports ffmpeg binds
     gw = make_gateway(extra_toml=f'[forward]\nto = "127.0.0.1:{port}"\ndir = "{sdp_dir}"\n')
-    alice, bob = _call(gw, make_browser, make_baresip)
+    alice, bob = _call(make_call, gw)
     sdp = wait_for(lambda: next(iter(sdp_dir.glob("*.sdp")), None), 10.0, "the forwarded stream's .sdp")
     assert isinstance(sdp, Path)
     text = sdp.read_text()
@@ -353,7 +332,7 @@ def _api(gw: Gateway, path: str) -> dict[str, Any]:
 def test_forwarding_and_recording_through_the_api(
     workers: int,
     make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
-    make_baresip: Callable[..., Baresip], artifacts: Artifacts,
+    make_call: CallMaker, artifacts: Artifacts,
 ) -> None:
     rec_dir = artifacts.subdir("recordings")
     # where files go; no rule: not enabled. With a media worker, the worker records and forwards.
@@ -362,7 +341,7 @@ def test_forwarding_and_recording_through_the_api(
     viewer = make_browser("viewer", tone_hz=None)
     base = f"http://127.0.0.1:{gw.ws_port}"
     open_page(viewer, f"{base}/calls", LIVE_VIEW_READY)
-    alice, bob = _call(gw, make_browser, make_baresip)
+    alice, bob = _call(make_call, gw)
     calls = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{gw.ws_port}/api/calls", timeout=5).read())
     assert len(calls["active"]) == 1
     call_id = calls["active"][0]["id"]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from harness import Baresip, Browser, Gateway
+from harness.call import call_service
 from harness.pages import LIVE_VIEW_READY, open_page
 from harness.procs import wait_for
 from harness.video import VIDEO_CALLS, video_stats
@@ -31,10 +32,7 @@ def test_browser_hears_itself_through_echo(
     make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser]
 ) -> None:
     gw = make_gateway()
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("echo"))
-    alice.wait_event("confirmed")
+    alice = call_service(make_browser, gw, "echo", tone_hz=BROWSER_HZ)
     stats = alice.wait_media(min_packets=50)
     assert stats["transport"]["dtlsState"] == "connected"
     assert stats["inbound"]["packetsReceived"] >= 50
@@ -48,11 +46,7 @@ def test_browser_sees_and_hears_itself_through_echo(
     make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser]
 ) -> None:
     gw = make_gateway()
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.eval(VIDEO_CALLS) is True
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("echo"))
-    alice.wait_event("confirmed")
+    alice = call_service(make_browser, gw, "echo", tone_hz=BROWSER_HZ, page_js=[VIDEO_CALLS])
     answer = next(e["sdp"] for e in alice.events() if e.get("type") == "sdp" and e.get("originator") == "remote")
     assert "VP8/90000" in answer and "m=video 0 " not in answer, answer
 
@@ -94,10 +88,7 @@ def test_browser_gets_the_diag_verdict(
     make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser]
 ) -> None:
     gw = make_gateway(gateway_options={"diag_duration": 2})
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("diag"))
-    alice.wait_event("confirmed")
+    alice = call_service(make_browser, gw, "diag", tone_hz=BROWSER_HZ)
 
     def verdict() -> dict[str, Any] | None:
         return next((m for m in alice.messages() if "diag" in m.get("from", "")), None)

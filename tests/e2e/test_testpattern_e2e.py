@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from harness import Browser, Gateway
+from harness.call import call_service
 from harness.procs import wait_for
 from harness.video import VIDEO_CALLS, video_stats
 
@@ -27,11 +28,7 @@ def test_browser_decodes_the_test_pattern(
     make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser]
 ) -> None:
     gw = make_gateway()
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.eval(VIDEO_CALLS) is True
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    alice.call(gw.aor("testpattern"))
-    alice.wait_event("confirmed")
+    alice = call_service(make_browser, gw, "testpattern", tone_hz=BROWSER_HZ, page_js=[VIDEO_CALLS])
     offer = next(e["sdp"] for e in alice.events() if e.get("type") == "sdp" and e.get("originator") == "local")
     answer = next(e["sdp"] for e in alice.events() if e.get("type") == "sdp" and e.get("originator") == "remote")
     assert "m=video" in offer, offer

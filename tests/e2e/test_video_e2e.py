@@ -22,10 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness import Baresip, Browser, Gateway, LossyPorts, loss_available, wait_for
-
-BROWSER_HZ = 1000.0
-PHONE_HZ = 440.0
+from harness import Browser, Gateway, LossyPorts, loss_available, wait_for
+from harness.call import BridgedCall, CallMaker
 
 # Patch the page: video calls, peer connections kept, m=video reduced to window.__videoCodec
 # (set before the call; null keeps everything): "vp8", or "h264 packetization-mode=1" (an encoding
@@ -129,9 +127,9 @@ def _need_loss() -> None:
     pytest.skip(why)
 
 
-def _patch(browser: Browser, codec: str | None) -> None:
-    assert browser.eval(VIDEO_PAGE) is True
-    browser.eval(f"window.__videoCodec = {json.dumps(codec)}")
+def _patch(codec: str | None) -> list[str]:
+    """The page's scripts (BridgedCall ``page_js``): video calls, m=video reduced to ``codec``."""
+    return [VIDEO_PAGE, f"(window.__videoCodec = {json.dumps(codec)}, true)"]
 
 
 def video_stats(browser: Browser) -> dict[str, Any]:
@@ -161,16 +159,10 @@ def _api_calls(gw: Gateway) -> dict[str, Any]:
     return data
 
 
-def _video_call(make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
-                make_baresip: Callable[..., Baresip], *, phone_codecs: str, browser_codec: str | None,
-                extra_toml: str = "") -> tuple[Gateway, Browser, Baresip]:
-    gw = make_gateway(extra_toml=extra_toml)
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ,
-                       video_codecs=phone_codecs)
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    _patch(alice, browser_codec)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
-    return gw, alice, bob
+def _video_call(make_call: CallMaker, *, phone_codecs: str, browser_codec: str | None,
+                extra_toml: str = "") -> BridgedCall:
+    return make_call(None, gateway_kw={"extra_toml": extra_toml}, phone_kw={"video_codecs": phone_codecs},
+                     page_js=_patch(browser_codec))
 
 
 CODER_TOML = ('[webrtc2sip]\nenable-media-coder = true\nvideo-size-pref = "qvga"\n'
@@ -207,29 +199,31 @@ def _grows(browser: Browser, side: str, key: str, before: int, what: str, timeou
     return found
 
 
-def _browser_calls(gw: Gateway, alice: Browser, bob: Baresip) -> None:
-    alice.call(gw.aor("bob"))
-    alice.wait_event("confirmed")
-    bob.wait_event("CALL_ESTABLISHED", timeout=15)
+def _browser_calls(call: BridgedCall) -> None:
+    call.place("browser")
+    call.phone.wait_event("CALL_ESTABLISHED", timeout=15)
 
 
-def _phone_calls(gw: Gateway, alice: Browser, bob: Baresip) -> None:
-    bob.dial(gw.aor("alice"))
+def _phone_calls(call: BridgedCall) -> None:
+    """The phone calls; the browser answers when the call comes in (its answer() asks for video)."""
+    alice, bob = call.browser, call.phone
+    bob.dial(call.gateway.aor("alice"))
     alice.wait_event("incoming")
     alice.answer()
     alice.wait_event("confirmed")
     bob.wait_event("CALL_ESTABLISHED", timeout=15)
 
 
-def _start_blocked(gw: Gateway, alice: Browser, bob: Baresip, *, transcoded: bool = False,
-                   start: Callable[[Gateway, Browser, Baresip], None] = _browser_calls) -> None:
+def _start_blocked(call: BridgedCall, *, transcoded: bool = False,
+                   start: Callable[[BridgedCall], None] = _browser_calls) -> None:
     """Call with everything toward baresip's RTP ports dropped until the browser has encoded a few
     dozen frames: the keyframe that starts its stream is lost, so baresip's decoder first meets
     delta frames, fails, and asks for a keyframe (FIR or PLI): the request must cross the gateway
     and the browser (or, ``transcoded``, the gateway's encoder: checked from its stats by the
     caller) must answer with a keyframe that baresip decodes."""
+    alice, bob = call.browser, call.phone
     with LossyPorts(list(range(bob.rtp_port, bob.rtp_port + 20)), 100) as block:
-        start(gw, alice, bob)
+        start(call)
         _grows(alice, "outbound", "framesEncoded", 30, "the browser sends video baresip does not get")
         assert block.dropped() > 0
         before = video_stats(alice)["outbound"]
@@ -263,18 +257,17 @@ def _browser_asks_for_keyframe(gw: Gateway, alice: Browser) -> None:
 # then sends next to nothing, and refuses Chromium's mode-1 fmtp (level-asymmetry-allowed=1...).
 @pytest.mark.parametrize(("codec", "browser_codec", "workers"), [("VP8", None, 0), ("VP8", None, 1)])
 def test_shared_video_codec_passes_through(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip],
-    codec: str, browser_codec: str | None, workers: int,
+    make_call: CallMaker, codec: str, browser_codec: str | None, workers: int,
 ) -> None:
     """VP8 on both sides: relayed without transcoding although the coder is on, both decode,
     feedback crosses (PLI or FIR both ways, the browser's NACKs answered from the gateway's history).
     With a media worker the keyframe requests and their RFC 5168 INFO cross the worker's channel."""
     _need_loss()
     # the coder is on: it must not be used
-    gw, alice, bob = _video_call(make_gateway, make_browser, make_baresip, phone_codecs=codec,
-                                 browser_codec=browser_codec,
-                                 extra_toml=CODER_TOML + f"\n[media]\nworkers = {workers}\n")
-    _start_blocked(gw, alice, bob)
+    call = _video_call(make_call, phone_codecs=codec, browser_codec=browser_codec,
+                       extra_toml=CODER_TOML + f"\n[media]\nworkers = {workers}\n")
+    gw, alice, bob = call.gateway, call.browser, call.phone
+    _start_blocked(call)
     first = _wait_browser_decodes(alice)
     print(f"browser decodes baresip's {codec}: {first}")
     assert first["codec"] == f"video/{codec}", first
@@ -310,16 +303,14 @@ def _coder_report(gw: Gateway) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
-def test_vp8_browser_calls_h264_phone(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
+def test_vp8_browser_calls_h264_phone(make_call: CallMaker) -> None:
     """Chromium with VP8 only (its SDP and the offers it receives reduced to VP8) calls baresip with
     H.264 only: the gateway transcodes both ways; both decode; keyframe requests cross the coder
     (baresip's FIR → the VP8 → H.264 encoder; the browser's PLI → the H.264 → VP8 encoder)."""
     _need_loss()
-    gw, alice, bob = _video_call(make_gateway, make_browser, make_baresip, phone_codecs="H264", browser_codec="vp8",
-                                 extra_toml=CODER_TOML)
-    _start_blocked(gw, alice, bob, transcoded=True)
+    call = _video_call(make_call, phone_codecs="H264", browser_codec="vp8", extra_toml=CODER_TOML)
+    gw, alice, bob = call.gateway, call.browser, call.phone
+    _start_blocked(call, transcoded=True)
     first = _wait_browser_decodes(alice)
     print(f"browser decodes the transcoded H.264 as VP8: {first}")
     assert first["codec"] == "video/VP8", first
@@ -346,16 +337,14 @@ def test_vp8_browser_calls_h264_phone(
 
 
 @pytest.mark.e2e
-def test_h264_phone_calls_vp8_browser(
-    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_baresip: Callable[..., Baresip]
-) -> None:
+def test_h264_phone_calls_vp8_browser(make_call: CallMaker) -> None:
     """The other way: baresip (H.264 only) calls the browser, which answers with VP8 only (the offer it
     receives carries the phone's H.264 and the coder's VP8; the page keeps VP8): transcoded both
     ways, both decode, baresip's keyframe request reaches the VP8 -> H.264 encoder."""
     _need_loss()
-    gw, alice, bob = _video_call(make_gateway, make_browser, make_baresip, phone_codecs="H264", browser_codec="vp8",
-                                 extra_toml=CODER_TOML)
-    _start_blocked(gw, alice, bob, transcoded=True, start=_phone_calls)
+    call = _video_call(make_call, phone_codecs="H264", browser_codec="vp8", extra_toml=CODER_TOML)
+    gw, alice, bob = call.gateway, call.browser, call.phone
+    _start_blocked(call, transcoded=True, start=_phone_calls)
     offer = next(e["sdp"] for e in alice.events() if e.get("type") == "sdp" and e.get("originator") == "remote")
     assert "H264/90000" in offer and "VP8/90000" in offer, offer  # before the page reduced it
     first = _wait_browser_decodes(alice)

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from harness import Artifacts, Baresip, Browser, Gateway
+from harness.call import CallMaker
 from harness.pages import LIVE_VIEW_READY, open_page
 from harness.procs import wait_for
 
@@ -371,17 +372,13 @@ def test_web_phone_video_calls(make_gateway: Callable[..., Gateway], make_browse
 
 
 @pytest.mark.e2e
-def test_failed_call_counted_by_cause(make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser],
-                                      make_baresip: Callable[..., Baresip]) -> None:
+def test_failed_call_counted_by_cause(make_call: CallMaker) -> None:
     """A browser calls baresip, which rejects the call (486 through the RTCWeb Breaker): /api/calls lists
     it with its cause, /metrics counts it as failed by that cause and not as answered. (A call the proxy
     answers itself, 480 for a user nobody registered, is no breaker call: it is counted only in
     rtc2sip_sip_responses_sent_total.)"""
-    gw = make_gateway()
-    bob = make_baresip("bob", user="bob", domain=gw.domain, registrar=gw.udp_uri, tone_hz=PHONE_HZ,
-                       answermode="manual")
-    alice = make_browser("alice", tone_hz=BROWSER_HZ)
-    assert alice.register(gw.ws_url, gw.aor("alice"))["status"] == 200
+    call = make_call(None, phone_kw={"answermode": "manual"}, phone_hz=PHONE_HZ, browser_hz=BROWSER_HZ)
+    gw, alice, bob = call.gateway, call.browser, call.phone
     before = _metrics(gw)
     alice.call(gw.aor("bob"))
     bob.wait_event("CALL_INCOMING")
