@@ -15,8 +15,8 @@ import pytest
 
 from rtc2sip.media import fastpath
 from rtc2sip.media.nack import RetransmissionHistory
-from rtc2sip.media.ports import Address
 from rtc2sip.media.path import RELATCH_AFTER, StreamPath
+from rtc2sip.media.ports import Address
 from rtc2sip.media.rtcpstats import ReceiveStatistics
 from rtc2sip.media.rtp import RtpRewriter, build_rtp
 from rtc2sip.media.srtp import AEAD_AES_128_GCM, AES128_CM_SHA1_80, SrtpProfile, SrtpReplayError, SrtpSession
