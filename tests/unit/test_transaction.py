@@ -901,3 +901,24 @@ def test_rfc2543_ack_matches_after_the_tu_rewrote_the_request() -> None:
     txn.request.uri_text = "sip:bob@elsewhere.example"  # the core retargeted the request it was given
     layer.send_response(txn, response(invite, 404, to_tag="u"), 0.0)
     assert layer.receive_request(ack, 0.1) == [] and txn.state is State.CONFIRMED
+
+
+def test_server_requests_reusing_a_branch_in_other_calls_are_distinct_transactions() -> None:
+    # RFC 4475 escnull and regescrt share a branch; over UDP the second went unanswered.
+    layer = TransactionLayer()
+    first = new_server(layer, request("REGISTER", branch="z9hG4bKshared", call_id="call-a"))
+    second = new_server(layer, request("REGISTER", branch="z9hG4bKshared", call_id="call-b"))
+    third = new_server(layer, request("REGISTER", branch="z9hG4bKshared", call_id="call-a", cseq=2))
+    assert len({id(first), id(second), id(third)}) == 3
+    # a true retransmission still matches its transaction
+    again = layer.receive_request(request("REGISTER", branch="z9hG4bKshared", call_id="call-a"), 0.1)
+    assert not only(again, Deliver)
+
+
+def test_cancel_and_non_2xx_ack_still_match_their_invite_with_the_new_key() -> None:
+    layer = TransactionLayer()
+    invite = request("INVITE", branch="z9hG4bKinv", call_id="call-c", cseq=7)
+    txn = new_server(layer, invite)
+    cancel = request("CANCEL", branch="z9hG4bKinv", call_id="call-c", cseq=7)
+    assert layer.find_cancel_target(cancel) is txn
+    assert layer.find_server(invite) is txn

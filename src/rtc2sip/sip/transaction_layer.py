@@ -41,7 +41,7 @@ __all__ = [
 # (timer L or M after the answer), a non-INVITE one up to 32 s (J) or 5 s (K), i.e. ~200,000 alive at once.
 DEFAULT_MAX_TRANSACTIONS = 250_000
 _COMPACT_MIN = 1024
-_LEGACY_KEY_LEN = 7  # RFC 2543 keys have 7 fields, RFC 3261 ones 4: one dict holds both without clashes
+_LEGACY_KEY_LEN = 7  # RFC 2543 keys have 7 fields, RFC 3261 ones 6: one dict holds both without clashes
 
 
 def _legacy_key(request: Request, method: str, to_tag: str | None) -> tuple[object, ...]:
@@ -52,11 +52,16 @@ def _legacy_key(request: Request, method: str, to_tag: str | None) -> tuple[obje
 
 
 def _server_key(request: Request, method: str) -> tuple[object, ...]:
-    """§17.2.3: branch, sent-by and method (ACK and CANCEL pass the method they are matched with)."""
+    """§17.2.3: branch, sent-by and method (ACK and CANCEL pass the method they are matched with).
+
+    Call-ID and CSeq number join them because senders reuse branches: RFC 4475's escnull and
+    regescrt share one, and over UDP the second would be absorbed as a retransmission of the first
+    and never answered. A real retransmission, a CANCEL and a non-2xx ACK all carry the same Call-ID
+    and CSeq number (§9.1, §17.1.1.3), so they still match."""
     via = request.top_via
     branch = via.branch
     if branch is not None and branch.startswith(MAGIC_COOKIE):
-        return (branch, via.host.lower(), via.port, method)
+        return (branch, via.host.lower(), via.port, method, request.call_id, request.cseq.number)
     return _legacy_key(request, method, request.to.tag)
 
 
