@@ -92,7 +92,7 @@ class Gateway:
             users=dict(s.users),
             digest_algorithms=s.gateway.digest_algorithms,
         )
-        resolver = Resolver(list(s.webrtc2sip.nameservers))
+        resolver = Resolver(list(s.webrtc2sip.nameservers), timeout=lim.dns_timeout)
 
         proxy_ref: list[Proxy] = []
 
@@ -114,7 +114,8 @@ class Gateway:
         self.users = UserStore(data_dir / "users.sqlite3")  # beside the TOML ones ([users])
         self.proxy = Proxy(self.transports, self.store, registrar, resolver, policy,
                            max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime),
-                           user_store=self.users)
+                           user_store=self.users, final_response_timeout=lim.final_response_timeout,
+                           dns_timeout=lim.dns_timeout)
         proxy_ref.append(self.proxy)
         workers = s.media.workers
         if s.gateway.breaker != "never" and workers:

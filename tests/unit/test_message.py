@@ -502,3 +502,17 @@ def test_validate_on_built_messages() -> None:
     with pytest.raises(MessageError) as info:
         validate(m)
     assert info.value.reason == "Missing Via header" and info.value.message is m
+
+
+def test_stream_framer_keeps_what_came_whole_and_the_rejected_head_on_a_framing_error() -> None:
+    # RFC 4475 dblreq/inv2543 over TCP: the first request is owed its answer, the broken one a 400
+    good = b"REGISTER sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+    bad = b"INVITE sip:b SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n"
+    framer = StreamFramer()
+    with pytest.raises(MessageError) as err:
+        framer.feed(good + bad + b"v=0\r\n")
+    assert err.value.status == 400
+    assert framer.salvaged == [good]
+    assert framer.rejected == bad
+    with pytest.raises(MessageError):
+        parse_message(bad, datagram=False)  # the proxy answers it 400 the same way

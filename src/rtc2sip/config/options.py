@@ -118,6 +118,10 @@ class Limits:
     max_transcoded_calls: int = 64
     # a call over that limit whose video (not audio) needed the coder: "reject" (488) or "audio-only"
     transcoding_overflow: str = "audio-only"
+    # every request the proxy forwards is answered within this (408 at the latest; an INVITE that
+    # rings is left to its own timers); DNS lookups of a next hop give up after dns_timeout (503)
+    final_response_timeout: float = 8.0
+    dns_timeout: float = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +240,16 @@ class _Table:
         if not lo <= v <= hi:
             raise self.error(k, f"{v} is out of range {lo}..{hi}")
         return v
+
+    def float_(self, k: str, default: float, lo: float, hi: float) -> float:
+        if not self.has(k):
+            return default
+        v = self.raw(k)
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise self.error(k, f"expected a number, got {_kind(v)}")
+        if not lo <= v <= hi:
+            raise self.error(k, f"{v} is out of range {lo}..{hi}")
+        return float(v)
 
     def str_list(self, k: str, default: tuple[str, ...]) -> tuple[str, ...]:
         if not self.has(k):
@@ -501,7 +515,12 @@ def _limits(t: _Table) -> Limits:
         max_expires=t.int_("max_expires", d.max_expires, 1, _UINT32_MAX),
         max_transcoded_calls=t.int_("max_transcoded_calls", d.max_transcoded_calls, 0, 1_000_000),
         transcoding_overflow=t.choice("transcoding_overflow", d.transcoding_overflow, ("reject", "audio-only")),
+        final_response_timeout=t.float_("final_response_timeout", d.final_response_timeout, 0.5, 300.0),
+        dns_timeout=t.float_("dns_timeout", d.dns_timeout, 0.1, 60.0),
     )
+    if lim.dns_timeout >= lim.final_response_timeout:
+        raise t.error("dns_timeout", f"{lim.dns_timeout} is not less than final_response_timeout "
+                      f"{lim.final_response_timeout}")
     if lim.min_expires > lim.max_expires:
         raise t.error("min_expires", f"{lim.min_expires} is greater than max_expires {lim.max_expires}")
     if not lim.min_expires <= lim.default_expires <= lim.max_expires:

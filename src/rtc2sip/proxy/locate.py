@@ -151,6 +151,14 @@ class Resolver:
         self._max_ttl = max_ttl
         self._negative_ttl = negative_ttl
         self._clock = clock
+        # names the DNS said do not exist, until when: a request for such a domain is answered 404,
+        # where a lookup that found nothing usable (or no answer at all) is a 503
+        self._nx: OrderedDict[str, float] = OrderedDict()
+
+    def is_nxdomain(self, name: str) -> bool:
+        """Did the last lookup of ``name`` (within the negative TTL) get NXDOMAIN?"""
+        until = self._nx.get(name.lower().rstrip("."))
+        return until is not None and until > self._clock()
 
     @property
     def nameservers(self) -> list[str]:
@@ -191,7 +199,14 @@ class Resolver:
         try:
             qname = dns.name.from_text(key[0])  # raises for bad names (empty label, too long)
             answer = await self._resolver.resolve(qname, rdtype, search=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        except dns.resolver.NXDOMAIN:
+            self._store(key, (), self._negative_ttl, now)
+            self._nx[key[0]] = now + self._negative_ttl
+            self._nx.move_to_end(key[0])
+            while len(self._nx) > max(self._cache_size, 64):
+                self._nx.popitem(last=False)
+            return ()
+        except dns.resolver.NoAnswer:
             self._store(key, (), self._negative_ttl, now)
             return ()
         except dns.exception.DNSException as e:

@@ -45,8 +45,12 @@ class Proxy(StatefulProxy):
         max_message_size: int = 65535,
         nonce_lifetime: float = 300.0,
         user_store: UserStore | None = None,
+        *,
+        final_response_timeout: float = 8.0,
+        dns_timeout: float = 1.5,
     ) -> None:
-        super().__init__(transports, resolver)
+        super().__init__(transports, resolver, final_response_timeout=final_response_timeout,
+                         dns_timeout=dns_timeout)
         self.store = store
         self.registrar = registrar
         self.policy = policy
@@ -99,7 +103,9 @@ class Proxy(StatefulProxy):
             try:
                 resp = make_response(msg, e.status, e.reason)
                 _ = resp.vias  # a response we cannot route is not worth sending
-                if not all(resp.get(h) for h in ("Via", "From", "To", "Call-ID", "CSeq")):
+                # RFC 4475 §3.1.2.15 (insuf): a request missing From, To or Call-ID still gets its
+                # 400; Via and CSeq are what the client needs to match the answer
+                if not all(resp.get(h) for h in ("Via", "CSeq")):
                     raise SipParseError(400, "cannot answer")
                 self.tp.send_on_flow(source.flow_id, resp.to_bytes())
                 log.info("call-id=%s answered %s %s to a bad request from %s:%s", msg.get("Call-ID"),

@@ -7,6 +7,13 @@ response when all branches are final), fails over to the next RFC 3263 target on
 (RFC 3263 §4.3), cancels branches (§16.10) and forwards stray 2xx responses to INVITE statelessly
 (§16.11, RFC 6026 §7.3). It turns the transaction layer's actions into socket writes. Where a request
 goes is decided above it, by :class:`rtc2sip.proxy.server.Proxy`.
+
+Every request it takes gets a final response in bounded time (issue 13): DNS lookups are cut at
+``dns_timeout`` (then 503, or 404 when the domain does not exist), and a context still without a final
+response ``final_response_timeout`` after the request arrived is answered 408 and its branches
+cancelled. An INVITE that has rung (a provisional came back) is left to its own timers, since a
+callee may ring for minutes. Waiting for timer F (32 s) would answer after the client's own timer
+had long given up (RFC 4320 §2), which to a user is silence.
 """
 
 from __future__ import annotations
@@ -82,6 +89,11 @@ class ResponseContext:
     best: Response | None = None
     final_sent: bool = False
     cancelled: bool = False
+    # answers 408 when it fires (see the module's docstring)
+    deadline: asyncio.TimerHandle | None = None
+    # a 503 the proxy made itself (no route, DNS failure): sent as is, where a downstream 503 becomes
+    # 500 (§16.7 step 6), since it is this proxy that is unavailable for the request
+    own_503: Response | None = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -109,9 +121,13 @@ def _response_rank(status: int) -> tuple[int, int]:
 class StatefulProxy:
     """Forwarding and response processing of one proxy (§16.6-16.11); routing is the subclass's."""
 
-    def __init__(self, transports: TransportLayer, resolver: Resolver) -> None:
+    def __init__(self, transports: TransportLayer, resolver: Resolver, *, final_response_timeout: float = 8.0,
+                 dns_timeout: float = 1.5) -> None:
         self.tp = transports
         self.resolver = resolver
+        self.final_response_timeout = final_response_timeout
+        self.dns_timeout = dns_timeout
+        self._closed = False  # deadlines still pending when the proxy stops do nothing
         self.tl = TransactionLayer()
         self.loop = asyncio.get_event_loop()
         self.timers = LayerTimer(self.tl, self._act, "proxy")
@@ -151,7 +167,27 @@ class StatefulProxy:
         ctx = ResponseContext(st, req, source)
         if st is not None:
             st.context = ctx
+            ctx.deadline = self.loop.call_later(self.final_response_timeout, self._deadline, ctx)
         return ctx
+
+    def _deadline(self, ctx: ResponseContext) -> None:
+        ctx.deadline = None
+        if self._closed or ctx.final_sent or ctx.server is None:
+            return
+        if ctx.request.method == "INVITE" and any(b.provisional for b in ctx.branches):
+            return
+        log.info("call-id=%s no final response in %.1f s: 408", ctx.request.call_id, self.final_response_timeout)
+        ctx.cancelled = True  # no fail-over and no new branch from now on
+        for b in ctx.branches:
+            self._cancel_branch(b)
+        self._final(ctx, make_response(ctx.request, 408, "Request Timeout"))
+        self._arm_timer()
+
+    @staticmethod
+    def _disarm(ctx: ResponseContext) -> None:
+        if ctx.deadline is not None:
+            ctx.deadline.cancel()
+            ctx.deadline = None
 
     def _forward(self, req: Request, source: Source, st: ServerTransaction, targets: list[Target]) -> None:
         ctx = self._context(req, source, st)
@@ -177,15 +213,27 @@ class StatefulProxy:
 
         async def resolve() -> None:
             try:
-                found = await locate(uri.host, uri.port, uri.transport, uri.scheme == "sips", self.resolver,
-                                     supported=SUPPORTED_TRANSPORTS)
+                found = await asyncio.wait_for(
+                    locate(uri.host, uri.port, uri.transport, uri.scheme == "sips", self.resolver,
+                           supported=SUPPORTED_TRANSPORTS),
+                    self.dns_timeout)
+            except TimeoutError:
+                log.info("call-id=%s DNS for %s timed out after %.1f s", req.call_id, uri.host, self.dns_timeout)
+                found = []
             except Exception as e:  # DNS failures of any kind end in a 503 for this branch
                 log.info("call-id=%s cannot resolve %s: %s", req.call_id, uri.host, e)
                 found = []
-            ctx.branches.remove(placeholder)
+            if placeholder in ctx.branches:  # the context may have been answered and cleared meanwhile
+                ctx.branches.remove(placeholder)
+            if ctx.final_sent or ctx.server is None:
+                return
             if not found:
                 log.info("call-id=%s no target for %s", req.call_id, uri)
-                self._branch_final(ctx, None, make_response(ctx.request, 503, "No route to destination"))
+                if self.resolver.is_nxdomain(uri.host):
+                    resp = make_response(ctx.request, 404, "Domain Not Found")
+                else:
+                    resp = ctx.own_503 = make_response(ctx.request, 503, "No route to destination")
+                self._branch_final(ctx, None, resp)
             else:
                 self._start_branch(ctx, req, found)
             self._maybe_finish(ctx)
@@ -209,7 +257,8 @@ class StatefulProxy:
         if ctx.cancelled or ctx.final_sent:
             return
         if not targets:
-            self._branch_final(ctx, None, make_response(ctx.request, 503, "No route to destination"))
+            ctx.own_503 = make_response(ctx.request, 503, "No route to destination")
+            self._branch_final(ctx, None, ctx.own_503)
             return
         target, alternatives = targets[0], targets[1:]
         branch = Branch(ctx, req, target, alternatives)
@@ -388,6 +437,7 @@ class StatefulProxy:
             if ctx.server is not None:
                 self._send_response(ctx.server, resp)
             ctx.final_sent = True
+            self._disarm(ctx)
             for other in ctx.branches:
                 if other is not b:
                     self._cancel_branch(other, 'SIP;cause=200;text="Call completed elsewhere"')
@@ -412,12 +462,13 @@ class StatefulProxy:
         best = ctx.best
         if best is None:
             best = make_response(ctx.request, 408 if not ctx.cancelled else 487)
-        if best.status == 503:
+        if best.status == 503 and best is not ctx.own_503:
             best = make_response(ctx.request, 500, "Next hop unavailable")
         self._final(ctx, best)
 
     def _final(self, ctx: ResponseContext, resp: Response) -> None:
         ctx.final_sent = True
+        self._disarm(ctx)
         if ctx.server is not None:
             if not _has_tag(resp):
                 _add_tag(resp, self._salt[:10])
@@ -454,6 +505,7 @@ class StatefulProxy:
             if isinstance(ctx, Branch):
                 ctx.txn = None
             elif isinstance(ctx, ResponseContext):
+                self._disarm(ctx)
                 ctx.server = None
                 ctx.branches.clear()
 
@@ -496,6 +548,7 @@ class StatefulProxy:
 
     async def close(self) -> None:
         self.timers.cancel()
+        self._closed = True
         for t in list(self._tasks):
             t.cancel()
 

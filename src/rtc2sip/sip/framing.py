@@ -20,7 +20,11 @@ class StreamFramer:
     §4.4.1: a double CRLF ping gets a single CRLF pong; the transport resets the counter). A lone
     CRLF (a pong, or the junk §7.5 says to ignore) is skipped. A framing error (no or conflicting
     Content-Length, header block or message above ``max_size``) raises :class:`MessageError`: the
-    stream cannot be resynchronised and must be closed.
+    stream cannot be resynchronised and must be closed. Before it does, what the sender is owed is
+    kept: ``salvaged`` holds the whole messages cut from the same data before the error (they are
+    still to be handled and answered), and ``rejected`` the header block whose Content-Length was
+    missing, conflicting or malformed, so that it can be answered 400 (parsed, it fails the same
+    way, with the reason) rather than met with silence.
     """
 
     # Content-Length lines, compact form included, folded continuations included (§7.3.1)
@@ -31,11 +35,21 @@ class StreamFramer:
         self.max_size = max_size
         self.pings = 0
         self._scanned = 0  # bytes of buf already searched for the end of the header block
+        self.salvaged: list[bytes] = []
+        self.rejected: bytes | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        try:
+            self._feed(data, out)
+        except MessageError:
+            self.salvaged = out
+            raise
+        return out
+
+    def _feed(self, data: bytes, out: list[bytes]) -> None:
         buf = self.buf
         buf += data
-        out: list[bytes] = []
         while buf:
             if buf[0] in b"\r\n":
                 if not self._skip_keepalives():
@@ -51,11 +65,14 @@ class StreamFramer:
                 raise MessageError(513, "Header block too large", None)
             values = {v.strip(b" \t\r\n") for v in self._CL.findall(buf, 0, hend)}
             if not values:
+                self.rejected = bytes(buf[:bstart])
                 raise MessageError(400, "Missing Content-Length on a stream", None)
             if len(values) > 1:
+                self.rejected = bytes(buf[:bstart])
                 raise MessageError(400, "Conflicting Content-Length values", None)
             raw = values.pop()
             if not raw.isdigit() or len(raw) > 10:
+                self.rejected = bytes(buf[:bstart])
                 raise MessageError(400, "Malformed Content-Length", None)
             total = bstart + int(raw)
             if total > self.max_size:
@@ -65,7 +82,6 @@ class StreamFramer:
             out.append(bytes(buf[:total]))
             del buf[:total]
             self._scanned = 0
-        return out
 
     def _skip_keepalives(self) -> bool:
         """Consume CRLF keepalives at the head of the buffer; False when more bytes are needed to

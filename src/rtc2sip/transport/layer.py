@@ -80,6 +80,11 @@ class Flow:
         raise NotImplementedError
 
 
+# How long a stream whose framing broke stays open for the answers to the messages that came whole
+# before the break (bounded by [limits] final_response_timeout, 8 s by default).
+BROKEN_STREAM_LINGER = 10.0
+
+
 class StreamFlow(Flow, asyncio.Protocol):
     """TCP or TLS: framed by Content-Length (§18.3), CRLF keepalives answered (RFC 5626 §3.5.1)."""
 
@@ -107,10 +112,7 @@ class StreamFlow(Flow, asyncio.Protocol):
         try:
             messages = self.framer.feed(data)
         except MessageError as e:
-            # a stream that lost its framing cannot be resynchronised (§18.3): close it
-            log.warning("flow=%s closing %s:%s: %s", self.id, self.remote[0], self.remote[1], e.reason)
-            if self.tr is not None:
-                self.tr.close()
+            self._broken(e)
             return
         src = self.source()
         for m in messages:
@@ -119,6 +121,27 @@ class StreamFlow(Flow, asyncio.Protocol):
             self.framer.pings = 0
             if self.tr is not None:
                 self.tr.write(b"\r\n")
+
+    def _broken(self, e: MessageError) -> None:
+        """A stream that lost its framing cannot be resynchronised (§18.3) and is closed, but not before
+        what came whole is handled and the broken request is answered 400 (issue 13: never silence)."""
+        log.warning("flow=%s closing %s:%s: %s", self.id, self.remote[0], self.remote[1], e.reason)
+        tr = self.tr
+        if tr is None:
+            return
+        src = self.source()
+        salvaged, rejected = self.framer.salvaged, self.framer.rejected
+        self.framer.salvaged, self.framer.rejected = [], None
+        for m in salvaged:
+            self.layer.on_data(m, src)
+        if rejected is not None:
+            self.layer.on_data(rejected, src)  # the parser fails it the same way; the proxy answers 400
+        if not salvaged:
+            tr.close()  # the answer, if any, is written already; close() flushes it
+            return
+        # their answers may take a while (a DNS lookup, a next hop): read nothing more, close later
+        tr.pause_reading()
+        self.layer.loop.call_later(BROKEN_STREAM_LINGER, tr.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.tr = None
