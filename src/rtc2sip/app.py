@@ -142,7 +142,8 @@ class Gateway:
             self.breaker = B2bua(
                 ProxyHost(self.proxy), self.media,
                 BreakerConfig(Mode(s.gateway.breaker), s.webrtc2sip.enable_100rel,
-                              dtmf_type=s.webrtc2sip.dtmf_type),
+                              dtmf_type=s.webrtc2sip.dtmf_type,
+                              final_response_timeout=lim.final_response_timeout),
             )
             self.proxy.breaker = self.breaker
         if isinstance(self.media, MediaPlane):

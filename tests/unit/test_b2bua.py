@@ -1122,3 +1122,25 @@ async def test_picture_fast_update_both_ways() -> None:
     info = h.take("INFO", PHONE)
     assert info.get("Content-Type") == "application/media_control+xml" and b"picture_fast_update" in info.body
     assert not [m for m, _ in h.sent if isinstance(m, Request) and m.method == "INFO"]
+
+
+async def test_a_callee_that_never_answers_gets_the_caller_a_408_and_a_cancel_once_it_rings() -> None:
+    h = Harness(BreakerConfig(final_response_timeout=0.05))
+    inv = await invited(h)
+    h.sent.clear()
+    await asyncio.sleep(0.1)
+    assert h.take("408", BROWSER.flow_id).cseq.method == "INVITE"
+    h.assert_clean()
+    h.response(phone_response(inv, 180))  # it wakes up: §9.1, the CANCEL goes now
+    await h.settle()
+    cancel = h.take("CANCEL", PHONE)
+    assert isinstance(inv, Request) and cancel.call_id == inv.call_id
+
+
+async def test_a_ringing_callee_is_not_cut_by_the_final_response_timeout() -> None:
+    h = Harness(BreakerConfig(final_response_timeout=0.05))
+    await invited(h, 180)
+    h.sent.clear()
+    await asyncio.sleep(0.1)
+    h.none("408")
+    assert h.b2b.table_sizes()["calls"] == 1

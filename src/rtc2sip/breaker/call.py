@@ -31,6 +31,9 @@ class BreakerConfig:
     # webrtc2sip's dtmf-type: rfc4733 turns a browser's INFO digits into RFC 4733; "info" (or webrtc2sip's
     # "rfc2833") keeps them INFO and turns the legacy side's RFC 4733 events into INFO toward the browser
     dtmf_type: str = "rfc4733"
+    # [limits] final_response_timeout: a callee leg that has not rung by then gets the caller a 408
+    # (issue 13: never silence; once it rings it may ring for minutes)
+    final_response_timeout: float = 8.0
 
 
 @dataclass(eq=False)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ..media.plane import MediaPlaneError
 from ..media.ports import PortsExhausted
 from ..sdp import SdpError, SessionDescription
+from ..sip import InviteClientTransaction
 from ..sip.message import Request, Response, make_response
 from ..sip.transaction import ServerTransaction
 from ..sip.uri import SipUri, del_param, parse_uri
@@ -140,6 +141,24 @@ async def setup(core: B2buaCore, call: Call, req: Request, params: ClientParams)
     core.send_invite(b, invite)
     shown = f"[{target.host}]" if ":" in target.host else target.host
     log.info("%s INVITE -> %s %s:%s:%s", call.ids(), b.name, target.transport, shown, target.port)
+    _arm_no_answer(core, call, b)
+
+
+def _arm_no_answer(core: B2buaCore, call: Call, b: Leg) -> None:
+    """A callee that neither rings nor answers within ``final_response_timeout``: 408 to the caller, a
+    CANCEL (once cancellable) to the callee. Timer B alone would leave the caller 32 s in silence."""
+    timeout = core.config.final_response_timeout
+
+    def check() -> None:
+        if call.ended or call.cancelled or b.invite_final or call.callee is not b:
+            return
+        txn = b.invite_ct
+        if isinstance(txn, InviteClientTransaction) and txn.cancellable:
+            return  # a provisional came: ringing is left to the caller's CANCEL and the timers
+        log.info("%s %s has not answered in %.1f s: 408", call.ids(), b.name, timeout)
+        core.fail(call, 408, "Request Timeout")
+
+    core.host.call_later(timeout, check)
 
 
 def draft_invite(req: Request) -> Request:
