@@ -26,6 +26,7 @@ from .proxy.users import UserStore
 from .services import Services, breaker_inspector
 from .sip import parse_sip_uri
 from .transport.layer import Limits, ListenAddress, TransportLayer
+from .transport.tls import TlsContexts
 from .web import Monitor, WebRouter
 
 if TYPE_CHECKING:
@@ -36,19 +37,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("rtc2sip")
 
 
-def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    """TLS/WSS server context from ``ssl-certificates`` (TLS 1.2 or later), None without a key pair."""
+def tls_contexts(settings: Settings) -> TlsContexts | None:
+    """TLS/WSS contexts from ``ssl-certificates`` (rtc2sip.transport.tls), None without a key pair."""
     c = settings.ssl_certificates
     if c is None or c.private_key is None or c.public_cert is None:
         return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(c.public_cert), str(c.private_key))
-    if c.ca is not None:
-        ctx.load_verify_locations(str(c.ca))
-    if c.verify:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+    return TlsContexts(c.private_key, c.public_cert, c.ca, c.verify)
 
 
 @dataclass
@@ -66,6 +60,7 @@ class Gateway:
     services: Services | None = None
     recorder: Recorder | None = None
     forwarder: Forwarder | None = None
+    tls: TlsContexts | None = None  # ssl-certificates, reloaded on SIGHUP
     listening: list[ListenAddress] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -155,7 +150,10 @@ class Gateway:
         self.monitor.start()
         self.web = WebRouter(s, self.proxy, self.monitor, self.media, self.transports)
         self.transports.http_handler = self.web.handle
-        tls = server_ssl_context(s)
+        self.tls = tls_contexts(s)
+        tls = self.tls.server if self.tls is not None else None
+        if self.tls is not None:
+            self.transports.client_ssl = self.tls.client
         for lst in s.active_listeners():
             if lst.transport not in ("udp", "tcp", "tls", "ws", "wss"):
                 continue
@@ -253,6 +251,20 @@ class Gateway:
             return listeners[0].host
         return TransportLayer._advertised("0.0.0.0", False)
 
+    def reload_certificates(self) -> bool:
+        """SIGHUP: read ``ssl-certificates`` again for new TLS/WSS handshakes; connections and calls up
+        now are untouched. False (and the old certificate kept) when the files do not load."""
+        if self.tls is None:
+            log.info("certificates: nothing to reload (no ssl-certificates)")
+            return False
+        try:
+            summary = self.tls.reload()
+        except (OSError, ValueError, ssl.SSLError) as e:
+            log.error("certificates: reload failed, the old ones stay: %s", e)
+            return False
+        log.info("certificates: reloaded, now %s", summary)
+        return True
+
     def web_urls(self) -> list[str]:
         """The web phone's address on each WS/WSS listener (http/https on the same port)."""
         urls = []
@@ -324,6 +336,10 @@ async def run(settings: Settings, banner: bool = True) -> None:
 
     try:
         loop.add_signal_handler(signal.SIGUSR1, log_state)
+    except (NotImplementedError, RuntimeError, AttributeError):
+        pass
+    try:
+        loop.add_signal_handler(signal.SIGHUP, gw.reload_certificates)
     except (NotImplementedError, RuntimeError, AttributeError):
         pass
     try:
