@@ -28,7 +28,7 @@ JS_DIR=tests/e2e/js
 VENV="$ROOT/.venv"
 DEB_PACKAGES=(
   chromium baresip sip-tester kamailio kamailio-websocket-modules kamailio-tls-modules
-  rtpengine-daemon coturn tshark ffmpeg sngrep iproute2 nftables python3 python3-venv
+  rtpengine-daemon coturn tshark ffmpeg sngrep iproute2 nftables sipvicious python3 python3-venv
   build-essential python3-dev # the optional media fast path (setup.py) builds with them
 )
 MIN_NODE_MAJOR=20 # playwright-core 1.65

@@ -22,6 +22,7 @@ from .proxy.locate import Resolver
 from .proxy.location import LocationStore
 from .proxy.registrar import Registrar
 from .proxy.server import Proxy
+from .proxy.throttle import Throttle
 from .proxy.users import UserStore
 from .services import Services, breaker_inspector
 from .sip import parse_sip_uri
@@ -110,7 +111,9 @@ class Gateway:
         self.proxy = Proxy(self.transports, self.store, registrar, resolver, policy,
                            max_message_size=lim.max_message_size, nonce_lifetime=float(lim.nonce_lifetime),
                            user_store=self.users, final_response_timeout=lim.final_response_timeout,
-                           dns_timeout=lim.dns_timeout)
+                           dns_timeout=lim.dns_timeout,
+                           throttle=Throttle(lim.rate_per_source, lim.burst_per_source, lim.max_auth_failures,
+                                             lim.auth_failure_window, lim.block_time))
         proxy_ref.append(self.proxy)
         workers = s.media.workers
         if s.gateway.breaker != "never" and workers:

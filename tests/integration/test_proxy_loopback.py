@@ -639,3 +639,23 @@ async def test_registrar_users_from_sqlite(tmp_path: Path) -> None:
     finally:
         phone.close()
         await gw.stop()
+
+
+async def test_ha1_never_leaves_in_a_forwarded_request(gateway: Gateway) -> None:
+    # webrtc2sip's ha1 (a password equivalent) in the Request-URI and Contact of a request the
+    # breaker does not take (issue 13 item 4): the next hop never sees it
+    udp = port_of(gateway, "udp")
+    alice, hop = UdpPhone(), UdpPhone()
+    ha1 = "0123456789abcdef0123456789abcdef"
+    try:
+        text = invite("alice", "pstn", alice, uuid.uuid4().hex, "z9hG4bKha1").replace(
+            "INVITE sip:pstn@127.0.0.1 SIP/2.0", f"INVITE sip:pstn@127.0.0.1:{hop.port};ha1={ha1};impi=alice SIP/2.0"
+        ).replace(f"Contact: <sip:alice@127.0.0.1:{alice.port}>",
+                  f'Contact: <sip:alice@127.0.0.1:{alice.port};ha1={ha1}>;ha1="{ha1}"')
+        alice.send(text, udp)
+        got = await hop.expect("INVITE")
+        assert ha1 not in got.to_bytes().decode(), got.to_bytes()
+        assert isinstance(got, Request) and "impi=alice" in got.uri_text
+    finally:
+        alice.close()
+        hop.close()

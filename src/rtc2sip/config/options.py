@@ -122,6 +122,14 @@ class Limits:
     # rings is left to its own timers); DNS lookups of a next hop give up after dns_timeout (503)
     final_response_timeout: float = 8.0
     dns_timeout: float = 1.5
+    # per source address (rtc2sip.proxy.throttle; loopback exempt): messages per second and at once,
+    # then dropped; a source still over it for burst more messages, or failing digest authentication
+    # max_auth_failures times within auth_failure_window, is blocked for block_time. 0 turns each off.
+    rate_per_source: float = 100.0
+    burst_per_source: int = 200
+    max_auth_failures: int = 10
+    auth_failure_window: float = 60.0
+    block_time: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +525,11 @@ def _limits(t: _Table) -> Limits:
         transcoding_overflow=t.choice("transcoding_overflow", d.transcoding_overflow, ("reject", "audio-only")),
         final_response_timeout=t.float_("final_response_timeout", d.final_response_timeout, 0.5, 300.0),
         dns_timeout=t.float_("dns_timeout", d.dns_timeout, 0.1, 60.0),
+        rate_per_source=t.float_("rate_per_source", d.rate_per_source, 0.0, 1e6),
+        burst_per_source=t.int_("burst_per_source", d.burst_per_source, 1, 1_000_000),
+        max_auth_failures=t.int_("max_auth_failures", d.max_auth_failures, 0, 1_000_000),
+        auth_failure_window=t.float_("auth_failure_window", d.auth_failure_window, 1.0, 86400.0),
+        block_time=t.float_("block_time", d.block_time, 1.0, 86400.0),
     )
     if lim.dns_timeout >= lim.final_response_timeout:
         raise t.error("dns_timeout", f"{lim.dns_timeout} is not less than final_response_timeout "

@@ -19,6 +19,7 @@ from ..sip.uri import SipUri
 from ..transport.base import Source
 from .handlers import LocalServices
 from .location import LocationStore
+from .throttle import Throttle
 from .users import UserStore
 
 
@@ -48,8 +49,9 @@ class Gatekeeper:
     beside the TOML ones."""
 
     def __init__(self, policy: Policy, store: LocationStore, user_store: UserStore | None = None,
-                 nonce_lifetime: float = 300.0) -> None:
+                 nonce_lifetime: float = 300.0, throttle: Throttle | None = None) -> None:
         self.policy = policy
+        self.throttle = throttle
         self.store = store
         self.user_store = user_store
         self.digest = DigestServer(
@@ -76,11 +78,13 @@ class Gatekeeper:
         have_users = bool(p.users) or (self.user_store is not None and len(self.user_store) > 0)
         if not have_users:
             return Refusal(403, "Relaying Denied")
-        return self.auth_refusal(req, "Proxy-Authorization", 407)
+        return self.auth_refusal(req, "Proxy-Authorization", 407, None, source.host)
 
-    def auth_refusal(self, req: Request, header: str, status: int, owner: str | None = None) -> Refusal | None:
+    def auth_refusal(self, req: Request, header: str, status: int, owner: str | None = None,
+                     source_host: str | None = None) -> Refusal | None:
         """Digest-authenticate ``req``: None when it is, else the challenge (``status`` 401 or 407);
-        with ``owner``, the user must be that one (§10.3 steps 3-4), else 403."""
+        with ``owner``, the user must be that one (§10.3 steps 3-4), else 403. Credentials that fail
+        count against ``source_host`` in the throttle (a password being guessed)."""
         now = time.time()
         creds = find_credentials(req.get_all(header), self.digest.realm)
         if creds is not None:
@@ -90,6 +94,8 @@ class Gatekeeper:
                     return Refusal(403, "Forbidden")
                 return None
             stale = result.outcome is Outcome.STALE
+            if not stale and self.throttle is not None and source_host is not None:
+                self.throttle.auth_failed(source_host, time.monotonic())
         else:
             stale = False
         challenge_header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"

@@ -181,6 +181,22 @@ def rewrite_contacts(msg: Request | Response, host: str, port: int, transport: s
     _map_contacts(msg, change)
 
 
+def strip_secret_params(msg: Request | Response) -> None:
+    """Remove webrtc2sip's ``ha1`` (a password equivalent, RFC 7616 §3.4.2) from Contacts that are
+    forwarded as they are (a client not on a WebSocket); it never leaves the gateway."""
+
+    def change(na: NameAddr) -> str | None:
+        uri = na.uri
+        if na.star or not isinstance(uri, SipUri):
+            return None
+        for secret in SECRET_PARAMS:
+            del_param(uri.params, secret)
+            del_param(na.params, secret)
+        return str(na)
+
+    _map_contacts(msg, change)
+
+
 def restore_contacts(msg: Request | Response, is_local: IsLocal) -> None:
     """Undo :func:`rewrite_contacts` on messages going down to the browser, so it sees its own URIs."""
 

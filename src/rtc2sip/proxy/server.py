@@ -27,6 +27,7 @@ from .locate import Resolver
 from .location import Binding, LocationStore, reachable, targets_for
 from .registrar import Registrar
 from .stateful import StatefulProxy, is_ip, method_label
+from .throttle import Throttle
 from .users import UserStore
 
 log = logging.getLogger("rtc2sip.proxy")
@@ -48,6 +49,7 @@ class Proxy(StatefulProxy):
         *,
         final_response_timeout: float = 8.0,
         dns_timeout: float = 1.5,
+        throttle: Throttle | None = None,
     ) -> None:
         super().__init__(transports, resolver, final_response_timeout=final_response_timeout,
                          dns_timeout=dns_timeout)
@@ -56,7 +58,8 @@ class Proxy(StatefulProxy):
         self.policy = policy
         self.max_message_size = max_message_size
         self.services: LocalServices | None = None  # sip:echo@ / sip:diag@ (rtc2sip.services), set by the app
-        self.gate = Gatekeeper(policy, store, user_store, nonce_lifetime)
+        self.throttle = throttle or Throttle(rate=0, max_auth_failures=0)
+        self.gate = Gatekeeper(policy, store, user_store, nonce_lifetime, self.throttle)
         self.stats: dict[str, int] = {"requests": 0, "responses": 0, "bad": 0, "dropped": 0}
         # parsed messages received, by method (method_label) and by status code: /metrics
         self.requests_in: Counter[str] = Counter()
@@ -66,6 +69,8 @@ class Proxy(StatefulProxy):
 
     def on_data(self, data: bytes, source: Source) -> None:
         """Everything a transport receives comes here. Never raises: bad input is answered or dropped."""
+        if not self.throttle.admit(source.host, time.monotonic()):
+            return  # counted in the throttle; a scanner gets no answer (rtc2sip.proxy.throttle)
         try:
             msg = parse_message(data, self.max_message_size, datagram=not source.reliable)
         except MessageError as e:
@@ -246,7 +251,7 @@ class Proxy(StatefulProxy):
             to = req.to.uri
             owner = to.user if isinstance(to, SipUri) else None
             if self.policy.auth_required:
-                refusal = self.gate.auth_refusal(req, "Authorization", 401, owner)
+                refusal = self.gate.auth_refusal(req, "Authorization", 401, owner, source.host)
                 if refusal is not None:
                     self._respond(st, *refusal)
                     return

@@ -13,6 +13,7 @@ Label sets are bounded: SIP methods outside a known list count as "other"
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -108,6 +109,12 @@ def render(proxy: Proxy, transports: TransportLayer | None, monitor: Monitor) ->
           proxy.stats.get("bad", 0))
     e.add("rtc2sip_sip_dropped_total", "counter", "Malformed SIP messages dropped without an answer",
           proxy.stats.get("dropped", 0))
+    th = proxy.throttle
+    e.add("rtc2sip_sip_throttled_total", "counter",
+          "SIP messages dropped because their source was over [limits] rate_per_source or blocked", th.throttled)
+    e.add("rtc2sip_sources_blocks_total", "counter",
+          "Source addresses blocked (over the rate, or too many failed authentications)", th.blocks)
+    e.add("rtc2sip_sources_blocked", "gauge", "Source addresses blocked now", th.blocked_now(time.monotonic()))
 
     # -- media --
     sessions = len(monitor.media.sessions) if monitor.media is not None else 0
