@@ -154,9 +154,10 @@ def test_video_call_recorded_to_webm(
         if size is not None:
             assert (probe["width"], probe["height"]) == size
         # and ffmpeg decodes it whole, with no error; frames keep their own times (a burst of frames
-        # closer than 1/30 s, seen under load, would otherwise collide in ffmpeg's constant-rate output)
+        # closer than 1/30 s, seen under load, would otherwise collide in ffmpeg's constant-rate output,
+        # and in the 1/30 s time base it gives its encoder from the stream's nominal rate)
         done = subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(rec_dir / video["file"]),
-                               "-fps_mode", "passthrough", "-f", "null", "-"],
+                               "-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-"],
                               capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0 and not done.stderr.strip(), done.stderr[-2000:]
     # the audio beside it: the browser's tone on one leg, the service's on the other

@@ -236,3 +236,18 @@ async def test_full_disk_ends_the_video_recording(tmp_path: Path, worker: TapWor
     await rec.wait_closed(10)
     meta = json.loads((tmp_path / "rec.json").read_text())
     assert meta["error"] and ("No space left" in meta["error"] or "Errno" in meta["error"]), meta["error"]
+
+
+def test_webm_writer_drops_a_picture_written_twice(tmp_path: Path) -> None:
+    # one RTP timestamp is one VP8 frame: a second one with it (rebuilt from a late copy) would make a
+    # file whose frames a decoder sees 1 ms apart (seen in test_recording_e2e under load)
+    frames = vp8_frames(5)
+    path = tmp_path / "dup.webm"
+    writer = WebmWriter(path, lambda p: open(p, "wb"))  # noqa: SIM115 - closed by writer.close()
+    for i, data in enumerate(frames):
+        writer.write(EncodedFrame(data, i * 3000, i == 0, True))
+        if i == 2:
+            writer.write(EncodedFrame(data, i * 3000, False, True))
+    writer.close()
+    assert writer.frames == 5
+    assert len(decode(path)) == 5

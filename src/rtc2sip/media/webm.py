@@ -129,6 +129,8 @@ class WebmWriter:
             self._first_ts = self._prev_ts = frame.timestamp
         if (frame.timestamp - self._prev_ts) & 0xFFFFFFFF >= 0x80000000:
             return  # older than the last frame written: out of order, a muxer refuses it
+        if self.frames and frame.timestamp == self._prev_ts:
+            return  # the same picture again (RFC 7741 §4.1: one timestamp per frame), e.g. rebuilt from a late copy
         if frame.timestamp < self._prev_ts:
             self._high += 1 << 32
         self._prev_ts = frame.timestamp
