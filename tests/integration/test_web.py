@@ -604,6 +604,8 @@ async def test_admin_actions_on_the_admin_listener(gateway: Gateway) -> None:
     status, headers, _ = await admin(gateway, "OPTIONS", "/api/calls/c1/recording",
                                      headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
     assert status == 405 and not any(k.lower().startswith("access-control-") for k in headers)
+    status, _, doc = await admin(gateway, "POST", "/api/calls/c1/forward", {"host": "127.0.0.1", "pad": "x" * 20000})
+    assert status == 413 and "larger" in doc["error"]
     call.session = None
     assert (await admin(gateway, "POST", "/api/calls/c1/recording"))[0] == 409
     # the read-only routes and the live view

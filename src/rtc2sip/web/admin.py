@@ -230,7 +230,10 @@ class AdminListener:
     async def _handle(self, request: aioweb.Request) -> aioweb.StreamResponse:
         from aiohttp import web as aioweb
 
-        body = await request.read() if request.can_read_body else b""
+        try:
+            body = await request.read() if request.can_read_body else b""
+        except aioweb.HTTPRequestEntityTooLarge:
+            return _aiohttp_response(_error(413, f"the body is larger than {MAX_BODY} bytes"))
         req = AdminRequest(request.method, request.rel_url.raw_path, request.headers, body)
         try:
             r = self.router.route(req)
@@ -239,5 +242,11 @@ class AdminListener:
         except Exception:
             log.exception("admin: %s %s failed", request.method[:20], request.rel_url.raw_path[:200])
             r = _error(500, "internal error: see the gateway's log")
-        headers = [("Content-Type", r.content_type), *SECURITY_HEADERS, *r.headers]
-        return aioweb.Response(status=r.status, body=r.body if r.status != 304 else None, headers=headers)
+        return _aiohttp_response(r)
+
+
+def _aiohttp_response(r: HttpResponse) -> aioweb.Response:
+    from aiohttp import web as aioweb
+
+    headers = [("Content-Type", r.content_type), *SECURITY_HEADERS, *r.headers]
+    return aioweb.Response(status=r.status, body=r.body if r.status != 304 else None, headers=headers)
