@@ -129,7 +129,7 @@ class AdminRouter:
             return HttpResponse(302, headers=(("Location", "/calls"),))
         if name == "static":
             file, content_type = STATIC["/" + segments[0]]
-            return self.web._static_file(file, content_type, headers.get("if-none-match"))
+            return self.web.static_file(file, content_type, headers.get("if-none-match"))
         if name == "favicon":
             return HttpResponse(204)
         if name == "config":

@@ -168,7 +168,7 @@ class WebRouter:
             path = path.rstrip("/") or "/"
         entry = STATIC.get(path)
         if entry is not None:
-            return self._static_file(entry[0], entry[1], headers.get("If-None-Match"))
+            return self.static_file(entry[0], entry[1], headers.get("If-None-Match"))
         if path == "/favicon.ico":
             return HttpResponse(204)
         if path == "/api/config":
@@ -294,7 +294,8 @@ class WebRouter:
                                                             'error="invalid_token"'),))
         return None
 
-    def _static_file(self, name: str, content_type: str, if_none_match: str | None) -> HttpResponse:
+    def static_file(self, name: str, content_type: str, if_none_match: str | None) -> HttpResponse:
+        """A file of static/, read once, with its ETag (304 when the client has it already)."""
         cached = self._static.get(name)
         if cached is None:
             try:
