@@ -601,6 +601,8 @@ async def test_admin_actions_on_the_admin_listener(gateway: Gateway) -> None:
     assert status == 415
     status, _, doc = await admin(gateway, "POST", "/api/calls/c1/recording", {}, {"Sec-Fetch-Site": "cross-site"})
     assert status == 403 and "cross-site" in doc["error"]
+    status, _, doc = await admin(gateway, "GET", "/api/calls", None, {"Host": "rebound.example"})  # DNS rebinding
+    assert status == 403 and "Host" in doc["error"]
     status, headers, _ = await admin(gateway, "OPTIONS", "/api/calls/c1/recording",
                                      headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
     assert status == 405 and not any(k.lower().startswith("access-control-") for k in headers)

@@ -211,3 +211,20 @@ def test_media_workers_answer_once_the_worker_started(tmp_path: Path) -> None:
 def test_query_and_trailing_slash(tmp_path: Path, target: str) -> None:
     router, _, _ = make_router(tmp_path)
     assert router.route(req("POST", target)).status == 201
+
+
+def test_dns_rebinding_is_refused_without_a_token(tmp_path: Path) -> None:
+    """A page of evil.example rebound to 127.0.0.1 is same-origin with the listener: its Host gives it away."""
+    router, _, plane = make_router(tmp_path)
+    for host in ("127.0.0.1:8089", "localhost:8089", "[::1]:8089", "127.0.0.2", "LOCALHOST."):
+        assert router.route(req("POST", "/api/calls/c1/recording", {**JSON_CT, "Host": host})).status == 201, host
+    for host in ("evil.example:8089", "evil.example", "192.0.2.1:8089", "[::ffff:192.0.2.1]", "127.0.0.1.evil.example",
+                 "[bad"):
+        for method, target in (("POST", "/api/calls/c1/recording"), ("GET", "/api/calls"), ("GET", "/calls")):
+            r = router.route(req(method, target, {**JSON_CT, "Host": host}))
+            assert r.status == 403 and "Host" in body(r)["error"], (host, target)
+    assert len(plane.done) == 5
+    # with a token the attacker has nothing: any Host (a reverse proxy's name) will do
+    router.token = TOKEN
+    r = router.route(req("GET", "/calls", {"Host": "admin.example.org"}))
+    assert r.status == 200

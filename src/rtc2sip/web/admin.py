@@ -22,12 +22,16 @@ Cross-site request forgery: a POST must be ``Content-Type: application/json`` (4
 no HTML form can send, and this server answers no CORS preflight (OPTIONS is 405 and no response
 carries ``Access-Control-Allow-Origin``), so a page of another origin cannot make the browser send
 one; a DELETE needs a preflight as well. On top of that, a POST or DELETE the browser marks
-``Sec-Fetch-Site`` other than ``same-origin`` or ``none`` is refused (403).
+``Sec-Fetch-Site`` other than ``same-origin`` or ``none`` is refused (403). With no token (loopback
+only) a request whose ``Host`` is not a loopback address or ``localhost`` is refused (403): a page
+whose domain was rebound to 127.0.0.1 (DNS rebinding) is same-origin with this listener and would
+otherwise read and act freely.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import ssl
@@ -101,6 +105,22 @@ def _match(segments: list[str]) -> tuple[str, str | None, tuple[str, ...], bool]
     return None
 
 
+def _loopback_host(host: str | None) -> bool:
+    """A Host header naming a loopback address or localhost (any port); no Host (HTTP/1.0) too."""
+    if host is None:
+        return True
+    try:
+        name = urllib.parse.urlsplit("//" + host.strip()).hostname or ""
+    except ValueError:
+        return False
+    if name.rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 class AdminRouter:
     """Every route of the admin listener (see the module docstring), over the public ports' router
     (its views, static files, media-worker settling and call actions are the same code)."""
@@ -121,6 +141,9 @@ class AdminRouter:
             return _error(405, f"{method[:20]} is not allowed here (allowed: {', '.join(methods)})",
                           (("Allow", ", ".join(methods)),))
         headers = {k.lower(): v for k, v in request.headers.items()}
+        if self.token is None and not _loopback_host(headers.get("host")):
+            return _error(403, f"Host {headers.get('host', '')[:100]!r} refused: without a token this listener "
+                          "answers only requests for a loopback address or localhost")
         if gated:
             refused = self._gate(headers.get("authorization"))
             if refused is not None:
