@@ -29,6 +29,7 @@ from .sip import parse_sip_uri
 from .transport.layer import Limits, ListenAddress, TransportLayer
 from .transport.tls import TlsContexts
 from .web import Monitor, WebRouter
+from .web.admin import AdminListener, AdminRouter, admin_ssl_context
 
 if TYPE_CHECKING:
     from .coder import CoderPool
@@ -58,6 +59,7 @@ class Gateway:
     coder: CoderPool | None = None
     monitor: Monitor | None = None
     web: WebRouter | None = None
+    admin: AdminListener | None = None  # [admin]: the admin API's own listener
     services: Services | None = None
     recorder: Recorder | None = None
     forwarder: Forwarder | None = None
@@ -171,6 +173,15 @@ class Gateway:
                                      inspect=breaker_inspector(self.breaker, self.media))
             await self.services.start()
             self.proxy.services = self.services
+        a = s.admin
+        if a.listen is not None:
+            tls = admin_ssl_context(str(a.tls_cert), str(a.tls_key)) if a.tls_cert and a.tls_key else None
+            self.admin = AdminListener(AdminRouter(self.web, a.token), a.listen[0], a.listen[1], tls)
+            await self.admin.start()
+            # what pages link to: a wildcard address replaced by an interface's, port 0 by the real one
+            host = TransportLayer._advertised(a.listen[0], ":" in a.listen[0])
+            host = f"[{host}]" if ":" in host else host
+            self.web.admin_url = f"{'https' if tls else 'http'}://{host}:{self.admin.port}"
 
     def _start_taps(self) -> None:
         """Recording ([recording], issue 5 item 6) and forwarding to players ([forward], item 7): both
@@ -279,6 +290,8 @@ class Gateway:
         return urls
 
     async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.close()  # first: no action may reach a media plane being closed
         if self.services is not None:
             await self.services.close()
         if self.monitor is not None:
@@ -310,7 +323,8 @@ async def run(settings: Settings, banner: bool = True) -> None:
         for url in gw.web_urls():
             log.info("Web phone on %s (live view %scalls, metrics %smetrics)", url, url, url)
         if not settings.loopback_only() and settings.gateway.admin_token is None:
-            log.warning("Admin pages (/calls data, /api, /metrics) are off: set [gateway] admin_token")
+            log.warning("Admin pages (/calls data, /api, /metrics) are off on the WebSocket ports: "
+                        "set [gateway] admin_token")
         log.info("rtc2sip ready: built-in registrar for %s; data in %s", ", ".join(settings.gateway.domains),
                  settings.gateway.data_dir)
     stop = asyncio.Event()

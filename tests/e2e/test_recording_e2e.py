@@ -10,9 +10,11 @@
 - The call forwarded with ``[forward] to = "127.0.0.1:PORT"``: ffmpeg opens the ``.sdp`` the gateway
   wrote and decodes several seconds of audio holding a tone. Note the trap: ffmpeg refuses an SDP file
   that opens network streams unless given ``-protocol_whitelist file,udp,rtp``.
-- The same call with nothing configured, driven through the API: ``/api/calls/{id}/forward/start``
-  (ffmpeg decodes the stream; the live view shows it), ``…/forward/stop``; then the live view's Record
-  and Stop recording buttons (``…/recording/start``, ``…/recording/stop``): the files hold both tones.
+- The same call with nothing configured, driven through the admin listener's API: ``POST
+  /api/calls/{id}/forward`` (ffmpeg decodes the stream; the live view shows it), ``DELETE …/forward``;
+  then the Record and Stop recording buttons of the live view loaded from the admin listener (``POST``
+  and ``DELETE …/recording``): the files hold both tones. The live view of the public WebSocket port
+  shows the same call read-only, its buttons pointing at the admin listener.
 """
 
 from __future__ import annotations
@@ -236,8 +238,9 @@ def test_video_sinks_started_mid_call_get_the_browsers_keyframe(
 
     # a player listening first, then the forward started: ffmpeg gets the browser's stream from a keyframe
     port = free_port(8)
-    text = Path(_api(gw, f"/api/calls/{call_id}/forward/start?host=127.0.0.1&port={port}")["sdp"]).read_text()
-    assert _api(gw, f"/api/calls/{call_id}/forward/stop")["stopped"] is True
+    forward = _api(gw, "POST", f"/api/calls/{call_id}/forward", {"host": "127.0.0.1", "port": port})
+    text = Path(forward["sdp"]).read_text()
+    assert _api(gw, "DELETE", f"/api/calls/{call_id}/forward")["stopped"] is True
     time.sleep(1.0)  # the media plane sends at most one keyframe request every 300 ms: not this one again
     sdp = artifacts.path("browser-video.sdp")
     sdp.write_text(text)
@@ -250,7 +253,7 @@ def test_video_sinks_started_mid_call_get_the_browsers_keyframe(
                                   stdout=f, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: not _bindable(port + 6), 15.0, "ffmpeg to listen", interval=0.1)
-        _api(gw, f"/api/calls/{call_id}/forward/start?host=127.0.0.1&port={port}")
+        _api(gw, "POST", f"/api/calls/{call_id}/forward", {"host": "127.0.0.1", "port": port})
         assert ffmpeg.wait(timeout=60) == 0, log.read_text()[-2000:]
     finally:
         if ffmpeg.poll() is None:
@@ -261,9 +264,9 @@ def test_video_sinks_started_mid_call_get_the_browsers_keyframe(
     assert probe["codec_name"] == "vp8" and int(probe["nb_read_frames"]) >= 20, probe
 
     # the same for a recording started now (seconds after the last keyframe request)
-    rec = _api(gw, f"/api/calls/{call_id}/recording/start")
+    rec = _api(gw, "POST", f"/api/calls/{call_id}/recording")
     time.sleep(3.0)
-    assert _api(gw, f"/api/calls/{call_id}/recording/stop")["stopped"] is True
+    assert _api(gw, "DELETE", f"/api/calls/{call_id}/recording")["stopped"] is True
     meta = _finished_sidecar(rec_dir)
     video = meta["legs"]["webrtc"]["video"]
     assert rec["sidecar"].endswith(".json") and video["keyframes"] >= 1 and video["frames"] >= 20, video
@@ -320,12 +323,16 @@ def _ffmpeg_sdp(artifacts: Artifacts, sdp_text: str, seconds: int, name: str) ->
     return out
 
 
-def _api(gw: Gateway, path: str) -> dict[str, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{gw.ws_port}{path}", headers={"X-Rtc2sip-Action": "1"})
+def _api(gw: Gateway, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One action on the admin listener: POST with a JSON body, or DELETE."""
+    data = json.dumps(body or {}).encode() if method == "POST" else None
+    request = urllib.request.Request(f"{gw.admin_url}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data is not None else {})
     with urllib.request.urlopen(request, timeout=5) as r:
-        body: dict[str, Any] = json.loads(r.read())
-    print(f"{path}: {body}")
-    return body
+        answer: dict[str, Any] = json.loads(r.read())
+        assert r.status == (201 if method == "POST" else 200), (r.status, answer)
+    print(f"{method} {path}: {answer}")
+    return answer
 
 
 @pytest.mark.e2e
@@ -340,8 +347,7 @@ def test_forwarding_and_recording_through_the_api(
     gw = make_gateway(extra_toml=f'[recording]\ndir = "{rec_dir}"\n\n[media]\nworkers = {workers}\n')
     # the live view first: a browser starts slowly on a loaded machine, and baresip ends calls after 60 s
     viewer = make_browser("viewer", tone_hz=None)
-    base = f"http://127.0.0.1:{gw.ws_port}"
-    open_page(viewer, f"{base}/calls", LIVE_VIEW_READY)
+    open_page(viewer, f"{gw.admin_url}/calls", LIVE_VIEW_READY)
     alice, bob = _call(make_call, gw)
     calls = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{gw.ws_port}/api/calls", timeout=5).read())
     assert len(calls["active"]) == 1
@@ -349,7 +355,7 @@ def test_forwarding_and_recording_through_the_api(
     assert not list(rec_dir.glob("*")), "nothing is recorded or forwarded before it is asked for"
 
     port = free_port(4)
-    started = _api(gw, f"/api/calls/{call_id}/forward/start?host=127.0.0.1&port={port}")
+    started = _api(gw, "POST", f"/api/calls/{call_id}/forward", {"host": "127.0.0.1", "port": port})
     assert started["forwarding"] is True and started["to"] == {"host": "127.0.0.1", "port": port}
     text = Path(started["sdp"]).read_text()
     assert f"m=audio {port} RTP/AVP 0" in text, text
@@ -364,8 +370,8 @@ def test_forwarding_and_recording_through_the_api(
 
     shown = wait_for(lambda: button("forward/stop"), 10, "the live view to show the forwarding", interval=0.3)
     assert shown == f"Stop forwarding to 127.0.0.1:{port}", shown
-    assert _api(gw, f"/api/calls/{call_id}/forward/stop")["stopped"] is True
-    assert _api(gw, f"/api/calls/{call_id}/forward/stop")["stopped"] is False  # already stopped
+    assert _api(gw, "DELETE", f"/api/calls/{call_id}/forward")["stopped"] is True
+    assert _api(gw, "DELETE", f"/api/calls/{call_id}/forward")["stopped"] is False  # already stopped
     wait_for(lambda: button("forward/start"), 10, "the live view to offer Forward again", interval=0.3)
 
     # recording from the live view's buttons
@@ -378,6 +384,13 @@ def test_forwarding_and_recording_through_the_api(
     assert viewer.eval("(document.querySelector('button[data-action=\"recording/stop\"]').click(), true)")
     wait_for(lambda: button("recording/start"), 10, "the live view to offer Record again", interval=0.3)
     meta = _finished_sidecar(rec_dir)  # stopped: finalised while the call goes on
+    # the public port's live view shows the call, read-only: its buttons say where the admin listener is
+    open_page(viewer, f"http://127.0.0.1:{gw.ws_port}/calls", LIVE_VIEW_READY)
+    record = "document.querySelector('button[data-action=\"recording/start\"]')"
+    shown_js = f"(() => {{ const b = {record}; return b ? [b.disabled, b.title] : null; }})()"
+    public = wait_for(lambda: viewer.eval(shown_js), 10, "the public live view to show the call", interval=0.3)
+    assert public == [True, f"Actions are on the admin listener: {gw.admin_url}/calls"], public
+    assert viewer.eval("document.getElementById('forward-box').hidden") is True
     st = alice.wait_media(min_packets=50)
     assert st["inbound"]["packetsReceived"] > 200
     alice.hangup()

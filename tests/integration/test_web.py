@@ -1,6 +1,8 @@
 """HTTP on the WebSocket port (rtc2sip.web), against a gateway in-process over real loopback sockets:
 the web phone's files, /api/config, /api/registrations, /api/calls, /metrics (parsed, and its counters
-moving with SIP traffic), the admin gate, and SIP over WebSocket still working on the same port.
+moving with SIP traffic), the admin gate, and SIP over WebSocket still working on the same port. The
+admin listener ([admin], rtc2sip.web.admin) over aiohttp's client: POST/DELETE of recording and
+forwarding on a fake call, the refusals (405, 415, cross-site, token), TLS, a clean close.
 The monitor's per-call time series (/api/calls/{id}/history) and ended calls' quality summary are
 driven with a fake breaker and media plane and synthetic media statistics.
 
@@ -14,18 +16,21 @@ import json
 import math
 import re
 import socket
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
+from unittest.mock import ANY
 
+import aiohttp
 import pytest
 from websockets.asyncio.client import connect
 
 from rtc2sip.app import Gateway
 from rtc2sip.breaker.call import Call, Leg
 from rtc2sip.breaker.dialog import Dialog
-from rtc2sip.config import GatewayOptions, Listener, Settings
+from rtc2sip.config import AdminOptions, ConfigError, GatewayOptions, Listener, Settings, read_options_text
 from rtc2sip.web import monitor as monitor_module
 from rtc2sip.web.http import STATIC, WebRouter
 from rtc2sip.web.metrics import Exposition
@@ -39,6 +44,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     settings = Settings(
         listeners=(Listener("udp", "127.0.0.1", 0), Listener("ws", "127.0.0.1", 0)),
         gateway=GatewayOptions(data_dir=tmp_path, domains=("example.test", "127.0.0.1")),
+        admin=AdminOptions(listen=("127.0.0.1", 0)),
     )
     gw = Gateway(settings)
     await gw.start()
@@ -178,13 +184,16 @@ async def test_openapi_describes_every_api_route(gateway: Gateway) -> None:
     doc = (await get(gateway, "/openapi.json")).json()
     assert isinstance(doc, dict) and doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/api/config", "/api/registrations", "/api/calls", "/api/calls/{id}",
-                                 "/api/calls/{id}/history", "/metrics", "/api/calls/{id}/recording/start",
-                                 "/api/calls/{id}/recording/stop", "/api/calls/{id}/forward/start",
-                                 "/api/calls/{id}/forward/stop"}
-    for path, item in doc["paths"].items():
-        if path.endswith(("/start", "/stop")):
-            params = [p["$ref"] for p in item["get"]["parameters"] if "$ref" in p]
-            assert "#/components/parameters/ActionHeader" in params, path
+                                 "/api/calls/{id}/history", "/metrics", "/api/calls/{id}/recording",
+                                 "/api/calls/{id}/forward"}
+    from rtc2sip.web.admin import ROUTES
+
+    for pattern, name, methods, _ in ROUTES:
+        path = "/" + "/".join(pattern)
+        if name in ("admin", "config", "recording", "forward"):
+            described = {m.upper() for m in doc["paths"][path]} - {"PARAMETERS"}
+            assert described == set(methods) - {"HEAD"}, path
+    assert "ActionHeader" not in json.dumps(doc)
     schemas = doc["components"]["schemas"]
     assert set(schemas["History"]["properties"]["legs"]["items"]["properties"]["samples"]["required"]) == set(SERIES)
     assert schemas["Call"]["properties"]["quality"] == {"$ref": "#/components/schemas/Quality"}
@@ -193,8 +202,10 @@ async def test_openapi_describes_every_api_route(gateway: Gateway) -> None:
 
 async def test_api_config(gateway: Gateway) -> None:
     config = (await get(gateway, "/api/config")).json()
+    assert gateway.admin is not None
     assert config == {"version": "0.1.0", "domain": "example.test", "domains": ["example.test", "127.0.0.1"],
-                      "auth_required": False, "admin_open": True}
+                      "auth_required": False, "admin_open": True,
+                      "admin": {"actions": False, "url": f"http://127.0.0.1:{gateway.admin.port}/calls"}}
 
 
 async def test_websocket_still_works_on_the_same_port(gateway: Gateway) -> None:
@@ -540,46 +551,146 @@ def test_e_model_simplified() -> None:
     assert all(not math.isnan(v) for v in best.values())
 
 
-# ---- actions: recording and forwarding of one call ------------------------------------------------------
+# ---- the admin listener: recording and forwarding of one call ---------------------------------------
 
 
-ACT = {"X-Rtc2sip-Action": "1"}
+async def admin(gw: Gateway, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
+                ssl_context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], Any]:
+    """One request to the gateway's admin listener (aiohttp's client): status, headers, JSON or text."""
+    assert gw.admin is not None
+    if method == "POST" and body is None and not headers:
+        body = {}  # a POST's body is JSON, even when the action needs nothing in it
+    async with aiohttp.ClientSession() as session, session.request(
+            method, f"{gw.admin.url}{path}", json=body, headers=headers, ssl=ssl_context if ssl_context else True,
+    ) as r:
+        text = await r.text()
+        doc = json.loads(text) if r.content_type == "application/json" else text
+        return r.status, dict(r.headers), doc
 
 
-async def test_call_actions_are_guarded(gateway: Gateway) -> None:
-    """The refusals; the actions themselves on real calls are in tests/e2e/test_recording_e2e.py."""
-    breaker = gateway.proxy.breaker if gateway.proxy is not None else None
+def fake_call(gw: Gateway, call_id: str, session: str | None = "no-such-session") -> Call:
+    breaker = gw.proxy.breaker if gw.proxy is not None else None
     assert breaker is not None
-    call = make_call("c1", session="no-such-session")
-    breaker.calls["c1"] = call
+    call = make_call(call_id, session=session or "x")
+    call.session = session
+    breaker.calls[call_id] = call  # type: ignore[attr-defined]
+    return call
+
+
+async def test_admin_actions_on_the_admin_listener(gateway: Gateway) -> None:
+    """POST/DELETE of recording and forwarding, their refusals; the actions themselves on real calls are
+    in tests/e2e/test_recording_e2e.py (here the call's media session does not exist)."""
+    call = fake_call(gateway, "c1")
+    status, _, doc = await admin(gateway, "POST", "/api/calls/c1/recording")
+    assert status == 404 and "gone" in doc["error"]  # the plane does not know the session
+    status, _, doc = await admin(gateway, "POST", "/api/calls/c1/forward", {"host": "127.0.0.1", "port": 40000})
+    assert status == 404 and "gone" in doc["error"]
+    assert await admin(gateway, "DELETE", "/api/calls/c1/recording") == (
+        200, ANY, {"call": "c1", "recording": False, "stopped": False})
+    status, _, doc = await admin(gateway, "DELETE", "/api/calls/c1/forward")
+    assert (status, doc) == (200, {"call": "c1", "forwarding": False, "stopped": False})
+    assert (await admin(gateway, "POST", "/api/calls/nope/recording"))[0] == 404
+    for bad in ({"host": "example.org", "port": 40000}, {"host": "127.0.0.1", "port": 0}, {"host": "127.0.0.1"}):
+        status, _, doc = await admin(gateway, "POST", "/api/calls/c1/forward", bad)
+        assert status == 400 and doc["error"], bad
+    # GET of an action is no action; neither is a form post, nor a cross-site fetch
+    status, headers, doc = await admin(gateway, "GET", "/api/calls/c1/recording")
+    assert status == 405 and headers["Allow"] == "POST, DELETE" and "error" in doc
+    status, _, _ = await admin(gateway, "POST", "/api/calls/c1/recording", None,
+                               {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 415
+    status, _, doc = await admin(gateway, "POST", "/api/calls/c1/recording", {}, {"Sec-Fetch-Site": "cross-site"})
+    assert status == 403 and "cross-site" in doc["error"]
+    status, _, doc = await admin(gateway, "GET", "/api/calls", None, {"Host": "rebound.example"})  # DNS rebinding
+    assert status == 403 and "Host" in doc["error"]
+    status, headers, _ = await admin(gateway, "OPTIONS", "/api/calls/c1/recording",
+                                     headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert status == 405 and not any(k.lower().startswith("access-control-") for k in headers)
+    status, _, doc = await admin(gateway, "POST", "/api/calls/c1/forward", {"host": "127.0.0.1", "pad": "x" * 20000})
+    assert status == 413 and "larger" in doc["error"]
+    call.session = None
+    assert (await admin(gateway, "POST", "/api/calls/c1/recording"))[0] == 409
+    # the read-only routes and the live view
+    status, _, calls = await admin(gateway, "GET", "/api/calls")
+    assert status == 200 and [c["id"] for c in calls["active"]] == ["c1"]
+    for path in ("/api/registrations", "/metrics", "/calls", "/calls.js", "/style.css"):
+        assert (await admin(gateway, "GET", path))[0] == 200, path
+    assert (await admin(gateway, "GET", "/api/config"))[2]["admin"]["actions"] is True
+    # the public port no longer acts, and says where to go
+    moved = await get(gateway, "/api/calls/c1/recording/start", {"X-Rtc2sip-Action": "1"})
+    assert moved.status == 404 and gateway.admin is not None
+    assert f"{gateway.admin.url}/api/calls/c1/recording" in cast(dict[str, Any], moved.json())["error"]
+
+
+async def start_gateway(tmp_path: Path, admin_options: AdminOptions) -> Gateway:
+    gw = Gateway(Settings(listeners=(Listener("udp", "127.0.0.1", 0), Listener("ws", "127.0.0.1", 0)),
+                          gateway=GatewayOptions(data_dir=tmp_path, domains=("example.test",)), admin=admin_options))
+    await gw.start()
+    return gw
+
+
+async def test_admin_token_is_required_when_set(tmp_path: Path) -> None:
+    gw = await start_gateway(tmp_path, AdminOptions(listen=("127.0.0.1", 0), token=TOKEN))
     try:
-        start = "/api/calls/c1/forward/start?host=127.0.0.1&port=40000"
-        no_header = await get(gateway, start)
-        assert no_header.status == 403 and "X-Rtc2sip-Action" in cast(dict[str, Any], no_header.json())["error"]
-        cross = await get(gateway, start, {**ACT, "Sec-Fetch-Site": "cross-site"})
-        assert cross.status == 403
-        assert (await get(gateway, "/api/calls/nope/recording/start", ACT)).status == 404
-        for bad in ("host=example.org&port=40000", "host=127.0.0.1&port=0", "host=127.0.0.1&port=65535",
-                    "host=127.0.0.1", "port=40000", "host=127.0.0.1&port=4x"):
-            r = await get(gateway, f"/api/calls/c1/forward/start?{bad}", ACT)
-            assert r.status == 400, bad
-        # a call whose media session is gone
-        gone = await get(gateway, start, {**ACT, "Sec-Fetch-Site": "same-origin"})
-        assert gone.status == 404 and "gone" in cast(dict[str, Any], gone.json())["error"]
-        assert (await get(gateway, "/api/calls/c1/recording/start", ACT)).status == 404
-        stop = await get(gateway, "/api/calls/c1/recording/stop", ACT)
-        assert stop.status == 200 and cast(dict[str, Any], stop.json())["stopped"] is False
-        assert (await get(gateway, "/api/calls/c1/forward/stop", ACT)).json() == {
-            "call": "c1", "forwarding": False, "stopped": False}
-        call.session = None
-        assert (await get(gateway, "/api/calls/c1/recording/start", ACT)).status == 409
-        call.session = "no-such-session"
-        # beyond loopback, the token first
-        web = gateway.web
-        assert web is not None
-        web.admin_open, web.admin_token = False, TOKEN
-        assert (await get(gateway, "/api/calls/c1/recording/stop", ACT)).status == 401
-        ok = await get(gateway, "/api/calls/c1/recording/stop", {**ACT, "Authorization": f"Bearer {TOKEN}"})
-        assert ok.status == 200
+        fake_call(gw, "c1")
+        for method, path in (("GET", "/api/calls"), ("GET", "/metrics"), ("DELETE", "/api/calls/c1/recording")):
+            status, headers, _ = await admin(gw, method, path)
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer"), path
+            status, _, _ = await admin(gw, method, path, headers={"Authorization": "Bearer not-the-token-00000"})
+            assert status == 401, path
+            status, _, _ = await admin(gw, method, path, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert status == 200, path
+        assert (await admin(gw, "GET", "/calls"))[0] == 200  # the shell, to ask for the token
     finally:
-        del breaker.calls["c1"]
+        await gw.stop()
+
+
+async def test_admin_over_tls(tmp_path: Path) -> None:
+    from test_proxy_loopback import _self_signed  # type: ignore[import-not-found]
+
+    key, cert = _self_signed(tmp_path)
+    gw = await start_gateway(tmp_path, AdminOptions(listen=("127.0.0.1", 0), token=TOKEN, tls_cert=cert,
+                                                    tls_key=key))
+    try:
+        assert gw.admin is not None and gw.admin.url.startswith("https://127.0.0.1:")
+        assert gw.web is not None and gw.web.admin_url == gw.admin.url
+        ctx = ssl.create_default_context(cafile=str(cert))
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        status, headers, _ = await admin(gw, "GET", "/api/calls", headers=auth, ssl_context=ctx)
+        assert status == 200 and headers["Content-Type"] == "application/json"
+        fake_call(gw, "c1")
+        status, _, doc = await admin(gw, "DELETE", "/api/calls/c1/forward", headers=auth, ssl_context=ctx)
+        assert status == 200 and doc["stopped"] is False
+        # plain HTTP on the TLS port gets nothing useful, and nothing acts
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.admin.port)
+        writer.write(b"DELETE /api/calls/c1/forward HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert b"200 OK" not in raw
+    finally:
+        await gw.stop()
+
+
+async def test_admin_listener_closes_with_the_gateway(tmp_path: Path) -> None:
+    gw = await start_gateway(tmp_path, AdminOptions(listen=("127.0.0.1", 0)))
+    assert gw.admin is not None
+    port = gw.admin.port
+    assert port != 0 and (await admin(gw, "GET", "/api/config"))[0] == 200
+    # a client that keeps its connection open must not hold the gateway's stop
+    _, idle = await asyncio.open_connection("127.0.0.1", port)
+    tasks = asyncio.all_tasks()
+    await asyncio.wait_for(gw.stop(), 10)
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
+    idle.close()
+    await asyncio.sleep(0)
+    leftover = [t for t in asyncio.all_tasks() - tasks if not t.done()]
+    assert leftover == [], leftover
+
+
+def test_admin_beyond_loopback_needs_a_token_and_tls() -> None:
+    for extra in ("", f'token = "{TOKEN}"\n'):
+        with pytest.raises(ConfigError, match="beyond loopback") as err:
+            read_options_text(f'[admin]\nlisten = "0.0.0.0:8089"\n{extra}')
+        assert err.value.key == "admin.listen"
+    assert read_options_text('[admin]\nlisten = "127.0.0.1:0"\n').admin.listen == ("127.0.0.1", 0)

@@ -16,6 +16,7 @@ from rtc2sip.config import (
     DEFAULT_LISTENERS,
     VIDEO_SIZES,
     XML_KEYS,
+    AdminOptions,
     ConfigError,
     Listener,
     Settings,
@@ -767,6 +768,7 @@ def test_default_banner() -> None:
         "SIP over TCP on 127.0.0.1:5060",
         "SIP over WebSocket on ws://127.0.0.1:8080 (subprotocol sip)",
         "Authentication off: every listener is on loopback (auth = \"auto\")",
+        "Admin API and live view's actions on http://127.0.0.1:8089 (no token: loopback only; [admin])",
     ]
 
 
@@ -802,6 +804,83 @@ def test_digest_algorithms_default_and_order(tmp_path: Path) -> None:
     f.write_text('[gateway]\ndigest_algorithms = ["SHA-1"]\n')
     with pytest.raises(ConfigError, match="digest_algorithms"):
         load_settings(options_toml=f)
+
+
+def test_admin_listener(tmp_path: Path) -> None:
+    """[admin]: on loopback by default; beyond loopback only with a token and TLS (a config error
+    otherwise, naming what is missing)."""
+    a = load_settings().admin
+    assert a.listen == ("127.0.0.1", 8089) and a.token is None and not a.tls and a.loopback
+    assert Settings().admin.listen is None  # built by code (tests): off unless asked for
+    f = tmp_path / "o.toml"
+
+    def admin(text: str) -> AdminOptions:
+        f.write_text(text)
+        return load_settings(options_toml=f).admin
+
+    assert admin('[admin]\nlisten = "127.0.0.1:0"\n').listen == ("127.0.0.1", 0)
+    assert admin('[admin]\nlisten = "[::1]:9000"\n').listen == ("::1", 9000)
+    assert admin('[admin]\nlisten = "localhost:9000"\n').listen == ("127.0.0.1", 9000)
+    assert admin('[admin]\nlisten = ""\n').listen is None
+    assert admin("[admin]\nenabled = false\n").listen is None
+    # the token falls back to [gateway] admin_token; [admin] token wins
+    gw_token, own = "gateway-Token_0123456789", "admin-Token_0123456789"
+    assert admin(f'[gateway]\nadmin_token = "{gw_token}"\n').token == gw_token
+    both = admin(f'[gateway]\nadmin_token = "{gw_token}"\n[admin]\ntoken = "{own}"\n')
+    assert both.token == own and own not in repr(both)
+    for bad, message in (('listen = "0.0.0.0"', "expected an IP address and port"),
+                         ('listen = "example.org:8089"', "expected an IP address and port"),
+                         ('listen = "127.0.0.1:65536"', "expected an IP address and port"),
+                         ('listen = "::1:8089"', "in brackets"),
+                         ("listen = 8089", "expected a string"),
+                         ('token = "short"', "too short"),
+                         ('tls_cert = "c.pem"', "give both"),
+                         ("lsiten = 1", "did you mean 'listen'")):
+        f.write_text(f"[admin]\n{bad}\n")
+        with pytest.raises(ConfigError, match=message) as err:
+            load_settings(options_toml=f)
+        assert err.value.key.startswith("admin."), err.value.key
+
+    # beyond loopback: a token and TLS, both
+    key, cert = _self_signed_files(tmp_path)
+    tls = f'tls_cert = "{cert}"\ntls_key = "{key}"\n'
+    for extra, missing in (("", "needs a token .* and TLS"), (f'token = "{own}"\n', "needs TLS"),
+                           (tls, "needs a token")):
+        f.write_text(f'[admin]\nlisten = "0.0.0.0:8089"\n{extra}')
+        with pytest.raises(ConfigError, match=f"beyond loopback: the admin listener {missing}") as err:
+            load_settings(options_toml=f)
+        assert err.value.key == "admin.listen" and err.value.source == f
+    public = admin(f'[admin]\nlisten = "*:8443"\ntoken = "{own}"\n{tls}')
+    assert public.listen == ("0.0.0.0", 8443) and public.tls and not public.loopback
+    assert public.url() == "https://0.0.0.0:8443"
+    # gateway's token and TLS beyond loopback will do as well; a bad key pair stops the start
+    assert admin(f'[gateway]\nadmin_token = "{gw_token}"\n[admin]\nlisten = "[::]:8443"\n{tls}').token == gw_token
+    key.write_text("not a key")
+    f.write_text(f'[admin]\nlisten = "127.0.0.1:0"\n{tls}')
+    with pytest.raises(ConfigError, match="cannot load the key pair"):
+        load_settings(options_toml=f)
+    assert load_settings(options_toml=f, check_files=False).admin.tls
+
+
+def _self_signed_files(tmp: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    k = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "admin.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    c = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(k.public_key())
+         .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+         .sign(k, hashes.SHA256()))
+    key, cert = tmp / "admin-key.pem", tmp / "admin-cert.pem"
+    key.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    cert.write_bytes(c.public_bytes(serialization.Encoding.PEM))
+    return key, cert
 
 
 def test_admin_token(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from .options import (
     BREAKER_POLICIES,
     LOG_FORMATS,
     RECORDING_FORMATS,
+    AdminOptions,
     ForwardOptions,
     GatewayOptions,
     Limits,
@@ -66,6 +67,7 @@ __all__ = [
     "SRTP_TYPES",
     "VIDEO_SIZES",
     "XML_KEYS",
+    "AdminOptions",
     "ConfigError",
     "Database",
     "ForwardOptions",
@@ -127,6 +129,9 @@ class Settings:
     recording: RecordingOptions = field(default_factory=RecordingOptions)
     forward: ForwardOptions = field(default_factory=ForwardOptions)
     media: MediaOptions = field(default_factory=MediaOptions)
+    # off in Settings built by code (tests, benchmarks: many gateways in one process must not all take
+    # port 8089); a file, or none, read by load_settings gets AdminOptions' own default, on
+    admin: AdminOptions = field(default_factory=lambda: AdminOptions(listen=None))
     webrtc2sip: Webrtc2sipSettings = field(default_factory=Webrtc2sipSettings)
     config_xml: Path | None = None
     options_toml: Path | None = None
@@ -193,6 +198,12 @@ class Settings:
             lines.append(f"Upstream proxy: {self.gateway.upstream_proxy}")
         if self.gateway.open_relay:
             lines.append("Open relay: requests for any domain are forwarded")
+        a = self.admin
+        if a.listen is not None:
+            guard = "bearer token required" if a.token else "no token: loopback only"
+            lines.append(f"Admin API and live view's actions on {a.url()} ({guard}; [admin])")
+        else:
+            lines.append("Admin listener off ([admin]): the live view is read-only")
         if self.media.workers and self.gateway.breaker != "never":
             n = self.media.workers
             lines.append(f"Media plane in {n} worker process{'es' if n != 1 else ''} ([media] workers)")
@@ -223,6 +234,17 @@ def _check_listeners(listeners: Sequence[Listener], label: str) -> None:
                 )
 
 
+def _load_admin_key_pair(cert: Path, key: Path, source: Path | None) -> None:
+    """Load [admin]'s files as the listener will, so a bad one stops the start, not a handshake."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key), password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError("admin.tls_cert", f"cannot load the key pair {str(key)!r} / {str(cert)!r}: {exc} "
+                          "(PEM files needed; an encrypted private key is not supported)", source) from exc
+
+
 def settings_from(
     xml_entries: Sequence[RawEntry] = (),
     options: Options | None = None,
@@ -246,6 +268,8 @@ def settings_from(
         else:
             listeners, label = DEFAULT_LISTENERS, "listen"
         _check_listeners(listeners + xml.settings.click_to_call, label)
+        if check_files and opts.admin.tls_cert is not None and opts.admin.tls_key is not None:
+            _load_admin_key_pair(opts.admin.tls_cert, opts.admin.tls_key, opts.source)
     except ConfigError as exc:
         if exc.source is None:
             # TOML key paths are "listen..." or "webrtc2sip...."; bare element names come from the XML
@@ -261,6 +285,7 @@ def settings_from(
         recording=opts.recording,
         forward=opts.forward,
         media=opts.media,
+        admin=opts.admin,
         webrtc2sip=xml.settings,
         config_xml=config_xml,
         options_toml=opts.source,

@@ -33,11 +33,13 @@ from .webrtc2sip import (
 )
 
 __all__ = [
+    "ADMIN_DEFAULT_LISTEN",
     "AUTH_MODES",
     "BREAKER_POLICIES",
     "LOG_FORMATS",
     "RECORDING_FORMATS",
     "WEBRTC_SOCKETS",
+    "AdminOptions",
     "ForwardOptions",
     "GatewayOptions",
     "Limits",
@@ -54,7 +56,7 @@ LOG_FORMATS = ("text", "json")
 # How the RTCWeb breaker is engaged. webrtc2sip engages it when the browser's REGISTER/INVITE asks
 # with "rtcweb-breaker=yes" (technical guide, "RTCWeb Breaker"); that is "client".
 BREAKER_POLICIES = ("auto", "client", "never", "always")
-_TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip", "recording", "forward", "media")
+_TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip", "recording", "forward", "media", "admin")
 MAX_MEDIA_WORKERS = 256
 # shared: every browser leg on one UDP port (rtc2sip.media.udpmux); per-call: a port per call
 WEBRTC_SOCKETS = ("shared", "per-call")
@@ -169,6 +171,38 @@ class MediaOptions:
     webrtc_port: int = 0
 
 
+ADMIN_DEFAULT_LISTEN = ("127.0.0.1", 8089)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminOptions:
+    """``[admin]`` (rtc2sip.web.admin): the admin API and the live view's actions, on a listener of
+    their own. ``listen`` None: off. ``token`` is the bearer token it requires (``[admin] token``, else
+    ``[gateway] admin_token``; None: none required, which only loopback allows). Beyond loopback both
+    a token and ``tls_cert``/``tls_key`` are required, checked when the file is read."""
+
+    listen: tuple[str, int] | None = ADMIN_DEFAULT_LISTEN
+    token: str | None = field(default=None, repr=False)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def loopback(self) -> bool:
+        return self.listen is not None and Listener("tcp", self.listen[0], self.listen[1]).loopback
+
+    def url(self) -> str | None:
+        """``scheme://host:port`` as configured (rtc2sip.app logs the address it really got)."""
+        if self.listen is None:
+            return None
+        h = self.listen[0]
+        h = f"[{h}]" if ":" in h else h
+        return f"{'https' if self.tls else 'http'}://{h}:{self.listen[1]}"
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """A parsed options file; ``listen`` is None when it has no ``[[listen]]``."""
@@ -178,6 +212,7 @@ class Options:
     recording: RecordingOptions = field(default_factory=RecordingOptions)
     forward: ForwardOptions = field(default_factory=ForwardOptions)
     media: MediaOptions = field(default_factory=MediaOptions)
+    admin: AdminOptions = field(default_factory=AdminOptions)
     users: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     listen: tuple[Listener, ...] | None = None
     webrtc2sip: tuple[RawEntry, ...] = ()
@@ -307,6 +342,8 @@ def read_options_text(text: str, source: Path | None = None) -> Options:
     recording = _recording(table("recording"), base_dir) if top.has("recording") else RecordingOptions()
     forward = _forward(table("forward"), base_dir) if top.has("forward") else ForwardOptions()
     media = _media(table("media")) if top.has("media") else MediaOptions()
+    admin = _admin(table("admin") if top.has("admin") else _Table({}, "admin", source), base_dir,
+                   gateway.admin_token)
     top.finish(_TOP_LEVEL)
     return Options(
         gateway=gateway,
@@ -314,6 +351,7 @@ def read_options_text(text: str, source: Path | None = None) -> Options:
         recording=recording,
         forward=forward,
         media=media,
+        admin=admin,
         users=MappingProxyType(users),
         listen=listen,
         webrtc2sip=entries,
@@ -360,7 +398,7 @@ def _gateway(t: _Table, base_dir: Path) -> GatewayOptions:
         open_relay=t.bool_("open_relay", d.open_relay),
         breaker=t.choice("breaker", d.breaker, BREAKER_POLICIES),
         digest_algorithms=_digest_algorithms(t, d.digest_algorithms),
-        admin_token=_admin_token(t) if t.has("admin_token") else None,
+        admin_token=_admin_token(t, "admin_token") if t.has("admin_token") else None,
         services=t.bool_("services", d.services),
         diag_duration=t.int_("diag_duration", d.diag_duration, 1, 60),
     )
@@ -452,17 +490,54 @@ def _forward(t: _Table, base_dir: Path) -> ForwardOptions:
     return f
 
 
+def _admin(t: _Table, base_dir: Path, gateway_token: str | None) -> AdminOptions:
+    listen: tuple[str, int] | None = ADMIN_DEFAULT_LISTEN
+    if t.has("listen"):
+        v = t.raw("listen")
+        if not isinstance(v, str):
+            raise t.error("listen", f"expected a string like \"127.0.0.1:8089\", got {_kind(v)}")
+        listen = _admin_listen(t, v.strip()) if v.strip() else None
+    if not t.bool_("enabled", True):
+        listen = None
+    token = _admin_token(t, "token") if t.has("token") else gateway_token
+    cert, key = _path(t, "tls_cert", base_dir), _path(t, "tls_key", base_dir)
+    if (cert is None) != (key is None):
+        raise t.error("tls_cert" if cert is None else "tls_key", "give both tls_cert and tls_key, or neither")
+    a = AdminOptions(listen=listen, token=token, tls_cert=cert, tls_key=key)
+    if listen is not None and not a.loopback and (token is None or not a.tls):
+        # the admin API records calls and sends their media anywhere: beyond loopback it must not be
+        # reachable without a secret, nor the secret readable on the wire
+        missing = " and ".join(w for w, ok in (("a token ([admin] token or [gateway] admin_token)", token),
+                                               ("TLS (tls_cert and tls_key)", a.tls)) if not ok)
+        raise t.error("listen", f"{listen[0]}:{listen[1]} is beyond loopback: the admin listener needs {missing} "
+                      "there (or listen on 127.0.0.1, or listen = \"\" to turn it off)")
+    t.finish(("listen", "enabled", "token", "tls_cert", "tls_key"))
+    return a
+
+
+def _admin_listen(t: _Table, text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = "0.0.0.0" if host == "*" else "127.0.0.1" if host.lower() == "localhost" else host
+    ip = canonical_ip(host) if sep else None
+    if ip is None or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise t.error("listen", f"expected an IP address and port like \"127.0.0.1:8089\" (port 0: chosen by the "
+                      f"system), got {text!r}")
+    if ":" in ip and not host.startswith("["):
+        raise t.error("listen", f"an IPv6 address goes in brackets: \"[{ip}]:{port}\", got {text!r}")
+    return ip, int(port)
+
+
 ADMIN_TOKEN_MIN_LENGTH = 16
 _ADMIN_TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")  # RFC 6750 §2.1 b64token
 
 
-def _admin_token(t: _Table) -> str:
+def _admin_token(t: _Table, k: str) -> str:
     """A bearer token (RFC 6750 §2.1 syntax), long enough not to be guessed."""
-    token = t.str_("admin_token", "")
+    token = t.str_(k, "")
     if not _ADMIN_TOKEN.match(token):
-        raise t.error("admin_token", "only letters, digits and -._~+/ (then optional '=') are allowed")
+        raise t.error(k, "only letters, digits and -._~+/ (then optional '=') are allowed")
     if len(token) < ADMIN_TOKEN_MIN_LENGTH:
-        raise t.error("admin_token", f"too short: at least {ADMIN_TOKEN_MIN_LENGTH} characters")
+        raise t.error(k, f"too short: at least {ADMIN_TOKEN_MIN_LENGTH} characters")
     return token
 
 

@@ -21,14 +21,16 @@ if TYPE_CHECKING:
     from .monitor import Monitor
 
 
-def config_view(settings: Settings, admin_open: bool) -> dict[str, Any]:
-    """``/api/config``: what the web phone needs to register (public: nothing secret in it)."""
+def config_view(settings: Settings, admin_open: bool, admin_url: str | None, *, actions: bool) -> dict[str, Any]:
+    """``/api/config``: what the web phone needs to register, and the live view whether it may act on
+    calls here (``actions``: served by the admin listener) or where it could (public: nothing secret)."""
     return {
         "version": __version__,
         "domain": settings.gateway.domains[0],
         "domains": list(settings.gateway.domains),
         "auth_required": settings.auth_required(),
         "admin_open": admin_open,
+        "admin": {"actions": actions, "url": f"{admin_url}/calls" if admin_url else None},
     }
 
 

@@ -11,22 +11,19 @@ Routes::
     /               the web phone (static/index.html + phone.js, JsSIP bundled)   public
     /calls          the live view's page (a shell: its data comes from /api)     public
     /openapi.json   the API's description                                       public
-    /api/config     what the web phone needs (domain, version)                  public
+    /api/config     what the web phone needs (domain, version), and where the
+                    admin listener is ("admin": {"actions": false, "url": …})    public
     /api/calls, /api/calls/{id}, /api/calls/{id}/history, /api/registrations    admin
     /metrics        Prometheus text format 0.0.4                                admin
-    /api/calls/{id}/recording/start, …/recording/stop,
-    /api/calls/{id}/forward/start?host=IP&port=N, …/forward/stop                admin, action
 
-Actions change a call (record it, fork its media to a player). They are GETs because this HTTP server
-is websockets' handshake parser, which reads GET requests only (anything else closes the connection).
-A GET that acts would be open to cross-site request forgery from any page the operator visits (an
-``<img src>`` pointing at the loopback gateway), so an action also needs the header
-``X-Rtc2sip-Action`` (a page of another origin cannot add it without a CORS preflight, which this
-server refuses) and is refused when the browser says the request is cross-site (``Sec-Fetch-Site``).
-
-Admin routes are open when every listener is on loopback. Otherwise they need
-``Authorization: Bearer <[gateway] admin_token>`` (RFC 6750 §2.1); with no token configured they are
-refused (403), never open by default.
+Actions on calls (record, forward to a player) are not served here: they are POST and DELETE on the
+admin listener (rtc2sip.web.admin, ``[admin]``), and a GET can never be made safe against cross-site
+requests. The former GETs (``/api/calls/{id}/recording/start`` …) answer 404 saying where the admin
+listener is, and the live view served here is read-only. The read-only admin routes stay, gated as
+they were, for the scrapers and scripts that use them: open when every listener is on loopback,
+otherwise ``Authorization: Bearer <[gateway] admin_token>`` (RFC 6750 §2.1); with no token configured
+they are refused (403), never open by default. The admin listener serves them as well, and
+:meth:`WebRouter.admin_get` and :meth:`WebRouter.call_action` are the code both share.
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -76,9 +72,8 @@ STATIC: dict[str, tuple[str, str]] = {
     "/openapi.json": ("openapi.json", JSON),
 }
 ADMIN_PATHS = ("/api/calls", "/api/registrations", "/metrics")
-ACTION_HEADER = "X-Rtc2sip-Action"
-# /api/calls/{id}/<what>/<verb>
-ACTIONS = frozenset({("recording", "start"), ("recording", "stop"), ("forward", "start"), ("forward", "stop")})
+# /api/calls/{id}/<what>: POST and DELETE on the admin listener (rtc2sip.web.admin)
+ACTIONS = ("recording", "forward")
 
 # The pages load only their own scripts and talk only to this gateway (or, typed in by the user,
 # another one's WebSocket).
@@ -127,6 +122,8 @@ class WebRouter:
         self.transports = transports
         self.admin_open = settings.loopback_only()
         self.admin_token = settings.gateway.admin_token
+        # the admin listener's scheme://host:port once it listens (rtc2sip.app), for the pages to point at
+        self.admin_url: str | None = None
         self._static: dict[str, tuple[bytes, str]] = {}  # file -> (content, ETag)
 
     # ---- the adapter -----------------------------------------------------------------------------
@@ -171,28 +168,37 @@ class WebRouter:
             path = path.rstrip("/") or "/"
         entry = STATIC.get(path)
         if entry is not None:
-            return self._static_file(entry[0], entry[1], headers.get("If-None-Match"))
+            return self.static_file(entry[0], entry[1], headers.get("If-None-Match"))
         if path == "/favicon.ico":
             return HttpResponse(204)
         if path == "/api/config":
-            return HttpResponse.json(api.config_view(self.settings, self.admin_open))
+            return HttpResponse.json(api.config_view(self.settings, self.admin_open, self.admin_url, actions=False))
         if path in ADMIN_PATHS or path.startswith("/api/calls/"):
             refused = self._gate(headers.get("Authorization"))
             if refused is not None:
                 return refused
-            parts = path.split("/")  # "", "api", "calls", id, what, verb
-            if len(parts) == 6 and (parts[4], parts[5]) in ACTIONS:
-                return self._action(parts[3], parts[4], parts[5], target, headers)
-            fresh = getattr(self.media, "fresh_stats", None)
-            if fresh is not None and path != "/api/registrations":
-                # media workers: the figures come from their snapshots; have them current first
-                async def settle() -> HttpResponse:
-                    await fresh()
-                    return self._admin(path)
-
-                return HttpResponse(200, settle=settle)
-            return self._admin(path)
+            parts = path.split("/")  # "", "api", "calls", id, what[, verb]
+            if len(parts) in (5, 6) and parts[4] in ACTIONS:
+                return self._moved(parts[3], parts[4])
+            return self.admin_get(path)
         return HttpResponse.text(404, f"Not found: {path[:200]} (the web phone is at /)")
+
+    def admin_get(self, path: str) -> HttpResponse:
+        """One read-only admin route (``path`` normalised), with the media workers' figures current."""
+        fresh = getattr(self.media, "fresh_stats", None)
+        if fresh is not None and path != "/api/registrations":
+            # media workers: the figures come from their snapshots; have them current first
+            async def settle() -> HttpResponse:
+                await fresh()
+                return self._admin(path)
+
+            return HttpResponse(200, settle=settle)
+        return self._admin(path)
+
+    def _moved(self, call_id: str, what: str) -> HttpResponse:
+        where = f"{self.admin_url}/api/calls/{call_id[:100]}/{what}" if self.admin_url else "the admin listener"
+        hint = "" if self.admin_url else " (off: see [admin] listen)"
+        return HttpResponse.json({"error": f"actions are POST and DELETE on {where}{hint}, not on this port"}, 404)
 
     def _admin(self, path: str) -> HttpResponse:
         if path == "/metrics":
@@ -214,15 +220,9 @@ class WebRouter:
             return HttpResponse.json({"error": "no such call (in progress or in the recent history)"}, 404)
         return HttpResponse.json(call)
 
-    def _action(self, call_id: str, what: str, verb: str, target: str,
-                headers: Headers | dict[str, str]) -> HttpResponse:
-        """Start or stop the recording or the forwarding of one call's media (see the module docstring)."""
-        if headers.get(ACTION_HEADER) is None:
-            return HttpResponse.json({"error": f"an action needs the {ACTION_HEADER} header (a guard against "
-                                               "cross-site requests)"}, 403)
-        site = headers.get("Sec-Fetch-Site")
-        if site is not None and site not in ("same-origin", "none"):
-            return HttpResponse.json({"error": f"cross-site action refused (Sec-Fetch-Site: {site[:40]})"}, 403)
+    def call_action(self, call_id: str, what: str, start: bool, to: tuple[str, int] | None = None) -> HttpResponse:
+        """Start or stop the recording (``what`` "recording") or the forwarding ("forward", to ``to``)
+        of one call's media; the admin listener's POST and DELETE (rtc2sip.web.admin)."""
         breaker, media = self.monitor.breaker, self.media
         call = breaker.calls.get(call_id) if breaker is not None else None
         if call is None or media is None:
@@ -232,30 +232,30 @@ class WebRouter:
             return HttpResponse.json({"error": "the call has no media session yet"}, 409)
         from ..media.plane import MediaPlaneError
 
-        query = urllib.parse.parse_qs(target.partition("?")[2])
         try:
-            if what == "recording" and verb == "start":
+            if what == "recording" and start:
                 sidecar = media.start_recording(session)
                 log.info("call %s: recording started through the API (%s)", call_id, sidecar)
-                return self._after_worker(HttpResponse.json({"call": call_id, "recording": True, "sidecar": sidecar}),
-                                          session)
+                return self._after_worker(HttpResponse.json({"call": call_id, "recording": True, "sidecar": sidecar},
+                                                            201), session)
             if what == "recording":
                 stopped = media.stop_recording(session)
                 if stopped:
                     log.info("call %s: recording stopped through the API", call_id)
                 return HttpResponse.json({"call": call_id, "recording": False, "stopped": stopped})
-            if verb == "stop":
+            if not start:
                 stopped = media.stop_forward(session)
                 if stopped:
                     log.info("call %s: forwarding stopped through the API", call_id)
                 return HttpResponse.json({"call": call_id, "forwarding": False, "stopped": stopped})
-            host, port = _destination(query)
-            if host is None:
-                return HttpResponse.json({"error": port}, 400)
-            sdp = media.start_forward(session, host, int(port))
+            if to is None:
+                return HttpResponse.json({"error": "a forward needs its destination"}, 400)
+            host, port = to
+            sdp = media.start_forward(session, host, port)
             log.info("call %s: forwarding to %s port %s through the API (%s)", call_id, host, port, sdp)
             return self._after_worker(HttpResponse.json({"call": call_id, "forwarding": True,
-                                                         "to": {"host": host, "port": int(port)}, "sdp": sdp}), session)
+                                                         "to": {"host": host, "port": port}, "sdp": sdp}, 201),
+                                      session)
         except KeyError:  # UnknownSession: the call ended meanwhile
             return HttpResponse.json({"error": "the call's media session is gone"}, 404)
         except MediaPlaneError as exc:
@@ -264,7 +264,7 @@ class WebRouter:
     def _after_worker(self, r: HttpResponse, session: str) -> HttpResponse:
         """With media workers the start happens in the session's worker: answer once it is done there."""
         settled = getattr(self.media, "tap_settled", None)
-        if settled is None or r.status != 200:
+        if settled is None or r.status >= 300:
             return r
 
         async def settle() -> HttpResponse | None:
@@ -294,7 +294,8 @@ class WebRouter:
                                                             'error="invalid_token"'),))
         return None
 
-    def _static_file(self, name: str, content_type: str, if_none_match: str | None) -> HttpResponse:
+    def static_file(self, name: str, content_type: str, if_none_match: str | None) -> HttpResponse:
+        """A file of static/, read once, with its ETag (304 when the client has it already)."""
         cached = self._static.get(name)
         if cached is None:
             try:
@@ -311,15 +312,15 @@ class WebRouter:
         return HttpResponse(200, content, content_type, headers)
 
 
-def _destination(query: dict[str, list[str]]) -> tuple[str | None, str]:
-    """(host, port) of a forward's ``?host=&port=``, or (None, why not). An IP literal only: a name
-    would be resolved on the event loop. ``port`` to ``port + 6`` are used (audio and video of both legs)."""
-    host = (query.get("host") or [""])[0].strip().strip("[]")
-    port = (query.get("port") or [""])[0].strip()
+def destination(host: object, port: object) -> tuple[str, int] | str:
+    """(host, port) of a forward, or why not. An IP literal only: a name would be resolved on the
+    event loop. ``port`` to ``port + 6`` are used (audio and video of both legs)."""
+    text = host.strip().strip("[]") if isinstance(host, str) else ""
     try:
-        ipaddress.ip_address(host)
+        ip = str(ipaddress.ip_address(text))
     except ValueError:
-        return None, "host must be an IPv4 or IPv6 address"
-    if not port.isdigit() or not 1 <= int(port) <= 65529:
-        return None, "port must be a number from 1 to 65529 (the call uses port to port + 6)"
-    return host, port
+        return "host must be an IPv4 or IPv6 address"
+    # bool is an int in Python, not in JSON
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65529:
+        return "port must be a number from 1 to 65529 (the call uses port to port + 6)"
+    return ip, port

@@ -2,7 +2,8 @@
 
 Contract with the gateway (written before the gateway could run it): it listens where `[[listen]]`
 says, keeps its state under `[gateway] data_dir`, serves `[gateway] domains`, exits on SIGTERM.
-Readiness is the listening sockets, not the banner it prints.
+Readiness is the listening sockets, not the banner it prints. The admin listener (`[admin]`) is on
+`admin_port` of 127.0.0.1, never its default 8089: two gateways of one test would collide there.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Gateway:
         self.log_path = self.dir / "gateway.log"
         self.sip_port = free_port()
         self.ws_port = free_port()
+        self.admin_port = free_port()
         process_env = dict(os.environ)
         # Output reaches the log as it happens, not when a buffer fills.
         process_env["PYTHONUNBUFFERED"] = "1"
@@ -104,6 +106,11 @@ class Gateway:
         return f"ws://{self.ws_uri_host}:{self.ws_port}/"
 
     @property
+    def admin_url(self) -> str:
+        """The admin listener: the admin API's POST/DELETE and the live view with its actions."""
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
     def sip_address(self) -> str:
         return f"{self.uri_host}:{self.sip_port}"
 
@@ -117,6 +124,9 @@ class Gateway:
             f"domains = {toml_value(self.domains)}",
             *(f"{k} = {toml_value(v)}" for k, v in self.gateway_options.items()),
         ]
+        if not re.search(r"^\[admin\]", self.extra_toml, re.M):
+            # before [[listen]]: extra_toml's check below relies on the last table being a listener
+            lines += ["", "[admin]", f'listen = "127.0.0.1:{self.admin_port}"']
         for transport, host, port in (("udp", self.host, self.sip_port), ("tcp", self.host, self.sip_port),
                                       ("ws", self.ws_host, self.ws_port)):
             lines += [
@@ -151,6 +161,8 @@ class Gateway:
             wait_udp_bound(self.sip_port, timeout, alive)
             wait_tcp(self.host, self.sip_port, timeout, alive)
             wait_tcp(self.ws_host, self.ws_port, timeout, alive)
+            if not re.search(r"^\[admin\]", self.extra_toml, re.M):
+                wait_tcp("127.0.0.1", self.admin_port, timeout, alive)
         return self
 
     def stop(self) -> int | None:

@@ -1,9 +1,11 @@
 // rtc2sip's live view (/calls): registrations, calls in progress with both legs and small time plots
 // (inline SVG sparklines of jitter, loss and bitrate per leg), ended calls with their quality summary.
 // Reads /api/calls and /api/registrations every second, and /api/calls/{id}/history of the first
-// PLOTTED calls in progress (described by /openapi.json); shows the RTP diagnostics' verdicts; records
-// or forwards a call on demand (/api/calls/{id}/recording|forward/start|stop). Everything from the wire (URIs, user agents)
-// is written as text, never as HTML.
+// PLOTTED calls in progress (described by /openapi.json); shows the RTP diagnostics' verdicts. Served by
+// the admin listener ([admin]; /api/config says "admin": {"actions": true}) it records or forwards a call on
+// demand (POST and DELETE /api/calls/{id}/recording|forward); on the public WebSocket port it is read-only
+// and its buttons say where the admin listener is. Everything from the wire (URIs, user agents) is written
+// as text, never as HTML.
 'use strict';
 
 (function () {
@@ -11,7 +13,7 @@
   const $ = (id) => document.getElementById(id);
   const PLOTTED = 10; // calls in progress whose time series are fetched and drawn, each second
   const SVG = 'http://www.w3.org/2000/svg';
-  const live = { last: null, registrations: null, histories: {}, updates: 0, error: null };
+  const live = { last: null, registrations: null, histories: {}, updates: 0, error: null, config: null };
   window.rtc2sipLiveView = live;
 
   function el(tag, attrs, ...children) {
@@ -40,8 +42,7 @@
     if (token) headers.Authorization = `Bearer ${token}`;
     const res = await fetch(path, { headers, cache: 'no-store' });
     if (res.status === 401 || res.status === 403) {
-      const text = await res.text();
-      const err = new Error(text.trim());
+      const err = new Error(await errorText(res));
       err.status = res.status;
       throw err;
     }
@@ -49,16 +50,37 @@
     return res.json();
   }
 
-  // An action on a call: a GET with the X-Rtc2sip-Action header (the server's guard against other pages).
-  async function act(path) {
-    const headers = { 'X-Rtc2sip-Action': '1' };
+  async function errorText(res) {
+    const type = res.headers.get('Content-Type') || '';
+    if (type.startsWith('application/json')) {
+      const body = await res.json().catch(() => ({}));
+      return body.error || `HTTP ${res.status}`;
+    }
+    return (await res.text()).trim() || `HTTP ${res.status}`;
+  }
+
+  // An action on a call, on the admin listener: POST (start, a JSON body) or DELETE (stop). A JSON body
+  // and no CORS: a page of another origin cannot make the browser send one.
+  async function act(method, path, body) {
+    const headers = {};
     const token = sessionStorage.getItem(TOKEN);
     if (token) headers.Authorization = `Bearer ${token}`;
-    const res = await fetch(path, { headers, cache: 'no-store' });
-    const type = res.headers.get('Content-Type') || '';
-    const body = type.startsWith('application/json') ? await res.json() : { error: (await res.text()).trim() };
-    if (!res.ok) throw new Error(body.error || `HTTP ${res.status}`);
-    return body;
+    const init = { method, headers, cache: 'no-store' };
+    if (method === 'POST') {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body || {});
+    }
+    const res = await fetch(path, init);
+    if (!res.ok) throw new Error(await errorText(res));
+    return res.json();
+  }
+
+  // Why the buttons are off here, or null when they work (served by the admin listener).
+  function actionsOff() {
+    const admin = live.config && live.config.admin;
+    if (!admin) return 'Actions: waiting for /api/config';
+    if (admin.actions) return null;
+    return admin.url ? `Actions are on the admin listener: ${admin.url}` : 'Actions need the admin listener, which is off ([admin] listen)';
   }
 
   function legRow(leg) {
@@ -170,11 +192,14 @@
     if (call.session) {
       const rec = call.recording;
       const fwd = call.forwarding;
+      const off = actionsOff();
       actions = el('div', { class: 'buttons' },
         el('button', { type: 'button', 'data-action': rec ? 'recording/stop' : 'recording/start',
-          'data-call-id': call.id, class: rec ? 'bad' : undefined }, rec ? 'Stop recording' : 'Record'),
+          'data-call-id': call.id, class: rec ? 'bad' : undefined, disabled: off !== null, title: off || undefined },
+        rec ? 'Stop recording' : 'Record'),
         el('button', { type: 'button', 'data-action': fwd ? 'forward/stop' : 'forward/start',
-          'data-call-id': call.id, class: fwd ? 'bad' : undefined }, fwd ? `Stop forwarding to ${fwd.to}` : 'Forward'),
+          'data-call-id': call.id, class: fwd ? 'bad' : undefined, disabled: off !== null, title: off || undefined },
+        fwd ? `Stop forwarding to ${fwd.to}` : 'Forward'),
         rec ? el('span', { class: 'small', 'data-field': 'recording' }, `Recording: ${rec.sidecar}`
           + (rec.error ? ` (stopped: ${rec.error})` : '')) : '',
         fwd ? el('span', { class: 'small', 'data-field': 'forwarding' }, `Forwarding: ${fwd.sdp}`) : '');
@@ -231,8 +256,26 @@
     $('diagnostics').tBodies[0].replaceChildren(...diags);
   }
 
+  function showMode() {
+    const off = actionsOff();
+    $('forward-box').hidden = off !== null;
+    $('admin-note').hidden = off === null;
+    const admin = live.config && live.config.admin;
+    const note = $('admin-note');
+    if (admin && admin.url && !admin.actions) {
+      note.replaceChildren('Read-only here: to record or forward a call, open the live view on the admin listener, ',
+        el('a', { href: admin.url }, admin.url), '.');
+    } else {
+      note.textContent = off ? `Read-only: ${off}.` : '';
+    }
+  }
+
   async function refresh() {
     try {
+      if (!live.config) {
+        live.config = await get('/api/config');
+        showMode();
+      }
       const [calls, regs] = await Promise.all([get('/api/calls'), get('/api/registrations')]);
       const plotted = calls.active.slice(0, PLOTTED).map((c) => c.id);
       const series = await Promise.all(plotted.map((id) => get(`/api/calls/${encodeURIComponent(id)}/history`)
@@ -263,7 +306,9 @@
     const button = ev.target.closest('button[data-action]');
     if (!button) return;
     const action = button.dataset.action;
-    let path = `/api/calls/${encodeURIComponent(button.dataset.callId)}/${action}`;
+    const [what, verb] = action.split('/');
+    const path = `/api/calls/${encodeURIComponent(button.dataset.callId)}/${what}`;
+    let body = {};
     if (action === 'forward/start') {
       const to = $('forward-to').value.trim();
       const m = /^\[?([0-9A-Fa-f:.]+)\]?:(\d+)$/.exec(to);
@@ -272,11 +317,11 @@
         $('action-status').className = 'status error';
         return;
       }
-      path += `?host=${encodeURIComponent(m[1])}&port=${m[2]}`;
+      body = { host: m[1], port: Number(m[2]) };
     }
     button.disabled = true;
     try {
-      const r = await act(path);
+      const r = await act(verb === 'start' ? 'POST' : 'DELETE', path, body);
       const what = r.sidecar ? `recording to ${r.sidecar}` : r.sdp ? `forwarding, player SDP ${r.sdp}`
         : r.stopped ? 'stopped' : 'nothing to stop';
       $('action-status').textContent = `${button.dataset.callId}: ${what}`;
