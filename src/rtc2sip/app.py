@@ -313,6 +313,17 @@ class Gateway:
 
 
 async def run(settings: Settings, banner: bool = True) -> None:
+    # before the start: the SIP listeners answer while the rest still starts, and a SIGTERM then
+    # (a supervisor, a test that got its answers) must stop cleanly, not kill
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
     gw = Gateway(settings)
     await gw.start()
     tune_gc()
@@ -327,15 +338,6 @@ async def run(settings: Settings, banner: bool = True) -> None:
                         "set [gateway] admin_token")
         log.info("rtc2sip ready: built-in registrar for %s; data in %s", ", ".join(settings.gateway.domains),
                  settings.gateway.data_dir)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
 
     async def log_state_async() -> None:
         state = await gw.state_summary_async()

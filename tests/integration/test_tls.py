@@ -320,7 +320,7 @@ def test_sighup_reloads_the_certificates_of_the_running_command(tmp_path: Path) 
 </config>
 """)
     options = tmp_path / "rtc2sip.toml"
-    options.write_text(f'[gateway]\ndata_dir = "{tmp_path / "data"}"\nbreaker = "never"\n')
+    options.write_text(f'[gateway]\ndata_dir = "{tmp_path / "data"}"\nbreaker = "never"\n\n[admin]\nenabled = false\n')
     err = tmp_path / "stderr.txt"
     ctx = _client_ctx(pki.root_file)
 
