@@ -12,7 +12,8 @@ tests/e2e/harness), in a private network namespace of its own (it re-executes it
   breaker); ``--drop-share`` of them have their WebSocket closed mid-call, which must end the call at
   the phone at once (the gateway cannot reach the browser: that was its connection) and release it in
   the gateway, after which JsSIP reconnects and registers again;
-- ``--loss`` % of the datagrams sent to the gateway's media ports are dropped (nftables). Jitter: this
+- ``--loss`` % of the datagrams sent to the gateway's media ports are dropped (nftables, on input: the
+  sender sees nothing, as on a real network). Jitter: this
   kernel has no sch_netem, and nftables cannot delay, so none is added (the summary says so);
 - every ``--sample`` seconds: the gateway's RSS, open fds, and its own state line (SIGUSR1: media
   sessions, ports, routes, B2BUA tables, asyncio tasks).
@@ -185,7 +186,7 @@ class Caller(threading.Thread):
             p.wait_event("CALL_CLOSED", timeout=15)
         with self.lock:
             self.counts.completed += 1
-        time.sleep(rng.uniform(0.5, 3))
+        time.sleep(rng.uniform(3, 6))  # baresip 1.0 refuses (500) or only rings a call right after one
 
 
 def reexec_in_namespace() -> None:
@@ -240,7 +241,8 @@ def main() -> int:
         idle_fds = fds(pid)
         start = time.monotonic()
         deadline = start + args.minutes * 60
-        loss = LossyPorts(list(range(MEDIA_PORTS[0], MEDIA_PORTS[1] + 1)), args.loss) if args.loss else None
+        media_ports = list(range(MEDIA_PORTS[0], MEDIA_PORTS[1] + 1))
+        loss = LossyPorts(media_ports, args.loss, hook="input") if args.loss else None
         if loss is not None:
             loss.start()
         callers = [Caller(i, browsers[i], phones[i], gw, i < n_video, args, counts, lock, deadline)
