@@ -33,8 +33,6 @@ import argparse
 import json
 import os
 import random
-import re
-import signal
 import sys
 import threading
 import time
@@ -93,19 +91,6 @@ class Sample:
     rss_kb: int
     fds: int
     state: dict[str, int]
-
-
-def gateway_state(gw: Gateway, pid: int, timeout: float = 10.0) -> dict[str, int]:
-    before = gw.log_text().count("rtc2sip state:")
-    os.kill(pid, signal.SIGUSR1)
-
-    def logged() -> str | None:
-        lines = [ln for ln in gw.log_text().splitlines() if "rtc2sip state:" in ln]
-        return lines[-1] if len(lines) > before else None
-
-    line = wait_for(logged, timeout, "the gateway's state line", interval=0.1)
-    assert isinstance(line, str)
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line.split("rtc2sip state:", 1)[1])}
 
 
 def rss_kb(pid: int) -> int:
@@ -237,7 +222,7 @@ def main() -> int:
                 assert b.eval(VIDEO_JS) is True
             assert b.register(gw.ws_url, gw.aor(f"alice{i}"))["status"] == 200
             browsers.append(b)
-        idle = gateway_state(gw, pid)
+        idle = gw.state(10.0)
         idle_fds = fds(pid)
         start = time.monotonic()
         deadline = start + args.minutes * 60
@@ -251,7 +236,7 @@ def main() -> int:
             c.start()
         while any(c.is_alive() for c in callers):
             time.sleep(min(args.sample, max(0.5, deadline - time.monotonic() + 1)))
-            samples.append(Sample(time.monotonic() - start, rss_kb(pid), fds(pid), gateway_state(gw, pid)))
+            samples.append(Sample(time.monotonic() - start, rss_kb(pid), fds(pid), gw.state(10.0)))
             with lock:
                 print(f"[{samples[-1].t / 60:5.1f} min] calls {counts.calls} done {counts.completed} "
                       f"lost {counts.lost} rss {samples[-1].rss_kb / 1024:.1f} MB fds {samples[-1].fds} "
@@ -262,14 +247,14 @@ def main() -> int:
             loss.clear()
         # every call is over: nothing may be held
         def released() -> dict[str, int] | None:
-            st = gateway_state(gw, pid)
+            st = gw.state(10.0)
             held = {k: v for k, v in st.items() if k != "tasks" and v}
             return st if not held else None
 
         try:
             final = wait_for(released, 60, "the gateway to release every call", interval=1.0)
         except HarnessError:
-            final = gateway_state(gw, pid)
+            final = gw.state(10.0)
         assert isinstance(final, dict)
         final_fds = fds(pid)
         warm = [s for s in samples if s.t >= args.warmup * args.minutes * 60]

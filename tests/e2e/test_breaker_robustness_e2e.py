@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -115,16 +113,7 @@ def _udp_sockets(pid: int) -> list[str]:
 
 def _gateway_state(gw: Gateway, timeout: float = 5.0) -> dict[str, int]:
     """What the gateway reports holding (SIGUSR1 -> one "rtc2sip state:" log line)."""
-    before = gw.log_text().count("rtc2sip state:")
-    os.kill(_gateway_pid(gw), signal.SIGUSR1)
-
-    def logged() -> str | None:
-        lines = [ln for ln in gw.log_text().splitlines() if "rtc2sip state:" in ln]
-        return lines[-1] if len(lines) > before else None
-
-    line = wait_for(logged, timeout, "the gateway's state line after SIGUSR1", interval=0.05)
-    assert isinstance(line, str)
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line.split("rtc2sip state:", 1)[1])}
+    return gw.state(timeout)
 
 
 def _no_call_state(state: dict[str, int]) -> bool:

@@ -8,7 +8,6 @@ RFC 3261 §17 (the transaction layer it borrows), §16.5 and RFC 3263 (where new
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -205,17 +204,7 @@ class ProxyHost:
         return await self.resolve(uri) if isinstance(uri, SipUri) else []
 
     async def resolve(self, uri: SipUri) -> list[Target]:
-        from ..proxy.locate import locate
-        from ..proxy.stateful import SUPPORTED_TRANSPORTS
-
         found = self.p._numeric_targets(uri)
         if found is not None:
             return found
-        try:
-            return await asyncio.wait_for(
-                locate(uri.host, uri.port, uri.transport, uri.scheme == "sips", self.p.resolver,
-                       supported=SUPPORTED_TRANSPORTS),
-                self.p.dns_timeout)
-        except TimeoutError:
-            log.info("DNS for %s timed out after %.1f s", uri.host, self.p.dns_timeout)
-            return []
+        return await self.p.locate(uri)

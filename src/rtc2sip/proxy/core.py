@@ -137,6 +137,12 @@ def ruri_flow(req: Request, is_local: IsLocal) -> tuple[str, str | None] | None:
 SECRET_PARAMS = ("ha1",)
 
 
+def _drop_secrets(*param_lists: list[tuple[str, str | None]]) -> None:
+    for params in param_lists:
+        for secret in SECRET_PARAMS:
+            del_param(params, secret)
+
+
 def _map_contacts(msg: Request | Response, change: Callable[[NameAddr], str | None]) -> None:
     """Rewrite each Contact value with ``change`` (None keeps it as it was); unparsable ones stay."""
     if not msg.has("Contact"):
@@ -166,9 +172,7 @@ def rewrite_contacts(msg: Request | Response, host: str, port: int, transport: s
         uri = na.uri
         if na.star or not isinstance(uri, SipUri) or uri.has(FLOW_PARAM):
             return None
-        for secret in SECRET_PARAMS:
-            del_param(uri.params, secret)
-            del_param(na.params, secret)
+        _drop_secrets(uri.params, na.params)
         token = encode_flow(flow_id, str(uri))
         new = SipUri("sip", uri.user, None, _uri_host(host), port, [], "")
         set_param(new.params, "transport", transport)
@@ -181,20 +185,26 @@ def rewrite_contacts(msg: Request | Response, host: str, port: int, transport: s
     _map_contacts(msg, change)
 
 
-def strip_secret_params(msg: Request | Response) -> None:
-    """Remove webrtc2sip's ``ha1`` (a password equivalent, RFC 7616 §3.4.2) from Contacts that are
-    forwarded as they are (a client not on a WebSocket); it never leaves the gateway."""
+def strip_secret_params(req: Request) -> None:
+    """Remove webrtc2sip's ``ha1`` (a password equivalent, RFC 7616 §3.4.2) from the Request-URI and
+    the Contacts of a request forwarded as it is (the breaker did not take it, the client is not on a
+    WebSocket, whose Contacts :func:`rewrite_contacts` replaces): it never leaves the gateway."""
+    if "ha1" in req.uri_text.lower():
+        uri = req.uri
+        if isinstance(uri, SipUri):
+            _drop_secrets(uri.params)
+            req.uri = uri
+    if not any("ha1" in c.lower() for c in req.get_all("Contact")):
+        return
 
     def change(na: NameAddr) -> str | None:
         uri = na.uri
         if na.star or not isinstance(uri, SipUri):
             return None
-        for secret in SECRET_PARAMS:
-            del_param(uri.params, secret)
-            del_param(na.params, secret)
+        _drop_secrets(uri.params, na.params)
         return str(na)
 
-    _map_contacts(msg, change)
+    _map_contacts(req, change)
 
 
 def restore_contacts(msg: Request | Response, is_local: IsLocal) -> None:

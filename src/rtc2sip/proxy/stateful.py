@@ -43,7 +43,7 @@ from ..sip import (
 )
 from ..sip.errors import SipParseError
 from ..sip.message import Request, Response, make_response
-from ..sip.uri import SipUri, del_param
+from ..sip.uri import SipUri
 from ..transport.base import DEFAULT_PORTS, Source, Target
 from ..transport.layer import TransportLayer
 from ..transport.timers import LayerTimer
@@ -213,13 +213,7 @@ class StatefulProxy:
 
         async def resolve() -> None:
             try:
-                found = await asyncio.wait_for(
-                    locate(uri.host, uri.port, uri.transport, uri.scheme == "sips", self.resolver,
-                           supported=SUPPORTED_TRANSPORTS),
-                    self.dns_timeout)
-            except TimeoutError:
-                log.info("call-id=%s DNS for %s timed out after %.1f s", req.call_id, uri.host, self.dns_timeout)
-                found = []
+                found = await self.locate(uri, req.call_id)
             except Exception as e:  # DNS failures of any kind end in a 503 for this branch
                 log.info("call-id=%s cannot resolve %s: %s", req.call_id, uri.host, e)
                 found = []
@@ -240,6 +234,18 @@ class StatefulProxy:
             self._arm_timer()
 
         self._spawn(resolve())
+
+    async def locate(self, uri: SipUri, call_id: str = "-") -> list[Target]:
+        """RFC 3263 targets of ``uri``, the whole lookup cut at ``dns_timeout`` (then none): for the
+        proxy's branches and the breaker's legs alike."""
+        try:
+            return await asyncio.wait_for(
+                locate(uri.host, uri.port, uri.transport, uri.scheme == "sips", self.resolver,
+                       supported=SUPPORTED_TRANSPORTS),
+                self.dns_timeout)
+        except TimeoutError:
+            log.info("call-id=%s DNS for %s timed out after %.1f s", call_id, uri.host, self.dns_timeout)
+            return []
 
     def _numeric_targets(self, uri: SipUri) -> list[Target] | None:
         """RFC 3263 §4.2 for numeric hosts and localhost: no DNS needed, so no task either."""
@@ -270,16 +276,7 @@ class StatefulProxy:
         ctx = branch.ctx
         out = branch.request.copy()
         core.decrement_max_forwards(out)
-        if any("ha1" in c.lower() for c in out.get_all("Contact")):
-            core.strip_secret_params(out)
-        if "ha1" in out.uri_text.lower():
-            # webrtc2sip's ha1 (a password equivalent) in a Request-URI the breaker did not take: it
-            # stays here, as it does in Contacts (core.rewrite_contacts)
-            uri = out.uri
-            if isinstance(uri, SipUri):
-                for secret in core.SECRET_PARAMS:
-                    del_param(uri.params, secret)
-                out.uri = uri
+        core.strip_secret_params(out)
         target = branch.target
         transport = target.transport
         ipv6 = ":" in target.host

@@ -69,9 +69,6 @@ class TlsContexts:
         self._load()
         return summary
 
-    def leaf_summary(self) -> str:
-        return _leaf(self.files.cert)
-
 
 def _check(f: _Files) -> str:
     """Load the files into a scratch context first: a key that does not match the certificate would

@@ -12,6 +12,7 @@ import ast
 import json
 import os
 import re
+import signal
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -175,6 +176,20 @@ class Gateway:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def state(self, timeout: float = 5.0) -> dict[str, int]:
+        """What the gateway reports holding (SIGUSR1 -> one "rtc2sip state:" log line)."""
+        assert self.proc is not None and self.proc.pid is not None
+        before = self.log_text().count("rtc2sip state:")
+        os.kill(self.proc.pid, signal.SIGUSR1)
+
+        def logged() -> str | None:
+            lines = [ln for ln in self.log_text().splitlines() if "rtc2sip state:" in ln]
+            return lines[-1] if len(lines) > before else None
+
+        line = wait_for(logged, timeout, "the gateway's state line after SIGUSR1", interval=0.05)
+        assert isinstance(line, str)
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line.split("rtc2sip state:", 1)[1])}
 
     def logged_dict(self, pattern: str, what: str, timeout: float = 10.0) -> dict[str, Any]:
         """The Python dict literal the gateway logs in group 1 of ``pattern`` (its end-of-call reports:
