@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -183,6 +184,12 @@ def reexec_in_namespace() -> None:
     os.execvpe("unshare", ["unshare", "--net", "--fork", "--kill-child", "sh", "-c", inner], env)
 
 
+def last_memory_line(gw: Gateway) -> str:
+    """The gateway's latest "rtc2sip memory:" line (logged with the state line, RTC2SIP_TRACEMALLOC)."""
+    lines = [ln for ln in gw.log_text().splitlines() if "rtc2sip memory:" in ln]
+    return lines[-1].split("rtc2sip memory:", 1)[1].strip() if lines else "(no memory line)"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60.0)
@@ -195,6 +202,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=0.1, help="share of the run before the RSS reference")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts" / "soak")
+    ap.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                    help="trace the gateway's allocations (RTC2SIP_TRACEMALLOC): mark at the end of the "
+                         "warm-up, log what grew since at every sample (slows the gateway)")
     args = ap.parse_args()
     reexec_in_namespace()
 
@@ -202,7 +212,8 @@ def main() -> int:
     artifacts = Artifacts(args.out)
     counts, lock = Counts(), threading.Lock()
     samples: list[Sample] = []
-    gw = Gateway(artifacts, extra_toml=f'[media]\nrtp_ports = "{MEDIA_PORTS[0]}-{MEDIA_PORTS[1]}"\n')
+    gw = Gateway(artifacts, extra_toml=f'[media]\nrtp_ports = "{MEDIA_PORTS[0]}-{MEDIA_PORTS[1]}"\n',
+                 env={"RTC2SIP_TRACEMALLOC": str(args.tracemalloc)} if args.tracemalloc else None)
     gw.start()
     assert gw.proc is not None and gw.proc.pid is not None
     pid = gw.proc.pid
@@ -234,13 +245,19 @@ def main() -> int:
                    for i in range(args.browsers)]
         for c in callers:
             c.start()
+        marked = False
         while any(c.is_alive() for c in callers):
             time.sleep(min(args.sample, max(0.5, deadline - time.monotonic() + 1)))
+            if args.tracemalloc and not marked and time.monotonic() - start >= args.warmup * args.minutes * 60:
+                os.kill(pid, signal.SIGUSR2)
+                marked = True
             samples.append(Sample(time.monotonic() - start, rss_kb(pid), fds(pid), gw.state(10.0)))
             with lock:
                 print(f"[{samples[-1].t / 60:5.1f} min] calls {counts.calls} done {counts.completed} "
                       f"lost {counts.lost} rss {samples[-1].rss_kb / 1024:.1f} MB fds {samples[-1].fds} "
                       f"sessions {samples[-1].state.get('media_sessions')}", flush=True)
+                if args.tracemalloc:
+                    print("   ", last_memory_line(gw), flush=True)
             if time.monotonic() > deadline + 120:
                 break
         if loss is not None:
@@ -270,6 +287,8 @@ def main() -> int:
             "held_after": {k: v for k, v in final.items() if k != "tasks" and v},
             "tasks_idle": idle.get("tasks"), "tasks_end": final.get("tasks"),
         }
+        if args.tracemalloc:
+            summary["memory_end"] = last_memory_line(gw)
         (args.out / "soak.json").write_text(json.dumps({"summary": summary,
                                                         "samples": [asdict(s) for s in samples]}, indent=1))
         print(json.dumps(summary, indent=1))

@@ -17,6 +17,7 @@ from .gc_tuning import manage_gc, tune_gc
 from .media.certificate import default_certificate
 from .media.plane import MediaPlane
 from .media.remote import RemotePlane
+from .memtrace import from_environment as memory_trace
 from .proxy.auth import Policy
 from .proxy.locate import Resolver
 from .proxy.location import LocationStore
@@ -324,6 +325,7 @@ async def run(settings: Settings, banner: bool = True) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    memory = memory_trace()  # before the start, so that what the start allocates is traced too
     gw = Gateway(settings)
     await gw.start()
     tune_gc()
@@ -346,6 +348,8 @@ async def run(settings: Settings, banner: bool = True) -> None:
     state_tasks: set[asyncio.Task[None]] = set()
 
     def log_state() -> None:
+        if memory is not None:
+            log.info("rtc2sip memory: %s", memory.report())
         if not isinstance(gw.media, RemotePlane):
             log.info("rtc2sip state: %s", " ".join(f"{k}={v}" for k, v in gw.state_summary().items()))
             return
@@ -357,6 +361,12 @@ async def run(settings: Settings, banner: bool = True) -> None:
         loop.add_signal_handler(signal.SIGUSR1, log_state)
     except (NotImplementedError, RuntimeError, AttributeError):
         pass
+    if memory is not None:
+        log.info("tracing memory allocations (%s): SIGUSR2 marks, SIGUSR1 reports", "RTC2SIP_TRACEMALLOC")
+        try:
+            loop.add_signal_handler(signal.SIGUSR2, memory.mark)
+        except (NotImplementedError, RuntimeError, AttributeError):
+            pass
     try:
         loop.add_signal_handler(signal.SIGHUP, gw.reload_certificates)
     except (NotImplementedError, RuntimeError, AttributeError):
