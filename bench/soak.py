@@ -251,7 +251,8 @@ def main() -> int:
             if args.tracemalloc and not marked and time.monotonic() - start >= args.warmup * args.minutes * 60:
                 os.kill(pid, signal.SIGUSR2)
                 marked = True
-            samples.append(Sample(time.monotonic() - start, rss_kb(pid), fds(pid), gw.state(10.0)))
+            state = gw.state(60.0 if args.tracemalloc else 10.0)  # the memory report takes seconds
+            samples.append(Sample(time.monotonic() - start, rss_kb(pid), fds(pid), state))
             with lock:
                 print(f"[{samples[-1].t / 60:5.1f} min] calls {counts.calls} done {counts.completed} "
                       f"lost {counts.lost} rss {samples[-1].rss_kb / 1024:.1f} MB fds {samples[-1].fds} "

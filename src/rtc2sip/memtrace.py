@@ -16,6 +16,7 @@ import ctypes.util
 import gc
 import os
 import tracemalloc
+from collections import Counter
 
 __all__ = ["ENV", "MemoryTrace", "from_environment"]
 
@@ -36,6 +37,11 @@ def _mallinfo2() -> _Mallinfo2 | None:
     fn.restype = _Mallinfo2
     info: _Mallinfo2 = fn()
     return info
+
+
+def _type_name(o: object) -> str:
+    t = type(o)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
 class MemoryTrace:
@@ -63,17 +69,36 @@ class MemoryTrace:
             # uordblks + hblkhd: what malloc has handed out; fordblks: free but still mapped
             parts += [f"heap_used_kb={(info.uordblks + info.hblkhd) // 1024}",
                       f"heap_free_kb={info.fordblks // 1024}"]
+        parts += self._garbage()
         if self._mark is None:
             return " ".join([*parts, "(no mark yet: SIGUSR2)"])
         snap = tracemalloc.take_snapshot().filter_traces(self._filters)
-        growth = [s for s in snap.compare_to(self._mark, "lineno") if s.size_diff > 0][: self.top]
-        grown = sum(s.size_diff for s in snap.compare_to(self._mark, "filename"))
-        parts.append(f"since_mark_kb={grown / 1024:+.0f}")
-        for s in growth:
+        stats = snap.compare_to(self._mark, "lineno")
+        parts.append(f"since_mark_kb={sum(s.size_diff for s in stats) / 1024:+.0f}")
+        for s in [s for s in stats if s.size_diff > 0][: self.top]:
             frame = s.traceback[0]
             where = os.path.join(*frame.filename.split(os.sep)[-2:])
             parts.append(f"{where}:{frame.lineno}={s.size_diff / 1024:+.0f}kb/{s.count_diff:+d}")
         return " ".join(parts)
+
+
+    def _garbage(self) -> list[str]:
+        """What the frozen generations hold that only a full collection frees (reference cycles
+        nobody broke), by type, and collected now: the gateway runs that collection every 15 min
+        only (rtc2sip.gc_tuning), so cycles made per call pile up in between."""
+        gc.unfreeze()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            census = Counter(_type_name(o) for o in gc.garbage)
+            found = len(gc.garbage)
+        finally:
+            gc.garbage.clear()
+            gc.set_debug(0)
+            gc.collect()
+            gc.freeze()
+        top = ",".join(f"{name}:{n}" for name, n in census.most_common(self.top))
+        return [f"cyclic_garbage={found}", f"cyclic_types={top or '-'}"]
 
 
 def from_environment() -> MemoryTrace | None:
