@@ -515,6 +515,52 @@ async def test_hold_reinvite_from_browser() -> None:
     h.assert_clean()
 
 
+async def test_reinvite_2xx_retransmission_is_acked_again_and_answered_once() -> None:
+    """Seen in the soak on a loaded gateway: baresip retransmitted its 200 to an unhold before our
+    ACK arrived; the retransmission went through the media plane again (no offer waiting: internal
+    error) and ended the call with a 500. RFC 6026 §7.2: ACK it again, nothing more."""
+    h = Harness()
+    _, tag = await established(h)
+    h.request(in_dialog("INVITE", 2, tag, "Contact: <sip:alice@df7jal23ls0d.invalid;transport=ws>\n"
+                        "Content-Type: application/sdp"), body=sdp("hold", "UDP/TLS/RTP/SAVPF", "sendonly"))
+    await h.settle()
+    re_inv = h.take("INVITE", PHONE)
+    answer = phone_response(re_inv, 200, sdp("phone-held", direction="recvonly"))
+    h.response(answer)
+    await h.settle()
+    first = h.take("ACK", PHONE)
+    h.take("200 OK", BROWSER.flow_id)
+    h.response(answer)  # the same 2xx again
+    await h.settle()
+    again = h.take("ACK", PHONE)
+    assert again.to_bytes() == first.to_bytes()
+    h.none("200 OK")
+    h.none("BYE")
+    h.request(in_dialog("BYE", 3, tag))
+    await h.settle()
+    h.take("BYE", PHONE)
+    h.assert_clean()
+
+
+async def test_reinvite_2xx_after_the_call_ended_is_still_acked() -> None:
+    """A BYE crossing the 2xx of a re-INVITE: the dialog is over, but the 2xx needs its ACK
+    (RFC 3261 §13.2.2.4), or the phone retransmits it for 32 s (the soak's "481 Dialog terminated"
+    internal errors)."""
+    h = Harness()
+    _, tag = await established(h)
+    h.request(in_dialog("INVITE", 2, tag, "Contact: <sip:alice@df7jal23ls0d.invalid;transport=ws>\n"
+                        "Content-Type: application/sdp"), body=sdp("hold", "UDP/TLS/RTP/SAVPF", "sendonly"))
+    await h.settle()
+    re_inv = h.take("INVITE", PHONE)
+    h.request(in_dialog("BYE", 3, tag))
+    await h.settle()
+    h.take("BYE", PHONE)
+    h.response(phone_response(re_inv, 200, sdp("phone-held", direction="recvonly")))
+    await h.settle()
+    ack = h.take("ACK", PHONE)
+    assert ack.cseq.number == re_inv.cseq.number
+
+
 async def test_reinvite_from_phone_goes_to_browser() -> None:
     h = Harness()
     inv, tag = await established(h)

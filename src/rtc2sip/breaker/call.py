@@ -123,3 +123,5 @@ class TxnContext:
     kind: str  # invite, reinvite, relay, bye, cancel, prack
     server: ServerTransaction | None = None  # relay/reinvite: the request on the other leg to answer
     request: Request | None = None  # what was sent (auth retries)
+    ack: Request | None = None  # reinvite: the ACK of its 2xx, sent again for each retransmission
+    ack_target: Target | None = None

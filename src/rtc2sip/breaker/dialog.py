@@ -200,8 +200,9 @@ class Dialog:
         cseq: int | None = None,
     ) -> Request:
         """A request in this dialog, or the initial one while ``remote_tag`` is None (§12.2.1.1,
-        §8.1.1). Takes the next local CSeq unless ``cseq`` is given. No Via: the sender adds it."""
-        if self.state is State.TERMINATED:
+        §8.1.1). Takes the next local CSeq unless ``cseq`` is given. No Via: the sender adds it.
+        An ACK is built in a terminated dialog too: a 2xx that crossed our BYE still needs one."""
+        if self.state is State.TERMINATED and method != "ACK":
             raise DialogError(481, "Dialog terminated")
         if cseq is None:
             self.local_seq += 1

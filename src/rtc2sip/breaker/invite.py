@@ -383,10 +383,20 @@ async def reinvite_response(core: B2buaCore, ctx: TxnContext, resp: Response) ->
     other.reinvite_out = False
     method = st.request.method
     if 200 <= resp.status < 300:
+        if ctx.ack is not None:
+            # RFC 6026 §7.2: the transaction hands up every retransmission of the 2xx; our ACK
+            # got lost (or was late: a loaded gateway), so send it again and do nothing else
+            if ctx.ack_target is not None:
+                core.host.send_stateless(ctx.ack, ctx.ack_target)
+            return
         other.dialog.refresh_from_response(resp)
         if method == "INVITE":
+            # even when the dialog ended meanwhile (a BYE crossed this 2xx): a 2xx is always
+            # acknowledged (§13.2.2.4), or the other end retransmits it for 32 s
             ack = other.dialog.ack(headers=credentials(ctx.request))
+            ctx.ack = ack
             target = await core.hop(other)
+            ctx.ack_target = target
             if target is not None:
                 core.add_via(ack, target)
                 core.host.send_stateless(ack, target)
