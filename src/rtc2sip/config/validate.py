@@ -201,6 +201,11 @@ def _ssl(e: RawEntry, check: bool) -> SslCertificates:
     return SslCertificates(priv, pub, ca, verify)
 
 
+def load_key_pair(ctx: ssl.SSLContext, cert: Path | str, key: Path | str) -> None:
+    """``load_cert_chain`` as every TLS context of the gateway does it (the listeners and this check)."""
+    ctx.load_cert_chain(certfile=str(cert), keyfile=str(key), password=_no_passphrase)
+
+
 def _no_passphrase() -> bytes:
     # without a callback OpenSSL would prompt on the terminal for an encrypted key and hang a service
     return b""
@@ -211,7 +216,7 @@ def _load_check(e: RawEntry, priv: Path | None, pub: Path | None, ca: Path | Non
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if priv is not None and pub is not None:
         try:
-            ctx.load_cert_chain(certfile=pub, keyfile=priv, password=_no_passphrase)
+            load_key_pair(ctx, pub, priv)
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(
                 e.label,

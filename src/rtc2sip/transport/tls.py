@@ -22,6 +22,8 @@ from pathlib import Path
 
 from cryptography import x509
 
+from ..config.validate import load_key_pair
+
 __all__ = ["TlsContexts"]
 
 
@@ -56,7 +58,7 @@ class TlsContexts:
         f = self.files
         # the client presents the same certificate to servers that ask for one (mutual TLS trunks)
         for ctx in (self.server, self.client):
-            ctx.load_cert_chain(str(f.cert), str(f.key), password=_no_passphrase)
+            load_key_pair(ctx, f.cert, f.key)
         if f.ca is not None:
             self.server.load_verify_locations(str(f.ca))
             if self.verify:
@@ -74,15 +76,10 @@ def _check(f: _Files) -> str:
     """Load the files into a scratch context first: a key that does not match the certificate would
     otherwise leave the live context half replaced."""
     scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    scratch.load_cert_chain(str(f.cert), str(f.key), password=_no_passphrase)
+    load_key_pair(scratch, f.cert, f.key)
     if f.ca is not None:
         scratch.load_verify_locations(str(f.ca))
     return _leaf(f.cert)
-
-
-def _no_passphrase() -> bytes:
-    # without a callback OpenSSL prompts on the terminal for an encrypted key: a service would hang
-    return b""
 
 
 def _leaf(cert: Path) -> str:
