@@ -8,12 +8,12 @@ import time
 from typing import Any
 
 import pytest
-from fuzz.runner import run_target
-from fuzz.seeds import seeds
-from fuzz.targets import TARGETS, _Conn, _run_coroutine, _transport_layer, media_session
 from websockets.http11 import Request as WsRequest
 from websockets.server import ServerProtocol
 
+from fuzz.runner import run_target
+from fuzz.seeds import seeds
+from fuzz.targets import TARGETS, _Conn, _run_coroutine, _transport_layer, media_session
 from rtc2sip.config import ConfigError, read_config_xml_text, read_options_text
 from rtc2sip.media.rtcp import ReceiverReport, RtcpParseError, parse_compound
 from rtc2sip.sdp import SessionDescription, webrtc_offer_to_legacy
