@@ -177,3 +177,23 @@ def test_stream_framer_reads_a_header_block_once() -> None:
     for i in range(len(message)):
         out += framer.feed(message[i : i + 1])
     assert out == [message] and calls == 1
+
+
+def test_toml_integer_too_long_is_a_config_error() -> None:
+    """tomllib raises a plain ValueError (not TOMLDecodeError) for an integer of more than 4300 digits."""
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        read_options_text("[limits]\nmax_message_size = " + "9" * 5000 + "\n")
+
+
+@pytest.mark.parametrize("route", ["Route: ", "Route: ,", "Route: , ,"])
+def test_empty_route_header_is_no_route(route: str) -> None:
+    """pop_own_routes read values("Route")[0] after get("Route") saw a header: IndexError on an empty one,
+    logged as an internal error and the request dropped unanswered."""
+    from rtc2sip.proxy import core
+    from rtc2sip.sip import parse_message
+
+    req = parse_message((
+        "OPTIONS sip:bob@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7;branch=z9hG4bK1\r\n"
+        "From: <sip:a@b>;tag=1\r\nTo: <sip:bob@b>\r\nCall-ID: 1@x\r\nCSeq: 1 OPTIONS\r\n"
+        f"{route}\r\nContent-Length: 0\r\n\r\n").encode())
+    assert core.pop_own_routes(req, lambda host, port: True).popped == 0

@@ -328,6 +328,8 @@ def read_options_text(text: str, source: Path | None = None) -> Options:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("options", f"invalid TOML in {where}: {exc}", source) from exc
+    except ValueError as exc:  # an integer above sys.get_int_max_str_digits() digits
+        raise ConfigError("options", f"invalid TOML in {where}: {exc}", source) from exc
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise ConfigError("options", f"invalid TOML in {where}: arrays or tables nested too deeply", source) from None
     base_dir = source.resolve().parent if source is not None else Path.cwd()
