@@ -38,6 +38,10 @@ def read_config_xml_text(data: str | bytes, source: Path | None = None) -> tuple
         raise ConfigError(
             "config", f"malformed XML in {where} at line {line}, column {col + 1}: {reason}", source
         ) from exc
+    except (LookupError, ValueError) as exc:
+        # the XML declaration names an encoding Python does not know (LookupError) or expat cannot
+        # read ("multi-byte encodings are not supported")
+        raise ConfigError("config", f"malformed XML in {where}: {exc}", source) from exc
 
     base_dir = source.resolve().parent if source is not None else None
     entries: list[RawEntry] = []

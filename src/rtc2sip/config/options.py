@@ -328,6 +328,10 @@ def read_options_text(text: str, source: Path | None = None) -> Options:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("options", f"invalid TOML in {where}: {exc}", source) from exc
+    except ValueError as exc:  # an integer above sys.get_int_max_str_digits() digits
+        raise ConfigError("options", f"invalid TOML in {where}: {exc}", source) from exc
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError("options", f"invalid TOML in {where}: arrays or tables nested too deeply", source) from None
     base_dir = source.resolve().parent if source is not None else Path.cwd()
     top = _Table(doc, "", source)
 
@@ -560,8 +564,8 @@ def _digest_algorithms(t: _Table, default: tuple[str, ...]) -> tuple[str, ...]:
 
 def _origin(t: _Table, o: str) -> str:
     """An RFC 6454 origin, lower-cased as browsers serialise it in the Origin header."""
-    parts = urlsplit(o)
     try:
+        parts = urlsplit(o)  # raises on an unbalanced IPv6 bracket
         parts.port  # noqa: B018 - urlsplit only checks the port when it is read
     except ValueError:
         parts = urlsplit("invalid:")

@@ -43,6 +43,7 @@ import logging
 import random
 import secrets
 import string
+import struct
 from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any, Protocol, cast
@@ -438,7 +439,7 @@ class IceAgent:
         check for the current (or, during a restart, the previous) connection."""
         try:
             message = stun.parse_message(data)
-        except ValueError:
+        except (ValueError, struct.error):  # aioice unpacks a short PRIORITY, ICE-CONTROLLING... with struct
             return  # not STUN, or a bad FINGERPRINT (RFC 8489 §7.3): silently dropped
         addr = (addr[0], addr[1])
         connections = [c for c in (self.connection, self._previous) if c is not None]

@@ -507,7 +507,9 @@ def iter_compound(data: bytes) -> Iterator[tuple[int, int, bytes]]:
             if offset + size != end:
                 raise RtcpParseError("padding bit set on a packet that is not the last")
             padding = body[-1] if body else 0
-            if padding == 0 or padding > len(body):
+            # RFC 3550 §6.4.1: the count includes itself and is a multiple of four (packets are
+            # 32-bit aligned), so what is left stays whole words for the report blocks and FCI
+            if padding == 0 or padding > len(body) or padding % 4:
                 raise RtcpParseError(f"invalid RTCP padding count {padding}")
             body = body[:-padding]
         yield packet_type, b0 & 0x1F, body

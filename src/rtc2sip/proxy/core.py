@@ -101,10 +101,10 @@ def pop_own_routes(req: Request, is_local: IsLocal) -> RouteResult:
             res.flow_token = token
         _remove_last_value(req, "Route")
     while True:
-        top = req.get("Route")
-        if top is None:
+        routes = req.values("Route")
+        if not routes:  # no Route, or only empty ones ("Route: ,"): nothing of ours to pop
             break
-        na = parse_name_addr(req.values("Route")[0])
+        na = parse_name_addr(routes[0])
         ruri = na.uri
         if not isinstance(ruri, SipUri) or not is_local(ruri.host, ruri.port):
             break

@@ -334,8 +334,37 @@ class Media(_Attributes):
 
     @property
     def codecs(self) -> list[Codec]:
-        """Every payload type with a known mapping, in m= line (preference) order."""
-        return [c for pt in self.payload_types if (c := self.codec(pt)) is not None]
+        """Every payload type with a known mapping, in m= line (preference) order, each once."""
+        # One pass over the attributes, as codec() would give for each: a lookup per payload type is
+        # quadratic, and a 64 KB offer of repeated formats and a=rtcp-fb lines then took a minute.
+        pts = list(dict.fromkeys(self.payload_types))
+        rtpmaps: dict[int, RtpMap] = {}
+        for value in self.get_all("rtpmap"):
+            m = RtpMap.parse(value)
+            rtpmaps.setdefault(m.pt, m)
+        fmtps: dict[int | None, str] = {}
+        for value in self.get_all("fmtp"):
+            fpt, params = _pt_prefixed(value, "fmtp")
+            fmtps.setdefault(fpt, params)
+        feedback: dict[int, list[str]] = {pt: [] for pt in pts}
+        for value in self.get_all("rtcp-fb"):
+            fpt, fb = _pt_prefixed(value, "rtcp-fb", wildcard=True)
+            if fpt is None:
+                for fbs in feedback.values():
+                    fbs.append(fb)
+            elif fpt in feedback:
+                feedback[fpt].append(fb)
+        out: list[Codec] = []
+        for pt in pts:
+            rtpmap = rtpmaps.get(pt)
+            if rtpmap is None:
+                static = STATIC_PAYLOADS.get(pt)
+                if static is None:
+                    continue
+                rtpmap = RtpMap(pt, static[0], static[1], static[2] if static[2] != 1 else None)
+            out.append(Codec(pt, rtpmap.encoding, rtpmap.clock_rate, rtpmap.channels or 1, fmtps.get(pt),
+                             tuple(feedback[pt])))
+        return out
 
     def add_codec(self, codec: Codec, *, rtcp_fb: bool = True) -> None:
         """Append ``codec`` to the m= line with its rtpmap, fmtp and (optionally) rtcp-fb lines."""

@@ -61,14 +61,18 @@ def _legacy_slots(
     are never removed or reordered); then the first usable section of each new kind."""
     slots: dict[int, int] = {}
     n = _count(previous.media, "legacy") if previous else 0
+    def usable(media: Media) -> bool:
+        return not media.rejected and media.is_rtp and media.kind in MEDIA_KINDS and media.kind in local.ports
+
     for i, media in enumerate(offer.media):
         old = _old_for(previous, media.mid, i, "webrtc")
-        if old is not None and old.legacy_index is not None:
+        # a re-offer that changed a section's kind cannot keep its legacy slot: the slot is the old
+        # kind's, and there may be no legacy port for the new one (the new kind gets a slot below)
+        if old is not None and old.legacy_index is not None and old.kind == media.kind:
             slots[i] = old.legacy_index
     kinds = {offer.media[i].kind for i in slots}
     for i, media in enumerate(offer.media):
-        usable = not media.rejected and media.is_rtp and media.kind in MEDIA_KINDS and media.kind in local.ports
-        if i in slots or not usable or media.kind in kinds:
+        if i in slots or not usable(media) or media.kind in kinds:
             continue
         kinds.add(media.kind)
         slots[i] = n

@@ -35,6 +35,9 @@ class StreamFramer:
         self.max_size = max_size
         self.pings = 0
         self._scanned = 0  # bytes of buf already searched for the end of the header block
+        # the size of the message at the head of buf once its header block is read: a body arriving
+        # in many segments must not have the header block searched again for each (quadratic)
+        self._total: int | None = None
         self.salvaged: list[bytes] = []
         self.rejected: bytes | None = None
 
@@ -51,37 +54,50 @@ class StreamFramer:
         buf = self.buf
         buf += data
         while buf:
-            if buf[0] in b"\r\n":
-                if not self._skip_keepalives():
+            total = self._total
+            if total is None:
+                total = self._next_total()
+                if total is None:
                     break
-                continue
-            hend, bstart = _head_end_buf(buf, self._scanned)
-            if hend < 0:
-                if len(buf) > self.max_size:
-                    raise MessageError(513, "Header block too large", None)
-                self._scanned = max(0, len(buf) - 3)
-                break
-            if bstart > self.max_size:
-                raise MessageError(513, "Header block too large", None)
-            values = {v.strip(b" \t\r\n") for v in self._CL.findall(buf, 0, hend)}
-            if not values:
-                self.rejected = bytes(buf[:bstart])
-                raise MessageError(400, "Missing Content-Length on a stream", None)
-            if len(values) > 1:
-                self.rejected = bytes(buf[:bstart])
-                raise MessageError(400, "Conflicting Content-Length values", None)
-            raw = values.pop()
-            if not raw.isdigit() or len(raw) > 10:
-                self.rejected = bytes(buf[:bstart])
-                raise MessageError(400, "Malformed Content-Length", None)
-            total = bstart + int(raw)
-            if total > self.max_size:
-                raise MessageError(513, "Message Too Large", None)
+                if total < 0:
+                    continue
+                self._total = total
             if len(buf) < total:
                 break
             out.append(bytes(buf[:total]))
             del buf[:total]
             self._scanned = 0
+            self._total = None
+
+    def _next_total(self) -> int | None:
+        """The size of the message at the head of the buffer; None when more bytes are needed, -1 when
+        keepalives were consumed instead. Raises MessageError on a framing error."""
+        buf = self.buf
+        if buf[0] in b"\r\n":
+            return -1 if self._skip_keepalives() else None
+        hend, bstart = _head_end_buf(buf, self._scanned)
+        if hend < 0:
+            if len(buf) > self.max_size:
+                raise MessageError(513, "Header block too large", None)
+            self._scanned = max(0, len(buf) - 3)
+            return None
+        if bstart > self.max_size:
+            raise MessageError(513, "Header block too large", None)
+        values = {v.strip(b" \t\r\n") for v in self._CL.findall(buf, 0, hend)}
+        if not values:
+            self.rejected = bytes(buf[:bstart])
+            raise MessageError(400, "Missing Content-Length on a stream", None)
+        if len(values) > 1:
+            self.rejected = bytes(buf[:bstart])
+            raise MessageError(400, "Conflicting Content-Length values", None)
+        raw = values.pop()
+        if not raw.isdigit() or len(raw) > 10:
+            self.rejected = bytes(buf[:bstart])
+            raise MessageError(400, "Malformed Content-Length", None)
+        total = bstart + int(raw)
+        if total > self.max_size:
+            raise MessageError(513, "Message Too Large", None)
+        return total
 
     def _skip_keepalives(self) -> bool:
         """Consume CRLF keepalives at the head of the buffer; False when more bytes are needed to

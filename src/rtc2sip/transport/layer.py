@@ -398,11 +398,16 @@ class TransportLayer:
             return await response if inspect.isawaitable(response) else response
         origins = self.limits.ws_origins
         if origins:
-            origin = request.headers.get("Origin")
+            # headers.get() raises on a repeated header, which websockets answers 500
+            sent = request.headers.get_all("Origin")
+            if len(sent) > 1:
+                return conn.respond(400, "More than one Origin header\n")  # RFC 6454 §7.3: at most one
+            origin = sent[0] if sent else None
             if origin not in origins:
                 log.warning("websocket from %s refused: origin %r not allowed", conn.remote_address[0], origin)
                 return conn.respond(403, "Origin not allowed\n")
-        proto = request.headers.get("Sec-WebSocket-Protocol", "")
+        # RFC 6455 §11.3.4: several Sec-WebSocket-Protocol headers are one list
+        proto = ",".join(request.headers.get_all("Sec-WebSocket-Protocol"))
         if "sip" not in [p.strip().lower() for p in proto.split(",")]:
             return conn.respond(400, "The sip subprotocol (RFC 7118) is required\n")
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import struct
 
 from aioice import stun
 
@@ -13,7 +14,7 @@ def binding_response(data: bytes, host: str, port: int) -> bytes | None:
     """The Binding success response for a Binding request, or None for anything else (dropped)."""
     try:
         req = stun.parse_message(data)
-    except ValueError:
+    except (ValueError, struct.error):  # aioice unpacks a short PRIORITY, ICE-CONTROLLING... with struct
         log.debug("dropped a non-SIP, non-STUN datagram from %s:%s", host, port)
         return None
     if req.message_method != stun.Method.BINDING or req.message_class != stun.Class.REQUEST:
