@@ -7,11 +7,15 @@ by packets, energy and the other side's tone.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from harness import Baresip, Browser, Capture, ToneResult, wait_for
 from harness.audio import assert_browser_hears, assert_phone_heard
 from harness.call import BROWSER_HZ, PHONE_HZ, Caller, CallMaker
+from harness.tone import analyse_samples, read_wav
 
 SIPJS: dict[str, Any] = {"stack": "sipjs"}
 
@@ -29,3 +33,157 @@ def test_sipjs_call_with_tones_both_ways(caller: Caller, make_call: CallMaker) -
     assert_browser_hears(call.browser, PHONE_HZ)
     call.hang_up()
     assert_phone_heard(call.phone, BROWSER_HZ)
+
+
+# ---- hold and unhold ----------------------------------------------------------------------------------
+
+
+def _packets(browser: Browser, way: str) -> int:
+    """packetsReceived ("inbound") or packetsSent ("outbound") of the browser's current call."""
+    stats = browser.stats() or {}
+    side = stats.get(way) or {}
+    return int(side.get("packetsReceived" if way == "inbound" else "packetsSent", 0))
+
+
+def _flow(browser: Browser, way: str, seconds: float) -> int:
+    """Packets `way` over `seconds`, counted after a moment for the ones already on their way."""
+    time.sleep(0.5)
+    start = _packets(browser, way)
+    time.sleep(seconds)
+    return _packets(browser, way) - start
+
+
+def _sdps(browser: Browser, originator: str) -> list[dict[str, Any]]:
+    return [e for e in browser.events() if e.get("type") == "sdp" and e.get("originator") == originator]
+
+
+def _tail_tone(bob: Baresip, seconds: float) -> ToneResult:
+    """What bob heard during the last `seconds` of its latest recording (call it after CALL_CLOSED)."""
+    bob.recorded_tone()  # waits for the file to be finalised
+    samples, rate = read_wav(bob.recordings()[-1])
+    return analyse_samples(samples[-int(seconds * rate) :], rate, fmax=3800)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("caller", ["browser", "phone"])
+def test_sipjs_holds_and_resumes(caller: Caller, make_call: CallMaker) -> None:
+    """SIP.js holds the call as its SessionManager does (a re-INVITE whose offer its SDH makes
+    a=sendonly, local tracks disabled), in a call it placed or answered: the breaker offers baresip
+    sendonly, baresip answers recvonly and stops sending; the unhold re-INVITE (sendrecv) brings the
+    audio back both ways over the same DTLS association."""
+    call = make_call(caller, browser_kw=SIPJS)
+    gw, alice, bob = call.gateway, call.browser, call.phone
+    assert_browser_hears(alice, PHONE_HZ)
+
+    alice.hold(timeout=20)
+    local = _sdps(alice, "local")[-1]
+    assert local["direction"] == "sendonly", local["sdp"]
+    assert _sdps(alice, "remote")[-1]["direction"] in ("recvonly", "inactive"), _sdps(alice, "remote")[-1]["sdp"]
+    held = _flow(alice, "inbound", 2.0)
+    assert held <= 10, held  # baresip answered recvonly and stopped sending
+
+    alice.unhold(timeout=20)
+    assert _sdps(alice, "local")[-1]["direction"] == "sendrecv"
+    assert _sdps(alice, "remote")[-1]["direction"] == "sendrecv", _sdps(alice, "remote")[-1]["sdp"]
+    resumed = _flow(alice, "inbound", 2.5)
+    assert resumed >= 80, resumed  # 50 packets/s of PCMU again
+    assert alice.wait_tone(PHONE_HZ, timeout=20)["frequency"] == pytest.approx(PHONE_HZ, abs=25)
+    stats = alice.stats() or {}
+    assert stats["transport"]["dtlsState"] == "connected", stats  # the same DTLS association
+    time.sleep(2.0)  # the tail bob records below is all after the unhold
+    call.hang_up()
+    tail = _tail_tone(bob, 2.0)
+    assert tail.rms > 0.01 and abs(tail.frequency - BROWSER_HZ) <= 25, tail
+    log = gw.log_text()
+    assert "INVITE with offer browser -> legacy (sendonly)" in log, log[-3000:]
+    assert "INVITE with offer browser -> legacy (sendrecv)" in log, log[-3000:]
+
+
+@pytest.mark.e2e
+def test_phone_holds_and_resumes_sipjs(make_call: CallMaker) -> None:
+    """baresip holds the call (re-INVITE a=sendonly) and resumes it: the breaker offers SIP.js
+    sendonly, SIP.js's SDH answers recvonly and stops sending, and after the resume (sendrecv) the
+    audio flows both ways again."""
+    call = make_call("browser", browser_kw=SIPJS)
+    alice, bob = call.browser, call.phone
+    assert_browser_hears(alice, PHONE_HZ)
+
+    alice.mark_events()
+    bob.command("hold")
+    alice.wait_event("hold", timeout=20, originator="remote")
+    wait_for(lambda: _sdps(alice, "local") and _sdps(alice, "local")[-1]["direction"] in ("recvonly", "inactive"),
+             10, "SIP.js to answer the hold recvonly")
+    sent = _flow(alice, "outbound", 2.0)
+    assert sent <= 10, sent  # SIP.js answered recvonly: it stops sending
+
+    alice.mark_events()
+    bob.command("resume")
+    alice.wait_event("unhold", timeout=20, originator="remote")
+    wait_for(lambda: _sdps(alice, "local")[-1]["direction"] == "sendrecv", 10, "SIP.js to answer the resume sendrecv")
+    assert _flow(alice, "outbound", 2.0) >= 60
+    assert alice.wait_tone(PHONE_HZ, timeout=20)["frequency"] == pytest.approx(PHONE_HZ, abs=25)
+    time.sleep(2.0)
+    call.hang_up()
+    tail = _tail_tone(bob, 2.0)
+    assert tail.rms > 0.01 and abs(tail.frequency - BROWSER_HZ) <= 25, tail
+
+
+# ---- DTMF ----------------------------------------------------------------------------------------------
+
+
+def _dtmf_digits(bob: Baresip) -> str:
+    return "".join(str(e.get("param", "")) for e in bob.events if e.get("type") == "CALL_DTMF_START")
+
+
+def _answered_infos(browser: Browser) -> list[int]:
+    return [int(e["status"]) for e in browser.events() if e.get("type") == "dtmfSent"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("transport", ["RFC2833", "INFO"])
+def test_sipjs_dtmf_reaches_phone(transport: str, make_call: CallMaker, start_capture: Callable[..., Capture]) -> None:
+    """Digits keyed in SIP.js reach baresip as RFC 4733 telephone-events (its CALL_DTMF_START), both
+    ways SIP.js sends them: RFC 4733 in the audio stream (the SDH's sendDtmf, RTCDTMFSender), or
+    SessionManager.sendDTMF's INFO application/dtmf-relay (`Signal=5\\r\\nDuration=2000`), one per
+    digit, which the breaker turns into RFC 4733 toward the legacy side. Audio keeps flowing."""
+    call = make_call(None, browser_kw=SIPJS)
+    alice, bob = call.browser, call.phone
+    rtp_ports = f"{bob.rtp_port}-{bob.rtp_port + 19}"
+    capture = start_capture(capture_filter=f"udp portrange {rtp_ports} or udp port {bob.sip_port}")
+    call.place("browser")
+    assert_browser_hears(alice, PHONE_HZ)
+    if transport == "RFC2833":
+        alice.send_dtmf("1234#", transport, duration=160, interToneGap=120)
+    else:
+        # SIP.js's own Duration (2000 ms), keys pressed faster than that
+        alice.send_dtmf("1234#", transport, interToneGap=200)
+    wait_for(lambda: _dtmf_digits(bob) == "1234#", 30, f"baresip to receive DTMF 1234# (got {_dtmf_digits(bob)!r})")
+    if transport == "INFO":
+        # the gateway answers each INFO once its event is played: 200s come 2 s apart
+        wait_for(lambda: len(_answered_infos(alice)) == 5, 15, "the gateway to answer every INFO")
+        assert _answered_infos(alice) == [200] * 5, alice.events()
+    assert_browser_hears(alice, PHONE_HZ)
+    call.hang_up()
+    assert_phone_heard(bob, BROWSER_HZ)
+    capture.stop()
+    assert capture.decode("rtpevent", timeout=60).strip(), "no RTP event toward baresip"
+    assert "INFO" not in capture.decode(f"sip.Method == \"INFO\" && udp.dstport == {bob.sip_port}")
+
+
+@pytest.mark.e2e
+def test_phone_dtmf_reaches_sipjs_as_info(make_call: CallMaker) -> None:
+    """`dtmf-type` info: digits keyed on baresip (RFC 4733 in its RTP) reach SIP.js as INFO
+    application/dtmf-relay, which it reads as SessionManager does (`Signal=`)."""
+    call = make_call("browser", browser_kw=SIPJS, gateway_kw={"extra_toml": '[webrtc2sip]\ndtmf-type = "info"\n'})
+    alice, bob = call.browser, call.phone
+    assert_browser_hears(alice, PHONE_HZ)
+
+    def digits() -> str:
+        return "".join(str(e.get("tone")) for e in alice.events() if e.get("type") == "dtmf")
+
+    for digit in "19#":
+        bob.command("sndcode", digit)
+        wait_for(lambda d=digit: digits().endswith(d), 10, f"SIP.js to get INFO {digit} (got {digits()!r})")
+    assert digits() == "19#"
+    assert_browser_hears(alice, PHONE_HZ)
+    call.hang_up()

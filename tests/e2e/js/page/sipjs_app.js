@@ -313,8 +313,10 @@
     },
 
     // "RFC2833": RFC 4733 events in the audio stream through the SDH (RTCDTMFSender.insertDTMF);
-    // "INFO": one INFO application/dtmf-relay per digit, one after the other, with the body
-    // SessionManager.sendDTMF sends (its Duration is 2000 ms unless options.duration).
+    // "INFO": one INFO application/dtmf-relay per digit, with the body SessionManager.sendDTMF
+    // sends (its Duration is 2000 ms unless options.duration), a digit every interToneGap ms
+    // (default 200) without waiting for the previous INFO's answer, as a SimpleUser keypad does
+    // when keys are pressed quickly. Returns at once; each answer is a dtmfSent/dtmfFailed event.
     async sendDTMF(tones, opts) {
       opts = opts || {};
       const s = current();
@@ -324,12 +326,18 @@
         }
         return true;
       }
-      for (const tone of tones) {
-        const body = { contentDisposition: 'render', contentType: 'application/dtmf-relay',
-          content: 'Signal=' + tone + '\r\nDuration=' + (opts.duration || 2000) };
-        await s.info({ requestOptions: { body } });
-        if (opts.interToneGap) await new Promise((r) => setTimeout(r, opts.interToneGap));
-      }
+      const press = async () => {
+        for (const tone of tones) {
+          const body = { contentDisposition: 'render', contentType: 'application/dtmf-relay',
+            content: 'Signal=' + tone + '\r\nDuration=' + (opts.duration || 2000) };
+          s.info({ requestOptions: { body }, requestDelegate: {
+            onAccept: (r) => record('dtmfSent', { tone, status: r.message.statusCode }),
+            onReject: (r) => record('dtmfFailed', { tone, status: r.message.statusCode }),
+          } }).catch((e) => record('dtmfFailed', { tone, error: String(e) }));
+          await new Promise((r) => setTimeout(r, opts.interToneGap || 200));
+        }
+      };
+      press();
       return true;
     },
 
