@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness import Baresip, Browser, Capture, ToneResult, wait_for
+from harness import Baresip, Browser, Capture, Gateway, ToneResult, wait_for
 from harness.audio import assert_browser_hears, assert_phone_heard
 from harness.call import BROWSER_HZ, PHONE_HZ, Caller, CallMaker
 from harness.tone import analyse_samples, read_wav
@@ -187,3 +187,83 @@ def test_phone_dtmf_reaches_sipjs_as_info(make_call: CallMaker) -> None:
     assert digits() == "19#"
     assert_browser_hears(alice, PHONE_HZ)
     call.hang_up()
+
+
+# ---- transfer with REFER ---------------------------------------------------------------------------
+
+CAROL_HZ = 660.0
+
+
+@pytest.mark.e2e
+def test_phone_transfers_sipjs_with_refer(make_call: CallMaker) -> None:
+    """Blind transfer (RFC 3515) of SIP.js: bob (baresip) sends REFER (Refer-To carol) through the
+    B2BUA; SIP.js accepts it (202), calls carol with Referral.makeInviter (a new broken call) and
+    reports the progress with its own NOTIFYs (message/sipfrag), relayed back to bob, who leaves once
+    the transfer succeeded. The new call has two-way audio."""
+    call = make_call(None, browser_kw=SIPJS, register_kw={"acceptRefer": True})
+    gw, alice, bob = call.gateway, call.browser, call.phone
+    carol = call.add_phone("carol", CAROL_HZ)
+    call.place("browser")
+    assert_browser_hears(alice, PHONE_HZ)
+    alice.mark_events()
+
+    bob.command("transfer", gw.aor("carol"))
+    refer = alice.wait_event("refer")
+    assert refer["target"] == gw.aor("carol"), refer
+    alice.wait_event("confirmed", timeout=20)  # the new call, to carol
+    carol.wait_event("CALL_ESTABLISHED")
+    bob.wait_event("CALL_CLOSED", timeout=15)
+    assert_browser_hears(alice, CAROL_HZ)
+    alice.hangup()
+    carol.wait_event("CALL_CLOSED")
+    assert_phone_heard(carol, BROWSER_HZ)
+    log = gw.log_text()
+    assert "REFER legacy -> browser" in log, log[-3000:]
+    assert "NOTIFY browser -> legacy" in log, log[-3000:]
+
+
+@pytest.mark.e2e
+def test_sipjs_transfers_phone_with_refer(make_call: CallMaker) -> None:
+    """SIP.js (Session.refer with onNotify) transfers bob to carol: the 202 and bob's NOTIFYs come
+    back to SIP.js through the B2BUA (its onNotify sees the sipfrag 200); bob and carol then hear
+    each other."""
+    call = make_call(None, browser_kw=SIPJS)
+    gw, alice, bob = call.gateway, call.browser, call.phone
+    carol = call.add_phone("carol", CAROL_HZ)
+    call.place("browser")
+    assert_browser_hears(alice, PHONE_HZ)
+    bob.mark_events()
+
+    alice.refer(gw.aor("carol"))
+    assert alice.wait_event("referRequestSucceeded")["status"] == 202
+    assert alice.wait_event("referAccepted", timeout=20)["status"] == 200
+    carol.wait_event("CALL_ESTABLISHED", timeout=15)
+    alice.hangup()
+    time.sleep(3)  # bob and carol talk
+    carol.hangup()
+    carol.wait_event("CALL_CLOSED")
+    assert_phone_heard(carol, PHONE_HZ)
+    bob.wait_event("CALL_CLOSED")
+    tone = _tail_tone(bob, 2.0)
+    assert tone.rms > 0.01 and abs(tone.frequency - CAROL_HZ) <= 25, tone
+    log = gw.log_text()
+    assert "REFER browser -> legacy" in log and "NOTIFY legacy -> browser" in log, log[-3000:]
+
+
+# ---- MESSAGE ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_sipjs_messages_both_ways(make_gateway: Callable[..., Gateway], make_call: CallMaker) -> None:
+    """SIP MESSAGE (RFC 3428) outside any call: SIP.js's Messager to baresip through the gateway's
+    proxy, and baresip's MESSAGE to SIP.js's registered Contact (its UserAgent delegate's onMessage)."""
+    gw = make_gateway()
+    call = make_call(None, gateway=gw, browser_kw=SIPJS, phone_kw={"contacts": [gw.aor("alice")]})
+    alice, bob = call.browser, call.phone
+    sent = alice.send_message(gw.aor("bob"), "hello bob from SIP.js")
+    assert sent == {"ok": True, "status": 200}, sent
+    assert bob.wait_message("hello bob from SIP.js")[0] == gw.aor("alice")
+    bob.send_message(gw.aor("alice"), "hello SIP.js from baresip")
+    received = alice.wait_message("hello SIP.js from baresip")
+    assert received["from"] == gw.aor("bob"), received
+    assert str(received["contentType"]).startswith("text/plain"), received
