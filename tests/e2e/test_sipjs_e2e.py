@@ -267,3 +267,33 @@ def test_sipjs_messages_both_ways(make_gateway: Callable[..., Gateway], make_cal
     received = alice.wait_message("hello SIP.js from baresip")
     assert received["from"] == gw.aor("bob"), received
     assert str(received["contentType"]).startswith("text/plain"), received
+
+
+# ---- registration: RFC 5626 outbound, unregister ------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_sipjs_outbound_registration_is_reached_and_unregisters(make_call: CallMaker) -> None:
+    """SIP.js with RFC 5626 outbound (Registerer `regId: 1`: `Contact: <...;transport=ws>;expires=600;
+    reg-id=1;+sip.instance="<urn:uuid:...>"`) is reached over its WebSocket flow by baresip's call;
+    after Registerer.unregister (the same Contact with expires=0) the gateway has no binding left and
+    baresip's next call fails."""
+    call = make_call(None, auto_answer=True, browser_kw=SIPJS, register_kw={"registererOptions": {"regId": 1}})
+    alice, bob = call.browser, call.phone
+    registered = alice.wait_event("registered")
+    contact = " ".join(registered["contact"])
+    assert "reg-id=1" in contact and "+sip.instance=" in contact, registered
+    call.place("phone")
+    assert_browser_hears(alice, PHONE_HZ)
+    call.hang_up()
+    assert_phone_heard(bob, BROWSER_HZ)
+
+    alice.mark_events()
+    alice.unregister()
+    alice.wait_event("unregistered")
+    seen = len(alice.events())
+    bob.mark_events()
+    bob.dial(call.gateway.aor("alice"))
+    closed = bob.wait_event("CALL_CLOSED", timeout=15)
+    assert "480" in str(closed) or "404" in str(closed), closed
+    assert not [e for e in alice.events(seen) if e.get("type") == "incoming"], alice.events(seen)
