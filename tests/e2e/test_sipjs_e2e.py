@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from harness import Baresip, Browser, Capture, Gateway, ToneResult, wait_for
+from harness import Baresip, Browser, Capture, Gateway, Sipp, ToneResult, wait_for
 from harness.audio import assert_browser_hears, assert_phone_heard
-from harness.call import BROWSER_HZ, PHONE_HZ, Caller, CallMaker
-from harness.tone import analyse_samples, read_wav
+from harness.call import BROWSER_HZ, PHONE_HZ, Caller, CallMaker, registered_browser
+from harness.tone import analyse_samples, read_wav, write_tone_ulaw
 
 SIPJS: dict[str, Any] = {"stack": "sipjs"}
 
@@ -297,3 +297,56 @@ def test_sipjs_outbound_registration_is_reached_and_unregisters(make_call: CallM
     closed = bob.wait_event("CALL_CLOSED", timeout=15)
     assert "480" in str(closed) or "404" in str(closed), closed
     assert not [e for e in alice.events(seen) if e.get("type") == "incoming"], alice.events(seen)
+
+
+# ---- call set-up: early media, reject, cancel ------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_sipjs_hears_early_media_from_a_reliable_183(
+    make_gateway: Callable[..., Gateway], make_browser: Callable[..., Browser], make_sipp: Callable[..., Sipp]
+) -> None:
+    """SIP.js (Inviter `earlyMedia: true`, no 100rel: its default) calls a legacy UAS (sipp) that answers
+    183 with Require: 100rel and SDP and plays a tone: the breaker PRACKs the 183 itself, SIP.js gets a
+    plain 183 with the translated SDP and hears the early media; it then gives up (CANCEL, 487)."""
+    gw = make_gateway(extra_toml="[webrtc2sip]\nenable-100rel = true\n")
+    phone = make_sipp("uas", "uas_100rel_early_media.xml", calls=1, timeout_s=60, trace_msg=True)
+    write_tone_ulaw(phone.dir / "tone.ulaw", PHONE_HZ)  # the scenario's rtp_stream
+    phone.start()
+    alice = registered_browser(make_browser, gw, "alice", browser_kw=SIPJS)
+    alice.call(f"sip:bob@{phone.address}", early_media=True)
+    assert alice.wait_event("progress", timeout=20)["status"] == 183
+    assert_browser_hears(alice, PHONE_HZ, min_packets=25)
+    assert not [e for e in alice.events() if e.get("type") in ("confirmed", "accepted")]
+    alice.hangup()
+    assert alice.wait_event("failed", timeout=20)["status"] == 487
+    result = phone.wait(30)
+    assert result.returncode == 0, result.summary()
+    browser_log = (alice.driver.dir / "alice-console.log").read_text(errors="replace")
+    assert "SIP/2.0 183" in browser_log and "RSeq:" not in browser_log
+    assert "CANCEL -> legacy" in gw.log_text()
+
+
+@pytest.mark.e2e
+def test_sipjs_rejects_and_cancels(make_call: CallMaker) -> None:
+    """baresip calls SIP.js, which rejects the Invitation with 486: baresip sees 486 Busy Here. Then
+    SIP.js calls baresip (answermode manual: it rings) and cancels: the breaker's CANCEL reaches
+    baresip, and SIP.js's Inviter ends with 487."""
+    call = make_call(None, browser_kw=SIPJS, phone_kw={"answermode": "manual"})
+    gw, alice, bob = call.gateway, call.browser, call.phone
+    bob.dial(gw.aor("alice"))
+    alice.wait_event("incoming", timeout=15)
+    assert alice.hangup(486)
+    closed = bob.wait_event("CALL_CLOSED", timeout=15)
+    assert "486" in str(closed.get("param")), closed
+    alice.wait_event("failed", timeout=15)
+
+    alice.mark_events()
+    bob.mark_events()
+    alice.call(gw.aor("bob"))
+    assert alice.wait_event("progress", timeout=15)["status"] == 180
+    bob.wait_event("CALL_INCOMING", timeout=15)
+    assert alice.hangup()
+    assert alice.wait_event("failed", timeout=15)["status"] == 487
+    bob.wait_event("CALL_CLOSED", timeout=15)
+    assert "CANCEL from browser" in gw.log_text()

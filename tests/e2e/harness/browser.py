@@ -271,9 +271,11 @@ class Browser:
         codecs: list[str] | None = None,
         extra_headers: list[str] | None = None,
         pc_config: Mapping[str, Any] | None = None,
+        early_media: bool = False,
     ) -> dict[str, Any]:
-        """Start a call (returns at once): follow it with wait_event("confirmed") / ("failed")."""
-        opts: dict[str, Any] = {"extraHeaders": extra_headers or []}
+        """Start a call (returns at once): follow it with wait_event("confirmed") / ("failed").
+        `early_media`: SIP.js's Inviter option `earlyMedia` (JsSIP always plays a 183's SDP)."""
+        opts: dict[str, Any] = {"extraHeaders": extra_headers or [], "earlyMedia": early_media}
         if codecs is not None:
             opts["codecs"] = codecs
         if pc_config is not None:

@@ -99,7 +99,8 @@
       } else if (s === SessionState.Terminated) {
         const originator = session.__rtcLocalEnd ? 'local' : 'remote';
         if (established) record('ended', { originator, cause: session.__rtcCause || null });
-        else if (!session.__rtcFailed) record('failed', { originator, cause: session.__rtcCause || 'terminated', status: null });
+        // a cancelled Inviter is Terminated at once: its failure is the 487, reported by onReject
+        else if (!session.__rtcFailed && !session.__rtcCancelled) record('failed', { originator, cause: session.__rtcCause || 'terminated', status: null });
       }
     });
     session.delegate = {
@@ -242,6 +243,8 @@
       const inviter = new Inviter(state.ua, uri, {
         sessionDescriptionHandlerOptions: sdhOptions(),
         extraHeaders: opts.extraHeaders || [],
+        // SIP.js ignores the SDP of a provisional response unless asked (JsSIP always takes it)
+        earlyMedia: opts.earlyMedia === true,
       });
       watchSession(inviter, 'outgoing', opts.codecs);
       inviter.invite({
@@ -275,7 +278,7 @@
       s.__rtcCause = opts.statusCode ? 'status ' + opts.statusCode : 'hangup';
       let done;
       if (s.state === SessionState.Established) done = s.bye();
-      else if (s instanceof Inviter) done = s.cancel();
+      else if (s instanceof Inviter) { s.__rtcCancelled = true; done = s.cancel(); }
       else done = s.reject(opts.statusCode ? { statusCode: opts.statusCode } : undefined);
       done.catch((e) => record('hangupError', { error: String(e) }));
       return true;
