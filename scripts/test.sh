@@ -6,9 +6,9 @@
 # 1. Installs what the tests need, idempotently (each step is skipped when already done): Debian
 #    packages (chromium baresip sip-tester kamailio ... ; apt-get update once, only if something is
 #    missing), a venv in .venv with `pip install -e '.[test]'`, the node modules of tests/e2e/js
-#    (npm ci) and the browser bundle of JsSIP (tests/e2e/js/dist/jssip.js); rebuilds the web phone's
-#    committed bundle from webphone/ (webphone/build.sh: npm ci + esbuild, deterministic, so an
-#    unchanged source leaves src/rtc2sip/web/static/phone.js unchanged).
+#    (npm ci) and the browser bundles of JsSIP and SIP.js (tests/e2e/js/dist/jssip.js, sipjs.js);
+#    rebuilds the web phone's committed bundle from webphone/ (webphone/build.sh: npm ci + esbuild,
+#    deterministic, so an unchanged source leaves src/rtc2sip/web/static/phone.js unchanged).
 # 2. ruff check, mypy (pyproject's config, plus the e2e harness).
 # 3. pytest over tests/ inside a private network namespace that has only `lo` (Chromium would
 #    otherwise pick another interface for ICE, and every port stays private to the run), and a PID
@@ -116,12 +116,12 @@ install_js() {
       (cd "$JS_DIR" && npm install --no-audit --no-fund --loglevel=error)
     fi
     echo "$want" >"$stamp"
-    rm -f "$JS_DIR/dist/jssip.js"
+    rm -f "$JS_DIR/dist/jssip.js" "$JS_DIR/dist/sipjs.js"
   fi
-  if [ ! -s "$JS_DIR/dist/jssip.js" ]; then
-    # The npm package has no browser build: package.json's build script runs esbuild --bundle
-    # --format=iife --global-name=JsSIP into dist/jssip.js.
-    step "bundling JsSIP for the browser"
+  if [ ! -s "$JS_DIR/dist/jssip.js" ] || [ ! -s "$JS_DIR/dist/sipjs.js" ]; then
+    # Neither npm package has a browser build to load with <script>: package.json's build script runs
+    # esbuild --bundle --format=iife into dist/jssip.js (global JsSIP) and dist/sipjs.js (global SIP).
+    step "bundling JsSIP and SIP.js for the browser"
     (cd "$JS_DIR" && npm run --silent build)
   fi
 }

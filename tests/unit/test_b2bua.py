@@ -763,6 +763,34 @@ async def test_blind_refer_is_relayed() -> None:
     assert h.take("202", BROWSER.flow_id)
 
 
+def test_refer_subscription_state_ends_only_with_a_final_response() -> None:
+    state = refer.refer_subscription_state
+    assert state("terminated", "refer", b"SIP/2.0 100 Trying") == "active;expires=60"
+    assert state("terminated;reason=noresource", "refer;id=3", b"SIP/2.0 180 Ringing\r\n") == "active;expires=60"
+    assert state("terminated", "refer", b"SIP/2.0 200 OK") == "terminated"
+    assert state("terminated", "refer", b"SIP/2.0 486 Busy Here") == "terminated"
+    assert state("active;expires=60", "refer", b"SIP/2.0 100 Trying") == "active;expires=60"
+    assert state("terminated", "presence", b"SIP/2.0 100 Trying") == "terminated"
+    assert state("terminated", None, b"") == "terminated"
+
+
+async def test_refer_notify_with_a_provisional_keeps_the_subscription_toward_the_phone() -> None:
+    """SIP.js 0.21 sends every NOTIFY of a REFER with ``Subscription-State: terminated``: toward the
+    phone, the 100's keeps the subscription active (the phone would 481 the final one), the 200's
+    ends it."""
+    h = Harness()
+    _, tag = await established(h)
+    for cseq, frag, want in ((2, "SIP/2.0 100 Trying", "active;expires=60"), (3, "SIP/2.0 200 OK", "terminated")):
+        h.request(in_dialog("NOTIFY", cseq, tag, "Event: refer\nSubscription-State: terminated\n"
+                            "Content-Type: message/sipfrag"), body=frag)
+        await h.settle()
+        notify = h.take("NOTIFY", PHONE)
+        assert notify.get("Subscription-State") == want and notify.body == frag.encode()
+        h.response(phone_response(notify, 200))
+        await h.settle()
+        assert h.take("200 OK", BROWSER.flow_id).cseq.method == "NOTIFY"
+
+
 # ---- attended transfer: INVITE with Replaces (RFC 3891) ---------------------------------------------
 
 

@@ -22,7 +22,7 @@ from .dialog import State
 from .info import dtmf_as_info, info_dtmf, info_picture_update
 from .invite import offer_in_dialog
 from .messages import REQUEST_HEADERS, RESPONSE_HEADERS, carried
-from .refer import refer_event, replaced_dialog, rewrite_refer_to
+from .refer import refer_event, refer_subscription_state, replaced_dialog, rewrite_refer_to
 from .reliable import on_prack
 
 if TYPE_CHECKING:
@@ -80,6 +80,10 @@ def relay_request(core: B2buaCore, leg: Leg, req: Request, st: ServerTransaction
             return
     if req.method == "NOTIFY" and leg.refer_ids:
         headers = [(n, refer_event(v, leg.refer_ids) if n == "Event" else v) for n, v in headers]
+    if req.method == "NOTIFY":
+        event = req.get("Event")
+        headers = [(n, refer_subscription_state(v, event, req.body) if n == "Subscription-State" else v)
+                   for n, v in headers]
     out = other.dialog.request(req.method, req.body, req.get("Content-Type"), headers)
     if req.method == "REFER":
         # RFC 3515 §2.4.6: the NOTIFYs name the subscription by the REFER's CSeq (Event: refer;id=N),

@@ -73,6 +73,23 @@ def refer_event(value: str, ids: dict[int, int]) -> str:
     return ";".join(out)
 
 
+def refer_subscription_state(value: str, event: str | None, body: bytes) -> str:
+    """``Subscription-State`` of a relayed refer NOTIFY: ``terminated`` with a provisional sipfrag
+    (``SIP/2.0 1xx``) becomes ``active``. SIP.js 0.21 (Inviter.notifyReferer) ends every NOTIFY's
+    subscription, even the 100 Trying's; the transferor (baresip) then takes the first as the end
+    (RFC 6665 §4.1.3), answers the later ones, the 200 among them, with 481 and never learns the
+    transfer succeeded, so it stays in the call. RFC 3515 §2.4.5: the subscription ends with the NOTIFY
+    of the final response, which keeps its ``terminated``."""
+    if not event or event.split(";")[0].strip().lower() != "refer":
+        return value
+    state = value.split(";")[0].strip().lower()
+    line = body.split(b"\n", 1)[0].strip()
+    status = line[8:11] if line[:8].upper() == b"SIP/2.0 " else b""
+    if state != "terminated" or not (status.isdigit() and status[:1] == b"1"):
+        return value
+    return "active;expires=60"
+
+
 def parse_replaces(value: str) -> tuple[str, dict[str, str]]:
     """``Replaces: call-id;to-tag=…;from-tag=…[;early-only]`` (RFC 3891 §6.1)."""
     call_id, *params = value.split(";")

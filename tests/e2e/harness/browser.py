@@ -1,8 +1,12 @@
-"""Chromium + JsSIP phones, driven from Python through tests/e2e/js/driver.mjs (playwright-core).
+"""Chromium + JsSIP (or SIP.js) phones, driven from Python through tests/e2e/js/driver.mjs (playwright-core).
 
 One `BrowserDriver` (a node process) hosts any number of `Browser` phones; each phone is its own
 Chromium process, because the fake microphone (`--use-file-for-fake-audio-capture`) is per process
 and each side of a call must play its own tone.
+
+A phone's page runs JsSIP 3.13 (`stack="jssip"`, js/page/app.js) or SIP.js 0.21 (`stack="sipjs"`,
+js/page/sipjs_app.js); both expose the same `window.rtc` and the same events, so `Browser` drives
+either.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .artifacts import Artifacts
 from .procs import HarnessError, Proc, wait_for
 from .tone import write_tone_wav
 
-__all__ = ["JS_DIR", "Browser", "BrowserDriver", "js_ready", "non_loopback_interfaces"]
+__all__ = ["JS_DIR", "Browser", "BrowserDriver", "Stack", "js_ready", "non_loopback_interfaces"]
+
+Stack = Literal["jssip", "sipjs"]
+# the bundle each stack's page loads (package.json's build script makes them)
+BUNDLES: dict[Stack, str] = {"jssip": "jssip.js", "sipjs": "sipjs.js"}
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 MIN_NODE_MAJOR = 20  # playwright-core 1.65
@@ -34,7 +42,7 @@ _SIOCGIFFLAGS = 0x8913
 _IFF_UP = 0x1
 
 
-def js_ready(js_dir: Path = JS_DIR) -> str | None:
+def js_ready(js_dir: Path = JS_DIR, stack: Stack = "jssip") -> str | None:
     """Why the browser side cannot run (None when it can): scripts/test.sh installs and bundles it."""
     node = shutil.which("node")
     if node is None:
@@ -48,8 +56,9 @@ def js_ready(js_dir: Path = JS_DIR) -> str | None:
         return f"node {version} is too old for playwright-core (needs >= {MIN_NODE_MAJOR})"
     if not (js_dir / "node_modules" / "playwright-core").is_dir():
         return f"playwright-core is not installed in {js_dir} (run scripts/test.sh, or npm ci there)"
-    if not (js_dir / "dist" / "jssip.js").is_file():
-        return f"{js_dir}/dist/jssip.js is missing (run scripts/test.sh, or npm run build there)"
+    bundle = BUNDLES[stack]
+    if not (js_dir / "dist" / bundle).is_file():
+        return f"{js_dir}/dist/{bundle} is missing (run scripts/test.sh, or npm run build there)"
     chromium = os.environ.get("RTC2SIP_CHROMIUM", "/usr/bin/chromium")
     if not Path(chromium).exists():
         return f"{chromium} is missing (apt-get install chromium)"
@@ -156,11 +165,15 @@ class BrowserDriver:
             raise HarnessError(f"browser {fields.get('page', '')} {cmd} {fields.get('fn', '')}: {reply.get('error')}")
         return reply.get("result")
 
-    def open(self, name: str, *, tone_hz: float | None = 1000.0, extra_args: list[str] | None = None) -> Browser:
-        """A new Chromium with one phone page; it plays a sine at `tone_hz` as its microphone (None:
-        Chromium's default beep)."""
+    def open(self, name: str, *, tone_hz: float | None = 1000.0, extra_args: list[str] | None = None,
+             stack: Stack = "jssip") -> Browser:
+        """A new Chromium with one phone page on `stack`; it plays a sine at `tone_hz` as its
+        microphone (None: Chromium's default beep)."""
         if name in self.browsers:
             raise HarnessError(f"browser {name} already open")
+        reason = js_ready(self.js_dir, stack)
+        if reason:
+            raise HarnessError(reason)
         wav = None
         if tone_hz is not None:
             wav = write_tone_wav(self.dir / f"{name}-tone-{tone_hz:g}Hz.wav", tone_hz, rate=48000, seconds=10)
@@ -170,12 +183,13 @@ class BrowserDriver:
             "open",
             timeout=45,
             page=name,
+            stack=stack,
             toneWav=str(wav) if wav else None,
             userDataDir=str(self._tmp / name),
             logPath=str(log),
             extraArgs=extra_args or [],
         )
-        browser = Browser(self, name, tone_hz, info)
+        browser = Browser(self, name, tone_hz, info, stack)
         self.browsers[name] = browser
         return browser
 
@@ -196,11 +210,14 @@ class BrowserDriver:
 
 
 class Browser:
-    """One phone: a Chromium page running JsSIP (tests/e2e/js/page/app.js)."""
+    """One phone: a Chromium page running JsSIP (tests/e2e/js/page/app.js) or SIP.js
+    (page/sipjs_app.js), as `stack` says."""
 
-    def __init__(self, driver: BrowserDriver, name: str, tone_hz: float | None, info: Mapping[str, Any]) -> None:
+    def __init__(self, driver: BrowserDriver, name: str, tone_hz: float | None, info: Mapping[str, Any],
+                 stack: Stack = "jssip") -> None:
         self.driver = driver
         self.name = name
+        self.stack = stack
         self.tone_hz = tone_hz
         self.info = dict(info)
         self._cursor = 0
@@ -254,9 +271,11 @@ class Browser:
         codecs: list[str] | None = None,
         extra_headers: list[str] | None = None,
         pc_config: Mapping[str, Any] | None = None,
+        early_media: bool = False,
     ) -> dict[str, Any]:
-        """Start a call (returns at once): follow it with wait_event("confirmed") / ("failed")."""
-        opts: dict[str, Any] = {"extraHeaders": extra_headers or []}
+        """Start a call (returns at once): follow it with wait_event("confirmed") / ("failed").
+        `early_media`: SIP.js's Inviter option `earlyMedia` (JsSIP always plays a 183's SDP)."""
+        opts: dict[str, Any] = {"extraHeaders": extra_headers or [], "earlyMedia": early_media}
         if codecs is not None:
             opts["codecs"] = codecs
         if pc_config is not None:
@@ -275,8 +294,10 @@ class Browser:
         return bool(self.rtc("hangup", {"statusCode": status_code} if status_code else {}))
 
     def send_dtmf(self, tones: str, transport_type: str = "RFC2833", **options: Any) -> None:
-        """JsSIP sendDTMF: RFC 4733 events in the audio stream ("RFC2833") or SIP INFO ("INFO");
-        `options` go as is (duration, interToneGap in ms)."""
+        """DTMF in the current call: RFC 4733 events in the audio stream ("RFC2833"; SIP.js: its SDH's
+        sendDtmf, RTCDTMFSender) or SIP INFO application/dtmf-relay ("INFO"; SIP.js: one INFO per
+        digit, the body of its SessionManager.sendDTMF); `options` go as is (duration, interToneGap
+        in ms)."""
         self.rtc("sendDTMF", tones, {"transportType": transport_type, **options})
 
     def hold(self, use_update: bool = False, timeout: float = 15.0) -> None:

@@ -1,6 +1,6 @@
 """One bridged call for the breaker e2e tests: the gateway (rtc2sip), a legacy phone (baresip, ``bob``)
-and a browser (Chromium + JsSIP, ``alice``), both registered on the gateway, and the call placed in
-one direction and confirmed by its caller.
+and a browser (Chromium + JsSIP, or SIP.js with ``browser_kw={"stack": "sipjs"}``, ``alice``), both
+registered on the gateway, and the call placed in one direction and confirmed by its caller.
 
 The tests keep their own checks (audio both ways, logs, captures); this module only builds the call
 and ends it. ``make_call`` (conftest.py) binds it to the test's fixtures:
@@ -34,12 +34,12 @@ PHONE_HZ = 440.0
 
 def registered_browser(make_browser: Callable[..., Browser], gateway: Gateway, name: str = "alice", *,
                        tone_hz: float | None = BROWSER_HZ, page_js: Sequence[str] = (),
-                       **register_kw: Any) -> Browser:
+                       browser_kw: Mapping[str, Any] | None = None, **register_kw: Any) -> Browser:
     """A browser ``name`` whose microphone plays ``tone_hz``, its page patched by ``page_js`` (scripts
     that each return true), registered on ``gateway`` as ``name`` (``register_kw`` go to
-    ``Browser.register``). Also for a browser that calls the gateway's own services (echo,
-    testpattern) with no phone."""
-    browser = make_browser(name, tone_hz=tone_hz)
+    ``Browser.register``; ``browser_kw`` to ``make_browser``, e.g. ``{"stack": "sipjs"}``). Also
+    for a browser that calls the gateway's own services (echo, testpattern) with no phone."""
+    browser = make_browser(name, tone_hz=tone_hz, **(browser_kw or {}))
     for script in page_js:
         assert browser.eval(script) is True, script[:200]
     assert browser.register(gateway.ws_url, gateway.aor(name), **register_kw)["status"] == 200
@@ -123,6 +123,7 @@ class CallMaker:
     - ``register_kw``: more ``Browser.register`` arguments (``codecs``, ``acceptRefer``, ``password``,
       ``contactUri``, ...); ``auto_answer`` defaults to ``caller == "phone"``.
     - ``page_js``: scripts evaluated in the browser's page before it registers, each returning true.
+    - ``browser_kw``: more ``make_browser`` arguments (``stack="sipjs"``: SIP.js instead of JsSIP).
     - ``target``, ``timeout``, ``pc_config``: as in :meth:`BridgedCall.place`.
     """
 
@@ -143,6 +144,7 @@ class CallMaker:
         register_kw: Mapping[str, Any] | None = None,
         auto_answer: bool | None = None,
         page_js: Sequence[str] = (),
+        browser_kw: Mapping[str, Any] | None = None,
         browser_hz: float = BROWSER_HZ,
         phone_hz: float = PHONE_HZ,
         target: str | None = None,
@@ -159,7 +161,7 @@ class CallMaker:
             assert phone_kw is None, "a started phone, or the arguments to make one"
         answer = caller == "phone" if auto_answer is None else auto_answer
         browser = registered_browser(self.make_browser, gw, tone_hz=browser_hz, page_js=page_js, auto_answer=answer,
-                                     **(register_kw or {}))
+                                     browser_kw=browser_kw, **(register_kw or {}))
         call = BridgedCall(gw, browser, phone, self.make_browser, self.make_baresip)
         if caller is not None:
             call.place(caller, target=target, timeout=timeout, pc_config=pc_config)

@@ -14,7 +14,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ToneResult", "analyse_samples", "analyse_wav", "read_wav", "write_tone_wav"]
+__all__ = ["ToneResult", "analyse_samples", "analyse_wav", "read_wav", "write_tone_ulaw", "write_tone_wav"]
 
 
 def write_tone_wav(
@@ -33,6 +33,24 @@ def write_tone_wav(
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(samples.tobytes())
+    return path
+
+
+def _ulaw(sample: int) -> int:
+    """G.711 mu-law of one 16-bit sample (audioop is gone from Python 3.13)."""
+    sign = 0x80 if sample < 0 else 0
+    magnitude = min(-sample if sample < 0 else sample, 32635) + 0x84
+    exponent = max(0, min(7, magnitude.bit_length() - 8))
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+def write_tone_ulaw(path: Path, frequency: float, *, seconds: float = 4.0, amplitude: float = 0.37) -> Path:
+    """Raw G.711 mu-law at 8 kHz, no header: what sipp's rtp_stream plays (PCMU)."""
+    peak = amplitude * 32767
+    step = 2 * math.pi * frequency / 8000
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(_ulaw(round(peak * math.sin(step * i))) for i in range(int(8000 * seconds))))
     return path
 
 

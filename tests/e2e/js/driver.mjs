@@ -5,8 +5,9 @@
 // {"id": n, "ok": true, "result": ...} or {"id": n, "ok": false, "error": "..."}, in completion order.
 // Unsolicited lines carry "event" instead of "id" (the first one is {"event": "ready", "url": ...}).
 // Commands:
-//   open  {page, toneWav?, userDataDir, logPath?, extraArgs?}  launch a Chromium (own profile, own
-//         fake microphone) with one phone page; tone WAVs are per process, so one Chromium per phone
+//   open  {page, stack?, toneWav?, userDataDir, logPath?, extraArgs?}  launch a Chromium (own profile,
+//         own fake microphone) with one phone page, on JsSIP (stack "jssip", the default: index.html)
+//         or SIP.js ("sipjs": sipjs.html); tone WAVs are per process, so one Chromium per phone
 //   call  {page, fn, args}   await window.rtc[fn](...args) in that page
 //   eval  {page, expr}       await an arbitrary expression in that page (escape hatch)
 //   close {page}
@@ -44,7 +45,17 @@ const FILES = {
   '/': ['page/index.html', 'text/html; charset=utf-8'],
   '/index.html': ['page/index.html', 'text/html; charset=utf-8'],
   '/app.js': ['page/app.js', 'text/javascript; charset=utf-8'],
+  '/media.js': ['page/media.js', 'text/javascript; charset=utf-8'],
   '/jssip.js': ['dist/jssip.js', 'text/javascript; charset=utf-8'],
+  '/sipjs.html': ['page/sipjs.html', 'text/html; charset=utf-8'],
+  '/sipjs_app.js': ['page/sipjs_app.js', 'text/javascript; charset=utf-8'],
+  '/sipjs.js': ['dist/sipjs.js', 'text/javascript; charset=utf-8'],
+};
+
+// What each stack's page is and how to tell it loaded.
+const STACKS = {
+  jssip: { path: '', ready: () => window.rtc && window.JsSIP, version: () => ({ jssip: JsSIP.version }) },
+  sipjs: { path: 'sipjs.html', ready: () => window.rtc && window.SIP, version: () => ({ sipjs: SIP.version }) },
 };
 
 // JsSIP's debug output styles its lines for the devtools console ("%cJsSIP:UA %c... color: #..."), noise
@@ -79,6 +90,8 @@ const pages = new Map(); // name -> {context, page, log}
 
 async function open(msg, baseUrl) {
   if (pages.has(msg.page)) throw new Error(`page ${msg.page} already open`);
+  const stack = STACKS[msg.stack || 'jssip'];
+  if (!stack) throw new Error(`unknown stack ${msg.stack}`);
   await mkdir(msg.userDataDir, { recursive: true });
   const log = createWriteStream(msg.logPath || join(msg.userDataDir, 'console.log'), { flags: 'a' });
   const stamp = () => new Date().toISOString().slice(11, 23);
@@ -99,10 +112,11 @@ async function open(msg, baseUrl) {
   page.on('crash', () => log.write(`${stamp()} PAGE CRASHED\n`));
   context.on('close', () => log.write(`${stamp()} context closed\n`));
   pages.set(msg.page, { context, page, log });
-  await page.goto(baseUrl, { waitUntil: 'load', timeout: 15000 });
-  await page.waitForFunction(() => window.rtc && window.JsSIP, null, { timeout: 10000 });
-  const version = await page.evaluate(() => ({ jssip: JsSIP.version, userAgent: navigator.userAgent }));
-  log.write(`${stamp()} opened ${baseUrl}: ${JSON.stringify(version)} args=${JSON.stringify(args)}\n`);
+  const url = baseUrl + stack.path;
+  await page.goto(url, { waitUntil: 'load', timeout: 15000 });
+  await page.waitForFunction(stack.ready, null, { timeout: 10000 });
+  const version = Object.assign(await page.evaluate(stack.version), await page.evaluate(() => ({ userAgent: navigator.userAgent })));
+  log.write(`${stamp()} opened ${url}: ${JSON.stringify(version)} args=${JSON.stringify(args)}\n`);
   return version;
 }
 
