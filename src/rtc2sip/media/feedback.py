@@ -191,6 +191,9 @@ class RtcpStream(StreamPath):
     def _retransmit(self, lost: list[int]) -> None:
         """Resend what the browser lost from the history (RFC 4585 §6.2.1); too old is not sent."""
         session = self.session
+        if self.fast is not None:  # the engine keeps what it sent (media.fastlink), and resends it
+            self.fast.retransmit(lost)
+            return
         history, transport, dest = self.history, session.transport, session.ice.selected
         if history is None or transport is None or dest is None:
             return
