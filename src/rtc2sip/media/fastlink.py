@@ -69,10 +69,12 @@ class _Stream:
     """A stream the engine relays, as :class:`~rtc2sip.media.path.StreamPath` calls it for the
     gateway's own packets (RFC 4733 events) and the browser's NACKs (``StreamPath.fast``)."""
 
-    __slots__ = ("fp", "handle", "last", "session")
+    __slots__ = ("fp", "handle", "last", "link", "owner", "session")
 
-    def __init__(self, fp: FastPath, handle: int, session: int) -> None:
-        self.fp = fp
+    def __init__(self, link: FastLink, owner: MediaSession, handle: int, session: int) -> None:
+        self.link = link
+        self.owner = owner
+        self.fp = link.fp
         self.handle = handle
         self.session = session
         # the engine's counters at the last sync, per leg: Python adds the difference (it counts too)
@@ -86,6 +88,9 @@ class _Stream:
 
     def retransmit(self, seqs: list[int]) -> int:
         return self.fp.retransmit(self.handle, seqs)
+
+    def sync(self) -> None:
+        self.link.sync(self.owner)
 
 
 @dataclass(slots=True)
@@ -285,7 +290,7 @@ class FastLink:
             os.close(dup)
             raise
         owned.dups.append(dup)
-        fast = _Stream(fp, handle, owned.handle)
+        fast = _Stream(self, session, handle, owned.handle)
         fp.configure_stream(handle, _pt_map(stream.to_legacy._pt_map), _pt_map(stream.to_webrtc._pt_map),
                             stream.clock_rate, stream.webrtc_clock_rate)
         for direction, rw in (("to_legacy", stream.to_legacy), ("to_webrtc", stream.to_webrtc)):
@@ -512,7 +517,8 @@ class FastLink:
         if session is None or owned is None or len(data) < 12:
             return
         ssrc = int.from_bytes(data[8:12], "big")
-        stream = session.demultiplex(data, ssrc)
+        # packets of the source queued before the engine learnt it: Python knows it by now
+        stream = session.streams_by_ssrc.get(ssrc) or session.demultiplex(data, ssrc)
         fast = owned.streams.get(stream.kind) if stream is not None else None
         if stream is None or fast is None:
             session.dropped += 1
