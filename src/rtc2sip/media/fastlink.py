@@ -222,7 +222,7 @@ class FastLink:
         reason = self._refusal(session)
         if reason is not None:
             if reason not in ("closing", "no keys"):
-                log.info("media session %s: relayed by Python (%s)", session.id, reason)
+                log.info("media session %s (call %s): relayed by Python (%s)", session.id, session.call_id, reason)
             return False
         dtls, selected = session.dtls, session.ice.selected
         assert dtls is not None and dtls.srtp_keys is not None and selected is not None
@@ -255,7 +255,8 @@ class FastLink:
             self.refused += 1
             if owned is not None:
                 self._remove(owned)
-            log.warning("media session %s: the fast path refused the call (%r): relayed by Python", session.id, exc)
+            log.warning("media session %s (call %s): the fast path refused the call (%r): relayed by Python",
+                        session.id, session.call_id, exc)
             return False
         # Accepted: only now does Python stop reading the call's sockets (the loop has not run since).
         for kind, stream in session.streams.items():
@@ -271,7 +272,8 @@ class FastLink:
         session.fast = owned
         self._sessions[owned.handle] = session
         self.taken += 1
-        log.info("media session %s: relayed by the fast path (%s)", session.id, ", ".join(session.streams))
+        log.info("media session %s (call %s): relayed by the fast path (%s)", session.id, session.call_id,
+                 ", ".join(session.streams))
         return True
 
     def _add_stream(self, session: MediaSession, owned: _Owned, stream: StreamPath) -> _Stream:
@@ -365,7 +367,11 @@ class FastLink:
             if not closing and isinstance(session.transport, RawTransport):
                 session.transport.resume_reading()
             self.released += 1
-        log.info("media session %s: fast path released the call%s", session.id, " (closing)" if closing else "")
+        # one line per hand-back, with what the engine relayed (the e2e tests read it)
+        relayed = {kind: {leg: {k: int(fast.last[leg].get(k, 0)) for k in ("packets_in", "packets_out")}
+                          for leg in ("webrtc", "legacy")} for kind, fast in owned.streams.items()}
+        log.info("media session %s (call %s): fast path released the call%s, it relayed %r", session.id,
+                 session.call_id, " (closing)" if closing else "", relayed)
 
     def _remove(self, owned: _Owned) -> None:
         fp = self.fp

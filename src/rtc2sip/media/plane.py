@@ -521,6 +521,7 @@ class MediaPlane:
             avpf_tail=self.settings.webrtc2sip.avpf_tail_length,
             mux=self._open_mux(),
             fast_link=self._fast_link(),
+            call_id=call_id,
         )
         media.on_keyframe_request = lambda kind: self._keyframe_requested(session_id, kind)
         await media.open(kinds)

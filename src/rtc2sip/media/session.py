@@ -87,8 +87,10 @@ class MediaSession:
         legacy_host: str | None = None,
         mux: UdpMux | None = None,
         fast_link: FastLink | None = None,
+        call_id: str = "",
     ) -> None:
         self.id = session_id
+        self.call_id = call_id  # the SIP Call-ID, for the log
         # The compiled fast path (media.fastlink): the call is handed to it after DTLS; ``fast`` is
         # its hold on the call (None: Python relays), ``fast_keys`` its own SRTP contexts
         self._fast_link = fast_link
