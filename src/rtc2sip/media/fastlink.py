@@ -213,6 +213,8 @@ class FastLink:
             return "not configured"
         if session.mux is None and not isinstance(session.transport, RawTransport):
             return "no WebRTC socket to lend"
+        if not self.fp.stats()["running"]:  # its thread ended: nothing would read the sockets
+            return "engine thread not running"
         return None
 
     def take(self, session: MediaSession) -> bool:

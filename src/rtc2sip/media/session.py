@@ -33,7 +33,7 @@ import secrets
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from time import monotonic
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from ..sdp import Candidate
 from . import ice as _ice
@@ -52,10 +52,7 @@ from .stream import Stream
 from .tap import Tap
 from .udpmux import UdpMux
 
-if TYPE_CHECKING:
-    from .fastlink import FastLink
-
-__all__ = ["MAX_LEARNT_SSRCS", "MediaSession"]
+__all__ = ["MAX_LEARNT_SSRCS", "FastLinkView", "MediaSession"]
 
 log = logging.getLogger("rtc2sip.media")
 
@@ -65,6 +62,17 @@ MAX_LEARNT_SSRCS = 32
 # How long an established DTLS association keeps its OpenSSL connection: long enough for a peer that
 # lost our last flight to retransmit its own (1 s doubling, RFC 6347 §4.2.4), short against a call.
 DTLS_LINGER = 20.0
+
+
+class FastLinkView(Protocol):
+    """The plane's link to the compiled fast path (:class:`rtc2sip.media.fastlink.FastLink`), as a
+    session calls it: hand the call over, take it back, copy the engine's figures before a read."""
+
+    def take(self, session: MediaSession) -> bool: ...
+    def release(self, session: MediaSession, *, closing: bool = False) -> None: ...
+    def sync(self, session: MediaSession) -> None: ...
+    def set_modes(self, session: MediaSession) -> None: ...
+    def update_remote(self, session: MediaSession) -> None: ...
 
 
 class MediaSession:
@@ -86,7 +94,7 @@ class MediaSession:
         avpf_tail: tuple[int, int] | None = (100, 400),
         legacy_host: str | None = None,
         mux: UdpMux | None = None,
-        fast_link: FastLink | None = None,
+        fast_link: FastLinkView | None = None,
         call_id: str = "",
     ) -> None:
         self.id = session_id

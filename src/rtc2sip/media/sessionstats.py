@@ -6,19 +6,38 @@ feedback counts. While the fast path relays the call, the session syncs the engi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
 
+from .dtls import DtlsEndpoint
+from .ice import IceAgent
 from .path import LegStats
 from .ports import Address
 from .rtcpstats import ReceiveStatistics
+from .stream import Stream
 
-if TYPE_CHECKING:
-    from .session import MediaSession
-
-__all__ = ["session_stats"]
+__all__ = ["StatsSource", "session_stats"]
 
 
-def session_stats(self: MediaSession) -> dict[str, object]:
+class StatsSource(Protocol):
+    """What the statistics read of a :class:`~rtc2sip.media.session.MediaSession`."""
+
+    streams: dict[str, Stream]
+    dtls: DtlsEndpoint | None
+    failed: str | None
+    dropped: int
+    srtp_errors: int
+    webrtc_port: int
+    fast: Any
+    mid_extmap: int
+    sources_learnt: dict[str, int]
+    ice: IceAgent
+
+    @property
+    def legacy_ports(self) -> Mapping[str, int]: ...
+
+
+def session_stats(self: StatsSource) -> dict[str, object]:
     """What :meth:`MediaSession.stats` returns: per leg and stream, counters, loss, jitter, RTT, the
     ICE pair, the DTLS state (the web pages, /metrics and the API read it)."""
     webrtc = LegStats()
