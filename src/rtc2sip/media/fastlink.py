@@ -162,7 +162,7 @@ class FastLink:
 
     # -- the shared socket --------------------------------------------------------------------------
 
-    def _adopt(self, mux: UdpMux) -> None:
+    def adopt(self, mux: UdpMux) -> None:
         """The engine reads the shared sockets from now on; Python's reader goes only once it has."""
         if self._mux is mux:
             return
@@ -235,7 +235,7 @@ class FastLink:
         owned: _Owned | None = None
         try:
             if session.mux is not None:
-                self._adopt(session.mux)
+                self.adopt(session.mux)
             owned = _Owned(fp.add_session())
             fp.set_session_keys(owned.handle, *session.fast_keys)
             if session.mux is None:

@@ -448,8 +448,14 @@ class MediaPlane:
 
     async def start(self) -> None:
         """Open the shared WebRTC socket now (else the first call opens it): a port taken by someone
-        else then stops the start instead of the first call."""
-        self._open_mux()
+        else then stops the start instead of the first call. The fast path's engine starts here too
+        and reads that socket from now on (its descriptors are the plane's from the start)."""
+        mux, fast = self._open_mux(), self._fast_link()
+        if fast is not None and mux is not None:
+            try:
+                fast.adopt(mux)
+            except Exception as exc:  # the first call tries again; meanwhile Python reads the socket
+                log.warning("media plane: the fast path did not take the shared WebRTC socket: %r", exc)
 
     def _open_mux(self) -> UdpMux | None:
         if not self._shared or self.mux is not None:
