@@ -193,9 +193,9 @@ class Gateway:
 
     def assert_relay_mode(self) -> None:
         """After a bridged call has ended: its media went through the compiled fast path's engine when
-        ``RTC2SIP_FAST_PATH`` is auto (the default; the engine's own counts, logged at the hand-back),
-        through Python when off."""
-        if os.environ.get("RTC2SIP_FAST_PATH", "auto") == "off":
+        ``RTC2SIP_FAST_PATH`` is auto (the engine's own counts, logged at the hand-back), through Python
+        when off (and when unset: ``[media] fast_path`` defaults to off for now)."""
+        if os.environ.get("RTC2SIP_FAST_PATH", "off") == "off":
             text = self.log_text()
             assert "fast path off" in text and "relayed by the fast path" not in text
             return
