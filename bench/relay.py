@@ -26,7 +26,7 @@ Its media loop is C by default (bench/loadgen_c, built with gcc at start; ``--ge
 the all-Python one, which is also the fallback when the build fails): the Python loop costs about as
 much per packet as the relays and saturates its core at ~700 calls.
 
-    python bench/relay.py                                  # both gateways, default steps
+    python bench/relay.py                                  # the three gateways, default steps
     python bench/relay.py --steps 200,400,800 --seconds 10 --gateways rtc2sip
     python bench/relay.py --generator python               # the all-Python generator
     python bench/relay.py --gateways rtc2sip --workers 1   # rtc2sip's plane in a media worker process
@@ -255,6 +255,7 @@ def _free_udp_port() -> int:
 
 class Gateway:
     name = ""
+    protocol = ""  # how the generator drives it (bench/loadgen.py --gateway)
     loadgen_cmd: tuple[str, ...] = (str(HERE / "loadgen.py"),)  # bench/coder.py runs its own generator
 
     def __init__(self, core: int) -> None:
@@ -283,15 +284,18 @@ class Gateway:
 
 
 class Rtc2sipGateway(Gateway):
-    name = "rtc2sip"
+    name = protocol = "rtc2sip"
     port_range = (20000, 29999)
     worker_args: tuple[str, ...] = ()  # ("--coder",): the Media Coder on (bench/coder.py)
+    fast_path = "auto"  # [media] fast_path through RTC2SIP_FAST_PATH: the compiled relay when built
 
     def start(self) -> None:
         cmd = ["taskset", "-c", str(self.core), sys.executable, str(Path(__file__).resolve()), "--worker",
                "--control-port", str(self.control_port), "--port-range", f"{self.port_range[0]}-{self.port_range[1]}",
                *self.worker_args]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_prepare_child)
+        env = dict(os.environ, RTC2SIP_FAST_PATH=self.fast_path)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_prepare_child,
+                                     env=env)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if line.strip() != b"ready":
@@ -307,8 +311,15 @@ class Rtc2sipGateway(Gateway):
         super().stop()
 
 
+class Rtc2sipPythonGateway(Rtc2sipGateway):
+    """rtc2sip with ``[media] fast_path = "off"``: Python relays every packet."""
+
+    name = "rtc2sip-python"
+    fast_path = "off"
+
+
 class RtpengineGateway(Gateway):
-    name = "rtpengine"
+    name = protocol = "rtpengine"
     port_range = (10000, 19999)
 
     def start(self) -> None:
@@ -360,7 +371,7 @@ def build_c_generator() -> str | None:
 
 class Loadgen:
     def __init__(self, gateway: Gateway, core: str, concurrency: int, generator: str = "python") -> None:
-        cmd = ["taskset", "-c", str(core), sys.executable, *gateway.loadgen_cmd, "--gateway", gateway.name,
+        cmd = ["taskset", "-c", str(core), sys.executable, *gateway.loadgen_cmd, "--gateway", gateway.protocol,
                "--control", f"127.0.0.1:{gateway.control_port}", "--concurrency", str(concurrency)]
         if generator != "python" and gateway.loadgen_cmd == Gateway.loadgen_cmd:  # bench/coder.py's: Python
             cmd += ["--generator", generator]
@@ -565,7 +576,8 @@ def main() -> None:
     parser.add_argument("--grace", type=float, default=1.0, help="seconds after the window for late packets")
     parser.add_argument("--settle", type=float, default=25.0,
                         help="read RSS again this long after the step's calls were set up (0: not)")
-    parser.add_argument("--gateways", default="rtc2sip,rtpengine")
+    parser.add_argument("--gateways", default="rtc2sip,rtc2sip-python,rtpengine",
+                        help="rtc2sip (fast path auto), rtc2sip-python (fast path off), rtpengine")
     parser.add_argument("--relay-core", type=int, default=1)
     parser.add_argument("--loadgen-core", default="0", help="taskset CPU list of the generators, e.g. 0 or 0,2,3")
     parser.add_argument("--loadgens", type=int, default=1, help="generator processes (all on --loadgen-core)")
@@ -605,7 +617,7 @@ def main() -> None:
           f"{args.max_loss:g} % per direction; relay on core {args.relay_core}, generator on core "
           f"{args.loadgen_core} ({args.generator} media loop); {os.cpu_count()} CPUs; nice {args.nice}; "
           f"load average before: {Path('/proc/loadavg').read_text().split()[0]}")
-    kinds = {"rtc2sip": Rtc2sipGateway, "rtpengine": RtpengineGateway}
+    kinds = {"rtc2sip": Rtc2sipGateway, "rtc2sip-python": Rtc2sipPythonGateway, "rtpengine": RtpengineGateway}
     results: dict[str, list[Step]] = {}
     for name in args.gateways.split(","):
         gateway = kinds[name](args.relay_core)

@@ -24,6 +24,7 @@ def test_browser_calls_legacy_phone(make_call: CallMaker) -> None:
     assert_browser_hears(call.browser, PHONE_HZ)
     call.hang_up()
     assert_phone_heard(call.phone, BROWSER_HZ)
+    call.gateway.assert_relay_mode()  # the engine's counters (RTC2SIP_FAST_PATH=auto), or Python (off)
 
 
 @pytest.mark.e2e
@@ -32,6 +33,7 @@ def test_legacy_phone_calls_browser(make_call: CallMaker) -> None:
     assert_browser_hears(call.browser, PHONE_HZ)
     call.hang_up()
     assert_phone_heard(call.phone, BROWSER_HZ)
+    call.gateway.assert_relay_mode()
 
 
 def _children(pid: int) -> list[int]:

@@ -17,7 +17,8 @@ from rtc2sip.media.path import StreamConfig, WebRtcProtocol
 from rtc2sip.media.plane import MediaPlane
 from rtc2sip.media.ports import PortAllocator, wire_address
 from rtc2sip.media.rtp import build_rtp
-from rtc2sip.media.session import MediaSession, _fmt
+from rtc2sip.media.session import MediaSession
+from rtc2sip.media.sessionstats import _fmt
 from rtc2sip.media.srtp import AES128_CM_SHA1_80, SrtpSession
 from rtc2sip.media.stream import Stream
 from rtc2sip.sdp import LegacyPeer

@@ -60,6 +60,7 @@ _TOP_LEVEL = ("gateway", "listen", "users", "limits", "webrtc2sip", "recording",
 MAX_MEDIA_WORKERS = 256
 # shared: every browser leg on one UDP port (rtc2sip.media.udpmux); per-call: a port per call
 WEBRTC_SOCKETS = ("shared", "per-call")
+FAST_PATHS = ("auto", "off")
 # The smallest media port range: a call holds three ports (two with the shared socket)
 MIN_RTP_PORTS = 16
 RECORDING_FORMATS = ("wav", "ogg")
@@ -163,12 +164,15 @@ class MediaOptions:
     ``rtp_ports``; "auto" in the file is one per core. ``rtp_ports`` bounds every media socket
     (inclusive). ``webrtc_socket = "shared"`` puts every browser leg on one UDP port (per address
     family, and per worker), ``webrtc_port`` (0: the first free port of the range);
-    ``"per-call"`` gives each call's browser leg a port of its own."""
+    ``"per-call"`` gives each call's browser leg a port of its own. ``fast_path = "auto"`` relays
+    calls through the compiled engine when it was built (``"off"``, the default for now: Python relays every call; the
+    environment's ``RTC2SIP_FAST_PATH`` overrides either)."""
 
     workers: int = 0
     rtp_ports: tuple[int, int] = (20000, 29999)
     webrtc_socket: str = "shared"
     webrtc_port: int = 0
+    fast_path: str = "off"  # "auto" once the e2e suite is green with it (docs/STATUS.md, issue 10)
 
 
 ADMIN_DEFAULT_LISTEN = ("127.0.0.1", 8089)
@@ -467,6 +471,7 @@ def _media(t: _Table) -> MediaOptions:
         rtp_ports=rtp_ports,
         webrtc_socket=t.choice("webrtc_socket", d.webrtc_socket, WEBRTC_SOCKETS),
         webrtc_port=t.int_("webrtc_port", d.webrtc_port, 0, 65535),
+        fast_path=t.choice("fast_path", d.fast_path, FAST_PATHS),
     )
     if m.webrtc_port and m.webrtc_socket != "shared":
         raise t.error("webrtc_port", "is the shared socket's port: needs webrtc_socket = \"shared\"")
@@ -475,7 +480,7 @@ def _media(t: _Table) -> MediaOptions:
     if m.webrtc_port and workers > 1:
         # each worker process has a shared socket of its own; one port cannot be bound by all
         raise t.error("webrtc_port", f"one port cannot serve {workers} media workers: leave it at 0")
-    t.finish(("workers", "rtp_ports", "webrtc_socket", "webrtc_port"))
+    t.finish(("workers", "rtp_ports", "webrtc_socket", "webrtc_port", "fast_path"))
     return m
 
 

@@ -100,6 +100,8 @@ class RtcpStream(StreamPath):
 
     def rtcp_received(self, data: bytes, addr: Address) -> None:
         """An RTCP datagram from the legacy peer (RTCP socket, or the RTP one when muxed)."""
+        if self.fast is not None:  # what follows reads the receive statistics: the engine's
+            self.fast.sync()
         stats = self.legacy
         if self.legacy_rx_srtp is not None:
             try:
@@ -120,6 +122,8 @@ class RtcpStream(StreamPath):
 
     def webrtc_rtcp(self, data: bytes) -> None:
         """An SRTCP datagram from the browser, already unprotected."""
+        if self.fast is not None:
+            self.fast.sync()
         self.webrtc.rtcp_in += 1
         report = self._read_reports(data, self.webrtc_rx, self.webrtc_ssrc)
         if report is not None:
@@ -191,6 +195,9 @@ class RtcpStream(StreamPath):
     def _retransmit(self, lost: list[int]) -> None:
         """Resend what the browser lost from the history (RFC 4585 §6.2.1); too old is not sent."""
         session = self.session
+        if self.fast is not None:  # the engine keeps what it sent (media.fastlink), and resends it
+            self.fast.retransmit(lost)
+            return
         history, transport, dest = self.history, session.transport, session.ice.selected
         if history is None or transport is None or dest is None:
             return
@@ -203,6 +210,8 @@ class RtcpStream(StreamPath):
         browser lost its picture: ask the transcoder that makes the stream, else the peer that
         sends what we relay (PLI to the browser; PLI and FIR to the legacy peer, which may know
         only one of them). At most one request every 300 ms per leg: both ends repeat theirs."""
+        if self.fast is not None:
+            self.fast.sync()
         coder = self.coder
         if coder is not None:
             transcoder = coder.session.coder("to_legacy" if toward_legacy else "to_webrtc")

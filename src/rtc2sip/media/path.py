@@ -81,6 +81,7 @@ if TYPE_CHECKING:  # the coder imports PyAV: only a plane that transcodes loads 
 __all__ = [
     "RECEIVE_SIZE",
     "CoderLink",
+    "FastHandle",
     "IceView",
     "LegStats",
     "SessionView",
@@ -148,6 +149,17 @@ class CoderLink:
     description: str
 
 
+class FastHandle(Protocol):
+    """A stream the compiled fast path relays (:mod:`rtc2sip.media.fastlink`): its rewriters, SDES
+    context and NACK history are the engine's, so the gateway's own packets and the browser's NACKs
+    go through it."""
+
+    def take(self, direction: str, now: float) -> tuple[int, int]: ...
+    def protect_legacy(self, packet: bytes) -> bytes: ...
+    def retransmit(self, seqs: list[int]) -> int: ...
+    def sync(self) -> None: ...  # the engine's counters and statistics into the Python objects
+
+
 class IceView(Protocol):
     """What the path reads of the session's ICE agent (:class:`~rtc2sip.media.ice.IceAgent`): the
     selected pair's remote address, and whether a source passed a connectivity check (RFC 8445 §7.3.1.4)."""
@@ -199,6 +211,7 @@ class StreamPath(asyncio.DatagramProtocol):
     __slots__ = (
         "clock_rate",
         "coder",
+        "fast",
         "history",
         "kind",
         "last_legacy_out",
@@ -247,6 +260,8 @@ class StreamPath(asyncio.DatagramProtocol):
         self.webrtc_clock_rate = 8000
         # Transcoding (rtc2sip.media.stream): every packet is handed up to to_coder instead.
         self.coder: CoderLink | None = None
+        # The fast path relays the stream (media.fastlink): Python's per-packet methods are not called
+        self.fast: FastHandle | None = None
         self.to_legacy: RtpRewriter | None = None
         self.to_webrtc: RtpRewriter | None = None
         self.webrtc_rx: ReceiveStatistics | None = None
@@ -364,13 +379,18 @@ class StreamPath(asyncio.DatagramProtocol):
         rewriter, dest, transport, pt = self.to_legacy, self.legacy_dest, self.legacy_rtp, self.legacy_dtmf_pt
         if rewriter is None or dest is None or transport is None or pt is None:
             return None
-        seq, ts = rewriter.take(now)
+        fast = self.fast
+        seq, ts = rewriter.take(now) if fast is None else fast.take("to_legacy", now)
         first = start is None
         start = ts if start is None else start
         buf = bytearray(RTP_HEADER.pack(0x80, pt | (0x80 if first else 0), seq, start, self.legacy_ssrc))
         buf += bytes((event & 0xFF, (0x80 if end else 0) | 10)) + (min(duration, 0xFFFF)).to_bytes(2, "big")
         tx = self.legacy_tx_srtp
-        transport.sendto(buf if tx is None else tx.protect(bytes(buf)), dest)
+        if tx is not None:  # the engine's SDES context once it relays: one sender per context
+            buf_out = tx.protect(bytes(buf)) if fast is None else fast.protect_legacy(bytes(buf))
+            transport.sendto(buf_out, dest)
+        else:
+            transport.sendto(buf, dest)
         self.last_legacy_out = buf
         self.last_legacy_out_time = now
         self.legacy.packets_out += 1

@@ -62,6 +62,7 @@ from ..sdp import (
 from ..sdp import Fingerprint as SdpFingerprint
 from .certificate import Certificate
 from .dtls import DtlsRole
+from .fastlink import FastLink
 from .negotiation import AUXILIARY, leg_codecs, relayed_kinds, stream_configs
 from .path import CoderLink, StreamConfig
 from .ports import PortAllocator
@@ -175,6 +176,9 @@ class MediaPlane:
         # by start() or the first call, closed by close()
         self._shared = settings.media.webrtc_socket == "shared"
         self.mux: UdpMux | None = None
+        # [media] fast_path: the compiled relay engine (media.fastlink), started with the first call
+        self._fast_setting: str | None = settings.media.fast_path
+        self.fast: FastLink | None = None
         self._stun_resolved: tuple[tuple[str, int], float] | None = None
         self._fingerprint = SdpFingerprint("sha-256", certificate.fingerprint("sha-256").hex)
         conf = settings.webrtc2sip
@@ -393,6 +397,7 @@ class MediaPlane:
             tap = Tap(session, call.codecs)
         tap.add(sink)
         call.media.tap = tap
+        call.media.tap_changed()
 
     def detach(self, session: str, sink: TapSink) -> bool:
         """Stop feeding and close ``sink``; False when it was not attached."""
@@ -403,6 +408,7 @@ class MediaPlane:
         found = tap.remove(sink)
         if not tap.sinks:
             call.media.tap = None
+            call.media.tap_changed()
         return found
 
     def start_recording(self, session: str) -> str:
@@ -442,8 +448,14 @@ class MediaPlane:
 
     async def start(self) -> None:
         """Open the shared WebRTC socket now (else the first call opens it): a port taken by someone
-        else then stops the start instead of the first call."""
-        self._open_mux()
+        else then stops the start instead of the first call. The fast path's engine starts here too
+        and reads that socket from now on (its descriptors are the plane's from the start)."""
+        mux, fast = self._open_mux(), self._fast_link()
+        if fast is not None and mux is not None:
+            try:
+                fast.adopt(mux)
+            except Exception as exc:  # the first call tries again; meanwhile Python reads the socket
+                log.warning("media plane: the fast path did not take the shared WebRTC socket: %r", exc)
 
     def _open_mux(self) -> UdpMux | None:
         if not self._shared or self.mux is not None:
@@ -455,18 +467,28 @@ class MediaPlane:
         log.info("media plane: every browser leg on UDP %s", mux.describe())
         return mux
 
+    def _fast_link(self) -> FastLink | None:
+        if self._fast_setting is not None:
+            self.fast = FastLink.create(asyncio.get_running_loop(), self._fast_setting)
+            self._fast_setting = None
+        return self.fast
+
     async def close(self) -> None:
-        """Delete every session, close the shared socket."""
+        """Delete every session, stop the fast path, close the shared socket."""
         for session in list(self._sessions):
             await self.delete(session)
+        fast, self.fast = self.fast, None
+        if fast is not None:
+            fast.close()
         mux, self.mux = self.mux, None
         if mux is not None:
             mux.close()
 
     def webrtc_socket_stats(self) -> dict[str, int]:
         """The shared WebRTC socket's counters (:meth:`rtc2sip.media.udpmux.UdpMux.stats`; /metrics);
-        empty with a socket per call."""
-        return self.mux.stats() if self.mux is not None else {}
+        empty with a socket per call; and the fast path's (``fastpath_`` keys) when it runs."""
+        out = self.mux.stats() if self.mux is not None else {}
+        return out | self.fast.stats() if self.fast is not None else out
 
     @property
     def sessions(self) -> list[str]:
@@ -504,6 +526,8 @@ class MediaPlane:
             stun_server=await self._stun_server(),
             avpf_tail=self.settings.webrtc2sip.avpf_tail_length,
             mux=self._open_mux(),
+            fast_link=self._fast_link(),
+            call_id=call_id,
         )
         media.on_keyframe_request = lambda kind: self._keyframe_requested(session_id, kind)
         await media.open(kinds)

@@ -33,7 +33,7 @@ import secrets
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from time import monotonic
-from typing import cast
+from typing import Any, Protocol, cast
 
 from ..sdp import Candidate
 from . import ice as _ice
@@ -42,16 +42,17 @@ from .dtls import DtlsEndpoint, DtlsRole, DtlsState, FingerprintMismatchError
 from .feedback import LegacyRtcpProtocol
 from .heap import TRIMMER
 from .ice import IceAgent
-from .path import CoderLink, LegStats, StreamConfig, WebRtcProtocol
+from .path import CoderLink, StreamConfig, WebRtcProtocol
 from .ports import Address, PortAllocator
-from .rtcpstats import ReceiveStatistics
+from .rawudp import RawTransport
 from .rtp import header_extension
+from .sessionstats import session_stats
 from .srtp import SrtpError, SrtpSession
 from .stream import Stream
 from .tap import Tap
 from .udpmux import UdpMux
 
-__all__ = ["MAX_LEARNT_SSRCS", "MediaSession"]
+__all__ = ["MAX_LEARNT_SSRCS", "FastLinkView", "MediaSession"]
 
 log = logging.getLogger("rtc2sip.media")
 
@@ -61,6 +62,17 @@ MAX_LEARNT_SSRCS = 32
 # How long an established DTLS association keeps its OpenSSL connection: long enough for a peer that
 # lost our last flight to retransmit its own (1 s doubling, RFC 6347 §4.2.4), short against a call.
 DTLS_LINGER = 20.0
+
+
+class FastLinkView(Protocol):
+    """The plane's link to the compiled fast path (:class:`rtc2sip.media.fastlink.FastLink`), as a
+    session calls it: hand the call over, take it back, copy the engine's figures before a read."""
+
+    def take(self, session: MediaSession) -> bool: ...
+    def release(self, session: MediaSession, *, closing: bool = False) -> None: ...
+    def sync(self, session: MediaSession) -> None: ...
+    def set_modes(self, session: MediaSession) -> None: ...
+    def update_remote(self, session: MediaSession) -> None: ...
 
 
 class MediaSession:
@@ -82,8 +94,16 @@ class MediaSession:
         avpf_tail: tuple[int, int] | None = (100, 400),
         legacy_host: str | None = None,
         mux: UdpMux | None = None,
+        fast_link: FastLinkView | None = None,
+        call_id: str = "",
     ) -> None:
         self.id = session_id
+        self.call_id = call_id  # the SIP Call-ID, for the log
+        # The compiled fast path (media.fastlink): the call is handed to it after DTLS; ``fast`` is
+        # its hold on the call (None: Python relays), ``fast_keys`` its own SRTP contexts
+        self._fast_link = fast_link
+        self.fast: Any = None
+        self.fast_keys: tuple[SrtpSession, SrtpSession] | None = None
         # the plane's shared WebRTC socket ([media] webrtc_socket = "shared"); None: a socket per call
         self._mux = mux
         # webrtc2sip avpf-tail-length: (min, max) packets of video history for NACKs; None: none
@@ -155,7 +175,10 @@ class MediaSession:
                 self.webrtc_port = sock.getsockname()[1]
                 self._ports_held.append(self.webrtc_port)
                 self._open_transports += 1
-                await loop.create_datagram_endpoint(lambda: WebRtcProtocol(self), sock=sock)
+                if self._fast_link is not None:  # a transport whose reading the fast path can stop
+                    RawTransport(loop, sock, WebRtcProtocol(self))
+                else:
+                    await loop.create_datagram_endpoint(lambda: WebRtcProtocol(self), sock=sock)
             assert self.transport is not None
             await self.ice.gather(self.transport, self._addresses, self.webrtc_port, self._stun_server,
                                   self._mux.srflx if self._mux is not None else None)
@@ -177,12 +200,36 @@ class MediaSession:
         self.streams[kind] = stream
         self._open_transports += 2
         try:
-            await loop.create_datagram_endpoint(lambda: stream, sock=rtp)
+            if self._fast_link is not None:  # a transport whose reading the fast path can stop
+                RawTransport(loop, rtp, stream)
+            else:
+                await loop.create_datagram_endpoint(lambda: stream, sock=rtp)
         except BaseException:
             rtcp.close()
             self._open_transports -= 1
             raise
         await loop.create_datagram_endpoint(lambda: LegacyRtcpProtocol(stream), sock=rtcp)
+
+    @property
+    def mux(self) -> UdpMux | None:
+        return self._mux
+
+    @property
+    def closing(self) -> bool:
+        return self._closed
+
+    def _release_fast(self, closing: bool = False) -> None:
+        if self._fast_link is not None and self.fast is not None:
+            self._fast_link.release(self, closing=closing)
+
+    def _take_fast(self) -> None:
+        if self._fast_link is not None and self.srtp_rx is not None and self.failed is None and not self._closed:
+            self._fast_link.take(self)
+
+    def tap_changed(self) -> None:
+        """A tap was attached or the last one detached: the fast path hands copies up, or stops."""
+        if self._fast_link is not None:
+            self._fast_link.set_modes(self)
 
     @property
     def legacy_ports(self) -> dict[str, int]:
@@ -198,6 +245,13 @@ class MediaSession:
         if self._closed:
             return
         self._closed = True
+        try:
+            # the engine lets go of the call's sockets before they close, whatever follows
+            self._release_fast(closing=True)
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -246,6 +300,10 @@ class MediaSession:
         if self.failed is not None or self._closed:
             return
         self.failed = reason
+        try:
+            self._release_fast()  # the counters come back to Python; nobody relays from now on
+        except Exception:
+            log.exception("media session %s: fast path not released", self.id)
         self.srtp_tx = self.srtp_rx = None
         for stream in self.streams.values():
             stream.legacy_dest = None
@@ -258,6 +316,14 @@ class MediaSession:
     # -- signalling ---------------------------------------------------------------------------------
 
     def configure_streams(self, configs: Iterable[StreamConfig]) -> None:
+        # A new answer: Python applies it to its own state, then the engine takes the call again.
+        self._release_fast()
+        try:
+            self._configure_streams(configs)
+        finally:
+            self._take_fast()
+
+    def _configure_streams(self, configs: Iterable[StreamConfig]) -> None:
         table: list[Stream | None] = [None] * 128
         ambiguous: set[int] = set()
         by_mid: dict[bytes, Stream] = {}
@@ -322,6 +388,8 @@ class MediaSession:
         """Transcode the ``kind`` stream through ``link`` from now on (None: relay it as is again);
         returns the previous link, for the caller to close in its pool."""
         stream = self.streams[kind]
+        if link is not None:
+            self._release_fast()  # a transcoded call is Python's (its coder's output, RTCP, NACK)
         old, stream.coder = stream.coder, link
         if link is not None and old is None:
             log.info("media session %s: %s transcoded, %s", self.id, kind, link.description)
@@ -369,6 +437,8 @@ class MediaSession:
             self._check_dtls()
             return
         self.srtp_tx = self.srtp_rx = None
+        self._release_fast()  # a new DTLS association: new keys, taken again once they are known
+        self.fast_keys = None
         self.dtls = DtlsEndpoint(self._certificate, role, fingerprints)
         self.dtls_role = role
         if role is DtlsRole.CLIENT and self.ice.selected is not None:
@@ -390,6 +460,8 @@ class MediaSession:
         dtls = self.dtls
         if dtls is not None and dtls.state is DtlsState.NEW and dtls.role is DtlsRole.CLIENT and not self._closed:
             self._start_client()
+        if self._fast_link is not None and self.fast is not None:
+            self._fast_link.update_remote(self)
 
     def _start_client(self) -> None:
         # Only once ICE has a path: a ClientHello before that would go nowhere (TESTING.md's race);
@@ -430,6 +502,7 @@ class MediaSession:
             self.srtp_rx = dtls.srtp_keys.rx_session()
             self._dtls_connected_at = monotonic()
             log.debug("media session %s: DTLS connected, %s", self.id, dtls.srtp_profile)
+            self._take_fast()
         elif dtls.state is DtlsState.FAILED:
             if isinstance(dtls.error, FingerprintMismatchError):
                 self.fail(f"dtls fingerprint mismatch: {dtls.error}")
@@ -482,6 +555,8 @@ class MediaSession:
     def _tick(self, now: float) -> None:
         if self.failed is not None:
             return
+        if self._fast_link is not None and self.fast is not None:
+            self._fast_link.sync(self)  # the media timeout and the RTCP reports read the engine's figures
         dtls = self.dtls
         if dtls is not None and dtls.state is DtlsState.CONNECTING:
             due = dtls.next_timeout(now)
@@ -517,89 +592,9 @@ class MediaSession:
         for stream in self.streams.values():
             stream.send_reports_if_due(now, self.cname)
 
-    # -- observation --------------------------------------------------------------------------------
+    # -- observation ---------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, object]:
-        webrtc = LegStats()
-        legacy = LegStats()
-        streams: dict[str, object] = {}
-        for kind, s in self.streams.items():
-            for total, part in ((webrtc, s.webrtc), (legacy, s.legacy)):
-                total.packets_in += part.packets_in
-                total.bytes_in += part.bytes_in
-                total.packets_out += part.packets_out
-                total.bytes_out += part.bytes_out
-                total.rtcp_in += part.rtcp_in
-                total.rtcp_out += part.rtcp_out
-                total.dropped += part.dropped
-                total.srtp_errors += part.srtp_errors
-            streams[kind] = {
-                "webrtc_ssrc": s.webrtc_ssrc,
-                "legacy_ssrc": s.legacy_ssrc,
-                "legacy_port": s.legacy_port,
-                "webrtc": _receive_summary(s.webrtc, s.webrtc_rx, s.webrtc_rtt, s.webrtc_remote_report),
-                "legacy": _receive_summary(s.legacy, s.legacy_rx, s.legacy_rtt, s.legacy_remote_report)
-                | {"remote": _fmt(s.legacy_dest), "latched": s.latched is not None,
-                   "srtp": s.legacy_tx_srtp is not None,
-                   # RTP diagnostics (issue 5 item 4): the SDP's address against the source latched on
-                   "announced": _fmt(s.sdp_dest),
-                   "nat": s.latched is not None and s.sdp_dest is not None and s.latched != s.sdp_dest},
-                "transcoding": s.coder_stats(),
-            }
-            if kind == "video":
-                cast(dict[str, object], streams[kind])["feedback"] = dict(s.feedback) | {
-                    "history_depth": s.history.depth if s.history is not None else 0}
-        dtls = self.dtls
-        return {
-            "failed": self.failed,
-            "transcoded": any(s.coder is not None for s in self.streams.values()),
-            "webrtc": {
-                **_counters(webrtc),
-                "dropped": webrtc.dropped + self.dropped,
-                "srtp_errors": webrtc.srtp_errors + self.srtp_errors,
-                "port": self.webrtc_port,
-                "bundle": {"mid_extmap": self.mid_extmap or None, "sources_learnt": dict(self.sources_learnt)},
-                "ice": {
-                    "selected": _fmt(self.ice.selected),
-                    "nominated": self.ice.nominated,
-                    "checks": self.ice.checks,
-                    "rejected_checks": self.ice.rejected_checks,
-                    "local_ufrag": self.ice.local_ufrag,
-                    **self.ice.describe(),
-                },
-                "dtls": {
-                    "state": str(dtls.state) if dtls is not None else "new",
-                    "role": str(dtls.role) if dtls is not None else None,
-                    "srtp_profile": str(dtls.srtp_profile) if dtls is not None and dtls.srtp_profile else None,
-                    "retransmissions": dtls.retransmissions if dtls is not None else 0,
-                },
-            },
-            "legacy": {**_counters(legacy), "ports": self.legacy_ports},
-            "streams": streams,
-        }
-
-
-def _counters(s: LegStats) -> dict[str, int]:
-    return {"packets_in": s.packets_in, "bytes_in": s.bytes_in, "packets_out": s.packets_out,
-            "bytes_out": s.bytes_out, "rtcp_in": s.rtcp_in, "rtcp_out": s.rtcp_out, "dropped": s.dropped,
-            "srtp_errors": s.srtp_errors}
-
-
-def _receive_summary(
-    stats: LegStats, rx: ReceiveStatistics | None, rtt: float | None, remote: dict[str, int] | None
-) -> dict[str, object]:
-    """Loss and jitter of what we receive on a leg (RFC 3550 A.3, A.8); RTT and the peer's view of
-    what we send from its reports (RFC 3550 §6.4.1)."""
-    return {
-        **_counters(stats),
-        "lost": rx.lost if rx is not None else 0,
-        "jitter_ms": round(1000 * rx.jitter / rx.clock_rate, 2) if rx is not None and rx.clock_rate else 0.0,
-        "rtt_ms": round(1000 * rtt, 2) if rtt is not None else None,
-        "remote_report": remote,
-    }
-
-
-def _fmt(addr: Address | None) -> str | None:
-    if addr is None:
-        return None
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+        if self._fast_link is not None:
+            self._fast_link.sync(self)
+        return session_stats(self)

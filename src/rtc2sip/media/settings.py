@@ -65,6 +65,8 @@ class MediaSocket(Protocol):
     def webrtc_socket(self) -> str: ...  # "shared" or "per-call"
     @property
     def webrtc_port(self) -> int: ...
+    @property
+    def fast_path(self) -> str: ...  # "auto" or "off" (media.fastlink; RTC2SIP_FAST_PATH overrides)
 
 
 class TranscodingLimits(Protocol):

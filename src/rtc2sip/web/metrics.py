@@ -137,7 +137,7 @@ def render(proxy: Proxy, transports: TransportLayer | None, monitor: Monitor) ->
 
     # -- the shared WebRTC socket ([media] webrtc_socket = "shared"; per worker, summed) --
     mux = monitor.media.webrtc_socket_stats() if monitor.media is not None else {}
-    if mux:
+    if "received" in mux:
         e.add("rtc2sip_webrtc_socket_datagrams_total", "counter",
               "Datagrams through the shared WebRTC socket, by direction",
               [({"direction": "received"}, mux.get("received", 0)), ({"direction": "sent"}, mux.get("sent", 0))])
@@ -154,6 +154,25 @@ def render(proxy: Proxy, transports: TransportLayer | None, monitor: Monitor) ->
         e.add("rtc2sip_webrtc_socket_refused_claims_total", "counter",
               "Browser addresses a call's ICE validated that another call already owned (refused)",
               mux.get("refused", 0))
+
+    # -- the compiled media fast path ([media] fast_path = "auto"; per worker, summed) --
+    if mux.get("fastpath_running") is not None:
+        e.add("rtc2sip_fastpath_packets_total", "counter",
+              "Datagrams the fast path's engine read and sent, by direction",
+              [({"dir": "in"}, mux.get("fastpath_datagrams_in", 0)),
+               ({"dir": "out"}, mux.get("fastpath_datagrams_out", 0))])
+        e.add("rtc2sip_fastpath_handed_up_total", "counter",
+              "Datagrams the engine handed up to Python (STUN, DTLS, RTCP, new sources, tap copies)",
+              mux.get("fastpath_handed_up", 0))
+        e.add("rtc2sip_fastpath_dropped_total", "counter",
+              "Datagrams the engine dropped, by reason (queue_full: the hand-up queue; send_error; truncated; "
+              "unknown_source: from an address no call owns, handed up)",
+              [({"reason": reason}, mux.get(f"fastpath_{reason}", 0))
+               for reason in ("queue_full", "send_errors", "truncated", "unknown_source")])
+        e.add("rtc2sip_fastpath_calls_total", "counter",
+              "Calls handed to the engine (taken), refused by it (relayed by Python), given back to Python",
+              [({"event": k}, mux.get(f"fastpath_{k}", 0)) for k in ("taken", "refused", "released")])
+        e.add("rtc2sip_fastpath_streams", "gauge", "Streams the engine relays now", mux.get("fastpath_streams", 0))
 
     # -- process --
     e.add("rtc2sip_event_loop_lag_seconds", "gauge", "How late the event loop ran a timer at the last probe",

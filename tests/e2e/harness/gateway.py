@@ -191,6 +191,21 @@ class Gateway:
         assert isinstance(line, str)
         return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line.split("rtc2sip state:", 1)[1])}
 
+    def assert_relay_mode(self) -> None:
+        """After a bridged call has ended: its media went through the compiled fast path's engine when
+        ``RTC2SIP_FAST_PATH`` is auto (the engine's own counts, logged at the hand-back), through Python
+        when off (and when unset: ``[media] fast_path`` defaults to off for now)."""
+        if os.environ.get("RTC2SIP_FAST_PATH", "off") == "off":
+            text = self.log_text()
+            assert "fast path off" in text and "relayed by the fast path" not in text
+            return
+        # released when the call closed, or just before when the browser's DTLS close_notify came first
+        relayed = self.logged_dict(r"fast path released the call(?: \(closing\))?, it relayed (\{.*\})",
+                                   "what the fast path relayed")
+        for kind, legs in relayed.items():
+            assert legs["webrtc"]["packets_in"] > 0 and legs["legacy"]["packets_in"] > 0, (kind, legs)
+            assert legs["webrtc"]["packets_out"] > 0 and legs["legacy"]["packets_out"] > 0, (kind, legs)
+
     def logged_dict(self, pattern: str, what: str, timeout: float = 10.0) -> dict[str, Any]:
         """The Python dict literal the gateway logs in group 1 of ``pattern`` (its end-of-call reports:
         video feedback, BUNDLE sources, transcoding), waited for up to ``timeout``."""
