@@ -14,6 +14,7 @@ from urllib.parse import unquote
 import pytest
 from harness import Browser, Gateway, Sipp, wait_for
 from harness.call import CallMaker, registered_browser
+from harness.tone import write_tone_ulaw
 
 ALICE_HZ = 1000.0
 CAROL_HZ = 660.0
@@ -122,22 +123,9 @@ def test_invite_with_replaces_naming_the_legacy_leg_reaches_the_browser_mapped(
 RELIABLE_TOML = "[webrtc2sip]\nenable-100rel = true\n"
 
 
-def _ulaw(sample: int) -> int:
-    """G.711 mu-law of one 16-bit sample."""
-    sign = 0x80 if sample < 0 else 0
-    magnitude = min(-sample if sample < 0 else sample, 32635) + 0x84
-    exponent = max(0, min(7, magnitude.bit_length() - 8))
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return ~(sign | (exponent << 4) | mantissa) & 0xFF
-
-
 def _write_tone(sipp: Sipp, hz: float, seconds: float = 4.0) -> None:
     """tone.ulaw in sipp's working directory, for the scenarios' rtp_stream (raw PCMU, 8 kHz)."""
-    import math
-
-    n = int(8000 * seconds)
-    data = bytes(_ulaw(int(12000 * math.sin(2 * math.pi * hz * i / 8000))) for i in range(n))
-    (sipp.dir / "tone.ulaw").write_bytes(data)
+    write_tone_ulaw(sipp.dir / "tone.ulaw", hz, seconds=seconds, amplitude=12000 / 32767)
 
 
 @pytest.mark.e2e
