@@ -196,3 +196,39 @@ async def test_closing_leaves_no_descriptor() -> None:
     await calls("auto", 3)
     gc.collect()
     assert open_fds() == fds
+
+
+@needs_engine
+async def test_python_carries_on_past_a_sequence_wrap_the_engine_relayed() -> None:
+    """RFC 3711 §3.3.1: the rollover counter lives in the SRTP contexts that saw the packets. The
+    engine relays across a 16-bit wrap (in steps under 2^15, so both ends follow the index), then
+    hands the call back to Python for good (as a coder does): Python must go on with the engine's
+    contexts, whose counters are 1, or every packet both ways fails authentication."""
+    plane = make_plane("auto")
+    browser, phone = await FakeBrowser().start(), await Phone().start()
+    try:
+        session, legacy_offer = await browser_calls_phone(plane, browser, phone)
+        gw_legacy = legacy_address(legacy_offer)
+        steps = [100, 20000, 40000, 60000, 65535, 10, 20000]
+        for i, seq in enumerate(steps):
+            browser.send_rtp(0, seq, bytes([i]) * 160)
+            await until(lambda i=i: len(phone.received) > i, what="browser audio at the phone")
+            phone.send_rtp(gw_legacy, 0, seq, bytes([0x80 + i]) * 160)
+            await until(lambda i=i: len(browser.received) > i, what="phone audio at the browser")
+        assert plane.fast is not None
+        call: Any = plane._sessions[session]
+        assert call.media.fast is not None
+        plane.fast.release(call.media)  # Python relays from now on
+        assert call.media.fast is None and call.media.srtp_rx is call.media.fast_keys[0]
+        assert call.media.srtcp_rx is not call.media.srtp_rx  # SRTCP stays on Python's own contexts
+        browser.send_rtp(0, 30000, b"\x55" * 160)
+        await until(lambda: len(phone.received) > len(steps), what="browser audio at the phone after the hand-back")
+        phone.send_rtp(gw_legacy, 0, 30000, b"\x66" * 160)
+        await until(lambda: len(browser.received) > len(steps), what="phone audio at the browser after the hand-back")
+        assert browser.received[-1].payload == b"\x66" * 160
+        st: Any = plane.stats(session)
+        assert st["webrtc"]["fast_path"] is False and st["webrtc"]["srtp_errors"] == 0
+    finally:
+        browser.close()
+        phone.close()
+        await plane.close()

@@ -261,6 +261,11 @@ class FastLink:
                         session.id, session.call_id, exc)
             return False
         # Accepted: only now does Python stop reading the call's sockets (the loop has not run since).
+        if session.srtcp_keys is not None:
+            # Python relayed with the engine's contexts since the last release: from now on the
+            # engine alone uses them (libsrtp contexts are not thread-safe), Python its own again
+            session.srtp_rx, session.srtp_tx = session.srtcp_keys
+            session.srtcp_keys = None
         for kind, stream in session.streams.items():
             stream.fast = owned.streams[kind]
             stream.webrtc_rx = stream.legacy_rx = None  # the engine's statistics replace them
@@ -366,6 +371,14 @@ class FastLink:
                     stream.legacy_rtp.resume_reading()
             self._own.pop(owned.webrtc_fd, None)
             self._remove(owned)
+            if (not closing and session.fast_keys is not None and session.srtp_rx is not None
+                    and session.srtp_tx is not None):
+                # Python relays with the contexts the engine used: their rollover counters and replay
+                # windows are the stream's (Python's own are stale by every packet the engine
+                # relayed: after a 16-bit sequence wrap they would guess the wrong index and every
+                # packet fail); SRTCP stays on Python's own contexts, whose index the browser knows
+                session.srtcp_keys = (session.srtp_rx, session.srtp_tx)
+                session.srtp_rx, session.srtp_tx = session.fast_keys
             if not closing and isinstance(session.transport, RawTransport):
                 session.transport.resume_reading()
             self.released += 1

@@ -51,7 +51,7 @@ from .rtcp import (
     serialize_compound,
 )
 from .rtcpstats import ReceiveStatistics, ntp_from_unix, round_trip_time
-from .srtp import SrtpError
+from .srtp import SrtpError, SrtpSession
 
 __all__ = ["RTCP_INTERVAL", "LegacyRtcpProtocol", "RtcpSessionView", "RtcpStream"]
 
@@ -66,6 +66,8 @@ class RtcpSessionView(SessionView, Protocol):
 
     @property
     def on_keyframe_request(self) -> Callable[[str], None] | None: ...
+    @property
+    def srtcp_tx(self) -> SrtpSession | None: ...
 
 
 class RtcpStream(StreamPath):
@@ -278,7 +280,7 @@ class RtcpStream(StreamPath):
     def send_rtcp_webrtc(self, *packets: RtcpPacket) -> bool:
         """Feedback toward the browser: reduced-size RTCP (RFC 5506, negotiated by a=rtcp-rsize)."""
         session = self.session
-        tx, dest, transport = session.srtp_tx, session.ice.selected, session.transport
+        tx, dest, transport = session.srtcp_tx, session.ice.selected, session.transport
         if tx is None or dest is None or transport is None:
             return False
         transport.sendto(tx.protect_rtcp(serialize_compound(packets)), dest)
@@ -350,10 +352,11 @@ class RtcpStream(StreamPath):
             return
         self.next_rtcp = now + RTCP_INTERVAL * random.uniform(0.5, 1.5)
         session = self.session
-        if session.srtp_tx is not None and session.ice.selected is not None and session.transport is not None:
+        tx = session.srtcp_tx
+        if tx is not None and session.ice.selected is not None and session.transport is not None:
             report = self.build_report("webrtc", now, cname)
             if report is not None:
-                session.transport.sendto(session.srtp_tx.protect_rtcp(report), session.ice.selected)
+                session.transport.sendto(tx.protect_rtcp(report), session.ice.selected)
                 self.webrtc.rtcp_out += 1
         dest = self.legacy_rtcp_dest
         transport = self.legacy_rtp if self.legacy_mux else self.legacy_rtcp

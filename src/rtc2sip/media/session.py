@@ -104,6 +104,10 @@ class MediaSession:
         self._fast_link = fast_link
         self.fast: Any = None
         self.fast_keys: tuple[SrtpSession, SrtpSession] | None = None
+        # (rx, tx) Python's own contexts, kept for SRTCP only while its RTP goes through fast_keys:
+        # after the engine let go of the call, only its contexts know the RTP rollover counters
+        # (RFC 3711 §3.3.1), and SRTCP's index lives in the contexts that sent it (see fastlink)
+        self.srtcp_keys: tuple[SrtpSession, SrtpSession] | None = None
         # the plane's shared WebRTC socket ([media] webrtc_socket = "shared"); None: a socket per call
         self._mux = mux
         # webrtc2sip avpf-tail-length: (min, max) packets of video history for NACKs; None: none
@@ -438,7 +442,7 @@ class MediaSession:
             return
         self.srtp_tx = self.srtp_rx = None
         self._release_fast()  # a new DTLS association: new keys, taken again once they are known
-        self.fast_keys = None
+        self.fast_keys = self.srtcp_keys = None
         self.dtls = DtlsEndpoint(self._certificate, role, fingerprints)
         self.dtls_role = role
         if role is DtlsRole.CLIENT and self.ice.selected is not None:
@@ -500,6 +504,7 @@ class MediaSession:
         if dtls.state is DtlsState.CONNECTED and self.srtp_rx is None and dtls.srtp_keys is not None:
             self.srtp_tx = dtls.srtp_keys.tx_session()
             self.srtp_rx = dtls.srtp_keys.rx_session()
+            self.srtcp_keys = None
             self._dtls_connected_at = monotonic()
             log.debug("media session %s: DTLS connected, %s", self.id, dtls.srtp_profile)
             self._take_fast()
@@ -511,8 +516,20 @@ class MediaSession:
         elif dtls.state is DtlsState.CLOSED and self.srtp_rx is not None:
             self.fail("dtls closed by the browser")
 
+    @property
+    def srtcp_rx(self) -> SrtpSession | None:
+        if self.srtp_rx is None:
+            return None
+        return self.srtp_rx if self.srtcp_keys is None else self.srtcp_keys[0]
+
+    @property
+    def srtcp_tx(self) -> SrtpSession | None:
+        if self.srtp_tx is None:
+            return None
+        return self.srtp_tx if self.srtcp_keys is None else self.srtcp_keys[1]
+
     def srtcp_received(self, data: bytes) -> None:
-        rx = self.srtp_rx
+        rx = self.srtcp_rx
         if rx is None:
             return
         try:

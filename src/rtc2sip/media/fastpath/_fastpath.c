@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -25,6 +26,7 @@ typedef struct {
     fp_engine eng;
     uint8_t sans_buf[FP_BUF_SIZE]; /* process_*'s, under the lock */
     uint8_t sans_copy[FP_BUF_SIZE];
+    up_entry *scratch; /* drain's copies, DRAIN_MAX of them, made on first use */
 } Engine;
 
 
@@ -116,6 +118,12 @@ static int session_index(Engine *e, long handle)
     return idx;
 }
 
+#define CHECK_INIT(e)                                                       \
+    if (!(e)->eng.core_ok) {                                                    \
+        PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");      \
+        return NULL;                                                        \
+    }
+
 #define LOCK(e) pthread_mutex_lock(&(e)->eng.lock)
 #define UNLOCK(e) pthread_mutex_unlock(&(e)->eng.lock)
 
@@ -173,6 +181,7 @@ static void Engine_dealloc(Engine *e)
 {
     stop_thread(e);
     fp_engine_free(&e->eng);
+    PyMem_Free(e->scratch);
     Py_TYPE(e)->tp_free((PyObject *)e);
 }
 
@@ -184,11 +193,6 @@ static PyObject *Engine_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     return (PyObject *)e;
 }
 
-#define CHECK_INIT(e)                                                       \
-    if (!(e)->eng.core_ok) {                                                    \
-        PyErr_SetString(PyExc_RuntimeError, "Engine not initialised");      \
-        return NULL;                                                        \
-    }
 
 static PyObject *Engine_set_srtp_functions(Engine *e, PyObject *args)
 {
@@ -207,9 +211,14 @@ static PyObject *Engine_add_session(Engine *e, PyObject *noargs)
 {
     CHECK_INIT(e);
     LOCK(e);
-    int s = fp_session_add(&e->eng.core);
+    int dead = e->eng.dead;
+    int s = dead ? -1 : fp_session_add(&e->eng.core);
     int32_t h = fp_session_handle(&e->eng, s);
     UNLOCK(e);
+    if (dead) {
+        PyErr_SetString(PyExc_RuntimeError, "fast path: the engine thread ended");
+        return NULL;
+    }
     if (s < 0) {
         PyErr_SetString(PyExc_OverflowError, "fast path: no free session slot");
         return NULL;
@@ -428,8 +437,28 @@ static PyObject *Engine_set_mode(Engine *e, PyObject *args)
     });
 }
 
-static PyObject *result_tuple(Engine *e, const fp_result *r, const uint8_t *orig, int orig_len, const uint8_t *copy)
+/* What result_tuple needs once the lock is let go: the data stays in e->sans_buf/sans_copy (only
+ * touched by Python's calls, under the GIL), the destination is copied (the engine thread may latch). */
+typedef struct {
+    fp_result r;
+    fp_addr dest;
+    int32_t session, stream;
+} held_result;
+
+static void hold_result(Engine *e, const fp_result *r, held_result *out)
 {
+    out->r = *r;
+    memset(&out->dest, 0, sizeof out->dest);
+    if (r->dest != NULL)
+        out->dest = *r->dest;
+    out->r.dest = &out->dest;
+    out->session = fp_session_handle(&e->eng, r->session);
+    out->stream = fp_stream_handle(&e->eng, r->stream);
+}
+
+static PyObject *result_tuple(const held_result *h, const uint8_t *orig, int orig_len, const uint8_t *copy)
+{
+    const fp_result *r = &h->r;
     PyObject *out = Py_None, *dest = Py_None, *up = Py_None;
     Py_INCREF(Py_None);
     Py_INCREF(Py_None);
@@ -456,8 +485,8 @@ static PyObject *result_tuple(Engine *e, const fp_result *r, const uint8_t *orig
         Py_XDECREF(up);
         return NULL;
     }
-    return Py_BuildValue("(iiiiNNN)", r->verdict, fp_session_handle(&e->eng, r->session), fp_stream_handle(&e->eng, r->stream),
-                         r->verdict == FP_SEND ? r->fd : -1, out, dest, up);
+    return Py_BuildValue("(iiiiNNN)", r->verdict, h->session, h->stream, r->verdict == FP_SEND ? r->fd : -1, out, dest,
+                         up);
 }
 
 static PyObject *Engine_process_webrtc(Engine *e, PyObject *args)
@@ -467,9 +496,9 @@ static PyObject *Engine_process_webrtc(Engine *e, PyObject *args)
     PyObject *addr;
     double now;
     fp_addr a;
+    CHECK_INIT(e); /* before y*: a buffer taken must be released on every path */
     if (!PyArg_ParseTuple(args, "iy*Od", &fd, &data, &addr, &now))
         return NULL;
-    CHECK_INIT(e);
     if (addr_from_py(addr, &a) < 0 || data.len > FP_BUF_SIZE) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "datagram longer than 2048 bytes");
@@ -478,11 +507,13 @@ static PyObject *Engine_process_webrtc(Engine *e, PyObject *args)
     }
     int len = (int)data.len;
     fp_result r;
+    held_result held;
     LOCK(e);
     memcpy(e->sans_buf, data.buf, (size_t)len);
     fp_from_webrtc(&e->eng.core, fd, e->sans_buf, len, &a, now, e->sans_copy, &r);
-    PyObject *t = result_tuple(e, &r, data.buf, len, e->sans_copy);
+    hold_result(e, &r, &held);
     UNLOCK(e);
+    PyObject *t = result_tuple(&held, data.buf, len, e->sans_copy);
     PyBuffer_Release(&data);
     return t;
 }
@@ -494,9 +525,9 @@ static PyObject *Engine_process_legacy(Engine *e, PyObject *args)
     PyObject *addr;
     double now;
     fp_addr a;
+    CHECK_INIT(e);
     if (!PyArg_ParseTuple(args, "ly*Od", &h, &data, &addr, &now))
         return NULL;
-    CHECK_INIT(e);
     if (addr_from_py(addr, &a) < 0 || data.len > FP_BUF_SIZE) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "datagram longer than 2048 bytes");
@@ -505,15 +536,18 @@ static PyObject *Engine_process_legacy(Engine *e, PyObject *args)
     }
     int len = (int)data.len;
     fp_result r;
+    held_result held;
     LOCK(e);
     int st = stream_index(e, h);
     PyObject *t = NULL;
     if (st >= 0) {
         memcpy(e->sans_buf, data.buf, (size_t)len);
         fp_from_legacy(&e->eng.core, st, e->sans_buf, len, &a, now, e->sans_copy, &r);
-        t = result_tuple(e, &r, data.buf, len, e->sans_copy);
+        hold_result(e, &r, &held);
     }
     UNLOCK(e);
+    if (st >= 0)
+        t = result_tuple(&held, data.buf, len, e->sans_copy);
     PyBuffer_Release(&data);
     return t;
 }
@@ -525,9 +559,9 @@ static PyObject *Engine_relay_plain(Engine *e, PyObject *args)
     long h;
     Py_buffer data;
     double now;
+    CHECK_INIT(e);
     if (!PyArg_ParseTuple(args, "ly*d", &h, &data, &now))
         return NULL;
-    CHECK_INIT(e);
     if (data.len < 12 || data.len > FP_MAX_PACKET) {
         PyBuffer_Release(&data);
         PyErr_SetString(PyExc_ValueError, "RTP packet of 12..1500 bytes expected");
@@ -535,6 +569,7 @@ static PyObject *Engine_relay_plain(Engine *e, PyObject *args)
     }
     int len = (int)data.len;
     fp_result r;
+    held_result held;
     PyObject *t = NULL;
     LOCK(e);
     int st = stream_index(e, h);
@@ -548,9 +583,11 @@ static PyObject *Engine_relay_plain(Engine *e, PyObject *args)
             else
                 e->eng.datagrams_out++;
         }
-        t = result_tuple(e, &r, data.buf, len, e->sans_copy);
+        hold_result(e, &r, &held);
     }
     UNLOCK(e);
+    if (st >= 0)
+        t = result_tuple(&held, data.buf, len, e->sans_copy);
     PyBuffer_Release(&data);
     return t;
 }
@@ -657,9 +694,9 @@ static PyObject *protect_op(Engine *e, PyObject *args, int legacy)
 {
     long h;
     Py_buffer data;
+    CHECK_INIT(e);
     if (!PyArg_ParseTuple(args, "ly*", &h, &data))
         return NULL;
-    CHECK_INIT(e);
     if (data.len < 12 || data.len > FP_MAX_PACKET - FP_MAX_TRAILER) {
         PyBuffer_Release(&data);
         PyErr_SetString(PyExc_ValueError, "RTP packet of 12..1356 bytes expected");
@@ -849,7 +886,7 @@ static PyObject *Engine_stats(Engine *e, PyObject *noargs)
         "datagrams_in", e->eng.datagrams_in, "datagrams_out", e->eng.datagrams_out, "recv_calls", e->eng.recv_calls,
         "send_batches", e->eng.send_batches, "send_errors", e->eng.send_errors, "truncated", e->eng.truncated, "queue_full",
         e->eng.queue_full, "handed_up", e->eng.handed_up, "wakeups", e->eng.wakeups, "unknown_source", e->eng.core.unknown_source,
-        "not_rtp", e->eng.core.not_rtp, "queued", e->eng.qcount, "running", e->eng.running ? Py_True : Py_False);
+        "not_rtp", e->eng.core.not_rtp, "queued", e->eng.qcount, "running", e->eng.running && !e->eng.dead ? Py_True : Py_False);
     UNLOCK(e);
     return d;
 }
@@ -901,32 +938,30 @@ static PyObject *Engine_fileno(Engine *e, PyObject *noargs)
     return PyLong_FromLong(e->eng.evfd);
 }
 
+#define DRAIN_MAX 256
+
 static PyObject *Engine_drain(Engine *e, PyObject *args)
 {
-    int max = 256;
+    int max = DRAIN_MAX;
     if (!PyArg_ParseTuple(args, "|i", &max))
         return NULL;
     CHECK_INIT(e);
+    if (max > DRAIN_MAX)
+        max = DRAIN_MAX;
+    /* Entries are copied out under the lock and turned into objects after it, so the engine thread
+     * never waits for Python's allocator (or a garbage collection it triggers). */
+    if (e->scratch == NULL && (e->scratch = PyMem_Malloc(DRAIN_MAX * sizeof *e->scratch)) == NULL)
+        return PyErr_NoMemory();
     uint64_t v;
     if (read(e->eng.evfd, &v, sizeof v) < 0) {
         /* EAGAIN: nothing signalled, the queue may still hold entries */
     }
-    PyObject *list = PyList_New(0);
-    if (list == NULL)
-        return NULL;
+    int n = 0;
     LOCK(e);
     e->eng.signalled = 0;
-    while (e->eng.qcount > 0 && max-- > 0) {
-        up_entry *u = &e->eng.queue[e->eng.qhead];
-        PyObject *t = Py_BuildValue("(iiiiNy#d)", u->kind, u->session, u->stream, u->fd, addr_to_py(&u->addr),
-                                    (const char *)u->data, (Py_ssize_t)u->len, u->arrival);
-        if (t == NULL || PyList_Append(list, t) < 0) {
-            Py_XDECREF(t);
-            Py_DECREF(list);
-            UNLOCK(e);
-            return NULL;
-        }
-        Py_DECREF(t);
+    while (e->eng.qcount > 0 && n < max) {
+        const up_entry *u = &e->eng.queue[e->eng.qhead];
+        memcpy(&e->scratch[n++], u, offsetof(up_entry, data) + u->len);
         e->eng.qhead = (e->eng.qhead + 1) % e->eng.qcap;
         e->eng.qcount--;
     }
@@ -936,6 +971,19 @@ static PyObject *Engine_drain(Engine *e, PyObject *args)
             e->eng.signalled = 1;
     }
     UNLOCK(e);
+    PyObject *list = PyList_New(n);
+    if (list == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        const up_entry *u = &e->scratch[i];
+        PyObject *t = Py_BuildValue("(iiiiNy#d)", u->kind, u->session, u->stream, u->fd, addr_to_py(&u->addr),
+                                    (const char *)u->data, (Py_ssize_t)u->len, u->arrival);
+        if (t == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, t);
+    }
     return list;
 }
 

@@ -714,7 +714,7 @@ void fp_from_legacy(fp_core *core, int sti, uint8_t *buf, int len, const fp_addr
     uint16_t out_seq = rd16(buf + 2);
     uint32_t out_ts = rd32(buf + 4);
     if (n > FP_MAX_PACKET - FP_MAX_TRAILER || core->protect(se->srtp_tx, buf, &n) != 0) {
-        stats->dropped++;
+        stats->srtp_errors++; /* as toward the phone: an SRTP failure is srtp_errors, not dropped */
         res->verdict = FP_DROP;
         return;
     }

@@ -178,13 +178,20 @@ static void *engine_main(void *arg)
     fp_engine *e = arg;
     struct epoll_event events[64];
     rx_batch *rx = malloc(sizeof *rx);
-    if (rx == NULL)
+    if (rx == NULL) {
+        LOCK(e);
+        e->dead = 1;
+        UNLOCK(e);
         return NULL;
+    }
     for (;;) {
         int n = epoll_wait(e->epfd, events, 64, -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
+            LOCK(e);
+            e->dead = 1;
+            UNLOCK(e);
             break;
         }
         LOCK(e);
@@ -279,6 +286,7 @@ int fp_engine_start(fp_engine *e)
     if (e->running)
         return 0;
     e->stopping = 0;
+    e->dead = 0;
     if ((errno = pthread_create(&e->thread, NULL, engine_main, e)) != 0)
         return -1;
     e->running = 1;

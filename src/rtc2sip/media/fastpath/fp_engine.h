@@ -55,6 +55,7 @@ typedef struct fp_engine {
     int epfd, evfd, stopfd;
     pthread_t thread;
     int running, stopping;
+    int dead; /* the thread ended without being asked (epoll or memory failure): nothing reads the sockets */
     up_entry *queue;
     int qcap, qhead, qcount, signalled;
     int webrtc_fds[MAX_WEBRTC_FDS];
