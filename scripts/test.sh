@@ -14,6 +14,8 @@
 #    otherwise pick another interface for ICE, and every port stays private to the run), and a PID
 #    namespace, so that nothing a test started can outlive the run. Installs happen before, outside
 #    the namespace, since they need the registries.
+# 4. With no pytest args (the full run): the media tests again with RTC2SIP_FAST_PATH=off, so that
+#    every media test runs on the compiled fast path (the default) and on the pure-Python relay.
 #
 # Exit status: pytest's; if pytest passed but ruff or mypy failed, 1.
 # Environment: RTC2SIP_SKIP_LINT=1 skips ruff and mypy (quick local iterations);
@@ -159,13 +161,34 @@ ns=(unshare --net --pid --fork --kill-child --mount-proc)
 if [ "$(id -u)" != 0 ]; then
   ns=(unshare --user --map-root-user --net --pid --fork --kill-child --mount-proc)
 fi
-pytest=("$VENV/bin/python" -m pytest -ra "$@")
+pytest=("$VENV/bin/python" -m pytest -ra)
+# The media tests, run a second time on the pure-Python relay (step 4).
+MEDIA_TESTS=(
+  tests/unit/test_media_plane.py tests/unit/test_ipv6_media.py tests/unit/test_media_channel.py
+  tests/unit/test_recording.py tests/unit/test_udpmux.py tests/integration/test_media_workers.py
+  tests/e2e/test_breaker_e2e.py tests/e2e/test_breaker_features_e2e.py tests/e2e/test_breaker_robustness_e2e.py
+  tests/e2e/test_breaker_signalling_e2e.py tests/e2e/test_ice_e2e.py tests/e2e/test_ipv6_e2e.py
+  tests/e2e/test_media_plane_browser.py tests/e2e/test_recording_e2e.py tests/e2e/test_sipjs_e2e.py
+  tests/e2e/test_video_e2e.py tests/e2e/test_webphone_e2e.py tests/e2e/test_coder_e2e.py
+  tests/e2e/test_testpattern_e2e.py
+)
+off_pass=""
+if [ "$#" -eq 0 ]; then off_pass="${MEDIA_TESTS[*]}"; fi
+# Inside the namespace: the main pass (the fast path's default, auto), then the off pass.
+inner='ip link set lo up || exit 125
+export RTC2SIP_E2E_STRICT=1
+"$@"; rc=$?
+if [ -n "$OFF_PASS" ]; then
+  printf "\n==> pytest again, the media tests on the pure-Python relay (RTC2SIP_FAST_PATH=off)\n" >&2
+  RTC2SIP_FAST_PATH=off "$@" $OFF_PASS || rc=1
+fi
+exit $rc'
 
 set +e
 if "${ns[@]}" true 2>/dev/null; then
   step "pytest in a private network namespace (lo only)"
   # bash stays PID 1 of the namespace (it reaps orphans; pytest as PID 1 would ignore SIGTERM).
-  "${ns[@]}" bash -c 'ip link set lo up || exit 125; RTC2SIP_E2E_STRICT=1 "$@"; exit $?' rtc2sip-netns "${pytest[@]}"
+  OFF_PASS="$off_pass" "${ns[@]}" bash -c "$inner" rtc2sip-netns "${pytest[@]}" "$@"
   rc=$?
 elif [ "${CI:-}" = true ]; then
   echo "unshare --net is not permitted here; the e2e tests need a private network namespace" >&2
@@ -173,7 +196,7 @@ elif [ "${CI:-}" = true ]; then
 else
   warn "cannot create a network namespace (unshare --net): running pytest on the host network;" \
     "browser tests will be skipped"
-  "${pytest[@]}"
+  "${pytest[@]}" "$@"
   rc=$?
 fi
 set -e

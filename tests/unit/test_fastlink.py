@@ -42,7 +42,7 @@ async def exchange(browser: FakeBrowser, phone: Phone, legacy_offer: Any, n: int
 
 
 def test_setting_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert read_options_text("").media.fast_path == "off"
+    assert read_options_text("").media.fast_path == "auto"
     assert read_options_text('[media]\nfast_path = "off"\n').media.fast_path == "off"
     with pytest.raises(Exception, match="fast_path"):
         read_options_text('[media]\nfast_path = "always"\n')

@@ -164,15 +164,15 @@ class MediaOptions:
     ``rtp_ports``; "auto" in the file is one per core. ``rtp_ports`` bounds every media socket
     (inclusive). ``webrtc_socket = "shared"`` puts every browser leg on one UDP port (per address
     family, and per worker), ``webrtc_port`` (0: the first free port of the range);
-    ``"per-call"`` gives each call's browser leg a port of its own. ``fast_path = "auto"`` relays
-    calls through the compiled engine when it was built (``"off"``, the default for now: Python relays every call; the
-    environment's ``RTC2SIP_FAST_PATH`` overrides either)."""
+    ``"per-call"`` gives each call's browser leg a port of its own. ``fast_path = "auto"`` (the
+    default) relays calls through the compiled engine when it was built; ``"off"``: Python relays
+    every call. The environment's ``RTC2SIP_FAST_PATH`` overrides either."""
 
     workers: int = 0
     rtp_ports: tuple[int, int] = (20000, 29999)
     webrtc_socket: str = "shared"
     webrtc_port: int = 0
-    fast_path: str = "off"  # "auto" once the e2e suite is green with it (docs/STATUS.md, issue 10)
+    fast_path: str = "auto"
 
 
 ADMIN_DEFAULT_LISTEN = ("127.0.0.1", 8089)
