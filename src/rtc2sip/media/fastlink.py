@@ -464,6 +464,8 @@ class FastLink:
         return {
             "fastpath_datagrams_in": int(s["datagrams_in"]),
             "fastpath_datagrams_out": int(s["datagrams_out"]),
+            "fastpath_webrtc_in": int(s["webrtc_in"]),
+            "fastpath_webrtc_out": int(s["webrtc_out"]),
             "fastpath_handed_up": int(s["handed_up"]),
             "fastpath_queue_full": int(s["queue_full"]),
             "fastpath_send_errors": int(s["send_errors"]),

@@ -488,7 +488,13 @@ class MediaPlane:
         """The shared WebRTC socket's counters (:meth:`rtc2sip.media.udpmux.UdpMux.stats`; /metrics);
         empty with a socket per call; and the fast path's (``fastpath_`` keys) when it runs."""
         out = self.mux.stats() if self.mux is not None else {}
-        return out | self.fast.stats() if self.fast is not None else out
+        if self.fast is None:
+            return out
+        fast = self.fast.stats()
+        if self.mux is not None:  # what the engine read and sent on the shared socket is the socket's too
+            out["received"] = out.get("received", 0) + fast["fastpath_webrtc_in"]
+            out["sent"] = out.get("sent", 0) + fast["fastpath_webrtc_out"]
+        return out | fast
 
     @property
     def sessions(self) -> list[str]:

@@ -345,10 +345,12 @@ class Browser:
         """Later wait_event calls ignore the events seen so far (one call after another)."""
         self._cursor += len(self.events(self._cursor))
 
-    def wait_event(self, type_: str, timeout: float = 15.0, **match: Any) -> dict[str, Any]:
+    def wait_event(self, type_: str, timeout: float = 15.0, tolerate: tuple[str, ...] = (),
+                   **match: Any) -> dict[str, Any]:
         """First event since the mark with that type and fields. Raises early if the call failed or
-        ended while waiting for something else (no point waiting out the timeout)."""
-        terminal = {"failed", "ended", "registrationFailed"} - {type_}
+        ended while waiting for something else (no point waiting out the timeout), unless that
+        event type is in ``tolerate`` (another call of the page may end meanwhile: a transfer)."""
+        terminal = {"failed", "ended", "registrationFailed"} - {type_} - set(tolerate)
 
         def find() -> dict[str, Any] | None:
             for ev in self.events(self._cursor):

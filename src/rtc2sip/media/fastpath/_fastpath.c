@@ -611,10 +611,13 @@ static void emit_packet(void *arg, const uint8_t *data, int len)
         }
         return;
     }
-    if (sendto(c->fd, data, (size_t)len, MSG_DONTWAIT, (const struct sockaddr *)&c->dest->ss, c->dest->len) >= 0)
+    if (sendto(c->fd, data, (size_t)len, MSG_DONTWAIT, (const struct sockaddr *)&c->dest->ss, c->dest->len) >= 0) {
         c->sent++;
-    else
+        c->e->eng.datagrams_out++;
+        c->e->eng.webrtc_out++;
+    } else {
         c->e->eng.send_errors++;
+    }
 }
 
 static int seq_array(PyObject *seqs, uint16_t **out)
@@ -882,7 +885,8 @@ static PyObject *Engine_stats(Engine *e, PyObject *noargs)
     for (int i = 0; i < e->eng.core.max_sessions; i++)
         sessions += e->eng.core.sessions[i].in_use;
     PyObject *d = Py_BuildValue(
-        "{s:i,s:i,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:O}", "streams", streams, "sessions", sessions,
+        "{s:i,s:i,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:O}", "streams", streams, "sessions", sessions,
+        "webrtc_in", e->eng.webrtc_in, "webrtc_out", e->eng.webrtc_out,
         "datagrams_in", e->eng.datagrams_in, "datagrams_out", e->eng.datagrams_out, "recv_calls", e->eng.recv_calls,
         "send_batches", e->eng.send_batches, "send_errors", e->eng.send_errors, "truncated", e->eng.truncated, "queue_full",
         e->eng.queue_full, "handed_up", e->eng.handed_up, "wakeups", e->eng.wakeups, "unknown_source", e->eng.core.unknown_source,

@@ -65,6 +65,7 @@ static void flush_batch(fp_engine *e, send_batch *b)
             continue;
         }
         e->datagrams_out += (uint64_t)n;
+        e->webrtc_out += (uint64_t)n;
         done += n;
     }
     if (b->count)
@@ -156,6 +157,8 @@ static int read_socket(fp_engine *e, rx_batch *rx, int fd, int stream)
         memcpy(&src.ss, &rx->addr[i], sizeof src.ss);
         int len = (int)rx->msgs[i].msg_len;
         e->datagrams_in++;
+        if (stream < 0)
+            e->webrtc_in++;
         if (rx->msgs[i].msg_hdr.msg_flags & MSG_TRUNC || len > FP_MAX_PACKET) {
             e->truncated++;
             continue;

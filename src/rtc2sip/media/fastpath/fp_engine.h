@@ -64,6 +64,7 @@ typedef struct fp_engine {
     uint8_t copy_buf[FP_BUF_SIZE];   /* the engine thread's */
     uint64_t datagrams_in, datagrams_out, recv_calls, send_batches, send_errors, truncated,
         queue_full, handed_up, wakeups;
+    uint64_t webrtc_in, webrtc_out; /* of those, on the WebRTC socket(s): the shared socket's own counters */
 } fp_engine;
 
 
