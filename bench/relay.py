@@ -119,6 +119,8 @@ async def run_worker(control_port: int, port_range: tuple[int, int], coder: bool
                     await plane.delete(request["session"])
                 elif op == "stats":
                     reply["sessions"] = len(plane.sessions)
+                    if isinstance(plane, MediaPlane):  # the shared socket's and the fast path's counters
+                        reply["socket"] = plane.webrtc_socket_stats()
                 elif op == "memory":  # by hand, with PYTHONTRACEMALLOC=N in the bench's environment
                     import tracemalloc
 
