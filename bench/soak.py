@@ -200,6 +200,15 @@ def last_memory_line(gw: Gateway) -> str:
     return lines[-1].split("rtc2sip memory:", 1)[1].strip() if lines else "(no memory line)"
 
 
+def line_brief(link: ImpairedLink | None) -> str:
+    """The delay line's drops so far, for the sample lines."""
+    if link is None:
+        return ""
+    s = link.summary()
+    return "".join(f" | {d} {s[d]['dropped']}/{s[d]['udp']} UDP dropped, +{s[d]['added_delay']['mean_ms']} ms"
+                   for d in ("a->b", "b->a"))
+
+
 def delay_line_lines(line: dict[str, Any]) -> str:
     """The delay line's counters, one line each way."""
     out = []
@@ -207,8 +216,8 @@ def delay_line_lines(line: dict[str, Any]) -> str:
         c = line[direction]
         d = c["added_delay"]
         out.append(f"delay line {what}: {c['forwarded']} forwarded, {c['dropped']} dropped of {c['udp']} UDP "
-                   f"({c['loss_percent_applied']} %), added delay mean {d['mean_ms']} ms p50 {d['p50_ms']} "
-                   f"p99 {d['p99_ms']} min {d['min_ms']} max {d['max_ms']} ms")
+                   f"({c['loss_percent_applied']} %), added delay mean {d['mean_ms']} ms stdev {d['stdev_ms']} "
+                   f"p50 {d['p50_ms']} p99 {d['p99_ms']} min {d['min_ms']} max {d['max_ms']} ms")
     return "\n".join(out)
 
 
@@ -303,7 +312,7 @@ def main() -> int:
             with lock:
                 print(f"[{samples[-1].t / 60:5.1f} min] calls {counts.calls} done {counts.completed} "
                       f"lost {counts.lost} rss {samples[-1].rss_kb / 1024:.1f} MB fds {samples[-1].fds} "
-                      f"sessions {samples[-1].state.get('media_sessions')}", flush=True)
+                      f"sessions {samples[-1].state.get('media_sessions')}{line_brief(link)}", flush=True)
                 if args.tracemalloc:
                     print("   ", last_memory_line(gw), flush=True)
             if time.monotonic() > deadline + 120:

@@ -78,6 +78,7 @@ def test_delay_distribution_bounds(distribution: str) -> None:
     assert spread > 30.0  # the jitter is really there
     stats = line.counters[BA].scheduled
     assert stats.count == 4000 and stats.quantile(0.99) >= stats.quantile(0.5) >= 0.0
+    assert 5.0 <= stats.stdev <= 25.0  # uniform +-20: 11.5 ms; normal sigma 20, clipped at 0: a little less
 
 
 def test_no_jitter_is_a_fixed_delay() -> None:

@@ -161,6 +161,7 @@ class DelayStats:
     def __init__(self) -> None:
         self.count = 0
         self.total = 0.0
+        self.squares = 0.0  # for the standard deviation: the jitter the packets really got
         self.min = math.inf
         self.max = 0.0
         self.bins = [0] * _BINS
@@ -168,6 +169,7 @@ class DelayStats:
     def add(self, ms: float) -> None:
         self.count += 1
         self.total += ms
+        self.squares += ms * ms
         self.min = min(self.min, ms)
         self.max = max(self.max, ms)
         self.bins[min(_BINS - 1, max(0, int(ms / _BIN_MS)))] += 1
@@ -175,6 +177,12 @@ class DelayStats:
     @property
     def mean(self) -> float:
         return self.total / self.count if self.count else 0.0
+
+    @property
+    def stdev(self) -> float:
+        if self.count < 2:
+            return 0.0
+        return math.sqrt(max(0.0, (self.squares - self.total * self.total / self.count) / (self.count - 1)))
 
     def quantile(self, q: float) -> float:
         """Upper edge of the bin holding the q-quantile (an over-estimate by < 0.1 ms)."""
@@ -192,6 +200,7 @@ class DelayStats:
         return {
             "count": self.count,
             "mean_ms": round(self.mean, 2),
+            "stdev_ms": round(self.stdev, 2),
             "min_ms": round(self.min, 2) if self.count else 0.0,
             "p50_ms": round(self.quantile(0.5), 1),
             "p99_ms": round(self.quantile(0.99), 1),
