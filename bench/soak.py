@@ -273,11 +273,12 @@ def main() -> int:
         raise
     assert gw.proc is not None and gw.proc.pid is not None
     pid = gw.proc.pid
-    driver = BrowserDriver(artifacts).start()
+    driver = BrowserDriver(artifacts)
     phones: list[Baresip] = []
     browsers: list[Browser] = []
     n_video = round(args.browsers * args.video_share)
     try:
+        driver.start()  # in the try: a driver that does not start must still stop the gateway and the line
         for i in range(args.browsers):
             phone = Baresip(artifacts, f"bob{i}", user=f"bob{i}", domain=gw.domain, registrar=gw.udp_uri,
                             tone_hz=440.0, sip_trace=False, host=CLIENTS_ADDR if impaired else "127.0.0.1").start()

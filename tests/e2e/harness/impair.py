@@ -350,7 +350,7 @@ class ImpairedLink:
         self.line = line
         self.a_addr, self.b_addr, self.prefix = a_addr, b_addr, prefix
         self.names = names
-        self.holder: subprocess.Popen[bytes] | None = None
+        self.holder: subprocess.Popen[bytes] | None = None  # `unshare --net`: side b's namespace
         self.fds: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -375,8 +375,10 @@ class ImpairedLink:
         why = impair_available()
         if why is not None:
             raise HarnessError(f"impaired link: {why}")
-        # side b: a namespace held by a process of ours (no /run/netns entry left behind on a crash)
-        self.holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"], start_new_session=True)
+        # side b: a namespace held by a process of ours (no /run/netns entry left behind on a crash),
+        # which waits on a pipe from us: if we die without stop(), its read ends and so does it
+        self.holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "read _"], stdin=subprocess.PIPE,
+                                       start_new_session=True)
         own = os.readlink("/proc/self/ns/net")
         try:
             deadline = time.monotonic() + 5
@@ -421,8 +423,12 @@ class ImpairedLink:
                     os.close(fd)
         self.fds = None
         self._wake_r = self._wake_w = -1
-        if self.holder is not None and self.holder.poll() is None:
-            self.holder.kill()
+        if self.holder is not None:
+            if self.holder.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.holder.stdin.close()
+            if self.holder.poll() is None:
+                self.holder.kill()
             self.holder.wait(5)
 
     def summary(self) -> dict[str, Any]:
@@ -506,7 +512,7 @@ def probe(count: int = 300, interval: float = 0.005, delay_ms: float = 20.0, jit
             s.bind((link.a_addr, 0))
             s.setblocking(False)
             sent: dict[int, float] = {}
-            deadline = time.monotonic() + count * interval + 2.0
+            deadline = time.monotonic() + count * interval + 0.5  # the last ones back well within
             i = 0
             while time.monotonic() < deadline:
                 if i < count:
