@@ -346,10 +346,14 @@ class ImpairedLink:
         b_addr: str = "10.77.0.1",
         prefix: int = 30,
         names: tuple[str, str] = ("rtcimp-a", "rtcimp-b"),
+        default_route: bool = False,
     ) -> None:
         self.line = line
         self.a_addr, self.b_addr, self.prefix = a_addr, b_addr, prefix
         self.names = names
+        # side a's default route through the line: for a program that only uses an interface with a
+        # route beyond its subnet (side b has no route further, so stray traffic ends there)
+        self.default_route = default_route
         self.holder: subprocess.Popen[bytes] | None = None  # `unshare --net`: side b's namespace
         self.fds: tuple[int, int] | None = None
         self._lock = threading.Lock()
@@ -391,6 +395,8 @@ class ImpairedLink:
             _run(["ip", "link", "set", self.names[1], "netns", str(self.holder.pid)])
             _run(["ip", "addr", "add", f"{self.a_addr}/{self.prefix}", "dev", self.names[0]])
             _run(["ip", "link", "set", self.names[0], "up"])
+            if self.default_route:
+                _run(["ip", "route", "add", "default", "dev", self.names[0]])
             for cmd in (["ip", "link", "set", "lo", "up"],
                         ["ip", "addr", "add", f"{self.b_addr}/{self.prefix}", "dev", self.names[1]],
                         ["ip", "link", "set", self.names[1], "up"]):
