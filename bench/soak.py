@@ -215,7 +215,7 @@ def delay_line_lines(line: dict[str, Any]) -> str:
     for direction, what in (("a->b", "to the gateway"), ("b->a", "from the gateway")):
         c = line[direction]
         d = c["added_delay"]
-        out.append(f"delay line {what}: {c['forwarded']} forwarded, {c['dropped']} dropped of {c['udp']} UDP "
+        out.append(f"delay line {what}: {c['forwarded']} forwarded, {c['dropped']} dropped of {c['lossy']} lossy UDP "
                    f"({c['loss_percent_applied']} %), added delay mean {d['mean_ms']} ms stdev {d['stdev_ms']} "
                    f"p50 {d['p50_ms']} p99 {d['p99_ms']} min {d['min_ms']} max {d['max_ms']} ms")
     return "\n".join(out)

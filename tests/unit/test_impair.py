@@ -46,7 +46,7 @@ def test_loss_rate_within_bounds() -> None:
     lost = sum(d is None for d in delivered)
     assert 0.02 * n <= lost <= 0.08 * n
     c = line.counters[AB]
-    assert c.dropped == lost and c.packets == c.udp == n
+    assert c.dropped == lost and c.packets == c.udp == c.lossy == n
     assert 2.0 <= line.summary()[AB]["loss_percent_applied"] <= 8.0
 
 

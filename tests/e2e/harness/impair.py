@@ -216,6 +216,7 @@ class DelayStats:
 class DirectionCounters:
     packets: int = 0  # offered to the line
     udp: int = 0
+    lossy: int = 0  # subject to the loss (UDP, less the lossless ports): the applied rate's base
     dropped: int = 0  # by the loss (UDP only by default)
     forwarded: int = 0  # written into the other side (the runner's report)
     write_errors: int = 0
@@ -229,10 +230,11 @@ class DirectionCounters:
         return out
 
     def summary(self) -> dict[str, Any]:
-        lossy = self.udp
+        lossy = self.lossy
         return {
             "packets": self.packets,
             "udp": self.udp,
+            "lossy": self.lossy,
             "dropped": self.dropped,
             "forwarded": self.forwarded,
             "write_errors": self.write_errors,
@@ -277,6 +279,7 @@ class DelayLine:
         lossy = info is not None and (is_udp or not imp.loss_udp_only)
         if lossy and info is not None and (info.sport in imp.lossless_ports or info.dport in imp.lossless_ports):
             lossy = False
+        c.lossy += lossy
         # the random draw only for the packets that can be lost: the loss sequence of a seed then does
         # not depend on how much TCP went by
         if lossy and imp.loss_percent > 0 and self.rng.random() * 100.0 < imp.loss_percent:
