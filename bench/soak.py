@@ -12,9 +12,16 @@ tests/e2e/harness), in a private network namespace of its own (it re-executes it
   breaker); ``--drop-share`` of them have their WebSocket closed mid-call, which must end the call at
   the phone at once (the gateway cannot reach the browser: that was its connection) and release it in
   the gateway, after which JsSIP reconnects and registers again;
-- ``--loss`` % of the datagrams sent to the gateway's media ports are dropped (nftables, on input: the
-  sender sees nothing, as on a real network). Jitter: this
-  kernel has no sch_netem, and nftables cannot delay, so none is added (the summary says so);
+- the media path is impaired: with ``--jitter-ms`` above 0 (the default, 20) the gateway runs in a
+  network namespace of its own, reached at 10.77.0.1 only through a delay line (tests/e2e/harness/
+  impair.py: TUN devices and a userspace router, since this kernel has no sch_netem and nftables cannot
+  delay), which drops ``--loss`` % of the UDP datagrams both ways (SIP over UDP spared unless
+  ``--sip-loss``: the loss is the media path's) and holds every packet ``--delay-ms`` +- ``--jitter-ms``
+  (uniform, never negative; packets of a flow may overtake one another as with netem, unless
+  ``--keep-order``); the browsers and baresip stay here, on 10.77.0.2. The summary gives the line's own
+  counters: packets forwarded and dropped, and the delay really added, each way. With ``--jitter-ms 0``
+  the old way: ``--loss`` % of the datagrams sent to the gateway's media ports dropped by nftables (on
+  input: the sender sees nothing, as on a real network), no delay, everything on loopback;
 - every ``--sample`` seconds: the gateway's RSS, open fds, and its own state line (SIGUSR1: media
   sessions, ports, routes, B2BUA tables, asyncio tasks).
 
@@ -46,10 +53,13 @@ sys.path[:0] = [str(ROOT / "tests" / "e2e"), str(ROOT / "tests")]
 
 from harness import Artifacts, Baresip, BrowserDriver, Gateway, wait_for  # noqa: E402
 from harness.browser import Browser, non_loopback_interfaces  # noqa: E402
+from harness.impair import DelayLine, ImpairedLink, Impairment  # noqa: E402
 from harness.loss import LossyPorts  # noqa: E402
 from harness.procs import HarnessError  # noqa: E402
 
 MEDIA_PORTS = (30000, 31999)
+# the delay line's two ends (harness.impair): the gateway alone in its namespace, the peers here
+GATEWAY_ADDR, CLIENTS_ADDR = "10.77.0.1", "10.77.0.2"
 
 # the page's WebSockets, so that the soak can close one mid-call (as a network drop would)
 TRACK_WEBSOCKETS_JS = r"""
@@ -190,6 +200,27 @@ def last_memory_line(gw: Gateway) -> str:
     return lines[-1].split("rtc2sip memory:", 1)[1].strip() if lines else "(no memory line)"
 
 
+def line_brief(link: ImpairedLink | None) -> str:
+    """The delay line's drops so far, for the sample lines."""
+    if link is None:
+        return ""
+    s = link.summary()
+    return "".join(f" | {d} {s[d]['dropped']}/{s[d]['udp']} UDP dropped, +{s[d]['added_delay']['mean_ms']} ms"
+                   for d in ("a->b", "b->a"))
+
+
+def delay_line_lines(line: dict[str, Any]) -> str:
+    """The delay line's counters, one line each way."""
+    out = []
+    for direction, what in (("a->b", "to the gateway"), ("b->a", "from the gateway")):
+        c = line[direction]
+        d = c["added_delay"]
+        out.append(f"delay line {what}: {c['forwarded']} forwarded, {c['dropped']} dropped of {c['lossy']} lossy UDP "
+                   f"({c['loss_percent_applied']} %), added delay mean {d['mean_ms']} ms stdev {d['stdev_ms']} "
+                   f"p50 {d['p50_ms']} p99 {d['p99_ms']} min {d['min_ms']} max {d['max_ms']} ms")
+    return "\n".join(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60.0)
@@ -197,7 +228,12 @@ def main() -> int:
     ap.add_argument("--video-share", type=float, default=0.2, help="share of the browsers whose calls carry video")
     ap.add_argument("--reinvite-share", type=float, default=0.3)
     ap.add_argument("--drop-share", type=float, default=0.1)
-    ap.add_argument("--loss", type=int, default=5, help="%% of datagrams to the gateway's media ports dropped")
+    ap.add_argument("--loss", type=int, default=5, help="%% of the media datagrams dropped")
+    ap.add_argument("--jitter-ms", type=float, default=20.0,
+                    help="jitter of the delay line (default 20); 0: no delay line, loss by nftables on loopback")
+    ap.add_argument("--delay-ms", type=float, default=20.0, help="the delay line's base delay, each way (default 20)")
+    ap.add_argument("--keep-order", action="store_true", help="the delay line keeps each flow in order")
+    ap.add_argument("--sip-loss", action="store_true", help="the delay line's loss hits SIP over UDP too")
     ap.add_argument("--sample", type=float, default=30.0)
     ap.add_argument("--warmup", type=float, default=0.1, help="share of the run before the RSS reference")
     ap.add_argument("--seed", type=int, default=1)
@@ -212,19 +248,40 @@ def main() -> int:
     artifacts = Artifacts(args.out)
     counts, lock = Counts(), threading.Lock()
     samples: list[Sample] = []
-    gw = Gateway(artifacts, extra_toml=f'[media]\nrtp_ports = "{MEDIA_PORTS[0]}-{MEDIA_PORTS[1]}"\n',
-                 env={"RTC2SIP_TRACEMALLOC": str(args.tracemalloc)} if args.tracemalloc else None)
-    gw.start()
+    impaired = args.jitter_ms > 0
+    media_toml = f'[media]\nrtp_ports = "{MEDIA_PORTS[0]}-{MEDIA_PORTS[1]}"\n'
+    gw_env = {"RTC2SIP_TRACEMALLOC": str(args.tracemalloc)} if args.tracemalloc else None
+    link: ImpairedLink | None = None
+    if impaired:
+        # beyond loopback, "auth = auto" would turn digest on (the phones have no passwords), and
+        # every phone and browser comes from the one address 10.77.0.2: no per-source rate limit
+        gw = Gateway(artifacts, host=GATEWAY_ADDR, gateway_options={"auth": "off"},
+                     extra_toml=media_toml + "\n[limits]\nrate_per_source = 0.0\n", env=gw_env)
+        line = DelayLine(Impairment(loss_percent=float(args.loss), delay_ms=args.delay_ms, jitter_ms=args.jitter_ms,
+                                    keep_order=args.keep_order,
+                                    lossless_ports=frozenset() if args.sip_loss else frozenset({gw.sip_port})),
+                         seed=args.seed)
+        link = ImpairedLink(line, a_addr=CLIENTS_ADDR, b_addr=GATEWAY_ADDR).start()
+        gw.netns = link.netns
+    else:
+        gw = Gateway(artifacts, extra_toml=media_toml, env=gw_env)
+    try:
+        gw.start()
+    except BaseException:
+        if link is not None:
+            link.stop()
+        raise
     assert gw.proc is not None and gw.proc.pid is not None
     pid = gw.proc.pid
-    driver = BrowserDriver(artifacts).start()
+    driver = BrowserDriver(artifacts)
     phones: list[Baresip] = []
     browsers: list[Browser] = []
     n_video = round(args.browsers * args.video_share)
     try:
+        driver.start()  # in the try: a driver that does not start must still stop the gateway and the line
         for i in range(args.browsers):
             phone = Baresip(artifacts, f"bob{i}", user=f"bob{i}", domain=gw.domain, registrar=gw.udp_uri,
-                            tone_hz=440.0, sip_trace=False).start()
+                            tone_hz=440.0, sip_trace=False, host=CLIENTS_ADDR if impaired else "127.0.0.1").start()
             phone.wait_registered()
             phones.append(phone)
             b = driver.open(f"alice{i}", tone_hz=1000.0)
@@ -238,7 +295,7 @@ def main() -> int:
         start = time.monotonic()
         deadline = start + args.minutes * 60
         media_ports = list(range(MEDIA_PORTS[0], MEDIA_PORTS[1] + 1))
-        loss = LossyPorts(media_ports, args.loss, hook="input") if args.loss else None
+        loss = LossyPorts(media_ports, args.loss, hook="input") if args.loss and not impaired else None
         if loss is not None:
             loss.start()
         callers = [Caller(i, browsers[i], phones[i], gw, i < n_video, args, counts, lock, deadline)
@@ -256,11 +313,12 @@ def main() -> int:
             with lock:
                 print(f"[{samples[-1].t / 60:5.1f} min] calls {counts.calls} done {counts.completed} "
                       f"lost {counts.lost} rss {samples[-1].rss_kb / 1024:.1f} MB fds {samples[-1].fds} "
-                      f"sessions {samples[-1].state.get('media_sessions')}", flush=True)
+                      f"sessions {samples[-1].state.get('media_sessions')}{line_brief(link)}", flush=True)
                 if args.tracemalloc:
                     print("   ", last_memory_line(gw), flush=True)
             if time.monotonic() > deadline + 120:
                 break
+        nft_dropped = loss.dropped() if loss is not None else None
         if loss is not None:
             loss.clear()
         # every call is over: nothing may be held
@@ -280,7 +338,10 @@ def main() -> int:
         end_rss = rss_kb(pid)
         summary: dict[str, Any] = {
             "minutes": args.minutes, "browsers": args.browsers, "video_browsers": n_video, "loss_percent": args.loss,
-            "jitter": "none: no sch_netem on this kernel and nftables cannot delay",
+            "jitter": (f"delay line: {args.delay_ms:g} ms +- {args.jitter_ms:g} ms each way (uniform"
+                       f"{', flows kept in order' if args.keep_order else ', reordering allowed'})" if impaired
+                       else "none (--jitter-ms 0): loss by nftables on loopback, no delay"),
+            **({"delay_line": link.summary()} if link is not None else {"nft_dropped": nft_dropped}),
             **asdict(counts),
             "idle_state": idle, "final_state": final, "idle_fds": idle_fds, "final_fds": final_fds,
             "rss_warm_kb": ref, "rss_end_kb": end_rss,
@@ -293,6 +354,8 @@ def main() -> int:
         (args.out / "soak.json").write_text(json.dumps({"summary": summary,
                                                         "samples": [asdict(s) for s in samples]}, indent=1))
         print(json.dumps(summary, indent=1))
+        if link is not None:
+            print(delay_line_lines(summary["delay_line"]), flush=True)
         ok = (counts.lost == 0 and not summary["held_after"] and final_fds <= idle_fds + 2
               and (summary["rss_growth_percent"] or 0) < 5.0 and final.get("tasks", 0) <= idle.get("tasks", 0) + 2)
         print("soak:", "PASS" if ok else "FAIL", flush=True)
@@ -307,6 +370,8 @@ def main() -> int:
         for p in phones:
             p.stop()
         gw.stop()
+        if link is not None:
+            link.stop()
 
 
 if __name__ == "__main__":

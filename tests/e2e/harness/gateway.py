@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .artifacts import Artifacts
-from .procs import HarnessError, Proc, free_port, wait_for, wait_tcp, wait_udp_bound
+from .procs import HarnessError, Proc, free_port, wait_for, wait_tcp, wait_tcp_listening, wait_udp_bound
 
 __all__ = ["Gateway", "toml_value"]
 
@@ -47,6 +47,10 @@ class Gateway:
     `gateway_options` adds keys to the `[gateway]` table; `extra_toml` is appended verbatim and must
     start with its own table header (`[media]`, `[[route]]`...), or its keys would land in the last
     `[[listen]]` table (checked). Ports and data_dir survive `restart()`.
+
+    `netns` (a path for ``nsenter --net=``, e.g. harness.impair's ImpairedLink.netns) runs it in another
+    network namespace, reached at `host` through whatever links the two (bench/soak.py's delay line);
+    its admin listener on 127.0.0.1 is then that namespace's, out of this one's reach.
     """
 
     def __init__(
@@ -61,8 +65,10 @@ class Gateway:
         env: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
         ws_host: str | None = None,
+        netns: str | None = None,
     ) -> None:
         self.artifacts = artifacts
+        self.netns = netns
         self.host = host
         self.ws_host = ws_host or host
         # in URIs and URLs an IPv6 address goes in brackets (RFC 3261 §25.1, RFC 3986 §3.2.2)
@@ -148,9 +154,13 @@ class Gateway:
     def start(self, timeout: float = 20.0) -> Gateway:
         self.options_path.write_text(self.render_options())
         self.artifacts.add_log(self.name, self.log_path)
+        argv: list[str | os.PathLike[str]] = [self.python, "-m", "rtc2sip", "--options", self.options_path]
+        if self.netns is not None:
+            # nsenter execs the gateway: the pid stays the gateway's own (SIGUSR1, /proc/PID)
+            argv = ["nsenter", f"--net={self.netns}", "--", *argv]
         self.proc = Proc(
             self.name,
-            [self.python, "-m", "rtc2sip", "--options", self.options_path],
+            argv,
             self.log_path,
             env=self.env,
             stop_timeout=10,
@@ -158,12 +168,17 @@ class Gateway:
         self.proc.start()
         self.starts += 1
         alive = self.proc.check_alive
+        # in another namespace, the sockets are read from the gateway's own tables (/proc/PID/net)
+        net_dir = "/proc/net" if self.netns is None else f"/proc/{self.proc.pid}/net"
         with self.proc.explain_failure():
-            wait_udp_bound(self.sip_port, timeout, alive)
+            wait_udp_bound(self.sip_port, timeout, alive, net_dir)
             wait_tcp(self.host, self.sip_port, timeout, alive)
             wait_tcp(self.ws_host, self.ws_port, timeout, alive)
             if not re.search(r"^\[admin\]", self.extra_toml, re.M):
-                wait_tcp("127.0.0.1", self.admin_port, timeout, alive)
+                if self.netns is None:
+                    wait_tcp("127.0.0.1", self.admin_port, timeout, alive)
+                else:
+                    wait_tcp_listening(self.admin_port, timeout, alive, net_dir)
         return self
 
     def stop(self) -> int | None:

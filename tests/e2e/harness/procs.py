@@ -116,14 +116,15 @@ def wait_tcp(host: str, port: int, timeout: float, alive: Callable[[], None] | N
     wait_for(lambda: _tcp_accepts(host, port), timeout, f"TCP {host}:{port} to accept", alive=alive)
 
 
-def udp_bound(port: int) -> bool:
+def udp_bound(port: int, net_dir: str = "/proc/net") -> bool:
     """Whether some socket of this network namespace is bound to UDP `port`.
 
     UDP has no handshake to probe, and sending a probe would pollute the peer's log and state; the
-    kernel's socket table answers without touching the peer.
+    kernel's socket table answers without touching the peer. `net_dir` `/proc/PID/net` asks the
+    namespace of process PID instead (a peer in a namespace of its own: harness.impair).
     """
     wanted = f":{port:04X}"
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
+    for table in (f"{net_dir}/udp", f"{net_dir}/udp6"):
         try:
             with open(table, encoding="ascii") as f:
                 next(f, None)
@@ -136,15 +137,16 @@ def udp_bound(port: int) -> bool:
     return False
 
 
-def wait_udp_bound(port: int, timeout: float, alive: Callable[[], None] | None = None) -> None:
-    wait_for(lambda: udp_bound(port), timeout, f"UDP port {port} to be bound", alive=alive)
+def wait_udp_bound(port: int, timeout: float, alive: Callable[[], None] | None = None,
+                   net_dir: str = "/proc/net") -> None:
+    wait_for(lambda: udp_bound(port, net_dir), timeout, f"UDP port {port} to be bound", alive=alive)
 
 
-def tcp_listening(port: int) -> bool:
+def tcp_listening(port: int, net_dir: str = "/proc/net") -> bool:
     """Whether some socket of this network namespace listens on TCP `port` (read from the kernel's
     table, like `udp_bound`: connecting to probe would show up as a stray connection in the peer)."""
     wanted = f":{port:04X}"
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for table in (f"{net_dir}/tcp", f"{net_dir}/tcp6"):
         try:
             with open(table, encoding="ascii") as f:
                 next(f, None)
@@ -157,8 +159,9 @@ def tcp_listening(port: int) -> bool:
     return False
 
 
-def wait_tcp_listening(port: int, timeout: float, alive: Callable[[], None] | None = None) -> None:
-    wait_for(lambda: tcp_listening(port), timeout, f"TCP port {port} to listen", alive=alive)
+def wait_tcp_listening(port: int, timeout: float, alive: Callable[[], None] | None = None,
+                       net_dir: str = "/proc/net") -> None:
+    wait_for(lambda: tcp_listening(port, net_dir), timeout, f"TCP port {port} to listen", alive=alive)
 
 
 class Proc:
