@@ -157,6 +157,23 @@ def test_cross_site_and_non_json_are_refused(tmp_path: Path) -> None:
     assert router.route(req("GET", "/calls", {"Sec-Fetch-Site": "cross-site"})).status == 200  # a link, not an act
 
 
+def test_a_foreign_origin_is_refused(tmp_path: Path) -> None:
+    """Browsers too old for Sec-Fetch-Site still send Origin on a POST or DELETE (RFC 6454 §7)."""
+    router, _, plane = make_router(tmp_path)
+    host = {**JSON_CT, "Host": "127.0.0.1:8089"}
+    for origin in ("http://evil.example", "http://127.0.0.1:9999", "null", "https://127.0.0.1:8089x", "garbage"):
+        for method in ("POST", "DELETE"):
+            r = router.route(req(method, "/api/calls/c1/recording", {**host, "Origin": origin}))
+            assert r.status == 403 and "cross-site" in body(r)["error"], (origin, method)
+    r = router.route(req("POST", "/api/calls/c1/recording", {**JSON_CT, "Origin": "http://127.0.0.1:8089"}))
+    assert r.status == 403  # an Origin with no Host to compare it with
+    assert plane.done == []
+    ours = {**host, "Origin": "http://127.0.0.1:8089"}
+    assert router.route(req("POST", "/api/calls/c1/recording", ours)).status == 201
+    same = {**JSON_CT, "Host": "localhost", "Origin": "http://LOCALHOST:80"}
+    assert router.route(req("DELETE", "/api/calls/c1/recording", same)).status != 403
+
+
 def test_token(tmp_path: Path) -> None:
     router, _, plane = make_router(tmp_path, TOKEN)
     for method, target in (("GET", "/api/calls"), ("GET", "/metrics"), ("GET", "/api/registrations"),

@@ -22,7 +22,9 @@ Cross-site request forgery: a POST must be ``Content-Type: application/json`` (4
 no HTML form can send, and this server answers no CORS preflight (OPTIONS is 405 and no response
 carries ``Access-Control-Allow-Origin``), so a page of another origin cannot make the browser send
 one; a DELETE needs a preflight as well. On top of that, a POST or DELETE the browser marks
-``Sec-Fetch-Site`` other than ``same-origin`` or ``none`` is refused (403). With no token (loopback
+``Sec-Fetch-Site`` other than ``same-origin`` or ``none`` is refused (403), and so is one whose
+``Origin`` (RFC 6454 §7, sent by browsers on every POST and DELETE, also those too old for
+Sec-Fetch-*) names another host and port than the request's ``Host``. With no token (loopback
 only) a request whose ``Host`` is not a loopback address or ``localhost`` is refused (403): a page
 whose domain was rebound to 127.0.0.1 (DNS rebinding) is same-origin with this listener and would
 otherwise read and act freely.
@@ -105,6 +107,26 @@ def _match(segments: list[str]) -> tuple[str, str | None, tuple[str, ...], bool]
     return None
 
 
+def _same_origin(origin: str, host: str | None) -> bool:
+    """``Origin`` names this listener: its host[:port] is the request's ``Host`` ("null", an opaque
+    origin of a sandboxed page or a file, never is)."""
+    if host is None:
+        return False
+    try:
+        parts = urllib.parse.urlsplit(origin.strip())
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    default = "443" if parts.scheme == "https" else "80"
+
+    def key(netloc: str) -> str:
+        netloc = netloc.lower()
+        return netloc if netloc.rsplit("]", 1)[-1].count(":") else f"{netloc}:{default}"
+
+    return key(parts.netloc) == key(host.strip())
+
+
 def _loopback_host(host: str | None) -> bool:
     """A Host header naming a loopback address or localhost (any port); no Host (HTTP/1.0) too."""
     if host is None:
@@ -167,6 +189,9 @@ class AdminRouter:
         site = headers.get("sec-fetch-site")
         if site is not None and site not in ("same-origin", "none"):
             return _error(403, f"cross-site request refused (Sec-Fetch-Site: {site[:40]})")
+        origin = headers.get("origin")
+        if origin is not None and not _same_origin(origin, headers.get("host")):
+            return _error(403, f"cross-site request refused (Origin: {origin[:100]})")
         if method == "DELETE":
             return self.web.call_action(call_id, what, start=False)
         content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
