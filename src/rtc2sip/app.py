@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -163,7 +164,10 @@ class Gateway:
         for lst in s.active_listeners():
             if lst.transport not in ("udp", "tcp", "tls", "ws", "wss"):
                 continue
-            await self.transports.listen(lst.transport, lst.host, lst.port, tls if lst.secure else None)
+            try:
+                await self.transports.listen(lst.transport, lst.host, lst.port, tls if lst.secure else None)
+            except OSError as exc:
+                raise _listener_error(f"<transport>{lst.transport};{lst.host};{lst.port}", exc) from exc
         self.listening = list(self.transports.listening)
         if s.gateway.services and self.transports.local_address("udp") is not None:
             # sip:echo@ and sip:diag@ of every local domain: a UAS on loopback the proxy routes to
@@ -178,7 +182,11 @@ class Gateway:
         if a.listen is not None:
             tls = admin_ssl_context(str(a.tls_cert), str(a.tls_key)) if a.tls_cert and a.tls_key else None
             self.admin = AdminListener(AdminRouter(self.web, a.token), a.listen[0], a.listen[1], tls)
-            await self.admin.start()
+            try:
+                await self.admin.start()
+            except OSError as exc:
+                self.admin = None
+                raise _listener_error(f"[admin] listen {a.listen[0]}:{a.listen[1]}", exc) from exc
             # what pages link to: a wildcard address replaced by an interface's, port 0 by the real one
             host = TransportLayer._advertised(a.listen[0], ":" in a.listen[0])
             host = f"[{host}]" if ":" in host else host
@@ -377,3 +385,17 @@ async def run(settings: Settings, banner: bool = True) -> None:
         log.info("rtc2sip stopping")
         collector.cancel()
         await gw.stop()
+
+
+def _listener_error(what: str, exc: OSError) -> OSError:
+    """The operator's setting named in a bind failure ("cannot start: <transport>udp;0.0.0.0;5060:
+    Address already in use"), the errno kept for callers. uvloop's UDP bind error carries no errno;
+    the one beneath it does."""
+    code = exc.errno
+    inner = exc.__cause__ or exc.__context__
+    if code is None and isinstance(inner, OSError):
+        code = inner.errno
+    busy = code == errno.EADDRINUSE or (code is None and "bind" in str(exc))
+    hint = " (another program holds it: stop it or choose another port)" if busy else ""
+    text = f"{what}: {exc.strerror or exc}{hint}"
+    return OSError(code, text) if code is not None else OSError(text)
