@@ -698,3 +698,26 @@ def test_gateway_offer_carries_the_mid_extension_and_keeps_its_id() -> None:
     again, _ = legacy_offer_to_webrtc(legacy_offer, web, POLICY, renumbered)
     assert {e.id for m in again.media for e in m.extmaps} == {7}
 
+
+
+def test_asterisk_offer_firefox_answer() -> None:
+    """No Firefox runs here (Debian's firefox-esr is not among the test command's packages): its
+    answer, in the shape Firefox 128 gives (sdp_samples/firefox_answer.sdp, identifiers regenerated),
+    to the gateway's offer. What differs from Chromium: the fingerprint and ice-options at session
+    level, uppercase candidate transports, explicit channel counts, extmap with a direction."""
+    offer = sample("asterisk_offer.sdp")
+    browser_offer, mapping = legacy_offer_to_webrtc(offer, WEB, POLICY)
+    answer = sample("firefox_answer.sdp")
+    legacy, mapping = webrtc_answer_to_legacy(answer, offer, LEG, mapping)
+    peer = mapping.webrtc_peer
+    assert peer is not None and peer.setup == "active" and peer.ufrag == "9b3e1d5a"
+    assert list(peer.fingerprints) == answer.fingerprints and answer.fingerprints  # from the session level
+    media = answer.media[0]
+    assert [(c.transport.lower(), c.port) for c in media.candidates] == [("udp", 50216), ("tcp", 9)]
+    seen = reparse(legacy)
+    lm = seen.media[0]
+    assert (lm.proto, lm.port, lm.payload_types) == ("RTP/AVP", 30000, [9, 101])
+    assert not attr_names(seen) & set(WEBRTC_ONLY)
+    mm = mapping.media[0]
+    assert mm.to_webrtc == {9: 9, 101: 101} and (mm.legacy_dtmf_pt, mm.webrtc_dtmf_pt) == (101, 101)
+    assert mm.webrtc_ssrcs == (2846135797,)
