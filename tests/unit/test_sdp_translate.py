@@ -706,7 +706,7 @@ def test_asterisk_offer_firefox_answer() -> None:
     to the gateway's offer. What differs from Chromium: the fingerprint and ice-options at session
     level, uppercase candidate transports, explicit channel counts, extmap with a direction."""
     offer = sample("asterisk_offer.sdp")
-    browser_offer, mapping = legacy_offer_to_webrtc(offer, WEB, POLICY)
+    _, mapping = legacy_offer_to_webrtc(offer, WEB, POLICY)
     answer = sample("firefox_answer.sdp")
     legacy, mapping = webrtc_answer_to_legacy(answer, offer, LEG, mapping)
     peer = mapping.webrtc_peer
