@@ -607,15 +607,18 @@ class MediaSession:
             self.fail(f"{what} did not connect within {self._connect_timeout:g} s")
             return
         if self.answered is not None and self._media_timeout > 0 and self.streams:
-            last = max([self.answered] + [max(s.webrtc.last_in, s.legacy.last_in) for s in self.streams.values()])
-            if now - last > self._media_timeout and link is not None:
+            answered = self.answered
+            if now - self._last_media_in(answered) > self._media_timeout and link is not None:
                 link.sync(self)
-                last = max([self.answered] + [max(s.webrtc.last_in, s.legacy.last_in) for s in self.streams.values()])
-            if now - last > self._media_timeout:
+            if now - self._last_media_in(answered) > self._media_timeout:
                 self.fail(f"no media for {self._media_timeout:g} s")
                 return
         for stream in self.streams.values():
             stream.send_reports_if_due(now, self.cname)
+
+    def _last_media_in(self, answered: float) -> float:
+        """When the last packet came in on any leg of any stream (the answer, before any did)."""
+        return max([answered] + [max(s.webrtc.last_in, s.legacy.last_in) for s in self.streams.values()])
 
     # -- observation ---------------------------------------------------------------------------------
 
